@@ -1,0 +1,27 @@
+//! `kafclaw-actors`: every actor of KafClaw, its messages, its errors and its domain logic.
+//!
+//! This crate knows no HTTP and no command line (Architecture Invariant: it never depends on
+//! actix-web or clap). The binary crate turns requests and commands into the messages below.
+//!
+//! The supervision tree (one-for-one, a restart budget per child):
+//!
+//! ```text
+//! Supervisor
+//! ├── Store            owns timeline.db (sled); the only module that imports sled   [permanent]
+//! ├── SecretVault      owns tomb.rr and the sealed secrets                           [permanent]
+//! ├── AuditChainer     owns ~/.kafclaw/audit; keyed-BLAKE3 chain, group commit      [permanent]
+//! ├── ToolExecutor     policy decision + sandboxed execution; never a shell          [permanent]
+//! └── ChannelBridge(…) one per channel; quarantined when it exhausts its budget      [quarantine]
+//! ```
+//!
+//! The HTTP gateway lives in the binary crate and holds no domain state.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod audit;
+pub mod clock;
+pub mod fsutil;
+pub mod paths;
+pub mod store;
+pub mod supervisor;

@@ -1,0 +1,371 @@
+//! The embedded store (`~/.kafclaw/timeline.db`, sled): the only module that imports sled.
+//!
+//! Owns: opening the database with its final mode, the named trees, atomic batches, durable
+//! flushes, and the timeline (events newest first). Other modules reach their own tree through
+//! [`StoreDb::tree`] and never see a sled type.
+//! Must not: interpret other modules' values (the vault's ciphertexts, the token table, …).
+
+use std::path::{Path, PathBuf};
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::supervisor::{Ping, Pong};
+
+mod timeline;
+pub use timeline::{GetTimeline, RecordEvent, TimelineEvent, TimelineQuery};
+
+#[cfg(test)]
+mod tests;
+
+/// What can go wrong in the store. Messages never include stored values.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened (locked by another process, corrupt, unreadable).
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    /// A read, write or flush failed.
+    #[error("store i/o failed: {0}")]
+    Io(String),
+    /// A stored value could not be decoded (written by another version, or corrupt).
+    #[error("store value in tree {tree} is corrupt: {reason}")]
+    Corrupt { tree: &'static str, reason: String },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        StoreError::Io(error.to_string())
+    }
+}
+
+/// The named trees. One closed list, so two modules can never share a tree by accident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TreeName {
+    /// Timeline events, keyed by a monotonic id (big-endian u64).
+    Timeline,
+    /// Runtime settings that survive a restart (channel states, restrictions, …).
+    Settings,
+    /// Sealed secrets of the vault (ciphertext only).
+    Secrets,
+    /// Gateway tokens (keyed hashes and metadata, never a token).
+    Tokens,
+    /// Channel inbox and outbox messages.
+    Channels,
+    /// Agent sessions (history).
+    Sessions,
+    /// Pending and decided tool approvals.
+    Approvals,
+    /// Incidents.
+    Incidents,
+    /// Token usage counters.
+    Usage,
+}
+
+impl TreeName {
+    /// The sled tree name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TreeName::Timeline => "timeline",
+            TreeName::Settings => "settings",
+            TreeName::Secrets => "secrets",
+            TreeName::Tokens => "tokens",
+            TreeName::Channels => "channels",
+            TreeName::Sessions => "sessions",
+            TreeName::Approvals => "approvals",
+            TreeName::Incidents => "incidents",
+            TreeName::Usage => "usage",
+        }
+    }
+}
+
+/// A cheap, cloneable handle on the open database.
+#[derive(Clone)]
+pub struct StoreDb {
+    /// The sled database; sled handles are internally reference-counted and thread-safe.
+    db: sled::Db,
+    /// Where it lives (for messages and snapshots).
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for StoreDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreDb").field("path", &self.path).finish()
+    }
+}
+
+impl StoreDb {
+    /// Opens (or creates, with mode 0700) the store directory at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_error = |reason: String| StoreError::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
+        fsutil::create_private_dir(path).map_err(|e| open_error(e.to_string()))?;
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| open_error(e.to_string()))?;
+        Ok(Self {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens a throw-away store in a temporary directory (tests and benchmarks).
+    pub fn temporary() -> Result<Self, StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Ok(Self {
+            db,
+            path: PathBuf::from("(temporary)"),
+        })
+    }
+
+    /// The directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One named tree.
+    pub fn tree(&self, name: TreeName) -> Result<KvTree, StoreError> {
+        Ok(KvTree {
+            tree: self.db.open_tree(name.as_str())?,
+            name,
+        })
+    }
+
+    /// Makes every write so far durable. Call before acknowledging anything that depends on it.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Synchronous flush, for shutdown and command-line tools.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A fresh, strictly increasing id (survives restarts).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Verifies the store's internal checksums (used by `security audit --deep`).
+    pub fn verify_integrity(&self) -> Result<(), StoreError> {
+        let checksum_before = self.db.checksum()?;
+        let checksum_after = self.db.checksum()?;
+        if checksum_before == checksum_after {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                tree: "*",
+                reason: "checksum changed while idle".into(),
+            })
+        }
+    }
+
+    /// Writes a consistent export of every tree into `dest` (a new store directory):
+    /// used by snapshots and backups while the gateway keeps running.
+    pub fn export_to(&self, dest: &Path) -> Result<(), StoreError> {
+        let target = StoreDb::open(dest)?;
+        target.db.import(self.db.export());
+        target.flush_blocking()
+    }
+}
+
+/// One named tree: keys and values are bytes; typed helpers encode JSON.
+#[derive(Clone)]
+pub struct KvTree {
+    tree: sled::Tree,
+    name: TreeName,
+}
+
+/// A set of writes applied atomically to one tree.
+#[derive(Default)]
+pub struct KvBatch {
+    batch: sled::Batch,
+}
+
+impl KvBatch {
+    /// Adds an insert.
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.batch.insert(key.as_ref(), value.as_ref());
+    }
+    /// Adds a removal.
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.batch.remove(key.as_ref());
+    }
+}
+
+impl KvTree {
+    /// The tree's name.
+    pub fn name(&self) -> TreeName {
+        self.name
+    }
+    /// The raw value under `key`.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key.as_ref())?.map(|v| v.to_vec()))
+    }
+    /// Sets `key` to `value`, returning the previous value.
+    pub fn insert(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree
+            .insert(key.as_ref(), value.as_ref())?
+            .map(|v| v.to_vec()))
+    }
+    /// Inserts only if `key` is absent; returns false when it was already present.
+    pub fn insert_new(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .tree
+            .compare_and_swap(key.as_ref(), None as Option<&[u8]>, Some(value.as_ref()))?
+            .is_ok())
+    }
+    /// Removes `key`, returning the previous value.
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.remove(key.as_ref())?.map(|v| v.to_vec()))
+    }
+    /// Applies every write of `batch` atomically.
+    pub fn apply(&self, batch: KvBatch) -> Result<(), StoreError> {
+        self.tree.apply_batch(batch.batch)?;
+        Ok(())
+    }
+    /// All pairs whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        prefix: impl AsRef<[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.tree
+            .scan_prefix(prefix.as_ref())
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+    /// Up to `limit` pairs with keys strictly below `before` (or from the end), newest first.
+    pub fn scan_rev(
+        &self,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let iter = match before {
+            Some(upper) => self.tree.range(..upper.to_vec()),
+            None => self.tree.iter(),
+        };
+        iter.rev()
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+    /// Iterates over every pair in key order, stopping early when `visit` returns false.
+    pub fn for_each(
+        &self,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+    /// True when the tree holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+    /// Reads a JSON value.
+    pub fn get_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    tree: self.name.as_str(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+    /// Writes a JSON value.
+    pub fn put_json<T: Serialize>(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))?;
+        self.insert(key, bytes)?;
+        Ok(())
+    }
+    /// Makes this tree's writes durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.tree.flush_async().await?;
+        Ok(())
+    }
+}
+
+/// The supervised owner of the store: answers timeline queries and flushes.
+/// A restart gives a fresh actor over the same open database.
+pub struct Store {
+    db: StoreDb,
+    timeline: KvTree,
+}
+
+impl Store {
+    /// A store actor over an open database.
+    pub fn new(db: StoreDb) -> Result<Self, StoreError> {
+        let timeline = db.tree(TreeName::Timeline)?;
+        Ok(Self { db, timeline })
+    }
+}
+
+impl Actor for Store {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for Store {
+    type Result = Pong;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
+        Pong
+    }
+}
+
+/// Makes every write so far durable.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Flush;
+
+impl Handler<Flush> for Store {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
+        let db = self.db.clone();
+        Box::pin(async move { db.flush().await })
+    }
+}
+
+#[cfg(any(test, feature = "test-hooks"))]
+impl Handler<crate::supervisor::InjectPanic> for Store {
+    type Result = ();
+    fn handle(&mut self, msg: crate::supervisor::InjectPanic, _: &mut Context<Self>) {
+        panic!("injected panic: {}", msg.0);
+    }
+}

@@ -1,0 +1,139 @@
+use std::time::Duration;
+
+use super::*;
+
+/// A child that counts pings and panics on command.
+struct Worker;
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for Worker {
+    type Result = Pong;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
+        Pong
+    }
+}
+
+impl Handler<InjectPanic> for Worker {
+    type Result = ();
+    fn handle(&mut self, msg: InjectPanic, _: &mut Context<Self>) {
+        panic!("injected: {}", msg.0);
+    }
+}
+
+fn fast(max_restarts: u32) -> SupervisorSettings {
+    SupervisorSettings {
+        max_restarts,
+        window_seconds: 60,
+        initial_backoff_ms: 5,
+        max_backoff_ms: 50,
+    }
+}
+
+async fn next_event(rx: &mut mpsc::UnboundedReceiver<SupervisionEvent>) -> SupervisionEvent {
+    tokio::time::timeout(Duration::from_secs(1), rx.recv())
+        .await
+        .expect("an event within 1 s")
+        .expect("supervisor alive")
+}
+
+#[actix_rt::test]
+async fn a_panicking_child_is_replaced_by_a_working_one_within_a_second() {
+    let mut builder = SupervisorBuilder::new(fast(5));
+    let slot = builder.child("worker", RestartPolicy::Permanent, Box::new(|| Ok(Worker)));
+    let (supervisor, mut events) = builder.start().unwrap();
+    let first = slot.addr().unwrap();
+    first.do_send(InjectPanic("boom".into()));
+
+    let failed = next_event(&mut events).await;
+    assert!(matches!(failed, SupervisionEvent::ChildFailed { ref name, .. } if name == "worker"));
+    let restarted = next_event(&mut events).await;
+    assert_eq!(
+        restarted,
+        SupervisionEvent::ChildRestarted {
+            name: "worker".into(),
+            restarts: 1
+        }
+    );
+    let fresh = slot.addr().unwrap();
+    assert!(!first.connected(), "the panicked instance is gone");
+    assert!(matches!(fresh.send(Ping).await, Ok(Pong)), "the slot reaches the fresh child");
+
+    let tree = supervisor.send(GetSupervisionTree).await.unwrap();
+    assert_eq!(tree.root.children[0].restarts, 1);
+    assert_eq!(tree.root.children[0].state, ChildState::Running);
+    assert!(tree.unhealthy().is_empty());
+}
+
+#[actix_rt::test]
+async fn a_permanent_child_that_keeps_failing_exhausts_its_budget() {
+    let mut builder = SupervisorBuilder::new(fast(2));
+    let slot = builder.child("audit", RestartPolicy::Permanent, Box::new(|| Ok(Worker)));
+    let (supervisor, mut events) = builder.start().unwrap();
+    let mut gave_up = None;
+    for _ in 0..3 {
+        slot.addr().unwrap().do_send(InjectPanic("again".into()));
+        loop {
+            match next_event(&mut events).await {
+                SupervisionEvent::ChildRestarted { .. } => break,
+                SupervisionEvent::GaveUp { name, policy, .. } => {
+                    gave_up = Some((name, policy));
+                    break;
+                }
+                SupervisionEvent::ChildFailed { .. } => {}
+            }
+        }
+    }
+    assert_eq!(gave_up, Some(("audit".into(), RestartPolicy::Permanent)));
+    let tree = supervisor.send(GetSupervisionTree).await.unwrap();
+    assert_eq!(tree.root.children[0].state, ChildState::Failed);
+    assert_eq!(tree.unhealthy(), vec!["audit".to_string()]);
+}
+
+#[actix_rt::test]
+async fn a_quarantinable_child_is_quarantined_not_fatal() {
+    let mut builder = SupervisorBuilder::new(fast(0));
+    let slot = builder.child(
+        "channel:whatsapp",
+        RestartPolicy::Quarantine,
+        Box::new(|| Ok(Worker)),
+    );
+    let (supervisor, mut events) = builder.start().unwrap();
+    slot.addr().unwrap().do_send(InjectPanic("bad payload".into()));
+    let _failed = next_event(&mut events).await;
+    let gave_up = next_event(&mut events).await;
+    assert!(matches!(
+        gave_up,
+        SupervisionEvent::GaveUp { policy: RestartPolicy::Quarantine, ref reason, .. } if reason.contains("panicked")
+    ));
+    let tree = supervisor.send(GetSupervisionTree).await.unwrap();
+    assert_eq!(tree.root.children[0].state, ChildState::Quarantined);
+    assert!(tree.unhealthy().is_empty(), "a quarantined channel does not fail /healthz");
+}
+
+#[actix_rt::test]
+async fn a_reported_failure_counts_against_the_budget() {
+    let mut builder = SupervisorBuilder::new(fast(5));
+    let _slot = builder.child("vault", RestartPolicy::Permanent, Box::new(|| Ok(Worker)));
+    let (supervisor, mut events) = builder.start().unwrap();
+    supervisor.do_send(ReportFailure {
+        name: "vault".into(),
+        reason: "key file unreadable".into(),
+    });
+    assert!(matches!(next_event(&mut events).await, SupervisionEvent::ChildFailed { ref reason, .. } if reason == "key file unreadable"));
+    assert!(matches!(
+        next_event(&mut events).await,
+        SupervisionEvent::ChildRestarted { .. }
+    ));
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    let s = fast(5);
+    assert_eq!(s.backoff(1), Duration::from_millis(5));
+    assert_eq!(s.backoff(2), Duration::from_millis(10));
+    assert_eq!(s.backoff(3), Duration::from_millis(20));
+    assert_eq!(s.backoff(30), Duration::from_millis(50));
+}
