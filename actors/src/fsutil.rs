@@ -131,6 +131,9 @@ mod tests {
         let file = nested.join("seg");
         drop(open_private_append(&file).unwrap());
         assert_eq!(mode_of(&file).unwrap(), FILE_MODE);
-        assert!(create_private_new(&file).is_err(), "create_new never clobbers");
+        assert!(
+            create_private_new(&file).is_err(),
+            "create_new never clobbers"
+        );
     }
 }

@@ -271,10 +271,7 @@ impl KvTree {
             .collect()
     }
     /// Iterates over every pair in key order, stopping early when `visit` returns false.
-    pub fn for_each(
-        &self,
-        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError> {
+    pub fn for_each(&self, mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
         for item in self.tree.iter() {
             let (k, v) = item?;
             if !visit(&k, &v) {
@@ -298,12 +295,14 @@ impl KvTree {
     ) -> Result<Option<T>, StoreError> {
         match self.get(key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    tree: self.name.as_str(),
-                    reason: e.to_string(),
-                }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        tree: self.name.as_str(),
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
     /// Writes a JSON value.

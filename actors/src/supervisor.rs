@@ -346,15 +346,17 @@ impl Supervisor {
             }
             let probe = entry.child.ping(deadline);
             let name = entry.name.clone();
-            ctx.spawn(fut::wrap_future(probe).map(move |alive, this: &mut Self, ctx| {
-                let still_same = this
-                    .children
-                    .get(index)
-                    .is_some_and(|e| e.name == name && e.state == ChildState::Running);
-                if !alive && still_same {
-                    this.child_failed(index, "did not answer a ping in time".into(), ctx);
-                }
-            }));
+            ctx.spawn(
+                fut::wrap_future(probe).map(move |alive, this: &mut Self, ctx| {
+                    let still_same = this
+                        .children
+                        .get(index)
+                        .is_some_and(|e| e.name == name && e.state == ChildState::Running);
+                    if !alive && still_same {
+                        this.child_failed(index, "did not answer a ping in time".into(), ctx);
+                    }
+                }),
+            );
         }
     }
 

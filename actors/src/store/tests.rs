@@ -93,7 +93,11 @@ fn export_copies_every_tree() {
     drop(db);
     let copy = StoreDb::open(&dir.path().join("b")).unwrap();
     assert_eq!(
-        copy.tree(TreeName::Tokens).unwrap().get("k").unwrap().unwrap(),
+        copy.tree(TreeName::Tokens)
+            .unwrap()
+            .get("k")
+            .unwrap()
+            .unwrap(),
         b"v"
     );
 }

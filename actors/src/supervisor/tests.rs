@@ -59,7 +59,10 @@ async fn a_panicking_child_is_replaced_by_a_working_one_within_a_second() {
     );
     let fresh = slot.addr().unwrap();
     assert!(!first.connected(), "the panicked instance is gone");
-    assert!(matches!(fresh.send(Ping).await, Ok(Pong)), "the slot reaches the fresh child");
+    assert!(
+        matches!(fresh.send(Ping).await, Ok(Pong)),
+        "the slot reaches the fresh child"
+    );
 
     let tree = supervisor.send(GetSupervisionTree).await.unwrap();
     assert_eq!(tree.root.children[0].restarts, 1);
@@ -101,7 +104,9 @@ async fn a_quarantinable_child_is_quarantined_not_fatal() {
         Box::new(|| Ok(Worker)),
     );
     let (supervisor, mut events) = builder.start().unwrap();
-    slot.addr().unwrap().do_send(InjectPanic("bad payload".into()));
+    slot.addr()
+        .unwrap()
+        .do_send(InjectPanic("bad payload".into()));
     let _failed = next_event(&mut events).await;
     let gave_up = next_event(&mut events).await;
     assert!(matches!(
@@ -110,7 +115,10 @@ async fn a_quarantinable_child_is_quarantined_not_fatal() {
     ));
     let tree = supervisor.send(GetSupervisionTree).await.unwrap();
     assert_eq!(tree.root.children[0].state, ChildState::Quarantined);
-    assert!(tree.unhealthy().is_empty(), "a quarantined channel does not fail /healthz");
+    assert!(
+        tree.unhealthy().is_empty(),
+        "a quarantined channel does not fail /healthz"
+    );
 }
 
 #[actix_rt::test]
@@ -122,7 +130,9 @@ async fn a_reported_failure_counts_against_the_budget() {
         name: "vault".into(),
         reason: "key file unreadable".into(),
     });
-    assert!(matches!(next_event(&mut events).await, SupervisionEvent::ChildFailed { ref reason, .. } if reason == "key file unreadable"));
+    assert!(
+        matches!(next_event(&mut events).await, SupervisionEvent::ChildFailed { ref reason, .. } if reason == "key file unreadable")
+    );
     assert!(matches!(
         next_event(&mut events).await,
         SupervisionEvent::ChildRestarted { .. }

@@ -1,0 +1,267 @@
+//! The table of every settings key: its kind (how values are checked) and whether it is a
+//! secret. The single source of truth for validation, env names and "unknown key" warnings.
+
+/// How a key's value is checked and converted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Any string.
+    Str,
+    /// A secret string (never printed; may also come from the vault).
+    Secret,
+    /// `true` or `false`.
+    Bool,
+    /// A TCP port 0-65535 (0 = any free port).
+    Port,
+    /// An unsigned integer in an inclusive range.
+    UInt { min: u64, max: u64 },
+    /// A list of strings (comma-separated in the environment).
+    List,
+    /// One of a fixed set of words.
+    OneOf(&'static [&'static str]),
+    /// A URL starting with http:// or https:// (empty allowed where the default is empty).
+    Url,
+}
+
+/// One settings key. `*` in a path segment matches one name (a bridge's name).
+#[derive(Clone, Copy, Debug)]
+pub struct KeySpec {
+    /// Dotted JSON path.
+    pub key: &'static str,
+    /// Value rule.
+    pub kind: Kind,
+}
+
+const fn k(key: &'static str, kind: Kind) -> KeySpec {
+    KeySpec { key, kind }
+}
+
+const TIER: Kind = Kind::UInt { min: 0, max: 2 };
+const POLICY: Kind = Kind::OneOf(&["deny", "pairing", "open"]);
+const SCOPE: Kind = Kind::OneOf(&["room", "thread", "user", "account", "channel"]);
+
+/// Every key KafClaw knows.
+pub const KEYS: &[KeySpec] = &[
+    k("gateway.host", Kind::Str),
+    k("gateway.port", Kind::Port),
+    k("gateway.dashboard_port", Kind::Port),
+    k("gateway.auth_token", Kind::Secret),
+    k("gateway.cors_origins", Kind::List),
+    k(
+        "gateway.max_body_bytes",
+        Kind::UInt {
+            min: 1024,
+            max: 64 << 20,
+        },
+    ),
+    k(
+        "gateway.webhook_max_body_bytes",
+        Kind::UInt {
+            min: 1024,
+            max: 64 << 20,
+        },
+    ),
+    k(
+        "gateway.request_timeout_seconds",
+        Kind::UInt { min: 1, max: 300 },
+    ),
+    k(
+        "gateway.max_connections",
+        Kind::UInt {
+            min: 1,
+            max: 1_000_000,
+        },
+    ),
+    k("gateway.workers", Kind::UInt { min: 0, max: 64 }),
+    k("providers.openai.api_base", Kind::Url),
+    k("providers.openai.model", Kind::Str),
+    k("providers.openai.api_key", Kind::Secret),
+    k("model.max_tool_iterations", Kind::UInt { min: 1, max: 200 }),
+    k(
+        "model.history_messages",
+        Kind::UInt {
+            min: 0,
+            max: 10_000,
+        },
+    ),
+    k("tools.exec.allow", Kind::List),
+    k(
+        "tools.exec.timeout_seconds",
+        Kind::UInt { min: 1, max: 3600 },
+    ),
+    k("tools.exec.restrict_workspace", Kind::Bool),
+    k(
+        "tools.exec.max_output_bytes",
+        Kind::UInt {
+            min: 1024,
+            max: 16 << 20,
+        },
+    ),
+    k("tools.policy.max_tier_owner", TIER),
+    k("tools.policy.max_tier_external", TIER),
+    k(
+        "tools.policy.approval_timeout_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    k("paths.workspace", Kind::Str),
+    k("paths.work_repo", Kind::Str),
+    k("supervisor.max_restarts", Kind::UInt { min: 0, max: 1000 }),
+    k(
+        "supervisor.window_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    k(
+        "security.auth_lockout.max_failures",
+        Kind::UInt {
+            min: 1,
+            max: 1_000_000,
+        },
+    ),
+    k(
+        "security.auth_lockout.window_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    k(
+        "security.auth_lockout.lockout_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    k(
+        "security.token_max_age_days",
+        Kind::UInt { min: 1, max: 3650 },
+    ),
+    k(
+        "audit.segment_bytes",
+        Kind::UInt {
+            min: 4096,
+            max: 1 << 40,
+        },
+    ),
+    k("log.level", Kind::Str),
+    k("log.format", Kind::OneOf(&["text", "json"])),
+    // Channels (CONTRACT §5). Validated now so a typo is caught before the channels land.
+    k("channels.whatsapp.enabled", Kind::Bool),
+    k("channels.whatsapp.phone_number_id", Kind::Str),
+    k("channels.whatsapp.verify_token", Kind::Secret),
+    k("channels.whatsapp.app_secret", Kind::Secret),
+    k("channels.whatsapp.access_token", Kind::Secret),
+    k("channels.whatsapp.graph_base", Kind::Url),
+    k("channels.whatsapp.api_version", Kind::Str),
+    k("channels.whatsapp.owner_ids", Kind::List),
+    k("channels.whatsapp.allowlist", Kind::List),
+    k("channels.whatsapp.denylist", Kind::List),
+    k("channels.whatsapp.unknown_senders", POLICY),
+    k("channels.whatsapp.session_scope", SCOPE),
+    k("channels.whatsapp.require_mention", Kind::Bool),
+    k("channels.bridges.*.enabled", Kind::Bool),
+    k("channels.bridges.*.secret", Kind::Secret),
+    k("channels.bridges.*.outbound_url", Kind::Url),
+    k("channels.bridges.*.owner_ids", Kind::List),
+    k("channels.bridges.*.allowlist", Kind::List),
+    k("channels.bridges.*.denylist", Kind::List),
+    k("channels.bridges.*.unknown_senders", POLICY),
+    k("channels.bridges.*.session_scope", SCOPE),
+    k("channels.bridges.*.require_mention", Kind::Bool),
+];
+
+/// `KAFCLAW_*` variables that are not settings keys but are read by the program.
+pub const SPECIAL_ENV: &[&str] = &["KAFCLAW_HOME", "KAFCLAW_VAULT_PASSPHRASE"];
+
+/// The spec of `key`, matching `*` segments.
+pub fn lookup(key: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|spec| matches(spec.key, key))
+}
+
+fn matches(pattern: &str, key: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut k = key.split('.');
+    loop {
+        match (p.next(), k.next()) {
+            (None, None) => return true,
+            (Some("*"), Some(seg)) => {
+                if !valid_name(seg) {
+                    return false;
+                }
+            }
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Bridge names: `[a-z0-9_-]{1,32}` (they appear in URLs and env names).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The environment variable of a key: `KAFCLAW_` + upper-cased path with `.` → `_`.
+pub fn env_name(key: &str) -> String {
+    format!(
+        "KAFCLAW_{}",
+        key.to_ascii_uppercase().replace(['.', '-'], "_")
+    )
+}
+
+/// The key of an environment variable, if it names one. Bridge keys are reachable as
+/// `KAFCLAW_CHANNELS_BRIDGES_<NAME>_<FIELD>` where NAME has no underscore.
+pub fn key_for_env(var: &str) -> Option<String> {
+    for spec in KEYS {
+        if !spec.key.contains('*') {
+            if env_name(spec.key) == var {
+                return Some(spec.key.to_string());
+            }
+            continue;
+        }
+        let (head, tail) = spec.key.split_once(".*.")?;
+        let prefix = format!("{}_", env_name(head));
+        let suffix = format!("_{}", tail.to_ascii_uppercase().replace('.', "_"));
+        if let Some(name) = var
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(&suffix))
+        {
+            let name = name.to_ascii_lowercase();
+            if valid_name(&name) && !name.contains('_') {
+                return Some(format!("{head}.{name}.{tail}"));
+            }
+        }
+    }
+    None
+}
+
+/// The known name closest to `unknown` (for "did you mean …" in warnings).
+pub fn nearest<'a>(unknown: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(unknown, c), c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

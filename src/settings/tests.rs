@@ -1,0 +1,248 @@
+use super::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    home: Home,
+    env: HashMap<String, String>,
+    flags: FlagOverrides,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    Fixture {
+        _dir: dir,
+        home,
+        env: HashMap::new(),
+        flags: FlagOverrides::default(),
+    }
+}
+
+impl Fixture {
+    fn config(&self, json: &str) {
+        std::fs::create_dir_all(self.home.state_dir()).unwrap();
+        std::fs::write(self.home.config_file(), json).unwrap();
+    }
+    fn env_file(&self, text: &str) {
+        std::fs::create_dir_all(self.home.config_dir()).unwrap();
+        std::fs::write(self.home.env_file(), text).unwrap();
+    }
+    fn env(&mut self, k: &str, v: &str) {
+        self.env.insert(k.into(), v.into());
+    }
+    fn load(&self) -> Result<Settings, SettingsError> {
+        load(&Sources {
+            home: &self.home,
+            env: &self.env,
+            flags: &self.flags,
+        })
+    }
+}
+
+#[test]
+fn defaults_match_the_contract() {
+    let s = fixture().load().unwrap();
+    assert_eq!(s.gateway.host, "127.0.0.1");
+    assert_eq!(s.gateway.port, 18790);
+    assert_eq!(s.gateway.dashboard_port, 18791);
+    assert!(s.gateway.auth_token.is_none());
+    assert_eq!(s.tools["exec"]["restrict_workspace"], true);
+    assert_eq!(s.tools["policy"]["max_tier_owner"], 2);
+    assert_eq!(s.model.max_tool_iterations, 20);
+    assert_eq!(s.supervisor.max_restarts, 5);
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert!(!s.config_file_found);
+}
+
+#[test]
+fn every_default_key_is_in_the_key_table_and_vice_versa() {
+    let mut flat = Vec::new();
+    flatten("", &parse_defaults().unwrap(), &mut flat);
+    for (key, _) in &flat {
+        assert!(keys::lookup(key).is_some(), "{key} missing from KEYS");
+    }
+    for spec in keys::KEYS {
+        let optional = spec.kind == Kind::Secret || spec.key.starts_with("channels.");
+        if !optional {
+            assert!(
+                flat.iter().any(|(k, _)| k == spec.key),
+                "{} has no default",
+                spec.key
+            );
+        }
+    }
+}
+
+#[test]
+fn env_beats_env_file_beats_config_beats_defaults_and_flags_beat_all() {
+    let mut f = fixture();
+    f.config(r#"{"gateway":{"port":20000,"dashboard_port":20001,"host":"127.0.0.2"},"model":{"max_tool_iterations":7}}"#);
+    f.env_file(
+        "# comment\nexport KAFCLAW_GATEWAY_PORT=21000\nKAFCLAW_GATEWAY_DASHBOARD_PORT='21001'\n",
+    );
+    f.env("KAFCLAW_GATEWAY_PORT", "22000");
+    f.flags.host = Some("127.0.0.3".into());
+    let s = f.load().unwrap();
+    assert_eq!(s.gateway.port, 22000);
+    assert_eq!(
+        s.origin("gateway.port"),
+        Origin::Env("KAFCLAW_GATEWAY_PORT".into())
+    );
+    assert_eq!(
+        s.gateway.dashboard_port, 21001,
+        "env file fills what the environment lacks"
+    );
+    assert_eq!(s.gateway.host, "127.0.0.3");
+    assert_eq!(s.origin("gateway.host"), Origin::Flag("--host"));
+    assert_eq!(s.model.max_tool_iterations, 7);
+    assert!(s.config_file_found);
+}
+
+#[test]
+fn runbook_env_names_work_verbatim() {
+    let mut f = fixture();
+    f.env("KAFCLAW_GATEWAY_HOST", "0.0.0.0");
+    f.env("KAFCLAW_GATEWAY_PORT", "18790");
+    f.env("KAFCLAW_GATEWAY_DASHBOARD_PORT", "18791");
+    f.env("KAFCLAW_GATEWAY_AUTH_TOKEN", "x".repeat(43).as_str());
+    f.env("KAFCLAW_TOOLS_EXEC_RESTRICT_WORKSPACE", "false");
+    let s = f.load().unwrap();
+    assert_eq!(s.gateway.host, "0.0.0.0");
+    assert!(!s.gateway.is_loopback());
+    assert_eq!(s.gateway.auth_token.unwrap().char_len(), 43);
+    assert_eq!(s.tools["exec"]["restrict_workspace"], false);
+    assert!(s.warnings.is_empty());
+}
+
+/// One bad value → the error line names the key, the source and what is allowed.
+fn check_rejects(var: &str, value: &str, expected: &[&str]) {
+    let mut f = fixture();
+    f.env(var, value);
+    let message = f.load().unwrap_err().to_string();
+    for part in expected {
+        assert!(message.contains(part), "{message:?} lacks {part:?}");
+    }
+    assert!(!message.contains('\n'));
+}
+
+#[test]
+fn bad_values_name_key_source_and_allowed() {
+    check_rejects(
+        "KAFCLAW_GATEWAY_PORT",
+        "70000",
+        &[
+            "gateway.port",
+            "KAFCLAW_GATEWAY_PORT in the environment",
+            "0-65535",
+        ],
+    );
+    check_rejects(
+        "KAFCLAW_TOOLS_EXEC_RESTRICT_WORKSPACE",
+        "yes",
+        &["tools.exec.restrict_workspace", "true, false"],
+    );
+    check_rejects(
+        "KAFCLAW_TOOLS_POLICY_MAX_TIER_EXTERNAL",
+        "3",
+        &["tools.policy.max_tier_external", "0-2"],
+    );
+    check_rejects("KAFCLAW_LOG_FORMAT", "xml", &["log.format", "text, json"]);
+}
+
+#[test]
+fn a_bad_config_file_value_names_the_file() {
+    let f = fixture();
+    f.config(r#"{"gateway":{"port":"eighty"}}"#);
+    let message = f.load().unwrap_err().to_string();
+    assert!(message.contains("gateway.port"));
+    assert!(message.contains("config.json"));
+}
+
+#[test]
+fn invalid_json_is_a_clear_error() {
+    let f = fixture();
+    f.config("{not json");
+    assert!(f.load().unwrap_err().to_string().contains("not valid JSON"));
+}
+
+#[test]
+fn unknown_keys_and_variables_are_collected_with_suggestions() {
+    let mut f = fixture();
+    f.config(r#"{"gateway":{"prot":1}}"#);
+    f.env("KAFCLAW_GATEWAY_AUTH_TOKN", "x");
+    f.env("KAFCLAW_HOME", "/elsewhere");
+    f.env("PATH", "/bin");
+    let s = f.load().unwrap();
+    assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+    let text: Vec<String> = s.warnings.iter().map(ToString::to_string).collect();
+    assert!(text[0].contains("gateway.prot") && text[0].contains("gateway.port"));
+    assert!(
+        text[1].contains("KAFCLAW_GATEWAY_AUTH_TOKN")
+            && text[1].contains("KAFCLAW_GATEWAY_AUTH_TOKEN")
+    );
+}
+
+#[test]
+fn bridge_keys_from_config_and_env() {
+    let mut f = fixture();
+    f.config(r#"{"channels":{"bridges":{"slack":{"outbound_url":"http://127.0.0.1:9/out"}}}}"#);
+    f.env("KAFCLAW_CHANNELS_BRIDGES_SLACK_SECRET", "s3cret");
+    let s = f.load().unwrap();
+    assert_eq!(s.channels["bridges"]["slack"]["secret"], "s3cret");
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+}
+
+#[test]
+fn empty_secret_is_unset_with_a_warning() {
+    let mut f = fixture();
+    f.env("KAFCLAW_GATEWAY_AUTH_TOKEN", "");
+    let s = f.load().unwrap();
+    assert!(s.gateway.auth_token.is_none());
+    assert!(matches!(s.warnings[0], SettingsWarning::EmptySecret { .. }));
+}
+
+#[test]
+fn secret_values_never_appear_in_errors() {
+    let f = fixture();
+    f.config(r#"{"gateway":{"auth_token":12345678901234567890}}"#);
+    let message = f.load().unwrap_err().to_string();
+    assert!(!message.contains("12345678901234567890"), "{message}");
+}
+
+#[test]
+fn env_file_lines() {
+    let cases = [
+        ("", EnvLine::Blank),
+        ("  # note", EnvLine::Blank),
+        ("A=1", EnvLine::Pair("A".into(), "1".into())),
+        (
+            "export B = \"two words\"",
+            EnvLine::Pair("B".into(), "two words".into()),
+        ),
+        ("C='x'", EnvLine::Pair("C".into(), "x".into())),
+        ("D=\"", EnvLine::Pair("D".into(), "\"".into())),
+        ("no equals", EnvLine::Bad),
+        ("1A=x", EnvLine::Bad),
+        ("A-B=x", EnvLine::Bad),
+    ];
+    for (line, expected) in cases {
+        assert_eq!(parse_env_line(line), expected, "{line:?}");
+    }
+}
+
+#[test]
+fn loopback_hosts() {
+    for (host, loopback) in [
+        ("127.0.0.1", true),
+        ("127.1.2.3", true),
+        ("::1", true),
+        ("[::1]", true),
+        ("localhost", true),
+        ("0.0.0.0", false),
+        ("::", false),
+        ("192.168.1.2", false),
+        ("example.com", false),
+    ] {
+        assert_eq!(is_loopback_host(host), loopback, "{host}");
+    }
+}
