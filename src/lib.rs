@@ -6,5 +6,78 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod gateway;
+pub mod http;
+pub mod logging;
 pub mod secret;
 pub mod settings;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use kafclaw_actors::paths::Home;
+
+/// The KafClaw root: `--home`, else `$KAFCLAW_HOME`, else the user's home directory.
+pub fn resolve_home(flag: Option<PathBuf>, env: &HashMap<String, String>) -> Option<Home> {
+    flag.or_else(|| {
+        env.get("KAFCLAW_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .or_else(|| env.get("HOME").filter(|v| !v.is_empty()).map(PathBuf::from))
+    .map(Home::new)
+}
+
+/// Runs the command line with an explicit environment; returns the process exit code.
+pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
+    use clap::Parser;
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let Some(home) = resolve_home(cli.home.clone(), &env) else {
+        eprintln!("kafclaw: no home directory: pass --home DIR or set KAFCLAW_HOME");
+        return 2;
+    };
+    let mut flags = settings::FlagOverrides {
+        log_format: cli.log_format.map(|f| f.as_str().to_string()),
+        ..Default::default()
+    };
+    if let cli::Command::Gateway(args) = &cli.command {
+        flags.host = args.host.clone();
+        flags.port = args.port;
+        flags.dashboard_port = args.dashboard_port;
+    }
+    let loaded = settings::load(&settings::Sources {
+        home: &home,
+        env: &env,
+        flags: &flags,
+    });
+    let settings = match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kafclaw: {e}");
+            return 2;
+        }
+    };
+    logging::init(&settings.log.level, settings.log.format == "json");
+    match cli.command {
+        cli::Command::Gateway(args) => gateway::run(home, settings, args.allow_root),
+        cli::Command::Version => {
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"version": env!("CARGO_PKG_VERSION")})
+                );
+            } else {
+                println!("kafclaw {}", env!("CARGO_PKG_VERSION"));
+            }
+            0
+        }
+    }
+}

@@ -175,6 +175,9 @@ impl StoreDb {
     }
 }
 
+/// Key/value pairs read from a tree, in the order the scan produced them.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One named tree: keys and values are bytes; typed helpers encode JSON.
 #[derive(Clone)]
 pub struct KvTree {
@@ -240,10 +243,7 @@ impl KvTree {
         Ok(())
     }
     /// All pairs whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        prefix: impl AsRef<[u8]>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<KvPairs, StoreError> {
         self.tree
             .scan_prefix(prefix.as_ref())
             .map(|item| {
@@ -253,11 +253,7 @@ impl KvTree {
             .collect()
     }
     /// Up to `limit` pairs with keys strictly below `before` (or from the end), newest first.
-    pub fn scan_rev(
-        &self,
-        before: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_rev(&self, before: Option<&[u8]>, limit: usize) -> Result<KvPairs, StoreError> {
         let iter = match before {
             Some(upper) => self.tree.range(..upper.to_vec()),
             None => self.tree.iter(),

@@ -1,0 +1,282 @@
+//! `kafclaw gateway`: startup checks, the supervision tree, both listeners, graceful shutdown.
+//! Startup order lives here, in one function.
+
+use std::net::{TcpListener, ToSocketAddrs};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use tokio::signal::unix::{signal, SignalKind};
+
+use kafclaw_actors::paths::Home;
+use kafclaw_actors::store::{Flush, RecordEvent, Store, StoreDb};
+use kafclaw_actors::supervisor::{RestartPolicy, SupervisionEvent, SupervisorBuilder};
+
+use crate::http::{self, auth::Authenticator, AppState, Limits};
+use crate::settings::Settings;
+
+/// The minimum length of a gateway token (32 random bytes, base64url).
+pub const MIN_TOKEN_CHARS: usize = 43;
+
+/// Why the gateway refused to start (exit code 2), one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Remote bind without a token.
+    #[error("refusing to bind non-loopback host {host} without a gateway auth token: set KAFCLAW_GATEWAY_AUTH_TOKEN (at least {MIN_TOKEN_CHARS} random characters) or bind 127.0.0.1")]
+    RemoteWithoutToken { host: String },
+    /// Remote bind with a weak token.
+    #[error("refusing to bind non-loopback host {host}: KAFCLAW_GATEWAY_AUTH_TOKEN is {len} characters, at least {MIN_TOKEN_CHARS} are required (32 random bytes)")]
+    WeakToken { host: String, len: usize },
+    /// Root with a remote bind.
+    #[error("refusing to run as root (uid 0) with non-loopback host {host}: run as a dedicated user, or pass --allow-root")]
+    RootRemote { host: String },
+    /// Anything else that stops startup.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Checks that must pass before anything is opened or bound.
+pub fn preflight(settings: &Settings, is_root: bool, allow_root: bool) -> Result<(), StartError> {
+    let gw = &settings.gateway;
+    let host = gw.host.clone();
+    if is_root {
+        tracing::warn!("RUNNING AS ROOT (uid 0). KafClaw should run as a dedicated unprivileged user; `kafclaw security check` fails on this.");
+    }
+    if gw.is_loopback() {
+        if let Some(token) = &gw.auth_token {
+            if token.char_len() < MIN_TOKEN_CHARS {
+                tracing::warn!(
+                    length = token.char_len(),
+                    minimum = MIN_TOKEN_CHARS,
+                    "the gateway auth token is shorter than 32 random bytes; a remote bind would be refused"
+                );
+            }
+        }
+        return Ok(());
+    }
+    if is_root && !allow_root {
+        return Err(StartError::RootRemote { host });
+    }
+    match &gw.auth_token {
+        None => Err(StartError::RemoteWithoutToken { host }),
+        Some(token) if token.char_len() < MIN_TOKEN_CHARS => Err(StartError::WeakToken {
+            host,
+            len: token.char_len(),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
+    let host_for_bind = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = (host_for_bind, port)
+        .to_socket_addrs()
+        .map_err(|e| StartError::Other(format!("cannot resolve gateway.host {host}: {e}")))?
+        .next()
+        .ok_or_else(|| StartError::Other(format!("gateway.host {host} resolves to nothing")))?;
+    TcpListener::bind(addr).map_err(|e| StartError::Other(format!("cannot bind {addr}: {e}")))
+}
+
+/// Runs the gateway until SIGINT/SIGTERM (exit 0) or a permanent child is given up on (exit 1).
+pub fn run(home: Home, settings: Settings, allow_root: bool) -> i32 {
+    let is_root = rustix::process::geteuid().is_root();
+    if let Err(e) = preflight(&settings, is_root, allow_root) {
+        eprintln!("kafclaw: {e}");
+        return 2;
+    }
+    for warning in &settings.warnings {
+        tracing::warn!(%warning, "configuration");
+    }
+    let system = actix_rt::System::new();
+    system.block_on(serve(home, settings))
+}
+
+async fn serve(home: Home, settings: Settings) -> i32 {
+    let started = Instant::now();
+    if let Err(e) = home.ensure_state_dirs() {
+        eprintln!(
+            "kafclaw: cannot create the state directories under {}: {e}",
+            home.state_dir().display()
+        );
+        return 2;
+    }
+    for dir in [settings.workspace(&home), settings.work_repo(&home)] {
+        if let Err(e) = kafclaw_actors::fsutil::create_private_dir(&dir) {
+            eprintln!("kafclaw: cannot create {}: {e}", dir.display());
+            return 2;
+        }
+    }
+    let db = match StoreDb::open(&home.store_dir()) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("kafclaw: {e} (is another kafclaw gateway running with this home?)");
+            return 2;
+        }
+    };
+
+    let mut tree = SupervisorBuilder::new(settings.supervisor.clone());
+    let store_db = db.clone();
+    let store = tree.child(
+        "store",
+        RestartPolicy::Permanent,
+        Box::new(move || Store::new(store_db.clone()).map_err(|e| e.to_string())),
+    );
+    let (supervisor, mut events) = match tree.start() {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("kafclaw: {e}");
+            return 2;
+        }
+    };
+
+    let gw = &settings.gateway;
+    let (gateway_listener, dashboard_listener) =
+        match (bind(&gw.host, gw.port), bind(&gw.host, gw.dashboard_port)) {
+            (Ok(g), Ok(d)) => (g, d),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("kafclaw: {e}");
+                return 2;
+            }
+        };
+    let (gateway_addr, dashboard_addr) = match (
+        gateway_listener.local_addr(),
+        dashboard_listener.local_addr(),
+    ) {
+        (Ok(g), Ok(d)) => (g, d),
+        _ => {
+            eprintln!("kafclaw: cannot read the bound addresses");
+            return 2;
+        }
+    };
+
+    let mode = match (gw.is_loopback(), gw.auth_token.is_some()) {
+        (true, false) => "local",
+        (true, true) => "loopback",
+        (false, _) => "remote",
+    };
+    let state = web::Data::new(AppState {
+        version: env!("CARGO_PKG_VERSION"),
+        started,
+        auth: Authenticator::new(gw.auth_token.clone(), gw.is_loopback()),
+        supervisor: supervisor.clone(),
+        store: store.clone(),
+        cors_origins: gw.cors_origins.clone(),
+        mode,
+        provider_configured: settings.provider_configured(),
+        auth_failures: AtomicU64::new(0),
+    });
+    let workers = match gw.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get().min(4))
+            .unwrap_or(1),
+        n => n,
+    };
+    let limits = Limits {
+        max_body_bytes: gw.max_body_bytes,
+        webhook_max_body_bytes: gw.webhook_max_body_bytes,
+        request_timeout: Duration::from_secs(gw.request_timeout_seconds),
+        max_connections: gw.max_connections,
+        workers,
+    };
+    let (gateway_server, dashboard_server) =
+        match http::serve(state, &limits, gateway_listener, dashboard_listener) {
+            Ok(servers) => servers,
+            Err(e) => {
+                eprintln!("kafclaw: cannot start the listeners: {e}");
+                return 2;
+            }
+        };
+    let gateway_handle = gateway_server.handle();
+    let dashboard_handle = dashboard_server.handle();
+    actix_rt::spawn(gateway_server);
+    actix_rt::spawn(dashboard_server);
+
+    record(
+        &store,
+        "gateway.started",
+        serde_json::json!({
+            "gateway": gateway_addr.to_string(),
+            "dashboard": dashboard_addr.to_string(),
+            "mode": mode,
+        }),
+    )
+    .await;
+    tracing::info!(gateway = %gateway_addr, dashboard = %dashboard_addr, mode, "ready");
+    println!("ready gateway={gateway_addr} dashboard={dashboard_addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let (mut sigint, mut sigterm) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        _ => {
+            eprintln!("kafclaw: cannot install signal handlers");
+            return 2;
+        }
+    };
+    let exit_code = loop {
+        tokio::select! {
+            _ = sigint.recv() => break 0,
+            _ = sigterm.recv() => break 0,
+            event = events.recv() => match event {
+                Some(SupervisionEvent::GaveUp { name, policy: RestartPolicy::Permanent, reason }) => {
+                    tracing::error!(child = %name, %reason, "a permanent child cannot be kept alive; stopping (exit 1)");
+                    break 1;
+                }
+                Some(other) => tracing::debug!(?other, "supervision event"),
+                None => break 1,
+            },
+        }
+    };
+
+    tracing::info!(exit_code, "shutting down");
+    let graceful = exit_code == 0;
+    let stopping = async {
+        tokio::join!(
+            gateway_handle.stop(graceful),
+            dashboard_handle.stop(graceful)
+        );
+    };
+    if tokio::time::timeout(Duration::from_secs(8), stopping)
+        .await
+        .is_err()
+    {
+        tracing::warn!("listeners did not stop within 8 s; closing");
+    }
+    record(
+        &store,
+        "gateway.stopped",
+        serde_json::json!({"exit_code": exit_code}),
+    )
+    .await;
+    if let Some(addr) = store.addr() {
+        let _ = addr.send(Flush).await;
+    }
+    if let Err(e) = db.flush().await {
+        tracing::error!(error = %e, "final store flush failed");
+        return 1;
+    }
+    exit_code
+}
+
+async fn record(
+    store: &kafclaw_actors::supervisor::Slot<Store>,
+    kind: &str,
+    data: serde_json::Value,
+) {
+    let Some(addr) = store.addr() else { return };
+    let result = addr
+        .send(RecordEvent {
+            trace_id: String::new(),
+            kind: kind.into(),
+            sender: None,
+            channel: None,
+            data,
+        })
+        .await;
+    if !matches!(result, Ok(Ok(_))) {
+        tracing::error!(kind, "cannot record a timeline event");
+    }
+}

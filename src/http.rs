@@ -1,0 +1,298 @@
+//! The HTTP gateway (CONTRACT §3): two actix-web apps on two listeners. It turns requests into
+//! actor messages and answers back; it holds no domain state.
+//!
+//! Gateway port: `POST /chat`, channel webhooks, `GET /healthz`.
+//! Dashboard port: `/api/v1/*`, `GET /healthz`.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Resource};
+use tracing::Instrument;
+
+use kafclaw_actors::store::Store;
+use kafclaw_actors::supervisor::{Slot, Supervisor};
+
+pub mod auth;
+pub mod error;
+mod routes;
+
+use auth::{AuthFailure, Authenticator};
+use error::ApiError;
+
+/// What every handler can reach. Addresses of actors and read-only configuration only.
+pub struct AppState {
+    /// Build version.
+    pub version: &'static str,
+    /// When the process started (for `uptime_seconds`).
+    pub started: Instant,
+    /// Credential checks.
+    pub auth: Authenticator,
+    /// The supervisor (health, tree).
+    pub supervisor: actix::Addr<Supervisor>,
+    /// The store actor (timeline).
+    pub store: Slot<Store>,
+    /// Allowed cross-origin browser origins (exact).
+    pub cors_origins: Vec<String>,
+    /// `local`, `loopback` or `remote`.
+    pub mode: &'static str,
+    /// Whether a model provider is configured.
+    pub provider_configured: bool,
+    /// Failed authentications (for `/metrics` and, later, the lockout).
+    pub auth_failures: AtomicU64,
+}
+
+impl AppState {
+    /// Records a failed authentication. Cheap on purpose: a storm must not slow others down.
+    pub fn auth_failed(&self, req: &HttpRequest, failure: AuthFailure) {
+        let n = self.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        // Log the first failure and then every 100th, so a storm cannot flood the log.
+        if n == 1 || n % 100 == 0 {
+            tracing::warn!(
+                client = %req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+                path = %req.path(),
+                reason = failure.as_str(),
+                total_failures = n,
+                "authentication failed"
+            );
+        }
+    }
+}
+
+/// Limits applied to every request.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Body cap (413 above).
+    pub max_body_bytes: usize,
+    /// WhatsApp webhook body cap.
+    pub webhook_max_body_bytes: usize,
+    /// Time to receive the request head.
+    pub request_timeout: Duration,
+    /// Connections per worker.
+    pub max_connections: usize,
+    /// Worker threads per listener.
+    pub workers: usize,
+}
+
+/// Applies the limits shared by both listeners (a macro: `HttpServer`'s type parameters are
+/// not nameable without depending on actix-http directly).
+macro_rules! configure {
+    ($server:expr, $limits:expr $(,)?) => {
+        $server
+            .workers($limits.workers)
+            .max_connections($limits.max_connections)
+            .client_request_timeout($limits.request_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .keep_alive(Duration::from_secs(30))
+            .shutdown_timeout(8)
+            .disable_signals()
+    };
+}
+
+/// Starts both listeners on already-bound sockets.
+pub fn serve(
+    state: web::Data<AppState>,
+    limits: &Limits,
+    gateway: TcpListener,
+    dashboard: TcpListener,
+) -> std::io::Result<(Server, Server)> {
+    let gateway_state = state.clone();
+    let gateway_limits = limits.clone();
+    let gateway_server = configure!(
+        HttpServer::new(move || {
+            App::new()
+                .app_data(gateway_state.clone())
+                .app_data(json_config(gateway_limits.max_body_bytes))
+                .app_data(query_config())
+                .app_data(web::PayloadConfig::new(gateway_limits.max_body_bytes))
+                .wrap(from_fn(edge))
+                .service(route_get("/healthz", routes::healthz))
+                .service(route_post("/chat", routes::chat))
+                .default_service(web::to(not_found))
+        }),
+        limits,
+    )
+    .listen(gateway)?
+    .run();
+
+    let dashboard_limits = limits.clone();
+    let dashboard_server = configure!(
+        HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(json_config(dashboard_limits.max_body_bytes))
+                .app_data(query_config())
+                .app_data(web::PayloadConfig::new(dashboard_limits.max_body_bytes))
+                .wrap(from_fn(edge))
+                .service(route_get("/healthz", routes::healthz))
+                .service(route_get("/api/v1/status", routes::status))
+                .service(route_get("/api/v1/auth/verify", routes::auth_verify))
+                .service(route_get("/api/v1/supervisor", routes::supervisor))
+                .service(route_get("/api/v1/timeline", routes::timeline))
+                .default_service(web::to(not_found))
+        }),
+        limits,
+    )
+    .listen(dashboard)?
+    .run();
+
+    Ok((gateway_server, dashboard_server))
+}
+
+fn route_get<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(web::to(method_not_allowed))
+}
+
+fn route_post<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(method_not_allowed))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as E;
+            match err {
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::PayloadTooLarge,
+                E::ContentType => ApiError::BadRequest(
+                    "invalid json: content type must be application/json".into(),
+                ),
+                E::Deserialize(e) => ApiError::BadRequest(format!("invalid json: {e}")),
+                E::Payload(actix_web::error::PayloadError::Overflow) => ApiError::PayloadTooLarge,
+                other => ApiError::BadRequest(format!("invalid json: {other}")),
+            }
+            .into()
+        })
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|err, _req| ApiError::BadRequest(format!("invalid query: {err}")).into())
+}
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Edge middleware for every request: a request id (header and log span), the cross-origin
+/// rule (no wildcard; only listed origins), and headers that keep responses out of caches
+/// and sniffers.
+async fn edge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let request_id = format!("r{id:x}");
+    let allowed_origin = match cross_origin(&req) {
+        CrossOrigin::None => None,
+        CrossOrigin::Allowed(origin) => Some(origin),
+        CrossOrigin::Refused => return Err(ApiError::OriginNotAllowed.into()),
+    };
+    if req.method() == actix_web::http::Method::OPTIONS && allowed_origin.is_some() {
+        let origin = allowed_origin.unwrap_or_default();
+        let response = HttpResponse::NoContent()
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "authorization, content-type",
+            ))
+            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+            .insert_header((header::VARY, "Origin"))
+            .finish();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    let span = tracing::debug_span!("request", id = %request_id, method = %req.method(), path = %req.path());
+    let res = next.call(req).instrument(span).await?;
+    // Safety net: an error produced inside actix (a body extractor's 413, a timeout) becomes
+    // the same JSON shape as our own errors, never a text body.
+    let is_error = res.status().is_client_error() || res.status().is_server_error();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let mut res = if is_error && !is_json {
+        let (req, response) = res.into_parts();
+        let replacement = error::json_for_status(response.status());
+        ServiceResponse::new(req, replacement).map_into_right_body()
+    } else {
+        res.map_into_left_body()
+    };
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(header::HeaderName::from_static("x-request-id"), v);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(origin) = allowed_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    Ok(res)
+}
+
+enum CrossOrigin {
+    /// No `Origin` header, or the same origin as the request's host.
+    None,
+    /// A listed origin.
+    Allowed(String),
+    /// Any other origin.
+    Refused,
+}
+
+fn cross_origin(req: &ServiceRequest) -> CrossOrigin {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return CrossOrigin::None;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return CrossOrigin::Refused;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let same_origin = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|rest| !host.is_empty() && rest == host);
+    if same_origin {
+        return CrossOrigin::None;
+    }
+    let listed = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.cors_origins.iter().any(|o| o == origin));
+    if listed {
+        CrossOrigin::Allowed(origin.to_string())
+    } else {
+        CrossOrigin::Refused
+    }
+}

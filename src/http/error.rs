@@ -1,0 +1,110 @@
+//! The one error type at the HTTP edge: maps failures to a status and a generic JSON body.
+//! Detail goes to `tracing`; a body never carries a secret, a stack trace or a host path.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No valid credentials (401 + `WWW-Authenticate: Bearer`).
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Valid credentials without the route's scope.
+    #[error("forbidden")]
+    Forbidden { required: &'static str },
+    /// The client is locked out after repeated failures.
+    #[error("too many failed authentications")]
+    LockedOut { retry_after_seconds: u64 },
+    /// The request is malformed; the message says what is wrong (no secrets, no paths).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such route or object.
+    #[error("not found")]
+    NotFound,
+    /// The route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is over the cap.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// A browser origin that is not in `gateway.cors_origins`.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// A dependency is not available (no provider, a child down); the message is generic.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else; the detail is logged, the body says only "internal error".
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// An internal error whose detail is logged, never returned.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        ApiError::Internal(detail.to_string())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        let body = match self {
+            ApiError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+                json!({"error": "unauthorized"})
+            }
+            ApiError::Forbidden { required } => {
+                json!({"error": "forbidden", "required_scope": required})
+            }
+            ApiError::LockedOut {
+                retry_after_seconds,
+            } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
+                json!({"error": "too many failed authentications"})
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "request failed");
+                json!({"error": "internal error"})
+            }
+            other => json!({"error": other.to_string()}),
+        };
+        response.json(body)
+    }
+}
+
+/// A JSON error response for a status produced outside our handlers.
+pub fn json_for_status(status: StatusCode) -> HttpResponse {
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::NOT_FOUND => ApiError::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+        s if s.is_server_error() => {
+            return HttpResponse::build(s).json(json!({"error": "internal error"}))
+        }
+        s => {
+            let reason = s
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_ascii_lowercase();
+            return HttpResponse::build(s).json(json!({ "error": reason }));
+        }
+    };
+    error.error_response()
+}

@@ -1,0 +1,183 @@
+//! Route handlers. Each declares its scope in its signature (`Authorized<Read>` …).
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use kafclaw_actors::store::{GetTimeline, TimelineQuery};
+use kafclaw_actors::supervisor::{GetSupervisionTree, SupervisionTree};
+
+use super::auth::{Authorized, Chat, MaybeAuthorized, Read, Scope};
+use super::error::ApiError;
+use super::AppState;
+
+async fn tree(state: &AppState) -> Result<SupervisionTree, ApiError> {
+    state
+        .supervisor
+        .send(GetSupervisionTree)
+        .await
+        .map_err(|_| ApiError::Unavailable("supervisor unavailable".into()))
+}
+
+/// `GET /healthz` (both ports, no auth): 200 when every permanent child runs, else 503.
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match tree(&state).await {
+        Ok(tree) => {
+            let failing = tree.unhealthy();
+            if failing.is_empty() {
+                HttpResponse::Ok().json(json!({"ok": true}))
+            } else {
+                HttpResponse::ServiceUnavailable().json(json!({"ok": false, "failing": failing}))
+            }
+        }
+        Err(_) => {
+            HttpResponse::ServiceUnavailable().json(json!({"ok": false, "failing": ["supervisor"]}))
+        }
+    }
+}
+
+/// `GET /api/v1/status`: minimal without a token, full with a read-capable one.
+pub async fn status(
+    state: web::Data<AppState>,
+    caller: MaybeAuthorized,
+) -> Result<HttpResponse, ApiError> {
+    let tree = tree(&state).await?;
+    let ok = tree.unhealthy().is_empty();
+    let uptime = state.started.elapsed().as_secs();
+    let full = caller
+        .0
+        .as_ref()
+        .is_some_and(|p| p.scope.permits(Scope::Read));
+    if !full {
+        return Ok(HttpResponse::Ok().json(json!({
+            "version": state.version,
+            "uptime_seconds": uptime,
+            "ok": ok,
+        })));
+    }
+    let children = &tree.root.children;
+    let running = children
+        .iter()
+        .filter(|c| c.state == kafclaw_actors::supervisor::ChildState::Running)
+        .count();
+    let restarts: u32 = children.iter().map(|c| c.restarts).sum();
+    Ok(HttpResponse::Ok().json(json!({
+        "version": state.version,
+        "uptime_seconds": uptime,
+        "ok": ok,
+        "mode": state.mode,
+        "provider_configured": state.provider_configured,
+        "channels": [],
+        "supervisor": {"children": children.len(), "running": running, "restarts": restarts},
+        "open_incidents": 0,
+        "audit_head": null,
+    })))
+}
+
+/// `GET /api/v1/auth/verify`: any valid credential.
+pub async fn auth_verify(caller: MaybeAuthorized) -> Result<HttpResponse, ApiError> {
+    match caller.0 {
+        Some(p) if !p.authenticated => {
+            Ok(HttpResponse::Ok().json(json!({"valid": true, "auth_required": false})))
+        }
+        Some(p) => Ok(HttpResponse::Ok().json(json!({
+            "valid": true,
+            "auth_required": true,
+            "scope": p.scope.as_str(),
+        }))),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+/// `GET /api/v1/supervisor` (read): the supervision tree.
+pub async fn supervisor(
+    state: web::Data<AppState>,
+    _caller: Authorized<Read>,
+) -> Result<HttpResponse, ApiError> {
+    let tree = tree(&state).await?;
+    Ok(HttpResponse::Ok().json([tree.root]))
+}
+
+/// Query of `GET /api/v1/timeline`.
+#[derive(Deserialize)]
+pub struct TimelineParams {
+    limit: Option<usize>,
+    before: Option<String>,
+    trace_id: Option<String>,
+    sender: Option<String>,
+}
+
+/// `GET /api/v1/timeline` (read): newest first.
+pub async fn timeline(
+    state: web::Data<AppState>,
+    _caller: Authorized<Read>,
+    params: web::Query<TimelineParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    if let Some(before) = &params.before {
+        if before.is_empty() || u64::from_str_radix(before, 16).is_err() {
+            return Err(ApiError::BadRequest("before must be an event id".into()));
+        }
+    }
+    let store = state
+        .store
+        .addr()
+        .ok_or_else(|| ApiError::Unavailable("store unavailable".into()))?;
+    let events = store
+        .send(GetTimeline(TimelineQuery {
+            limit: params.limit,
+            before: params.before,
+            trace_id: params.trace_id,
+            sender: params.sender,
+        }))
+        .await
+        .map_err(|_| ApiError::Unavailable("store unavailable".into()))?
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(events))
+}
+
+/// Body of `POST /chat`.
+#[derive(Deserialize)]
+pub struct ChatBody {
+    message: String,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// Query form of `POST /chat` (KafClaw compatibility).
+#[derive(Deserialize)]
+pub struct ChatQuery {
+    message: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    session: Option<String>,
+}
+
+/// `POST /chat` (chat scope). Without a configured provider: 503.
+pub async fn chat(
+    state: web::Data<AppState>,
+    _caller: Authorized<Chat>,
+    query: web::Query<ChatQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let message = if body.is_empty() {
+        query
+            .into_inner()
+            .message
+            .ok_or_else(|| ApiError::BadRequest("message is required".into()))?
+    } else {
+        let parsed: ChatBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid json: {e}")))?;
+        let _ = parsed.session;
+        parsed.message
+    };
+    if message.trim().is_empty() {
+        return Err(ApiError::BadRequest("message is empty".into()));
+    }
+    if !state.provider_configured {
+        return Err(ApiError::Unavailable("no model provider configured".into()));
+    }
+    Err(ApiError::Unavailable(
+        "the agent is not available yet".into(),
+    ))
+}

@@ -1,0 +1,21 @@
+//! Logging with tracing on stderr: readable by default, one JSON object per line with
+//! `--log-format json`. Nothing logs an `Authorization` value or a secret: secrets have an
+//! opaque `Debug` and no `Display`.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. `level` is a tracing filter (`info`, `kafclaw=debug`, …).
+pub fn init(level: &str, json: bool) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let result = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.with_ansi(false).try_init()
+    };
+    // A second init (tests running several gateways in one process) keeps the first.
+    let _ = result;
+}

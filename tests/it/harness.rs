@@ -1,0 +1,224 @@
+//! Starting and stopping a real gateway process.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kafclaw");
+
+/// A strong token (43+ characters).
+pub const TOKEN: &str = "kc_test-token-0123456789abcdefghijklmnopqrstuv";
+
+/// A running gateway.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub gateway: String,
+    pub dashboard: String,
+    pub home: tempfile::TempDir,
+    stderr: mpsc::Receiver<String>,
+    stderr_lines: Vec<String>,
+}
+
+/// How to start one.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub env: HashMap<String, String>,
+    pub args: Vec<String>,
+    pub config_json: Option<String>,
+}
+
+impl Options {
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+    pub fn token(self) -> Self {
+        self.env("KAFCLAW_GATEWAY_AUTH_TOKEN", TOKEN)
+    }
+    #[allow(dead_code)]
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+}
+
+/// A command with a cleared environment (only PATH), the given home and env.
+pub fn command(home: &Path, env: &HashMap<String, String>) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .arg("--home")
+        .arg(home)
+        .envs(env);
+    cmd
+}
+
+impl Gateway {
+    pub fn start(options: Options) -> Gateway {
+        let home = tempfile::tempdir().unwrap();
+        Self::start_in(home, options)
+    }
+
+    pub fn start_in(home: tempfile::TempDir, options: Options) -> Gateway {
+        if let Some(json) = &options.config_json {
+            std::fs::create_dir_all(home.path().join(".kafclaw")).unwrap();
+            std::fs::write(home.path().join(".kafclaw/config.json"), json).unwrap();
+        }
+        let mut child = command(home.path(), &options.env)
+            .arg("gateway")
+            .args(["--port", "0", "--dashboard-port", "0"])
+            .args(&options.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (err_tx, err_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let errors: Vec<String> = err_rx.try_iter().collect();
+                panic!(
+                    "gateway did not print its ready line; stderr:\n{}",
+                    errors.join("\n")
+                );
+            }
+        };
+        let (gateway, dashboard) = parse_ready(&line);
+        Gateway {
+            child: Some(child),
+            gateway,
+            dashboard,
+            home,
+            stderr: err_rx,
+            stderr_lines: Vec::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.dashboard, path)
+    }
+    pub fn gw_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway, path)
+    }
+    pub fn home_path(&self) -> PathBuf {
+        self.home.path().to_path_buf()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (deadline), returning its status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "process did not exit within {deadline:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn stderr(&mut self) -> String {
+        self.stderr_lines.extend(self.stderr.try_iter());
+        self.stderr_lines.join("\n")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn parse_ready(line: &str) -> (String, String) {
+    let rest = line
+        .strip_prefix("ready gateway=")
+        .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"));
+    let (gateway, dashboard) = rest.split_once(" dashboard=").unwrap();
+    (gateway.to_string(), dashboard.to_string())
+}
+
+/// Runs the binary to completion (for commands and refused starts).
+pub fn run(home: &Path, env: &HashMap<String, String>, args: &[&str]) -> (i32, String, String) {
+    let mut child = command(home, env)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    let mut err = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} did not finish within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    (code, out, err)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+pub fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}

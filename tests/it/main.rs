@@ -1,0 +1,8 @@
+//! System tests: start the real `kafclaw` binary on 127.0.0.1:0 with a temporary `--home` and
+//! talk HTTP to it. The test process's own environment is never changed: each child gets a
+//! cleared environment plus exactly what the test sets.
+
+mod auth;
+mod harness;
+mod limits;
+mod startup;
