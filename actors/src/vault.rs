@@ -138,7 +138,7 @@ pub enum VaultError {
         path: PathBuf,
     },
     /// The key file is gone but the store holds secrets sealed under it: creating a new key
-    /// would silently orphan them.
+    /// would silently orphan them. (A store without secrets just gets a new key.)
     #[error("vault key file {path} is missing but the store holds secrets sealed under key {key_id}; restore the key file")]
     KeyFileLost {
         /// The key file.
@@ -478,7 +478,7 @@ impl Vault {
         }
         let tree = db.tree(TreeName::Secrets)?;
         remove_leftovers(&key_path, &mut warnings)?;
-        let store_key_id = active_key_id(&tree)?;
+        let mut store_key_id = active_key_id(&tree)?;
         recover_rotation(&key_path, store_key_id.as_deref(), &mut warnings)?;
 
         let (key, wrapping) = if exists(&key_path)? {
@@ -490,15 +490,18 @@ impl Vault {
             }
             (loaded.key, loaded.wrapping)
         } else {
-            if let Some(key_id) = store_key_id.clone().or(first_sealed_key_id(&tree)?) {
+            if let Some(sealed_key_id) = first_sealed_key_id(&tree)? {
                 return Err(VaultError::KeyFileLost {
                     path: key_path,
-                    key_id,
+                    key_id: store_key_id.unwrap_or(sealed_key_id),
                 });
             }
             if !create {
                 return Err(VaultError::KeyFileMissing { path: key_path });
             }
+            // No secret is sealed under the old key (if there was one): nothing is orphaned,
+            // and the store's active key id is replaced below.
+            store_key_id = None;
             let wrapping = passphrase
                 .as_ref()
                 .map(|p| Wrapping::derive_new(p, KdfParams::for_new_file()))

@@ -273,6 +273,35 @@ fn missing_key_file_is_never_a_silent_empty_vault() {
         !f.home.key_file().exists(),
         "no new key replaces a lost one"
     );
+    assert!(matches!(
+        Vault::open_existing(&f.home, &db, None),
+        Err(VaultError::KeyFileLost { .. })
+    ));
+}
+
+#[test]
+fn missing_key_file_with_no_secrets_left_gets_a_new_key() {
+    let f = fixture();
+    let old_id = {
+        let db = open_db(&f.home);
+        let vault = open(&f.home, &db);
+        vault.set("a", "1".into()).unwrap();
+        vault.remove("a").unwrap();
+        vault.key_id().to_string()
+    };
+    fs::remove_file(f.home.key_file()).unwrap();
+    let db = open_db(&f.home);
+    assert!(matches!(
+        Vault::open_existing(&f.home, &db, None),
+        Err(VaultError::KeyFileMissing { .. })
+    ));
+    let (vault, warnings) = open_with(&f.home, &db, None).unwrap();
+    assert_eq!(warnings, []);
+    assert_ne!(vault.key_id(), old_id);
+    vault.set("b", "2".into()).unwrap();
+    drop(vault);
+    let (vault, _) = Vault::open_existing(&f.home, &db, None).unwrap();
+    assert_eq!(vault.get("b").unwrap().unwrap().expose(), b"2");
 }
 
 #[test]
