@@ -134,6 +134,7 @@ pub fn serve(
                 .service(route_get("/api/v1/auth/verify", routes::auth_verify))
                 .service(route_get("/api/v1/supervisor", routes::supervisor))
                 .service(route_get("/api/v1/timeline", routes::timeline))
+                .configure(test_hooks)
                 .default_service(web::to(not_found))
         }),
         limits,
@@ -296,3 +297,15 @@ fn cross_origin(req: &ServiceRequest) -> CrossOrigin {
         CrossOrigin::Refused
     }
 }
+
+/// Test-only routes, compiled only with the `test-hooks` feature (never in a release build).
+#[cfg(feature = "test-hooks")]
+fn test_hooks(cfg: &mut web::ServiceConfig) {
+    cfg.service(route_post(
+        "/api/v1/test/panic/{child}",
+        routes::inject_panic,
+    ));
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_hooks(_: &mut web::ServiceConfig) {}

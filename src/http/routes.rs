@@ -181,3 +181,25 @@ pub async fn chat(
         "the agent is not available yet".into(),
     ))
 }
+
+/// `POST /api/v1/test/panic/{child}` (admin; `test-hooks` builds only): makes a child panic
+/// inside a handler, to prove the supervisor replaces it.
+#[cfg(feature = "test-hooks")]
+pub async fn inject_panic(
+    state: web::Data<AppState>,
+    _caller: Authorized<super::auth::Admin>,
+    child: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    use kafclaw_actors::supervisor::InjectPanic;
+    match child.as_str() {
+        "store" => {
+            let addr = state
+                .store
+                .addr()
+                .ok_or_else(|| ApiError::Unavailable("store unavailable".into()))?;
+            addr.do_send(InjectPanic("test hook".into()));
+        }
+        _ => return Err(ApiError::NotFound),
+    }
+    Ok(HttpResponse::Accepted().json(json!({"ok": true})))
+}

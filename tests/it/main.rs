@@ -6,3 +6,4 @@ mod auth;
 mod harness;
 mod limits;
 mod startup;
+mod supervision;
