@@ -25,3 +25,4 @@ pub mod fsutil;
 pub mod paths;
 pub mod store;
 pub mod supervisor;
+pub mod token;
