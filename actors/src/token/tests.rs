@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::store::{KvTree, StoreDb, TreeName};
 
 fn key() -> TokenHashKey {
     TokenHashKey::from_bytes([7; 32])
