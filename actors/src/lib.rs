@@ -26,3 +26,4 @@ pub mod paths;
 pub mod store;
 pub mod supervisor;
 pub mod vault;
+pub mod token;
