@@ -206,16 +206,49 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<LineView<'_>, &'static str> {
     if !prev_part.starts_with(PREV_KEY) || !prev_part.ends_with(b"\"") {
         return Err("prev field is not right before the hash field");
     }
-    let mut prev = [0u8; 32];
-    hex::decode_to_slice(&prev_part[PREV_KEY.len()..PREV_KEY.len() + 64], &mut prev)
-        .map_err(|_| "prev is not 64 hex digits")?;
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(&suffix[HASH_KEY.len()..HASH_KEY.len() + 64], &mut hash)
-        .map_err(|_| "hash is not 64 hex digits")?;
+    let prev = decode_hex32(&prev_part[PREV_KEY.len()..PREV_KEY.len() + 64])
+        .ok_or("prev is not 64 lowercase hex digits")?;
+    let hash = decode_hex32(&suffix[HASH_KEY.len()..HASH_KEY.len() + 64])
+        .ok_or("hash is not 64 lowercase hex digits")?;
     Ok(LineView {
         seq,
         prev,
         hash,
         unsealed: &line[..n - HASH_SUFFIX_LEN],
     })
+}
+
+/// Value of each byte as a lowercase hex digit, or [`NOT_HEX`].
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+/// Marks a byte that is not a lowercase hex digit.
+const NOT_HEX: u8 = 0xff;
+
+/// Decodes exactly 64 lowercase hex digits (the only form the writer produces; verification
+/// runs this twice per record, so it is a table lookup rather than `hex::decode`).
+pub(crate) fn decode_hex32(digits: &[u8]) -> Option<[u8; 32]> {
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut invalid = 0u8;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let high = HEX_VALUES[usize::from(pair[0])];
+        let low = HEX_VALUES[usize::from(pair[1])];
+        invalid |= (high | low) & 0xf0;
+        *byte = (high << 4) | (low & 0x0f);
+    }
+    (invalid == 0).then_some(out)
 }

@@ -677,3 +677,73 @@ async fn chainer_fails_closed_and_stops_on_a_write_error() {
         "the chainer stops so the supervisor restarts it"
     );
 }
+
+/// Writes records 1..=n straight into segment 1 (no fsync per record), for big logs.
+fn write_chain(dir: &Path, n: u64) {
+    fsutil::create_private_dir(dir).unwrap();
+    let mut chain = Chain::new(key(), 0, [0u8; 32]);
+    let mut bytes = Vec::new();
+    for i in 0..n {
+        chain
+            .seal(
+                "2026-01-01T00:00:00Z",
+                AuditKind::ToolDecided,
+                "owner",
+                "exec",
+                &json!({ "i": i }),
+                &mut bytes,
+            )
+            .unwrap();
+    }
+    fsutil::create_private_new(&segment(dir, 1))
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
+}
+
+/// Big chunks have their hashes checked on several threads; the first problem in line order
+/// must still be the one reported.
+#[test]
+fn first_problem_wins_in_chunks_checked_in_parallel() {
+    let (_tmp, dir) = audit_dir();
+    write_chain(&dir, 5000);
+    assert_eq!(check(&dir).unwrap().records, 5000);
+
+    edit_lines(&dir, |lines| {
+        lines[4499] = lines[4499].replace("\"owner\"", "\"0wner\"");
+    });
+    assert_eq!(check(&dir), Err(VerifyError::HashMismatch { seq: 4500 }));
+
+    // An altered record early on is reported before a later gap, and vice versa.
+    edit_lines(&dir, |lines| {
+        lines[99] = lines[99].replace("\"owner\"", "\"0wner\"");
+        lines.remove(3000);
+    });
+    assert_eq!(check(&dir), Err(VerifyError::HashMismatch { seq: 100 }));
+    let (_tmp, dir) = audit_dir();
+    write_chain(&dir, 5000);
+    edit_lines(&dir, |lines| {
+        lines.remove(99);
+        lines[3000] = lines[3000].replace("\"owner\"", "\"0wner\"");
+    });
+    assert_eq!(
+        check(&dir),
+        Err(VerifyError::Missing {
+            seq: 100,
+            found: 101
+        })
+    );
+}
+
+#[test]
+fn hex_digits_decode_only_in_lowercase() {
+    use super::record::decode_hex32;
+    let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
+    let digits = hex::encode(bytes);
+    assert_eq!(decode_hex32(digits.as_bytes()), Some(bytes));
+    assert_eq!(decode_hex32(digits.to_uppercase().as_bytes()), None);
+    assert_eq!(decode_hex32(&digits.as_bytes()[..62]), None);
+    let mut bad = digits.into_bytes();
+    bad[17] = b'g';
+    assert_eq!(decode_hex32(&bad), None);
+}
