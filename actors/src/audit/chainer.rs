@@ -44,6 +44,8 @@ pub struct AuditChainer {
     durable: AuditHead,
     /// Why the chainer failed, once it has: every later append is refused.
     failed: Option<String>,
+    /// Whether a flush is already scheduled to run after the mailbox is drained.
+    flush_scheduled: bool,
 }
 
 impl std::fmt::Debug for AuditChainer {
@@ -67,6 +69,7 @@ impl AuditChainer {
             waiters: Vec::new(),
             durable,
             failed: None,
+            flush_scheduled: false,
         }
     }
 
@@ -74,6 +77,19 @@ impl AuditChainer {
     /// supervisor's factory for a fresh instance.
     pub fn open(dir: &Path, key: AuditKey, settings: &AuditSettings) -> Result<Self, AuditError> {
         AuditLog::open(dir, key, settings).map(Self::new)
+    }
+
+    /// Flushes once the mailbox has been drained: actix polls the mailbox before spawned items,
+    /// so every append already queued joins this batch instead of waiting for the next one.
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flush_scheduled {
+            return;
+        }
+        self.flush_scheduled = true;
+        ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
+            act.flush_scheduled = false;
+            act.flush(ctx);
+        }));
     }
 
     /// Starts writing the pending records unless a batch is already being written.
@@ -160,7 +176,7 @@ impl Handler<AppendRecord> for AuditChainer {
         };
         let (tx, rx) = oneshot::channel();
         self.waiters.push((receipt, tx));
-        self.flush(ctx);
+        self.schedule_flush(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(AuditError::Unavailable)) })
     }
 }
