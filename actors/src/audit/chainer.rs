@@ -9,6 +9,7 @@
 //! from what is on disk).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -40,8 +41,8 @@ pub struct AuditChainer {
     pending: Vec<u8>,
     /// Their senders, in seq order.
     waiters: Vec<Waiter>,
-    /// The last durable record.
-    durable: AuditHead,
+    /// The last durable record; the writer task updates it before answering the senders.
+    durable: Arc<Mutex<AuditHead>>,
     /// Why the chainer failed, once it has: every later append is refused.
     failed: Option<String>,
     /// Whether a flush is already scheduled to run after the mailbox is drained.
@@ -51,7 +52,7 @@ pub struct AuditChainer {
 impl std::fmt::Debug for AuditChainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditChainer")
-            .field("durable", &self.durable)
+            .field("durable", &*lock(&self.durable))
             .field("waiting", &self.waiters.len())
             .finish_non_exhaustive()
     }
@@ -60,7 +61,7 @@ impl std::fmt::Debug for AuditChainer {
 impl AuditChainer {
     /// A chainer appending to an open log.
     pub fn new(log: AuditLog) -> Self {
-        let durable = log.head();
+        let durable = Arc::new(Mutex::new(log.head()));
         let (chain, writer) = log.into_parts();
         Self {
             chain,
@@ -102,51 +103,64 @@ impl AuditChainer {
         };
         let batch = std::mem::take(&mut self.pending);
         let waiters = std::mem::take(&mut self.waiters);
+        // The writer task answers the waiters itself as soon as the batch is durable (or has
+        // failed), so senders do not wait for the actor to be polled again. If it panics, the
+        // waiters are dropped and their senders see `Unavailable`: never a receipt.
+        let durable = Arc::clone(&self.durable);
         let task = tokio::task::spawn_blocking(move || {
             let written = writer.write_batch(&batch);
+            match &written {
+                Ok(()) => {
+                    if let Some((last, _)) = waiters.last() {
+                        // Before any receipt goes out, so `GetHead` never lags one.
+                        *lock(&durable) = AuditHead {
+                            seq: last.seq,
+                            hash: last.hash.clone(),
+                        };
+                    }
+                    for (receipt, tx) in waiters {
+                        let _ = tx.send(Ok(receipt));
+                    }
+                }
+                Err(error) => {
+                    for (_, tx) in waiters {
+                        let _ = tx.send(Err(AuditError::Write(error.to_string())));
+                    }
+                }
+            }
             (writer, written, batch)
         });
-        ctx.spawn(
-            task.into_actor(self)
-                .map(move |joined, act, ctx| match joined {
-                    Ok((writer, Ok(()), mut batch)) => {
-                        if let Some((last, _)) = waiters.last() {
-                            act.durable = AuditHead {
-                                seq: last.seq,
-                                hash: last.hash.clone(),
-                            };
-                        }
-                        for (receipt, tx) in waiters {
-                            let _ = tx.send(Ok(receipt));
-                        }
-                        if act.pending.is_empty() {
-                            batch.clear();
-                            act.pending = batch; // keep the allocation
-                        }
-                        act.writer = Some(writer);
-                        act.flush(ctx);
-                    }
-                    Ok((_, Err(error), _)) => act.fail(ctx, waiters, error.to_string()),
-                    Err(join_error) => act.fail(
-                        ctx,
-                        waiters,
-                        format!("audit writer task failed: {join_error}"),
-                    ),
-                }),
-        );
+        ctx.spawn(task.into_actor(self).map(|joined, act, ctx| match joined {
+            Ok((writer, Ok(()), mut batch)) => {
+                if act.pending.is_empty() {
+                    batch.clear();
+                    act.pending = batch; // keep the allocation
+                }
+                act.writer = Some(writer);
+                act.flush(ctx);
+            }
+            Ok((_, Err(error), _)) => act.fail(ctx, error.to_string()),
+            Err(join_error) => act.fail(ctx, format!("audit writer task failed: {join_error}")),
+        }));
     }
 
-    /// Answers every waiter with a write error and stops (fail closed).
-    fn fail(&mut self, ctx: &mut Context<Self>, in_flight: Vec<Waiter>, reason: String) {
+    /// Answers every queued waiter with a write error and stops (fail closed).
+    /// The batch that failed has been answered by the writer task; this answers the appends
+    /// queued behind it.
+    fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
         tracing::error!(error = %reason, "audit write failed; the audit chainer stops");
-        let queued = std::mem::take(&mut self.waiters);
-        for (_, tx) in in_flight.into_iter().chain(queued) {
+        for (_, tx) in std::mem::take(&mut self.waiters) {
             let _ = tx.send(Err(AuditError::Write(reason.clone())));
         }
         self.pending.clear();
         self.failed = Some(reason);
         ctx.stop();
     }
+}
+
+/// Locks the durable head; a panic elsewhere cannot leave an `AuditHead` half-written.
+fn lock(head: &Mutex<AuditHead>) -> MutexGuard<'_, AuditHead> {
+    head.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Actor for AuditChainer {
@@ -185,7 +199,7 @@ impl Handler<GetHead> for AuditChainer {
     type Result = AuditHead;
 
     fn handle(&mut self, _: GetHead, _: &mut Context<Self>) -> AuditHead {
-        self.durable.clone()
+        lock(&self.durable).clone()
     }
 }
 
