@@ -1,61 +1,216 @@
 //! The audit log (CONTRACT §7): hash-chained, keyed-BLAKE3 records under `~/.kafclaw/audit/`.
 //!
-//! Owns: the record format, the chain, segment files, group-committed fsyncs, verification.
-//! Must not: hold a secret value in a record (names only), or answer an append before the
-//! record is durable.
+//! Owns: the record format, the chain, segment files, group-committed fsyncs, verification and
+//! the repair of a torn tail.
+//! Must not: hold a secret value in a record (names only), answer an append before the record
+//! is durable, or silently drop or truncate anything (a torn tail is repaired only on the
+//! operator's explicit `kafclaw audit repair`, which is itself audited).
+//!
+//! # Files
+//!
+//! Segments live in the audit directory (mode 0700) as `audit-000001.jsonl`,
+//! `audit-000002.jsonl`, … (the index is decimal, zero-padded to at least six digits, gapless
+//! from 1), each created with mode 0600 and only ever appended to. A new segment is started
+//! before a write once the current one holds at least [`AuditSettings::segment_max_bytes`];
+//! a batch is never split, so a segment may exceed the limit by one batch.
+//!
+//! # Record format
+//!
+//! One JSON object per line (`\n`-terminated, UTF-8), fields in exactly this order:
+//!
+//! ```text
+//! {"seq":7,"ts":"2026-11-25T14:20:51.123456789Z","kind":"auth.failed","actor":"10.0.0.9",
+//!  "subject":"/api/v1/status","data":{"reason":"bad_token"},"prev":"<64 hex>","hash":"<64 hex>"}
+//! ```
+//!
+//! (shown wrapped; a stored record is a single line.)
+//!
+//! - `seq`: starts at 1 and is gapless across segments and restarts.
+//! - `ts`: RFC 3339 UTC of the append.
+//! - `kind`: an [`AuditKind`] string; `actor`, `subject`: strings; `data`: any JSON value.
+//! - `prev`: the `hash` of the record with `seq - 1`. **Genesis:** the record with `seq` 1 has
+//!   `prev` = 64 ASCII zeros (`"000…0"`).
+//! - `hash`: lowercase hex of `blake3::keyed_hash(audit_key, canonical_bytes)`.
+//!
+//! # Canonical bytes
+//!
+//! The canonical bytes of a record are the compact JSON (no whitespace anywhere) of the object
+//! `{"seq","ts","kind","actor","subject","data","prev"}` in that field order, i.e. the record
+//! *without* `hash`, where:
+//!
+//! - `seq` is a decimal integer without sign, leading zeros or exponent;
+//! - strings escape only `"` → `\"`, `\` → `\\` and control characters (U+0000–U+001F) as
+//!   `\b \f \n \r \t` or `\u00XX` (lowercase hex); `/` and non-ASCII are written as raw UTF-8;
+//! - `data` is canonicalised recursively: object keys sorted by their UTF-8 bytes, no
+//!   duplicate keys, arrays in order, numbers as `serde_json` prints them (integers in
+//!   decimal; floats in their shortest round-trip form).
+//!
+//! This is exactly what `serde_json::to_vec` prints for a struct with those seven fields in that
+//! order when `data` has sorted keys. The stored line is the canonical bytes with the final `}`
+//! replaced by `,"hash":"<64 hex>"}` followed by `\n`. Because of that choice an external
+//! verifier does not need to re-serialise anything: **strip the last 75 bytes of the line
+//! (`,"hash":"` + 64 hex + `"}`), append `}`, and keyed-BLAKE3 the result**; the recomputed
+//! hash must equal the stored one, and `prev` sits at a fixed place (the 64 hex digits right
+//! before `","hash":"`). [`verify`] does precisely that, streaming, without a JSON parser; a line
+//! only verifies when its bytes are the ones the key holder wrote, so no canonicalisation of
+//! untrusted input is ever needed.
+//!
+//! # Durability and failure
+//!
+//! [`AuditLog`] (synchronous, for command-line tools) fsyncs (`fdatasync`) every append.
+//! [`AuditChainer`] (the actor) assigns `seq` and `hash` in mailbox order, collects concurrent
+//! appends into one batch written by a blocking task with a single `fdatasync`, and answers each
+//! sender only after its batch is durable. If a write or fsync fails it answers every waiter
+//! with [`AuditError::Write`] and stops itself, so the supervisor restarts it from disk
+//! (fail closed). A segment whose last line is incomplete (a crash mid-write) makes opening
+//! fail with [`AuditError::TornTail`] until the operator runs `kafclaw audit repair` ([`repair`]).
+
+use std::path::PathBuf;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+mod chainer;
+mod log;
+mod record;
+mod repair;
+mod segment;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use chainer::{AuditChainer, GetHead};
+pub use log::AuditLog;
+pub use record::GENESIS_PREV;
+pub use repair::{repair, RepairReport};
+pub use verify::{verify, VerifyError, VerifyReport};
+
+/// The 32-byte key of the keyed-BLAKE3 chain. Generated once and held sealed by the vault
+/// (rotating the vault key never changes it); the caller hands the plaintext bytes in.
+///
+/// Wiped from memory when dropped; its `Debug` never shows the bytes.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct AuditKey([u8; 32]);
+
+impl AuditKey {
+    /// Wraps key bytes. The caller should wipe its own copy.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key bytes, for `blake3::keyed_hash` only.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+/// The `audit.*` settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// A new segment is started once the current one holds at least this many bytes
+    /// (default 64 MiB). Small values are only useful in tests.
+    pub segment_max_bytes: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            segment_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The head of the chain: the last durable record.
+#[derive(MessageResponse, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Its sequence number; 0 when the log is empty.
+    pub seq: u64,
+    /// Its hash (hex); [`GENESIS_PREV`] (64 zeros) when the log is empty.
+    pub hash: String,
+}
 
 /// The stable record kinds (for SIEMs). Add kinds as needed; never rename one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AuditKind {
+    /// The gateway started (settings summary, never secrets).
     #[serde(rename = "gateway.started")]
     GatewayStarted,
+    /// The gateway stopped (signal or fatal error).
     #[serde(rename = "gateway.stopped")]
     GatewayStopped,
+    /// A request presented a missing, unknown or revoked token.
     #[serde(rename = "auth.failed")]
     AuthFailed,
+    /// An IP was locked out after repeated auth failures.
     #[serde(rename = "auth.locked_out")]
     AuthLockedOut,
+    /// A valid token lacked the scope for a route.
     #[serde(rename = "auth.scope_denied")]
     AuthScopeDenied,
+    /// A gateway token was created (its name, never the token).
     #[serde(rename = "token.created")]
     TokenCreated,
+    /// A gateway token was revoked.
     #[serde(rename = "token.revoked")]
     TokenRevoked,
+    /// A gateway token was rotated.
     #[serde(rename = "token.rotated")]
     TokenRotated,
+    /// A gateway token was used for the first time.
     #[serde(rename = "token.first_used")]
     TokenFirstUsed,
+    /// A vault secret was set, rotated or removed (its name only).
     #[serde(rename = "secret.changed")]
     SecretChanged,
+    /// A configuration problem was found (unknown key, weak setting).
     #[serde(rename = "config.warning")]
     ConfigWarning,
+    /// A message from a sender the access policy denies was dropped.
     #[serde(rename = "channel.dropped")]
     ChannelDropped,
+    /// A channel changed state (running, observe, quarantined, disabled).
     #[serde(rename = "channel.state_changed")]
     ChannelStateChanged,
+    /// An unknown sender was sent a pairing code.
     #[serde(rename = "pairing.requested")]
     PairingRequested,
+    /// An operator approved or denied a pairing.
     #[serde(rename = "pairing.decided")]
     PairingDecided,
+    /// The policy allowed or denied a tool call.
     #[serde(rename = "tool.decided")]
     ToolDecided,
+    /// A tool ran (exit status, duration; never its output).
     #[serde(rename = "tool.executed")]
     ToolExecuted,
+    /// An operator approved or denied a pending tool call.
     #[serde(rename = "approval.decided")]
     ApprovalDecided,
+    /// An admin control message was applied.
     #[serde(rename = "control.applied")]
     ControlApplied,
+    /// An incident trigger fired.
     #[serde(rename = "incident.opened")]
     IncidentOpened,
+    /// An incident changed (acknowledged, resolved, acted upon).
     #[serde(rename = "incident.updated")]
     IncidentUpdated,
+    /// A backup archive was written.
     #[serde(rename = "backup.created")]
     BackupCreated,
+    /// A torn tail of the audit log was repaired (`kafclaw audit repair`).
     #[serde(rename = "audit.repaired")]
     AuditRepaired,
+    /// A supervised child failed and was restarted or given up on.
     #[serde(rename = "supervisor.child_failed")]
     SupervisorChildFailed,
 }
@@ -124,4 +279,40 @@ pub enum AuditError {
     /// The chainer is not running (its mailbox is closed).
     #[error("audit log unavailable")]
     Unavailable,
+    /// The audit directory or a segment could not be opened, listed or read.
+    #[error("cannot open the audit log at {path}: {reason}")]
+    Open {
+        /// The directory or segment.
+        path: PathBuf,
+        /// The underlying error.
+        reason: String,
+    },
+    /// The last segment ends in an incomplete record (a crash mid-write); nothing is appended
+    /// until the operator repairs it.
+    #[error(
+        "audit segment {segment} ends in an incomplete record ({bytes} bytes after the last \
+         complete one); run `kafclaw audit repair`"
+    )]
+    TornTail {
+        /// The segment with the torn tail.
+        segment: PathBuf,
+        /// How many bytes follow the last complete line.
+        bytes: u64,
+    },
+    /// The last complete record cannot be read as a record, so the head is unknown.
+    #[error(
+        "audit segment {segment} ends in a corrupt record: {reason}; run `kafclaw audit verify`"
+    )]
+    CorruptTail {
+        /// The segment holding the record.
+        segment: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The head record does not verify with the given key (wrong key, or a forged record).
+    #[error("audit record {seq} does not verify with this audit key")]
+    KeyMismatch {
+        /// The head record's sequence number.
+        seq: u64,
+    },
 }

@@ -1,0 +1,221 @@
+//! The `AuditChainer` actor: the permanent owner of `~/.kafclaw/audit` inside the gateway.
+//!
+//! Owns: the order of the chain (seq and hash are assigned in mailbox order) and group commit:
+//! records that arrive while a batch is being written wait in a buffer and go out together in
+//! the next batch, with one `fdatasync`. The write runs on tokio's blocking pool so the actor
+//! keeps accepting records meanwhile.
+//! Must not: answer a sender before its batch is durable, or run on after a failed write (it
+//! answers every waiter with [`AuditError::Write`] and stops, so the supervisor restarts it
+//! from what is on disk).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::record::Chain;
+use super::segment::SegmentWriter;
+use super::{AppendRecord, AuditError, AuditHead, AuditKey, AuditLog, AuditReceipt, AuditSettings};
+use crate::clock;
+use crate::supervisor::{Ping, Pong};
+
+/// The head of the chain as far as it is durable: `{seq, hash}`, seq 0 and 64 zeros when empty.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "AuditHead")]
+pub struct GetHead;
+
+/// One sender waiting for its batch.
+type Waiter = (
+    AuditReceipt,
+    oneshot::Sender<Result<AuditReceipt, AuditError>>,
+);
+
+/// The audit chain actor (see the module doc).
+pub struct AuditChainer {
+    /// Seq, hash and key of the last sealed (not necessarily durable) record.
+    chain: Chain,
+    /// The segment writer; `None` while a batch is being written on the blocking pool.
+    writer: Option<SegmentWriter>,
+    /// Sealed lines waiting for the next batch.
+    pending: Vec<u8>,
+    /// Their senders, in seq order.
+    waiters: Vec<Waiter>,
+    /// The last durable record; the writer task updates it before answering the senders.
+    durable: Arc<Mutex<AuditHead>>,
+    /// Why the chainer failed, once it has: every later append is refused.
+    failed: Option<String>,
+    /// Whether a flush is already scheduled to run after the mailbox is drained.
+    flush_scheduled: bool,
+}
+
+impl std::fmt::Debug for AuditChainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditChainer")
+            .field("durable", &*lock(&self.durable))
+            .field("waiting", &self.waiters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditChainer {
+    /// A chainer appending to an open log.
+    pub fn new(log: AuditLog) -> Self {
+        let durable = Arc::new(Mutex::new(log.head()));
+        let (chain, writer) = log.into_parts();
+        Self {
+            chain,
+            writer: Some(writer),
+            pending: Vec::with_capacity(64 * 1024),
+            waiters: Vec::new(),
+            durable,
+            failed: None,
+            flush_scheduled: false,
+        }
+    }
+
+    /// Opens the log in `dir` (see [`AuditLog::open`]) and builds a chainer on it; this is the
+    /// supervisor's factory for a fresh instance.
+    pub fn open(dir: &Path, key: AuditKey, settings: &AuditSettings) -> Result<Self, AuditError> {
+        AuditLog::open(dir, key, settings).map(Self::new)
+    }
+
+    /// Flushes once the mailbox has been drained: actix polls the mailbox before spawned items,
+    /// so every append already queued joins this batch instead of waiting for the next one.
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flush_scheduled {
+            return;
+        }
+        self.flush_scheduled = true;
+        ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
+            act.flush_scheduled = false;
+            act.flush(ctx);
+        }));
+    }
+
+    /// Starts writing the pending records unless a batch is already being written.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.waiters.is_empty() || self.failed.is_some() {
+            return;
+        }
+        let Some(mut writer) = self.writer.take() else {
+            return; // the running batch calls `flush` again when it is done
+        };
+        let batch = std::mem::take(&mut self.pending);
+        let waiters = std::mem::take(&mut self.waiters);
+        // The writer task answers the waiters itself as soon as the batch is durable (or has
+        // failed), so senders do not wait for the actor to be polled again. If it panics, the
+        // waiters are dropped and their senders see `Unavailable`: never a receipt.
+        let durable = Arc::clone(&self.durable);
+        let task = tokio::task::spawn_blocking(move || {
+            let written = writer.write_batch(&batch);
+            match &written {
+                Ok(()) => {
+                    if let Some((last, _)) = waiters.last() {
+                        // Before any receipt goes out, so `GetHead` never lags one.
+                        *lock(&durable) = AuditHead {
+                            seq: last.seq,
+                            hash: last.hash.clone(),
+                        };
+                    }
+                    for (receipt, tx) in waiters {
+                        let _ = tx.send(Ok(receipt));
+                    }
+                }
+                Err(error) => {
+                    for (_, tx) in waiters {
+                        let _ = tx.send(Err(AuditError::Write(error.to_string())));
+                    }
+                }
+            }
+            (writer, written, batch)
+        });
+        ctx.spawn(task.into_actor(self).map(|joined, act, ctx| match joined {
+            Ok((writer, Ok(()), mut batch)) => {
+                if act.pending.is_empty() {
+                    batch.clear();
+                    act.pending = batch; // keep the allocation
+                }
+                act.writer = Some(writer);
+                act.flush(ctx);
+            }
+            Ok((_, Err(error), _)) => act.fail(ctx, error.to_string()),
+            Err(join_error) => act.fail(ctx, format!("audit writer task failed: {join_error}")),
+        }));
+    }
+
+    /// Answers every queued waiter with a write error and stops (fail closed).
+    /// The batch that failed has been answered by the writer task; this answers the appends
+    /// queued behind it.
+    fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
+        tracing::error!(error = %reason, "audit write failed; the audit chainer stops");
+        for (_, tx) in std::mem::take(&mut self.waiters) {
+            let _ = tx.send(Err(AuditError::Write(reason.clone())));
+        }
+        self.pending.clear();
+        self.failed = Some(reason);
+        ctx.stop();
+    }
+}
+
+/// Locks the durable head; a panic elsewhere cannot leave an `AuditHead` half-written.
+fn lock(head: &Mutex<AuditHead>) -> MutexGuard<'_, AuditHead> {
+    head.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Actor for AuditChainer {
+    type Context = Context<Self>;
+}
+
+impl Handler<AppendRecord> for AuditChainer {
+    type Result = ResponseFuture<Result<AuditReceipt, AuditError>>;
+
+    fn handle(&mut self, msg: AppendRecord, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(reason) = &self.failed {
+            let error = AuditError::Write(format!("an earlier write failed: {reason}"));
+            return Box::pin(async move { Err(error) });
+        }
+        let ts = clock::now_rfc3339();
+        let sealed = self.chain.seal(
+            &ts,
+            msg.kind,
+            &msg.actor,
+            &msg.subject,
+            &msg.data,
+            &mut self.pending,
+        );
+        let receipt = match sealed {
+            Ok(receipt) => receipt,
+            Err(error) => return Box::pin(async move { Err(error) }),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push((receipt, tx));
+        self.schedule_flush(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(AuditError::Unavailable)) })
+    }
+}
+
+impl Handler<GetHead> for AuditChainer {
+    type Result = AuditHead;
+
+    fn handle(&mut self, _: GetHead, _: &mut Context<Self>) -> AuditHead {
+        lock(&self.durable).clone()
+    }
+}
+
+impl Handler<Ping> for AuditChainer {
+    type Result = Pong;
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
+        Pong
+    }
+}
+
+#[cfg(any(test, feature = "test-hooks"))]
+impl Handler<crate::supervisor::InjectPanic> for AuditChainer {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::supervisor::InjectPanic, _: &mut Context<Self>) {
+        panic!("injected panic: {}", msg.0);
+    }
+}
