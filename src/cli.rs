@@ -48,6 +48,71 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Print the version.
     Version,
+    /// The secret vault: set (value from stdin), list, rm, rotate-key.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Gateway tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log: verify, repair.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `kafclaw secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Seal a secret; the value is read from stdin (never from the command line).
+    Set {
+        /// Secret name, e.g. gateway.auth_token or providers.openai.api_key.
+        name: String,
+    },
+    /// Names and times of every secret (never values).
+    List,
+    /// Remove a secret.
+    Rm {
+        /// Secret name.
+        name: String,
+    },
+    /// Re-seal every secret under a new vault key (atomic).
+    RotateKey,
+}
+
+/// `kafclaw token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token; it is printed once and only its keyed hash is stored.
+    Create {
+        /// admin, read or chat.
+        #[arg(long)]
+        scope: String,
+        /// Lifetime, e.g. 30d, 12h, 90m.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Name (default token-N).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Names, scopes, ages and last use (never a token).
+    List,
+    /// Revoke a token by name; a running gateway refuses it at once.
+    Revoke {
+        /// Token name.
+        name: String,
+    },
+}
+
+/// `kafclaw audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; names the first broken, missing, reordered or truncated record.
+    Verify {
+        /// Start at this sequence number.
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Cut a torn last line (after a crash) and record that it was done. Gateway must be stopped.
+    Repair,
 }
 
 /// `kafclaw gateway`.

@@ -8,15 +8,17 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use tokio::signal::unix::{signal, SignalKind};
 
+use kafclaw_actors::audit::AuditKind;
 use kafclaw_actors::paths::Home;
-use kafclaw_actors::store::{Flush, RecordEvent, Store, StoreDb};
-use kafclaw_actors::supervisor::{RestartPolicy, SupervisionEvent, SupervisorBuilder};
+use kafclaw_actors::store::{Flush, RecordEvent, Store};
+use kafclaw_actors::supervisor::{RestartPolicy, SupervisionEvent};
 
+use crate::http::lockout::{Lockout, LockoutPolicy};
 use crate::http::{self, auth::Authenticator, AppState, Limits};
 use crate::settings::Settings;
 
 /// The minimum length of a gateway token (32 random bytes, base64url).
-pub const MIN_TOKEN_CHARS: usize = 43;
+pub const MIN_TOKEN_CHARS: usize = kafclaw_actors::token::MIN_TOKEN_CHARS;
 
 /// Why the gateway refused to start (exit code 2), one line each.
 #[derive(Debug, thiserror::Error)]
@@ -78,56 +80,76 @@ fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
 }
 
 /// Runs the gateway until SIGINT/SIGTERM (exit 0) or a permanent child is given up on (exit 1).
-pub fn run(home: Home, settings: Settings, allow_root: bool) -> i32 {
+pub fn run(
+    home: Home,
+    mut settings: Settings,
+    env: &std::collections::HashMap<String, String>,
+    allow_root: bool,
+) -> i32 {
     let is_root = rustix::process::geteuid().is_root();
+    // Refuse an unsafe bind before touching anything; the vault may still supply the token,
+    // so a missing token is checked again once the core is open.
+    if let Err(e @ StartError::RootRemote { .. }) = preflight(&settings, is_root, allow_root) {
+        eprintln!("kafclaw: {e}");
+        return 2;
+    }
+    let core = match crate::core::open(&home, &mut settings, env) {
+        Ok(core) => core,
+        Err(e) => {
+            eprintln!("kafclaw: {e}");
+            return 2;
+        }
+    };
     if let Err(e) = preflight(&settings, is_root, allow_root) {
         eprintln!("kafclaw: {e}");
         return 2;
     }
-    for warning in &settings.warnings {
-        tracing::warn!(%warning, "configuration");
-    }
     let system = actix_rt::System::new();
-    system.block_on(serve(home, settings))
+    let passphrase = crate::core::passphrase(env);
+    system.block_on(serve(home, settings, core, passphrase))
 }
 
-async fn serve(home: Home, settings: Settings) -> i32 {
+async fn serve(
+    home: Home,
+    settings: Settings,
+    core: crate::core::Core,
+    passphrase: Option<kafclaw_actors::vault::SecretValue>,
+) -> i32 {
     let started = Instant::now();
-    if let Err(e) = home.ensure_state_dirs() {
-        eprintln!(
-            "kafclaw: cannot create the state directories under {}: {e}",
-            home.state_dir().display()
-        );
-        return 2;
-    }
     for dir in [settings.workspace(&home), settings.work_repo(&home)] {
         if let Err(e) = kafclaw_actors::fsutil::create_private_dir(&dir) {
             eprintln!("kafclaw: cannot create {}: {e}", dir.display());
             return 2;
         }
     }
-    let db = match StoreDb::open(&home.store_dir()) {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("kafclaw: {e} (is another kafclaw gateway running with this home?)");
-            return 2;
-        }
-    };
+    let crate::core::Core {
+        db,
+        vault,
+        audit_key,
+        tokens,
+    } = core;
 
-    let mut tree = SupervisorBuilder::new(settings.supervisor.clone());
-    let store_db = db.clone();
-    let store = tree.child(
-        "store",
-        RestartPolicy::Permanent,
-        Box::new(move || Store::new(store_db.clone()).map_err(|e| e.to_string())),
-    );
-    let (supervisor, mut events) = match tree.start() {
-        Ok(started) => started,
+    let services = match crate::services::start(
+        &home,
+        &settings,
+        db.clone(),
+        vault,
+        passphrase,
+        audit_key.clone(),
+    ) {
+        Ok(services) => services,
         Err(e) => {
             eprintln!("kafclaw: {e}");
             return 2;
         }
     };
+    let crate::services::Services {
+        supervisor,
+        mut events,
+        store,
+        vault,
+        audit,
+    } = services;
 
     let gw = &settings.gateway;
     let (gateway_listener, dashboard_listener) =
@@ -154,17 +176,58 @@ async fn serve(home: Home, settings: Settings) -> i32 {
         (true, true) => "loopback",
         (false, _) => "remote",
     };
+    let lockout = &settings.security.auth_lockout;
     let state = web::Data::new(AppState {
         version: env!("CARGO_PKG_VERSION"),
         started,
-        auth: Authenticator::new(gw.auth_token.clone(), gw.is_loopback()),
+        auth: Authenticator::new(tokens.clone(), gw.auth_token.is_some(), gw.is_loopback()),
         supervisor: supervisor.clone(),
         store: store.clone(),
         cors_origins: gw.cors_origins.clone(),
         mode,
         provider_configured: settings.provider_configured(),
         auth_failures: AtomicU64::new(0),
+        lockout: Lockout::new(LockoutPolicy {
+            max_failures: lockout.max_failures,
+            window: Duration::from_secs(lockout.window_seconds),
+            lockout: Duration::from_secs(lockout.lockout_seconds),
+        }),
+        audit: audit.clone(),
+        vault: vault.clone(),
+        audit_dir: home.audit_dir(),
+        audit_key: audit_key.clone(),
     });
+
+    // Nothing is served before the start is on the record.
+    let started_record = state
+        .audit(
+            AuditKind::GatewayStarted,
+            "system",
+            "gateway",
+            serde_json::json!({
+                "gateway": gateway_addr.to_string(),
+                "dashboard": dashboard_addr.to_string(),
+                "mode": mode,
+                "version": env!("CARGO_PKG_VERSION"),
+            }),
+        )
+        .await;
+    if started_record.is_err() {
+        eprintln!("kafclaw: cannot write the audit log; refusing to start");
+        return 2;
+    }
+    for warning in &settings.warnings {
+        tracing::warn!(%warning, "configuration");
+        let _ = state
+            .audit(
+                AuditKind::ConfigWarning,
+                "system",
+                "config",
+                serde_json::json!({"warning": warning.to_string()}),
+            )
+            .await;
+    }
+
     let workers = match gw.workers {
         0 => std::thread::available_parallelism()
             .map(|n| n.get().min(4))
@@ -178,18 +241,29 @@ async fn serve(home: Home, settings: Settings) -> i32 {
         max_connections: gw.max_connections,
         workers,
     };
+    let control = match crate::control::serve(&home, state.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("kafclaw: cannot open the control socket: {e}");
+            return 2;
+        }
+    };
     let (gateway_server, dashboard_server) =
-        match http::serve(state, &limits, gateway_listener, dashboard_listener) {
+        match http::serve(state.clone(), &limits, gateway_listener, dashboard_listener) {
             Ok(servers) => servers,
             Err(e) => {
                 eprintln!("kafclaw: cannot start the listeners: {e}");
                 return 2;
             }
         };
-    let gateway_handle = gateway_server.handle();
-    let dashboard_handle = dashboard_server.handle();
+    let handles = [
+        gateway_server.handle(),
+        dashboard_server.handle(),
+        control.handle(),
+    ];
     actix_rt::spawn(gateway_server);
     actix_rt::spawn(dashboard_server);
+    actix_rt::spawn(control);
 
     record(
         &store,
@@ -216,14 +290,25 @@ async fn serve(home: Home, settings: Settings) -> i32 {
             return 2;
         }
     };
+    let mut persist_tokens = tokio::time::interval(Duration::from_secs(60));
+    persist_tokens.tick().await;
     let exit_code = loop {
         tokio::select! {
             _ = sigint.recv() => break 0,
             _ = sigterm.recv() => break 0,
+            _ = persist_tokens.tick() => {
+                if let Err(e) = tokens.persist_last_used().await {
+                    tracing::warn!(error = %e, "cannot persist token last-use times");
+                }
+            }
             event = events.recv() => match event {
                 Some(SupervisionEvent::GaveUp { name, policy: RestartPolicy::Permanent, reason }) => {
                     tracing::error!(child = %name, %reason, "a permanent child cannot be kept alive; stopping (exit 1)");
                     break 1;
+                }
+                Some(SupervisionEvent::ChildFailed { name, reason }) => {
+                    let data = serde_json::json!({"child": name, "reason": reason});
+                    let _ = state.audit(AuditKind::SupervisorChildFailed, "supervisor", &name, data).await;
                 }
                 Some(other) => tracing::debug!(?other, "supervision event"),
                 None => break 1,
@@ -233,17 +318,16 @@ async fn serve(home: Home, settings: Settings) -> i32 {
 
     tracing::info!(exit_code, "shutting down");
     let graceful = exit_code == 0;
-    let stopping = async {
-        tokio::join!(
-            gateway_handle.stop(graceful),
-            dashboard_handle.stop(graceful)
-        );
-    };
+    let stopping = futures_util::future::join_all(handles.iter().map(|h| h.stop(graceful)));
     if tokio::time::timeout(Duration::from_secs(8), stopping)
         .await
         .is_err()
     {
         tracing::warn!("listeners did not stop within 8 s; closing");
+    }
+    crate::control::remove_socket(&home);
+    if let Err(e) = tokens.persist_last_used().await {
+        tracing::warn!(error = %e, "cannot persist token last-use times");
     }
     record(
         &store,
@@ -251,6 +335,14 @@ async fn serve(home: Home, settings: Settings) -> i32 {
         serde_json::json!({"exit_code": exit_code}),
     )
     .await;
+    let _ = state
+        .audit(
+            AuditKind::GatewayStopped,
+            "system",
+            "gateway",
+            serde_json::json!({"exit_code": exit_code}),
+        )
+        .await;
     if let Some(addr) = store.addr() {
         let _ = addr.send(Flush).await;
     }

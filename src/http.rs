@@ -12,18 +12,21 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, Resource};
+use actix_web::{web, App, HttpResponse, HttpServer, Resource};
 use tracing::Instrument;
 
+use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKind, AuditReceipt};
 use kafclaw_actors::store::Store;
 use kafclaw_actors::supervisor::{Slot, Supervisor};
 
 pub mod auth;
 pub mod error;
+pub mod lockout;
 mod routes;
 
 use auth::{AuthFailure, Authenticator};
 use error::ApiError;
+use lockout::Lockout;
 
 /// What every handler can reach. Addresses of actors and read-only configuration only.
 pub struct AppState {
@@ -43,23 +46,62 @@ pub struct AppState {
     pub mode: &'static str,
     /// Whether a model provider is configured.
     pub provider_configured: bool,
-    /// Failed authentications (for `/metrics` and, later, the lockout).
+    /// Failed authentications since start (for `/metrics`).
     pub auth_failures: AtomicU64,
+    /// Per-IP failure counting and lockout.
+    pub lockout: Lockout,
+    /// The audit chainer.
+    pub audit: Slot<AuditChainer>,
+    /// The secret vault.
+    pub vault: Slot<kafclaw_actors::vault::SecretVault>,
+    /// The audit directory (for verification over the control socket).
+    pub audit_dir: std::path::PathBuf,
+    /// The audit chain key (for verification over the control socket).
+    pub audit_key: kafclaw_actors::audit::AuditKey,
 }
 
 impl AppState {
-    /// Records a failed authentication. Cheap on purpose: a storm must not slow others down.
-    pub fn auth_failed(&self, req: &HttpRequest, failure: AuthFailure) {
+    /// Notes a failed authentication in the log. Cheap on purpose: the first failure and then
+    /// every 100th is logged, so a storm cannot flood the log or slow others down.
+    pub fn note_auth_failure(&self, client: &str, path: &str, failure: &AuthFailure) {
         let n = self.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        // Log the first failure and then every 100th, so a storm cannot flood the log.
         if n == 1 || n % 100 == 0 {
             tracing::warn!(
-                client = %req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
-                path = %req.path(),
+                client,
+                path,
                 reason = failure.as_str(),
                 total_failures = n,
                 "authentication failed"
             );
+        }
+    }
+
+    /// Appends an audit record and waits until it is durable. An error means the record is
+    /// not on disk: callers acting on a security decision must fail closed.
+    pub async fn audit(
+        &self,
+        kind: AuditKind,
+        actor: &str,
+        subject: &str,
+        data: serde_json::Value,
+    ) -> Result<AuditReceipt, ApiError> {
+        let addr = self
+            .audit
+            .addr()
+            .ok_or_else(|| ApiError::Unavailable("audit log unavailable".into()))?;
+        let record = AppendRecord {
+            kind,
+            actor: actor.to_string(),
+            subject: subject.to_string(),
+            data,
+        };
+        match addr.send(record).await {
+            Ok(Ok(receipt)) => Ok(receipt),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, kind = kind.as_str(), "audit append failed");
+                Err(ApiError::Unavailable("audit log unavailable".into()))
+            }
+            Err(_) => Err(ApiError::Unavailable("audit log unavailable".into())),
         }
     }
 }

@@ -7,10 +7,15 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod commands;
+pub mod control;
+pub mod core;
 pub mod gateway;
 pub mod http;
 pub mod logging;
+pub mod ops;
 pub mod secret;
+pub mod services;
 pub mod settings;
 
 use std::collections::HashMap;
@@ -66,8 +71,17 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         }
     };
     logging::init(&settings.log.level, settings.log.format == "json");
+    let ctx = |settings| commands::CommandEnv {
+        home: &home,
+        settings,
+        env: &env,
+        json: cli.json,
+    };
     match cli.command {
-        cli::Command::Gateway(args) => gateway::run(home, settings, args.allow_root),
+        cli::Command::Gateway(args) => gateway::run(home.clone(), settings, &env, args.allow_root),
+        cli::Command::Secrets(cmd) => commands::secrets(cmd, ctx(settings)),
+        cli::Command::Token(cmd) => commands::token(cmd, ctx(settings)),
+        cli::Command::Audit(cmd) => commands::audit(cmd, ctx(settings)),
         cli::Command::Version => {
             if cli.json {
                 println!(

@@ -170,7 +170,7 @@ pub struct Settings {
     /// Lockout and token age.
     pub security: SecuritySettings,
     /// Audit segments.
-    pub audit: Value,
+    pub audit: kafclaw_actors::audit::AuditSettings,
     /// Logging.
     pub log: LogSettings,
     /// Channels (kept as JSON until the channel bridges consume their slice).

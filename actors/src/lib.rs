@@ -25,5 +25,5 @@ pub mod fsutil;
 pub mod paths;
 pub mod store;
 pub mod supervisor;
-pub mod vault;
 pub mod token;
+pub mod vault;

@@ -5,44 +5,24 @@
 //! the check runs before any body is read. Rejections are cheap: no body parsing, no
 //! synchronous log write.
 
-use std::future::{ready, Ready};
 use std::marker::PhantomData;
 use std::net::IpAddr;
+use std::time::Instant;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use kafclaw_actors::audit::AuditKind;
+pub use kafclaw_actors::token::Scope;
+use kafclaw_actors::token::{TokenCheck, TokenRegistry};
 
 use super::error::ApiError;
+use super::lockout::FailureOutcome;
 use super::AppState;
-use crate::secret::Secret;
-
-/// What a credential may do. `admin` permits everything; `read` the GET endpoints and
-/// `/metrics`; `chat` only `POST /chat`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// Everything.
-    Admin,
-    /// Read-only endpoints.
-    Read,
-    /// `POST /chat` only.
-    Chat,
-}
-
-impl Scope {
-    /// Whether a credential with `self` may use a route requiring `required`.
-    pub fn permits(self, required: Scope) -> bool {
-        self == Scope::Admin || self == required
-    }
-    /// The scope's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Admin => "admin",
-            Scope::Read => "read",
-            Scope::Chat => "chat",
-        }
-    }
-}
 
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,18 +33,20 @@ pub struct Principal {
     pub scope: Scope,
     /// False in local single-user mode (loopback bind, no token configured).
     pub authenticated: bool,
+    /// True the first time this token is seen by this process (audited once).
+    pub first_use: bool,
 }
 
 /// The credentials the gateway accepts.
 pub struct Authenticator {
-    /// The runbook's shared admin token, if configured.
-    admin_token: Option<Secret>,
-    /// Loopback bind and no token configured: loopback clients need no token.
+    /// Scoped tokens and the runbook's shared admin token (keyed hashes only).
+    tokens: TokenRegistry,
+    /// Loopback bind and no admin token configured: loopback clients need no token.
     local_mode: bool,
 }
 
 /// Why a request was not authenticated (for counting and auditing; never the token).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthFailure {
     /// No `Authorization` header where one is required.
     Missing,
@@ -72,32 +54,51 @@ pub enum AuthFailure {
     Malformed,
     /// A well-formed token that matches nothing.
     Unknown,
+    /// A token past its expiry.
+    Expired { name: String },
+    /// A revoked token (or an admin token past its rotation grace period).
+    Revoked { name: String },
 }
 
 impl AuthFailure {
     /// Stable reason string.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing",
             AuthFailure::Malformed => "malformed",
             AuthFailure::Unknown => "unknown_token",
+            AuthFailure::Expired { .. } => "expired_token",
+            AuthFailure::Revoked { .. } => "revoked_token",
+        }
+    }
+    /// The token's name when it is known (never the token).
+    pub fn token_name(&self) -> Option<&str> {
+        match self {
+            AuthFailure::Expired { name } | AuthFailure::Revoked { name } => Some(name),
+            _ => None,
         }
     }
 }
 
 impl Authenticator {
     /// Credentials for a gateway bound on a loopback (`loopback_bind`) or remote host.
-    pub fn new(admin_token: Option<Secret>, loopback_bind: bool) -> Self {
-        let local_mode = admin_token.is_none() && loopback_bind;
+    /// `admin_configured` says whether the runbook's admin token is set (it is already
+    /// loaded into `tokens` as the static admin).
+    pub fn new(tokens: TokenRegistry, admin_configured: bool, loopback_bind: bool) -> Self {
         Self {
-            admin_token,
-            local_mode,
+            tokens,
+            local_mode: !admin_configured && loopback_bind,
         }
     }
 
     /// True when loopback clients need no token.
     pub fn local_mode(&self) -> bool {
         self.local_mode
+    }
+
+    /// The token registry (for the control operations).
+    pub fn tokens(&self) -> &TokenRegistry {
+        &self.tokens
     }
 
     /// Authenticates one request from its `Authorization` headers and peer address.
@@ -113,6 +114,7 @@ impl Authenticator {
                         name: "local".into(),
                         scope: Scope::Admin,
                         authenticated: false,
+                        first_use: false,
                     })
                 } else {
                     Err(AuthFailure::Missing)
@@ -120,20 +122,27 @@ impl Authenticator {
             }
             [value] => {
                 let token = parse_bearer(value).ok_or(AuthFailure::Malformed)?;
-                self.verify(token)
+                match self.tokens.verify_bytes(token, OffsetDateTime::now_utc()) {
+                    TokenCheck::Valid {
+                        name,
+                        scope,
+                        first_use,
+                    } => Ok(Principal {
+                        name: name.to_string(),
+                        scope,
+                        authenticated: true,
+                        first_use,
+                    }),
+                    TokenCheck::Unknown => Err(AuthFailure::Unknown),
+                    TokenCheck::Expired { name } => Err(AuthFailure::Expired {
+                        name: name.to_string(),
+                    }),
+                    TokenCheck::Revoked { name } => Err(AuthFailure::Revoked {
+                        name: name.to_string(),
+                    }),
+                }
             }
             _ => Err(AuthFailure::Malformed),
-        }
-    }
-
-    fn verify(&self, token: &[u8]) -> Result<Principal, AuthFailure> {
-        match &self.admin_token {
-            Some(admin) if admin.ct_eq(token) => Ok(Principal {
-                name: "env:KAFCLAW_GATEWAY_AUTH_TOKEN".into(),
-                scope: Scope::Admin,
-                authenticated: true,
-            }),
-            _ => Err(AuthFailure::Unknown),
         }
     }
 }
@@ -181,58 +190,126 @@ pub struct Authorized<S: RequiredScope> {
 /// mode does not apply. A header that is present but wrong is still a 401.
 pub struct MaybeAuthorized(pub Option<Principal>);
 
-fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+/// Authenticates a request: lockout first (a locked-out IP is refused even with a correct
+/// token), then the credential. A failure is counted and audited before the 401 goes out.
+async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
+        .cloned()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
+    let ip = req.peer_addr().map(|a| a.ip());
+    if let Some(ip) = ip {
+        if let Some(left) = state.lockout.check(ip, Instant::now()) {
+            return Err(ApiError::LockedOut {
+                retry_after_seconds: left.as_secs().max(1),
+            });
+        }
+    }
     let headers: Vec<&[u8]> = req
         .headers()
         .get_all(header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .collect();
-    let peer = req.peer_addr().map(|a| a.ip());
-    state.auth.authenticate(&headers, peer).map_err(|failure| {
-        state.auth_failed(req, failure);
-        ApiError::Unauthorized
-    })
+    match state.auth.authenticate(&headers, ip) {
+        Ok(principal) => {
+            if principal.first_use {
+                // Informational: the request does not wait for it.
+                let state = state.clone();
+                let name = principal.name.clone();
+                let client = ip.map(|i| i.to_string()).unwrap_or_default();
+                actix_web::rt::spawn(async move {
+                    let _ = state
+                        .audit(
+                            AuditKind::TokenFirstUsed,
+                            &name,
+                            &name,
+                            json!({"client": client}),
+                        )
+                        .await;
+                });
+            }
+            Ok(principal)
+        }
+        Err(failure) => {
+            let client = ip.map(|i| i.to_string()).unwrap_or_default();
+            state.note_auth_failure(&client, req.path(), &failure);
+            let data = json!({
+                "client": client,
+                "route": req.path(),
+                "reason": failure.as_str(),
+                "token_name": failure.token_name(),
+            });
+            // Denying is the safe direction: the 401 goes out even if the audit log fails.
+            let _ = state
+                .audit(AuditKind::AuthFailed, &client, req.path(), data)
+                .await;
+            if let Some(ip) = ip {
+                if let FailureOutcome::LockedOut { retry_after } =
+                    state.lockout.record_failure(ip, Instant::now())
+                {
+                    tracing::warn!(client = %client, seconds = retry_after.as_secs(), "client locked out after repeated authentication failures");
+                    let _ = state
+                        .audit(
+                            AuditKind::AuthLockedOut,
+                            &client,
+                            req.path(),
+                            json!({"client": client, "lockout_seconds": retry_after.as_secs()}),
+                        )
+                        .await;
+                }
+            }
+            Err(ApiError::Unauthorized)
+        }
+    }
 }
 
 impl<S: RequiredScope> FromRequest for Authorized<S> {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).and_then(|principal| {
+        let req = req.clone();
+        Box::pin(async move {
+            let principal = authenticate(req.clone()).await?;
             if principal.scope.permits(S::SCOPE) {
-                Ok(Authorized {
+                return Ok(Authorized {
                     principal,
                     _scope: PhantomData,
-                })
-            } else {
-                tracing::warn!(
-                    token = %principal.name,
-                    required = S::SCOPE.as_str(),
-                    path = %req.path(),
-                    "scope denied"
-                );
-                Err(ApiError::Forbidden {
-                    required: S::SCOPE.as_str(),
-                })
+                });
             }
-        }))
+            if let Some(state) = req.app_data::<web::Data<AppState>>() {
+                let data = json!({"route": req.path(), "scope": principal.scope.as_str(), "required": S::SCOPE.as_str()});
+                let _ = state
+                    .audit(
+                        AuditKind::AuthScopeDenied,
+                        &principal.name,
+                        req.path(),
+                        data,
+                    )
+                    .await;
+            }
+            Err(ApiError::Forbidden {
+                required: S::SCOPE.as_str(),
+            })
+        })
     }
 }
 
 impl FromRequest for MaybeAuthorized {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let has_header = req.headers().contains_key(header::AUTHORIZATION);
-        ready(match authenticate(req) {
-            Ok(p) => Ok(MaybeAuthorized(Some(p))),
-            Err(_) if !has_header => Ok(MaybeAuthorized(None)),
-            Err(e) => Err(e),
+        let req = req.clone();
+        Box::pin(async move {
+            let has_header = req.headers().contains_key(header::AUTHORIZATION);
+            let local = req
+                .app_data::<web::Data<AppState>>()
+                .is_some_and(|s| s.auth.local_mode());
+            if !has_header && !local {
+                return Ok(MaybeAuthorized(None));
+            }
+            authenticate(req).await.map(|p| MaybeAuthorized(Some(p)))
         })
     }
 }
@@ -267,9 +344,17 @@ mod tests {
         }
     }
 
+    fn registry(admin: Option<&str>) -> TokenRegistry {
+        let db = kafclaw_actors::store::StoreDb::temporary().unwrap();
+        let key = kafclaw_actors::token::TokenHashKey::from_bytes([7; 32]);
+        let registry = TokenRegistry::open(&db, key).unwrap();
+        registry.set_static_admin(admin);
+        registry
+    }
+
     #[test]
     fn local_mode_only_for_loopback_peers_without_a_configured_token() {
-        let local = Authenticator::new(None, true);
+        let local = Authenticator::new(registry(None), false, true);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let remote: IpAddr = "10.0.0.1".parse().unwrap();
         assert!(local.authenticate(&[], Some(lo)).is_ok());
@@ -284,7 +369,7 @@ mod tests {
         );
 
         let token = "t".repeat(43);
-        let guarded = Authenticator::new(Some(Secret::new(token.clone())), true);
+        let guarded = Authenticator::new(registry(Some(&token)), true, true);
         assert_eq!(
             guarded.authenticate(&[], Some(lo)),
             Err(AuthFailure::Missing)
@@ -306,21 +391,5 @@ mod tests {
             Err(AuthFailure::Malformed),
             "two Authorization headers are refused"
         );
-    }
-
-    #[test]
-    fn scopes() {
-        for (have, need, ok) in [
-            (Scope::Admin, Scope::Read, true),
-            (Scope::Admin, Scope::Chat, true),
-            (Scope::Admin, Scope::Admin, true),
-            (Scope::Read, Scope::Read, true),
-            (Scope::Read, Scope::Chat, false),
-            (Scope::Read, Scope::Admin, false),
-            (Scope::Chat, Scope::Chat, true),
-            (Scope::Chat, Scope::Read, false),
-        ] {
-            assert_eq!(have.permits(need), ok, "{have:?} for {need:?}");
-        }
     }
 }

@@ -141,7 +141,7 @@ pub const KEYS: &[KeySpec] = &[
         Kind::UInt { min: 1, max: 3650 },
     ),
     k(
-        "audit.segment_bytes",
+        "audit.segment_max_bytes",
         Kind::UInt {
             min: 4096,
             max: 1 << 40,

@@ -17,7 +17,11 @@ async fn get(url: &str, auth: Option<&str>) -> (StatusCode, reqwest::header::Hea
 
 #[tokio::test]
 async fn protected_routes_need_exactly_a_bearer_token() {
-    let gw = Gateway::start(Options::default().token());
+    let gw = Gateway::start(
+        Options::default()
+            .token()
+            .env("KAFCLAW_SECURITY_AUTH_LOCKOUT_MAX_FAILURES", "1000"),
+    );
     let url = gw.url("/api/v1/supervisor");
     let bearer = format!("Bearer {TOKEN}");
     let lower = format!("bearer {TOKEN}");
@@ -155,4 +159,38 @@ async fn a_token_never_reaches_the_logs() {
     assert!(logs.contains("authentication failed"), "{logs}");
     assert!(!logs.contains(TOKEN));
     assert!(!logs.contains("wrong-token-value"));
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_out_that_ip_only() {
+    let gw = Gateway::start(Options::default().token());
+    let url = gw.url("/api/v1/supervisor");
+    let bearer = format!("Bearer {TOKEN}");
+    for i in 0..10 {
+        let (status, _, _) = get(&url, Some("Bearer wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "failure {i}");
+    }
+    let (status, headers, body) = get(&url, Some(&bearer)).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the right token is refused while locked out"
+    );
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((290..=300).contains(&retry), "{retry}");
+    assert!(body.contains("error"));
+
+    // Another client (source address 127.0.0.2) is unaffected.
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let res = other
+        .get(&url)
+        .header("Authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }

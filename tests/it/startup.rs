@@ -233,5 +233,5 @@ fn the_second_gateway_on_one_home_is_refused_clearly() {
         &["gateway", "--port", "0", "--dashboard-port", "0"],
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("another kafclaw gateway"), "{err}");
+    assert!(err.contains("kafclaw gateway running"), "{err}");
 }

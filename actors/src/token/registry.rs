@@ -258,7 +258,7 @@ impl TokenRegistry {
     pub fn has_active_tokens(&self, now: OffsetDateTime) -> bool {
         let snapshot = self.read();
         let active = |e: &Arc<Entry>| {
-            !e.revoked_at.is_some_and(|at| at <= now) && !e.expires_at.is_some_and(|at| at <= now)
+            e.revoked_at.is_none_or(|at| at > now) && e.expires_at.is_none_or(|at| at > now)
         };
         snapshot.static_admin.iter().any(active) || snapshot.by_hash.values().any(active)
     }

@@ -1,0 +1,274 @@
+//! Operator commands that act on the trust core: `secrets`, `token`, `audit`.
+//! Each goes through a running gateway's control socket when one answers, and otherwise starts
+//! the same actors itself (see [`crate::ops`]).
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use serde_json::Value;
+
+use kafclaw_actors::paths::Home;
+
+use crate::cli::{AuditCommand, SecretsCommand, TokenCommand};
+use crate::control::{self, Answer};
+use crate::ops::{self, OpError, Operation, OpsContext};
+use crate::settings::Settings;
+
+/// Everything a command needs from `main`.
+pub struct CommandEnv<'a> {
+    /// The KafClaw root.
+    pub home: &'a Home,
+    /// Loaded settings.
+    pub settings: Settings,
+    /// The process environment.
+    pub env: &'a HashMap<String, String>,
+    /// `--json`.
+    pub json: bool,
+}
+
+/// `kafclaw secrets …`.
+pub fn secrets(cmd: SecretsCommand, ctx: CommandEnv<'_>) -> i32 {
+    let op = match cmd {
+        SecretsCommand::Set { name } => {
+            let mut value = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut value) {
+                eprintln!("kafclaw: cannot read the value from stdin: {e}");
+                return 2;
+            }
+            let value = value.trim_end_matches(['\n', '\r']).to_string();
+            Operation::SecretSet { name, value }
+        }
+        SecretsCommand::List => Operation::SecretList,
+        SecretsCommand::Rm { name } => Operation::SecretRm { name },
+        SecretsCommand::RotateKey => Operation::SecretRotateKey,
+    };
+    let json = ctx.json;
+    finish(run(op, ctx), json, |result| match result {
+        Value::Array(items) => {
+            if items.is_empty() {
+                println!("no secrets");
+            }
+            for item in items {
+                let internal = if item["internal"] == true {
+                    "  (internal)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{}  created {}  updated {}{internal}",
+                    item["name"].as_str().unwrap_or_default(),
+                    item["created"].as_str().unwrap_or_default(),
+                    item["updated"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        other if other.get("new_key_id").is_some() => println!(
+            "vault key rotated: {} -> {}, {} secrets re-sealed",
+            other["old_key_id"].as_str().unwrap_or_default(),
+            other["new_key_id"].as_str().unwrap_or_default(),
+            other["resealed"]
+        ),
+        other => println!(
+            "secret {}: {}",
+            other["name"].as_str().unwrap_or_default(),
+            other["action"].as_str().unwrap_or_default()
+        ),
+    })
+}
+
+/// `kafclaw token …`.
+pub fn token(cmd: TokenCommand, ctx: CommandEnv<'_>) -> i32 {
+    let op = match cmd {
+        TokenCommand::Create { scope, ttl, name } => Operation::TokenCreate { scope, ttl, name },
+        TokenCommand::List => Operation::TokenList,
+        TokenCommand::Revoke { name } => Operation::TokenRevoke { name },
+    };
+    let json = ctx.json;
+    finish(run(op, ctx), json, |result| match result {
+        Value::Array(items) => {
+            if items.is_empty() {
+                println!("no tokens");
+            }
+            for t in items {
+                let state = if t["revoked_at"].is_string() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}  scope={}  created={}  expires={}  last_used={}  {state}",
+                    t["name"].as_str().unwrap_or_default(),
+                    t["scope"].as_str().unwrap_or_default(),
+                    t["created_at"].as_str().unwrap_or_default(),
+                    t["expires_at"].as_str().unwrap_or("never"),
+                    t["last_used_at"].as_str().unwrap_or("never"),
+                );
+            }
+        }
+        other if other.get("token").is_some() => {
+            println!("{}", other["token"].as_str().unwrap_or_default());
+            eprintln!(
+                "token {} (scope {}) created; it is shown once and stored only as a keyed hash",
+                other["name"].as_str().unwrap_or_default(),
+                other["scope"].as_str().unwrap_or_default()
+            );
+        }
+        other => println!(
+            "token {} revoked",
+            other["name"].as_str().unwrap_or_default()
+        ),
+    })
+}
+
+/// `kafclaw audit …`.
+pub fn audit(cmd: AuditCommand, ctx: CommandEnv<'_>) -> i32 {
+    match cmd {
+        AuditCommand::Verify { from } => {
+            let json = ctx.json;
+            finish(run(Operation::AuditVerify { from }, ctx), json, |r| {
+                println!(
+                    "ok {} records, head {}",
+                    r["records"],
+                    r["head_hash"].as_str().unwrap_or_default()
+                )
+            })
+        }
+        AuditCommand::Repair => repair(ctx),
+    }
+}
+
+fn repair(mut ctx: CommandEnv<'_>) -> i32 {
+    if control::socket_path(ctx.home).exists()
+        && control::send(ctx.home, &Operation::SecretList)
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        eprintln!("kafclaw: stop the gateway before repairing the audit log");
+        return 2;
+    }
+    let core = match crate::core::open(ctx.home, &mut ctx.settings, ctx.env) {
+        Ok(core) => core,
+        Err(e) => {
+            eprintln!("kafclaw: {e}");
+            return 2;
+        }
+    };
+    match kafclaw_actors::audit::repair(&ctx.home.audit_dir(), &core.audit_key, &ctx.settings.audit)
+    {
+        Ok(report) => {
+            let value = serde_json::json!({
+                "segment": report.segment,
+                "bytes_cut": report.bytes_cut,
+                "newline_restored": report.newline_restored,
+                "record_seq": report.record.as_ref().map(|r| r.seq),
+            });
+            if ctx.json {
+                println!("{value}");
+            } else if report.segment.is_none() {
+                println!("nothing to repair");
+            } else {
+                println!(
+                    "repaired {}: cut {} bytes; recorded as audit.repaired",
+                    report.segment.unwrap_or_default(),
+                    report.bytes_cut
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("kafclaw: {e}");
+            2
+        }
+    }
+}
+
+/// The outcome of an operation: its result, a failed check (exit 1), or an error (exit 2).
+enum Outcome {
+    Done(Value),
+    Failed(String),
+    Error(String),
+}
+
+fn finish(outcome: Outcome, json: bool, human: impl FnOnce(&Value)) -> i32 {
+    match outcome {
+        Outcome::Done(value) => {
+            if json {
+                println!("{value}");
+            } else {
+                human(&value);
+            }
+            0
+        }
+        Outcome::Failed(message) => {
+            if json {
+                println!("{}", serde_json::json!({"ok": false, "error": message}));
+            } else {
+                println!("FAIL {message}");
+            }
+            1
+        }
+        Outcome::Error(message) => {
+            eprintln!("kafclaw: {message}");
+            2
+        }
+    }
+}
+
+fn run(op: Operation, ctx: CommandEnv<'_>) -> Outcome {
+    match control::send(ctx.home, &op) {
+        Ok(Some(Answer::Ok(v))) => Outcome::Done(v),
+        Ok(Some(Answer::Failed(e))) => Outcome::Failed(e),
+        Ok(Some(Answer::Error(e))) => Outcome::Error(e),
+        Err(e) => Outcome::Error(e),
+        Ok(None) => offline(op, ctx),
+    }
+}
+
+/// No gateway answers: open the core and run the operation on actors started here.
+fn offline(op: Operation, mut ctx: CommandEnv<'_>) -> Outcome {
+    let core = match crate::core::open(ctx.home, &mut ctx.settings, ctx.env) {
+        Ok(core) => core,
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    let passphrase = crate::core::passphrase(ctx.env);
+    let home = ctx.home.clone();
+    let settings = ctx.settings;
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let crate::core::Core {
+            db,
+            vault,
+            audit_key,
+            tokens,
+        } = core;
+        let services = match crate::services::start(
+            &home,
+            &settings,
+            db.clone(),
+            vault,
+            passphrase,
+            audit_key.clone(),
+        ) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Error(e),
+        };
+        let ops_ctx = OpsContext {
+            vault: services.vault.clone(),
+            audit: services.audit.clone(),
+            tokens,
+            actor: format!("cli:uid={}", rustix::process::geteuid().as_raw()),
+            audit_dir: home.audit_dir(),
+            audit_key,
+        };
+        let result = ops::execute(op, &ops_ctx).await;
+        if let Err(e) = db.flush().await {
+            return Outcome::Error(format!("cannot flush the store: {e}"));
+        }
+        match result {
+            Ok(v) => Outcome::Done(v),
+            Err(OpError::Failed(e)) => Outcome::Failed(e),
+            Err(e) => Outcome::Error(e.to_string()),
+        }
+    })
+}

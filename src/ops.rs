@@ -1,0 +1,272 @@
+//! Operator operations on the trust core (`kafclaw secrets …`, `kafclaw token …`): implemented
+//! once, against actor addresses, and reached two ways — through the running gateway's
+//! control socket, or, when no gateway runs, by the command starting the same actors itself.
+//!
+//! Every change is audited (names only, never values) before it is reported done.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKind};
+use kafclaw_actors::supervisor::Slot;
+use kafclaw_actors::token::{self, Scope, TokenRegistry};
+use kafclaw_actors::vault::{
+    ListSecrets, RemoveSecret, RotateKey, SecretValue, SecretVault, SetSecret,
+};
+
+/// One operation. Sent as JSON over the control socket (values travel in the body, never in
+/// argv or a URL).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    /// Seal a secret.
+    SecretSet {
+        /// Name.
+        name: String,
+        /// Value (UTF-8).
+        value: String,
+    },
+    /// Names and times of every secret.
+    SecretList,
+    /// Remove a secret.
+    SecretRm {
+        /// Name.
+        name: String,
+    },
+    /// Re-seal every secret under a new vault key.
+    SecretRotateKey,
+    /// Issue a scoped token (printed once).
+    TokenCreate {
+        /// `admin`, `read` or `chat`.
+        scope: String,
+        /// Lifetime such as `30d`.
+        ttl: Option<String>,
+        /// Name.
+        name: Option<String>,
+    },
+    /// Token names, scopes, ages, last use.
+    TokenList,
+    /// Revoke a token by name.
+    TokenRevoke {
+        /// Name.
+        name: String,
+    },
+    /// Recompute the audit chain.
+    AuditVerify {
+        /// First sequence number to verify (trusting its `prev`).
+        from: Option<u64>,
+    },
+}
+
+impl std::fmt::Debug for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the value of a secret.
+        let name = match self {
+            Operation::SecretSet { .. } => "secret_set",
+            Operation::SecretList => "secret_list",
+            Operation::SecretRm { .. } => "secret_rm",
+            Operation::SecretRotateKey => "secret_rotate_key",
+            Operation::TokenCreate { .. } => "token_create",
+            Operation::TokenList => "token_list",
+            Operation::TokenRevoke { .. } => "token_revoke",
+            Operation::AuditVerify { .. } => "audit_verify",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Why an operation failed: a message for the operator (no secret values).
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// Bad input (unknown scope, invalid name, unknown token, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// A check ran and found a problem (exit 1), e.g. a broken audit chain.
+    #[error("{0}")]
+    Failed(String),
+    /// A component is down or the audit log cannot be written.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What an operation needs.
+pub struct OpsContext {
+    /// The vault.
+    pub vault: Slot<SecretVault>,
+    /// The audit log.
+    pub audit: Slot<AuditChainer>,
+    /// Tokens.
+    pub tokens: TokenRegistry,
+    /// Who asks (`cli:uid=1000`, a token name).
+    pub actor: String,
+    /// The audit directory and key (for `audit verify`).
+    pub audit_dir: std::path::PathBuf,
+    /// The audit chain key.
+    pub audit_key: kafclaw_actors::audit::AuditKey,
+}
+
+impl OpsContext {
+    async fn audit(&self, kind: AuditKind, subject: &str, data: Value) -> Result<(), OpError> {
+        let addr = self
+            .audit
+            .addr()
+            .ok_or_else(|| OpError::Unavailable("audit log unavailable".into()))?;
+        let record = AppendRecord {
+            kind,
+            actor: self.actor.clone(),
+            subject: subject.to_string(),
+            data,
+        };
+        match addr.send(record).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(OpError::Unavailable(
+                "the change was made but could not be written to the audit log".into(),
+            )),
+        }
+    }
+
+    fn vault(&self) -> Result<actix::Addr<SecretVault>, OpError> {
+        self.vault
+            .addr()
+            .ok_or_else(|| OpError::Unavailable("vault unavailable".into()))
+    }
+}
+
+fn vault_err(e: impl std::fmt::Display) -> OpError {
+    OpError::Invalid(e.to_string())
+}
+
+fn mailbox(_: actix::MailboxError) -> OpError {
+    OpError::Unavailable("vault unavailable".into())
+}
+
+/// Runs one operation.
+pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> {
+    match op {
+        Operation::SecretSet { name, value } => {
+            if value.is_empty() {
+                return Err(OpError::Invalid("the value is empty".into()));
+            }
+            let value = SecretValue::from(value);
+            ctx.vault()?
+                .send(SetSecret {
+                    name: name.clone(),
+                    value,
+                })
+                .await
+                .map_err(mailbox)?
+                .map_err(vault_err)?;
+            ctx.audit(
+                AuditKind::SecretChanged,
+                &name,
+                json!({"action": "set", "name": name}),
+            )
+            .await?;
+            Ok(json!({"name": name, "action": "set"}))
+        }
+        Operation::SecretList => {
+            let list = ctx
+                .vault()?
+                .send(ListSecrets)
+                .await
+                .map_err(mailbox)?
+                .map_err(vault_err)?;
+            Ok(json!(list))
+        }
+        Operation::SecretRm { name } => {
+            let removed = ctx
+                .vault()?
+                .send(RemoveSecret { name: name.clone() })
+                .await
+                .map_err(mailbox)?
+                .map_err(vault_err)?;
+            if !removed {
+                return Err(OpError::Invalid(format!("no secret named {name}")));
+            }
+            ctx.audit(
+                AuditKind::SecretChanged,
+                &name,
+                json!({"action": "rm", "name": name}),
+            )
+            .await?;
+            Ok(json!({"name": name, "action": "rm"}))
+        }
+        Operation::SecretRotateKey => {
+            let rotation = ctx
+                .vault()?
+                .send(RotateKey)
+                .await
+                .map_err(mailbox)?
+                .map_err(vault_err)?;
+            ctx.audit(AuditKind::SecretChanged, "vault.key", json!({"action": "rotate_key", "old_key_id": rotation.old_key_id, "new_key_id": rotation.new_key_id, "resealed": rotation.resealed}))
+                .await?;
+            Ok(json!(rotation))
+        }
+        Operation::TokenCreate { scope, ttl, name } => {
+            let scope: Scope = scope.parse().map_err(vault_err)?;
+            let ttl = ttl
+                .as_deref()
+                .map(token::parse_ttl)
+                .transpose()
+                .map_err(vault_err)?;
+            let issued = ctx
+                .tokens
+                .create(scope, ttl, name)
+                .await
+                .map_err(vault_err)?;
+            let record = &issued.record;
+            ctx.audit(
+                AuditKind::TokenCreated,
+                &record.name,
+                json!({"name": record.name, "scope": record.scope.as_str(), "expires_at": record.expires_at.map(kafclaw_actors::clock::to_rfc3339)}),
+            )
+            .await?;
+            Ok(json!({
+                "name": record.name,
+                "scope": record.scope.as_str(),
+                "expires_at": record.expires_at.map(kafclaw_actors::clock::to_rfc3339),
+                "token": issued.token.expose(),
+            }))
+        }
+        Operation::TokenList => {
+            let list = ctx.tokens.list().map_err(vault_err)?;
+            Ok(json!(list
+                .iter()
+                .map(|r| json!({
+                    "name": r.name,
+                    "scope": r.scope.as_str(),
+                    "created_at": kafclaw_actors::clock::to_rfc3339(r.created_at),
+                    "expires_at": r.expires_at.map(kafclaw_actors::clock::to_rfc3339),
+                    "last_used_at": r.last_used_at.map(kafclaw_actors::clock::to_rfc3339),
+                    "revoked_at": r.revoked_at.map(kafclaw_actors::clock::to_rfc3339),
+                }))
+                .collect::<Vec<_>>()))
+        }
+        Operation::AuditVerify { from } => {
+            let dir = ctx.audit_dir.clone();
+            let key = ctx.audit_key.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                kafclaw_actors::audit::verify(&dir, &key, from)
+            })
+            .await
+            .map_err(|_| OpError::Unavailable("verification was interrupted".into()))?
+            .map_err(|e| OpError::Failed(e.to_string()))?;
+            Ok(json!({
+                "records": report.records,
+                "head_seq": report.head_seq,
+                "head_hash": report.head_hash,
+                "bytes": report.bytes,
+            }))
+        }
+        Operation::TokenRevoke { name } => {
+            let record = ctx.tokens.revoke(&name).await.map_err(vault_err)?;
+            ctx.audit(
+                AuditKind::TokenRevoked,
+                &record.name,
+                json!({"name": record.name, "scope": record.scope.as_str()}),
+            )
+            .await?;
+            Ok(json!({"name": record.name, "revoked": true}))
+        }
+    }
+}
