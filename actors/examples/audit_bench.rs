@@ -58,6 +58,26 @@ async fn chainer_rate(
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The disk's floor: raw 320-byte appends, each followed by `fdatasync`, no audit code at all.
+/// A closed-loop writer can never beat this; `n` such writers at best reach `n` times it.
+fn raw_fsync_rate(dir: &Path, duration: Duration) -> Result<f64, Box<dyn Error>> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("raw"))?;
+    let line = [b'x'; 320];
+    let start = Instant::now();
+    let mut done = 0usize;
+    while start.elapsed() < duration {
+        file.write_all(&line)?;
+        file.sync_data()?;
+        done += 1;
+    }
+    Ok(done as f64 / start.elapsed().as_secs_f64())
+}
+
 fn sync_rate(dir: &Path, duration: Duration) -> Result<f64, Box<dyn Error>> {
     let mut log = AuditLog::open(dir, key(), &AuditSettings::default())?;
     let start = Instant::now();
@@ -95,6 +115,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let secs = Duration::from_secs(3);
     println!("audit bench in {}", tmp.path().display());
 
+    let rate = raw_fsync_rate(&fresh(tmp.path(), "raw"), secs)?;
+    println!("raw write+fdatasync (the disk's floor): {rate:>10.0} appends/s");
     let rate = sync_rate(&fresh(tmp.path(), "sync"), secs)?;
     println!("AuditLog (sync, fsync per record):      {rate:>10.0} durable appends/s");
     for writers in [1usize, 8, 64] {
