@@ -148,6 +148,8 @@ fn denied_table() -> Vec<(&'static str, Denial)> {
         ("grep -f/etc/shadow x", PathOutsideRoots(s("/etc/shadow"))),
         ("grep -nf/etc/shadow x", PathOutsideRoots(s("/etc/shadow"))),
         ("grep -R x", opt("grep", "-R")),
+        ("ls -RL", opt("ls", "-RL")),
+        ("ls --dereference -R", opt("ls", "--dereference")),
         ("wc --files0-from=list", opt("wc", "--files0-from=list")),
         ("ls --exec=id", opt("ls", "--exec=id")),
         ("cat -exec", opt("cat", "-exec")),

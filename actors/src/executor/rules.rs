@@ -115,6 +115,8 @@ pub enum ProgramRule {
     Ripgrep,
     /// `grep`: no dereferencing recursion.
     Grep,
+    /// `ls`: no dereferencing (`ls -RL` would walk a symlink out of the tree).
+    Ls,
     /// Everything else on the allow-list: normal flags, minus the refused-for-all options.
     Plain,
 }
@@ -126,6 +128,7 @@ impl ProgramRule {
             "git" => ProgramRule::Git,
             "rg" => ProgramRule::Ripgrep,
             "grep" => ProgramRule::Grep,
+            "ls" => ProgramRule::Ls,
             _ => ProgramRule::Plain,
         }
     }
@@ -142,6 +145,7 @@ impl ProgramRule {
             // `wc --files0-from=F` reads the names of the files to open from F, past every
             // path check. (Not refused for grep: its `--file` would read as an abbreviation.)
             ProgramRule::Plain => &["--files0-from"],
+            ProgramRule::Ls => &["--dereference"],
             ProgramRule::Git => &[],
         }
     }
@@ -150,6 +154,7 @@ impl ProgramRule {
         match self {
             ProgramRule::Ripgrep => &['z', 'L'],
             ProgramRule::Grep => &['R'],
+            ProgramRule::Ls => &['L'],
             ProgramRule::Git | ProgramRule::Plain => &[],
         }
     }
