@@ -16,13 +16,17 @@
 //!
 //! The HTTP gateway lives in the binary crate and holds no domain state.
 
-#![forbid(unsafe_code)]
+// Denied everywhere; allowed only on the one function that sets rlimits between fork and
+// exec (`executor::sandbox`), which carries its SAFETY argument.
+#![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod audit;
 pub mod clock;
+pub mod executor;
 pub mod fsutil;
 pub mod paths;
+pub mod policy;
 pub mod store;
 pub mod supervisor;
 pub mod token;

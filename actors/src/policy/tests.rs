@@ -1,0 +1,157 @@
+use std::collections::BTreeSet;
+
+use super::*;
+
+use Decision::{Allow, NeedsApproval};
+use SenderKind::{External, Owner};
+
+fn deny(reason: DenyReason) -> Decision {
+    Decision::Deny(reason)
+}
+
+fn restriction(max_tier: Option<u8>, denied: &[&str]) -> Restriction {
+    Restriction {
+        max_tier,
+        denied_tools: denied
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+    }
+}
+
+#[track_caller]
+fn check(
+    sender: SenderKind,
+    tool: Tool,
+    restriction: &Restriction,
+    blocked: bool,
+    expected: Decision,
+) {
+    let settings = PolicySettings::default();
+    let input = PolicyInput {
+        sender,
+        channel: "whatsapp",
+        tool: tool.name(),
+        tier: tool.tier(),
+        restriction,
+        sender_blocked: blocked,
+        settings: &settings,
+    };
+    assert_eq!(
+        decide(&input),
+        expected,
+        "{sender:?} {tool:?} {restriction:?} blocked={blocked}"
+    );
+}
+
+#[test]
+fn decision_matrix() {
+    let none = Restriction::default();
+    let tier0 = restriction(Some(0), &[]);
+    let tier1 = restriction(Some(1), &[]);
+    let no_exec = restriction(None, &["exec"]);
+    let above_r = |tier, max| deny(DenyReason::AboveRestriction { tier, max });
+    let above_s = |tier, max| deny(DenyReason::AboveSenderLimit { tier, max });
+    use Tool::*;
+    #[rustfmt::skip]
+    let table = [
+        // sender, tool, restriction, blocked → decision
+        (Owner, ReadFile, &none, false, Allow),
+        (Owner, WriteFile, &none, false, Allow),
+        (Owner, Exec, &none, false, Allow),
+        (External, ReadFile, &none, false, Allow),
+        (External, ListDir, &none, false, Allow),
+        (External, WriteFile, &none, false, above_s(1, 0)),
+        (External, EditFile, &none, false, above_s(1, 0)),
+        (External, Exec, &none, false, above_s(2, 0)),
+        // Runtime restriction to tier 0 (lockdown).
+        (Owner, ReadFile, &tier0, false, Allow),
+        (Owner, WriteFile, &tier0, false, NeedsApproval),
+        (Owner, Exec, &tier0, false, NeedsApproval),
+        (External, ReadFile, &tier0, false, Allow),
+        (External, WriteFile, &tier0, false, above_r(1, 0)),
+        (External, Exec, &tier0, false, above_r(2, 0)),
+        // Runtime restriction to tier 1.
+        (Owner, EditFile, &tier1, false, Allow),
+        (Owner, Exec, &tier1, false, NeedsApproval),
+        (External, Exec, &tier1, false, above_r(2, 1)),
+        (External, WriteFile, &tier1, false, above_s(1, 0)),
+        // A denied tool, for everyone, whatever the tier.
+        (Owner, Exec, &no_exec, false, deny(DenyReason::ToolDenied)),
+        (External, Exec, &no_exec, false, deny(DenyReason::ToolDenied)),
+        (Owner, ReadFile, &no_exec, false, Allow),
+        // A blocked sender is denied everything, before any other rule.
+        (Owner, ReadFile, &none, true, deny(DenyReason::SenderBlocked)),
+        (Owner, Exec, &no_exec, true, deny(DenyReason::SenderBlocked)),
+        (External, ReadFile, &tier0, true, deny(DenyReason::SenderBlocked)),
+        (External, Exec, &none, true, deny(DenyReason::SenderBlocked)),
+    ];
+    for (sender, tool, restriction, blocked, expected) in table {
+        check(sender, tool, restriction, blocked, expected);
+    }
+}
+
+#[test]
+fn configured_sender_limits_apply() {
+    let settings = PolicySettings {
+        max_tier_owner: 0,
+        max_tier_external: 1,
+        approval_timeout_seconds: 120,
+    };
+    let none = Restriction::default();
+    let input = |sender, tier| PolicyInput {
+        sender,
+        channel: "c",
+        tool: "t",
+        tier,
+        restriction: &none,
+        sender_blocked: false,
+        settings: &settings,
+    };
+    assert_eq!(decide(&input(Owner, 1)), NeedsApproval);
+    assert_eq!(decide(&input(Owner, 0)), Allow);
+    assert_eq!(decide(&input(External, 1)), Allow);
+    assert_eq!(
+        decide(&input(External, 2)),
+        deny(DenyReason::AboveSenderLimit { tier: 2, max: 1 })
+    );
+}
+
+#[test]
+fn settings_deserialize_with_defaults() {
+    let s: PolicySettings = serde_json::from_str(r#"{"max_tier_owner": 1}"#).unwrap();
+    assert_eq!(s.max_tier_owner, 1);
+    assert_eq!(s.max_tier_external, 0);
+    assert_eq!(s.approval_timeout_seconds, 120);
+}
+
+#[test]
+fn tools_have_names_tiers_and_function_schemas() {
+    for (tool, name, tier, required) in [
+        (Tool::ReadFile, "read_file", 0, vec!["path"]),
+        (Tool::ListDir, "list_dir", 0, vec!["path"]),
+        (Tool::WriteFile, "write_file", 1, vec!["path", "content"]),
+        (
+            Tool::EditFile,
+            "edit_file",
+            1,
+            vec!["path", "old_text", "new_text"],
+        ),
+        (Tool::Exec, "exec", 2, vec!["command"]),
+    ] {
+        assert_eq!(tool.name(), name);
+        assert_eq!(tool.tier(), tier);
+        assert_eq!(Tool::from_name(name), Some(tool));
+        let schema = tool.schema();
+        assert_eq!(schema["type"], "function");
+        assert_eq!(schema["function"]["name"], name);
+        assert_eq!(
+            schema["function"]["parameters"]["required"],
+            serde_json::json!(required)
+        );
+        for field in required {
+            assert!(schema["function"]["parameters"]["properties"][field].is_object());
+        }
+    }
+    assert_eq!(Tool::from_name("shell"), None);
+}
