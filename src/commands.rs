@@ -125,7 +125,7 @@ pub fn audit(cmd: AuditCommand, ctx: CommandEnv<'_>) -> i32 {
     match cmd {
         AuditCommand::Verify { from } => {
             let json = ctx.json;
-            finish(run(Operation::AuditVerify { from }, ctx), json, |r| {
+            finish(verify(from, ctx), json, |r| {
                 println!(
                     "ok {} records, head {}",
                     r["records"],
@@ -134,6 +134,29 @@ pub fn audit(cmd: AuditCommand, ctx: CommandEnv<'_>) -> i32 {
             })
         }
         AuditCommand::Repair => repair(ctx),
+    }
+}
+
+/// Verification needs only the key and the files: with no gateway running it does not start
+/// the chainer (which refuses to open a torn log — exactly what verify must report).
+fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
+    match control::send(ctx.home, &Operation::AuditVerify { from }) {
+        Ok(Some(answer)) => return answer.into(),
+        Err(e) => return Outcome::Error(e),
+        Ok(None) => {}
+    }
+    let core = match crate::core::open(ctx.home, &mut ctx.settings, ctx.env) {
+        Ok(core) => core,
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    match kafclaw_actors::audit::verify(&ctx.home.audit_dir(), &core.audit_key, from) {
+        Ok(report) => Outcome::Done(serde_json::json!({
+            "records": report.records,
+            "head_seq": report.head_seq,
+            "head_hash": report.head_hash,
+            "bytes": report.bytes,
+        })),
+        Err(e) => Outcome::Failed(e.to_string()),
     }
 }
 
@@ -215,11 +238,19 @@ fn finish(outcome: Outcome, json: bool, human: impl FnOnce(&Value)) -> i32 {
     }
 }
 
+impl From<Answer> for Outcome {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::Ok(v) => Outcome::Done(v),
+            Answer::Failed(e) => Outcome::Failed(e),
+            Answer::Error(e) => Outcome::Error(e),
+        }
+    }
+}
+
 fn run(op: Operation, ctx: CommandEnv<'_>) -> Outcome {
     match control::send(ctx.home, &op) {
-        Ok(Some(Answer::Ok(v))) => Outcome::Done(v),
-        Ok(Some(Answer::Failed(e))) => Outcome::Failed(e),
-        Ok(Some(Answer::Error(e))) => Outcome::Error(e),
+        Ok(Some(answer)) => answer.into(),
         Err(e) => Outcome::Error(e),
         Ok(None) => offline(op, ctx),
     }

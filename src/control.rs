@@ -2,23 +2,28 @@
 //! gateway (sled allows one process per store, so `kafclaw secrets set` or `kafclaw token revoke`
 //! cannot open the store while the gateway holds it).
 //!
-//! Authentication is the file system plus the kernel: the socket is created 0600 inside the
-//! 0700 state directory, and every connection's peer uid (SO_PEERCRED) must equal the
-//! gateway's own uid. Requests are JSON [`Operation`]s; secret values travel in the body only.
+//! Authentication is the file system plus the kernel: the socket is created 0600 (umask 077)
+//! inside the 0700 state directory, and every connection's peer uid (SO_PEERCRED) must equal the
+//! gateway's own uid. The protocol is one JSON [`Operation`] line in, one JSON answer line out;
+//! secret values travel in that line only, never in argv or a URL.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::web;
 use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
 
 use kafclaw_actors::paths::Home;
 
 use crate::http::AppState;
 use crate::ops::{self, OpError, Operation, OpsContext};
+
+/// Longest accepted request line (a secret value travels in it).
+const MAX_LINE: usize = 1 << 20;
 
 /// The socket's path.
 pub fn socket_path(home: &Home) -> PathBuf {
@@ -30,65 +35,70 @@ pub fn remove_socket(home: &Home) {
     let _ = std::fs::remove_file(socket_path(home));
 }
 
-/// The peer's uid, recorded per connection.
-#[derive(Clone, Copy)]
-struct PeerUid(Option<u32>);
-
-/// Starts the control server. A stale socket file (no listener) is replaced; a live one means
-/// another gateway owns this home, which the store lock has already ruled out.
-pub fn serve(home: &Home, state: web::Data<AppState>) -> std::io::Result<Server> {
+/// Binds the socket and serves it on the current actix system until the process stops.
+/// A stale socket file is replaced (the store lock already rules out a second gateway).
+pub fn serve(home: &Home, state: web::Data<AppState>) -> std::io::Result<()> {
     let path = socket_path(home);
     if path.exists() {
         std::fs::remove_file(&path)?;
     }
-    let own_uid = rustix::process::geteuid().as_raw();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(web::JsonConfig::default().limit(1 << 20))
-            .route("/v1/op", web::post().to(operation))
-    })
-    .workers(1)
-    .disable_signals()
-    .on_connect(|conn, ext| {
-        let uid = conn
-            .downcast_ref::<actix_web::rt::net::UnixStream>()
-            .and_then(|s| s.peer_cred().ok())
-            .map(|c| c.uid());
-        ext.insert(PeerUid(uid));
-    })
-    .bind_uds(&path)?
-    .run();
-    tracing::debug!(path = %path.display(), uid = own_uid, "control socket open");
-    Ok(server)
+    let listener = UnixListener::bind(&path)?;
+    actix_web::rt::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    actix_web::rt::spawn(handle(stream, state.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
-async fn operation(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    op: web::Json<Operation>,
-) -> HttpResponse {
+async fn handle(stream: UnixStream, state: web::Data<AppState>) {
     let own = rustix::process::geteuid().as_raw();
-    let peer = req.conn_data::<PeerUid>().and_then(|p| p.0);
-    if peer != Some(own) {
+    let peer = stream.peer_cred().ok().map(|c| c.uid());
+    let (read, mut write) = stream.into_split();
+    let answer = if peer != Some(own) {
         tracing::warn!(?peer, "control socket connection from another uid refused");
-        return HttpResponse::Forbidden().json(json!({"error": "forbidden"}));
-    }
+        json!({"status": "error", "error": "forbidden"})
+    } else {
+        let mut line = Vec::new();
+        let mut reader = tokio::io::BufReader::new(read.take(MAX_LINE as u64 + 1));
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(_) if line.len() > MAX_LINE => {
+                json!({"status": "error", "error": "request too large"})
+            }
+            Ok(_) => match serde_json::from_slice::<Operation>(&line) {
+                Ok(op) => execute(op, &state, own).await,
+                Err(e) => json!({"status": "error", "error": format!("invalid request: {e}")}),
+            },
+            Err(e) => json!({"status": "error", "error": format!("cannot read the request: {e}")}),
+        }
+    };
+    let mut bytes = answer.to_string().into_bytes();
+    bytes.push(b'\n');
+    let _ = write.write_all(&bytes).await;
+    let _ = write.shutdown().await;
+}
+
+async fn execute(op: Operation, state: &AppState, uid: u32) -> Value {
     let ctx = OpsContext {
         vault: state.vault.clone(),
         audit: state.audit.clone(),
         tokens: state.auth.tokens().clone(),
-        actor: format!("cli:uid={own}"),
+        actor: format!("cli:uid={uid}"),
         audit_dir: state.audit_dir.clone(),
         audit_key: state.audit_key.clone(),
     };
-    match ops::execute(op.into_inner(), &ctx).await {
-        Ok(result) => HttpResponse::Ok().json(json!({"ok": true, "result": result})),
-        Err(OpError::Invalid(e)) => HttpResponse::BadRequest().json(json!({"error": e})),
-        Err(OpError::Failed(e)) => HttpResponse::Conflict().json(json!({"error": e})),
-        Err(OpError::Unavailable(e)) => {
-            HttpResponse::ServiceUnavailable().json(json!({"error": e}))
-        }
+    match ops::execute(op, &ctx).await {
+        Ok(result) => json!({"status": "ok", "result": result}),
+        Err(OpError::Failed(e)) => json!({"status": "failed", "error": e}),
+        Err(e) => json!({"status": "error", "error": e.to_string()}),
     }
 }
 
@@ -105,7 +115,7 @@ pub enum Answer {
 /// Client side: sends `op` to a running gateway. `Ok(None)` when no gateway listens.
 pub fn send(home: &Home, op: &Operation) -> Result<Option<Answer>, String> {
     let path = socket_path(home);
-    let mut stream = match UnixStream::connect(&path) {
+    let mut stream = match StdUnixStream::connect(&path) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -117,37 +127,25 @@ pub fn send(home: &Home, op: &Operation) -> Result<Option<Answer>, String> {
         }
         Err(e) => return Err(format!("cannot reach the gateway's control socket: {e}")),
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let body = serde_json::to_vec(op).map_err(|e| e.to_string())?;
-    let head = format!(
-        "POST /v1/op HTTP/1.1\r\nHost: kafclaw\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut line = serde_json::to_vec(op).map_err(|e| e.to_string())?;
+    line.push(b'\n');
     stream
-        .write_all(head.as_bytes())
-        .and_then(|_| stream.write_all(&body))
+        .write_all(&line)
         .map_err(|e| format!("cannot talk to the gateway: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
         .map_err(|e| format!("cannot read the gateway's answer: {e}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("malformed answer from the gateway")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("malformed answer from the gateway")?;
-    let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let value: Value =
+        serde_json::from_str(&answer).map_err(|_| "malformed answer from the gateway")?;
     let error = value["error"]
         .as_str()
         .unwrap_or("request failed")
         .to_string();
-    Ok(Some(match status {
-        200 => Answer::Ok(value["result"].clone()),
-        409 => Answer::Failed(error),
+    Ok(Some(match value["status"].as_str() {
+        Some("ok") => Answer::Ok(value["result"].clone()),
+        Some("failed") => Answer::Failed(error),
         _ => Answer::Error(error),
     }))
 }

@@ -241,13 +241,10 @@ async fn serve(
         max_connections: gw.max_connections,
         workers,
     };
-    let control = match crate::control::serve(&home, state.clone()) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("kafclaw: cannot open the control socket: {e}");
-            return 2;
-        }
-    };
+    if let Err(e) = crate::control::serve(&home, state.clone()) {
+        eprintln!("kafclaw: cannot open the control socket: {e}");
+        return 2;
+    }
     let (gateway_server, dashboard_server) =
         match http::serve(state.clone(), &limits, gateway_listener, dashboard_listener) {
             Ok(servers) => servers,
@@ -256,14 +253,9 @@ async fn serve(
                 return 2;
             }
         };
-    let handles = [
-        gateway_server.handle(),
-        dashboard_server.handle(),
-        control.handle(),
-    ];
+    let handles = [gateway_server.handle(), dashboard_server.handle()];
     actix_rt::spawn(gateway_server);
     actix_rt::spawn(dashboard_server);
-    actix_rt::spawn(control);
 
     record(
         &store,

@@ -7,3 +7,4 @@ mod harness;
 mod limits;
 mod startup;
 mod supervision;
+mod trust;
