@@ -57,6 +57,26 @@ pub enum Command {
     /// The audit log: verify, repair.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Tool approvals: list, approve, deny.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+}
+
+/// `kafclaw approvals …`.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending tool approvals.
+    List,
+    /// Approve a pending tool call.
+    Approve {
+        /// The approval's id.
+        id: String,
+    },
+    /// Deny a pending tool call.
+    Deny {
+        /// The approval's id.
+        id: String,
+    },
 }
 
 /// `kafclaw secrets …`.

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use kafclaw_actors::paths::Home;
 
-use crate::cli::{AuditCommand, SecretsCommand, TokenCommand};
+use crate::cli::{ApprovalsCommand, AuditCommand, SecretsCommand, TokenCommand};
 use crate::control::{self, Answer};
 use crate::ops::{self, OpError, Operation, OpsContext};
 use crate::settings::Settings;
@@ -116,6 +116,44 @@ pub fn token(cmd: TokenCommand, ctx: CommandEnv<'_>) -> i32 {
         other => println!(
             "token {} revoked",
             other["name"].as_str().unwrap_or_default()
+        ),
+    })
+}
+
+/// `kafclaw approvals …`: only meaningful against a running gateway (a waiting turn lives
+/// there), so without one the pending list is empty and decisions find nothing.
+pub fn approvals(cmd: ApprovalsCommand, ctx: CommandEnv<'_>) -> i32 {
+    let op = match cmd {
+        ApprovalsCommand::List => Operation::ApprovalList,
+        ApprovalsCommand::Approve { id } => Operation::ApprovalDecide { id, approved: true },
+        ApprovalsCommand::Deny { id } => Operation::ApprovalDecide {
+            id,
+            approved: false,
+        },
+    };
+    let json = ctx.json;
+    finish(run(op, ctx), json, |result| match result {
+        Value::Array(items) => {
+            if items.is_empty() {
+                println!("no pending approvals");
+            }
+            for a in items {
+                println!(
+                    "{}  tool={} tier={} sender={} channel={} expires={}  args={}",
+                    a["id"].as_str().unwrap_or_default(),
+                    a["tool"].as_str().unwrap_or_default(),
+                    a["tier"],
+                    a["sender_id"].as_str().unwrap_or_default(),
+                    a["channel"].as_str().unwrap_or_default(),
+                    a["expires_at"].as_str().unwrap_or_default(),
+                    a["arguments"]
+                );
+            }
+        }
+        other => println!(
+            "{} {}",
+            other["id"].as_str().unwrap_or_default(),
+            other["state"].as_str().unwrap_or_default()
         ),
     })
 }
@@ -289,6 +327,7 @@ fn offline(op: Operation, mut ctx: CommandEnv<'_>) -> Outcome {
             audit: services.audit.clone(),
             tokens,
             actor: format!("cli:uid={}", rustix::process::geteuid().as_raw()),
+            approvals: services.approvals.clone(),
             audit_dir: home.audit_dir(),
             audit_key,
         };

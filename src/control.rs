@@ -92,6 +92,7 @@ async fn execute(op: Operation, state: &AppState, uid: u32) -> Value {
         audit: state.audit.clone(),
         tokens: state.auth.tokens().clone(),
         actor: format!("cli:uid={uid}"),
+        approvals: state.approvals.clone(),
         audit_dir: state.audit_dir.clone(),
         audit_key: state.audit_key.clone(),
     };

@@ -149,6 +149,8 @@ async fn serve(
         store,
         vault,
         audit,
+        approvals,
+        audit_sink: _,
     } = services;
 
     let gw = &settings.gateway;
@@ -196,6 +198,7 @@ async fn serve(
         vault: vault.clone(),
         audit_dir: home.audit_dir(),
         audit_key: audit_key.clone(),
+        approvals: approvals.clone(),
     });
 
     // Nothing is served before the start is on the record.
@@ -267,11 +270,8 @@ async fn serve(
         }),
     )
     .await;
-    tracing::info!(gateway = %gateway_addr, dashboard = %dashboard_addr, mode, "ready");
-    println!("ready gateway={gateway_addr} dashboard={dashboard_addr}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-
+    // Signals are caught before anyone is told we are ready, so a SIGTERM right after the
+    // ready line still shuts down gracefully.
     let (mut sigint, mut sigterm) = match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
@@ -282,6 +282,11 @@ async fn serve(
             return 2;
         }
     };
+    tracing::info!(gateway = %gateway_addr, dashboard = %dashboard_addr, mode, "ready");
+    println!("ready gateway={gateway_addr} dashboard={dashboard_addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
     let mut persist_tokens = tokio::time::interval(Duration::from_secs(60));
     persist_tokens.tick().await;
     let exit_code = loop {

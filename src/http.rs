@@ -58,6 +58,8 @@ pub struct AppState {
     pub audit_dir: std::path::PathBuf,
     /// The audit chain key (for verification over the control socket).
     pub audit_key: kafclaw_actors::audit::AuditKey,
+    /// Pending tool approvals.
+    pub approvals: Slot<kafclaw_actors::approval::Approvals>,
 }
 
 impl AppState {
@@ -176,6 +178,12 @@ pub fn serve(
                 .service(route_get("/api/v1/auth/verify", routes::auth_verify))
                 .service(route_get("/api/v1/supervisor", routes::supervisor))
                 .service(route_get("/api/v1/timeline", routes::timeline))
+                .service(route_get("/api/v1/audit/head", routes::audit_head_route))
+                .service(route_get("/api/v1/approvals", routes::approvals))
+                .service(route_post(
+                    "/api/v1/approvals/{id}",
+                    routes::decide_approval,
+                ))
                 .configure(test_hooks)
                 .default_service(web::to(not_found))
         }),

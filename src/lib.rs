@@ -82,6 +82,7 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         cli::Command::Secrets(cmd) => commands::secrets(cmd, ctx(settings)),
         cli::Command::Token(cmd) => commands::token(cmd, ctx(settings)),
         cli::Command::Audit(cmd) => commands::audit(cmd, ctx(settings)),
+        cli::Command::Approvals(cmd) => commands::approvals(cmd, ctx(settings)),
         cli::Command::Version => {
             if cli.json {
                 println!(

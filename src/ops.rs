@@ -51,6 +51,15 @@ pub enum Operation {
         /// Name.
         name: String,
     },
+    /// Pending tool approvals.
+    ApprovalList,
+    /// Approve or deny a pending tool call.
+    ApprovalDecide {
+        /// The approval's id.
+        id: String,
+        /// Approve (true) or deny (false).
+        approved: bool,
+    },
     /// Recompute the audit chain.
     AuditVerify {
         /// First sequence number to verify (trusting its `prev`).
@@ -70,6 +79,8 @@ impl std::fmt::Debug for Operation {
             Operation::TokenList => "token_list",
             Operation::TokenRevoke { .. } => "token_revoke",
             Operation::AuditVerify { .. } => "audit_verify",
+            Operation::ApprovalList => "approval_list",
+            Operation::ApprovalDecide { .. } => "approval_decide",
         };
         f.write_str(name)
     }
@@ -99,6 +110,8 @@ pub struct OpsContext {
     pub tokens: TokenRegistry,
     /// Who asks (`cli:uid=1000`, a token name).
     pub actor: String,
+    /// Tool approvals.
+    pub approvals: Slot<kafclaw_actors::approval::Approvals>,
     /// The audit directory and key (for `audit verify`).
     pub audit_dir: std::path::PathBuf,
     /// The audit chain key.
@@ -257,6 +270,34 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 "head_hash": report.head_hash,
                 "bytes": report.bytes,
             }))
+        }
+        Operation::ApprovalList => {
+            let addr = ctx
+                .approvals
+                .addr()
+                .ok_or_else(|| OpError::Unavailable("approvals unavailable".into()))?;
+            let list = addr
+                .send(kafclaw_actors::approval::ListApprovals)
+                .await
+                .map_err(|_| OpError::Unavailable("approvals unavailable".into()))?
+                .map_err(vault_err)?;
+            Ok(json!(list))
+        }
+        Operation::ApprovalDecide { id, approved } => {
+            let addr = ctx
+                .approvals
+                .addr()
+                .ok_or_else(|| OpError::Unavailable("approvals unavailable".into()))?;
+            let record = addr
+                .send(kafclaw_actors::approval::DecideApproval {
+                    id,
+                    approved,
+                    actor: ctx.actor.clone(),
+                })
+                .await
+                .map_err(|_| OpError::Unavailable("approvals unavailable".into()))?
+                .map_err(vault_err)?;
+            Ok(json!(record))
         }
         Operation::TokenRevoke { name } => {
             let record = ctx.tokens.revoke(&name).await.map_err(vault_err)?;

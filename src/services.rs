@@ -1,7 +1,11 @@
 //! The supervision tree of permanent children, started in one place for the gateway and for
 //! operator commands that run without a gateway.
 
-use kafclaw_actors::audit::{AuditChainer, AuditKey};
+use std::time::Duration;
+
+use actix::Actor;
+use kafclaw_actors::approval::Approvals;
+use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::{Store, StoreDb};
 use kafclaw_actors::supervisor::{
@@ -24,6 +28,10 @@ pub struct Services {
     pub vault: Slot<SecretVault>,
     /// The audit chainer.
     pub audit: Slot<AuditChainer>,
+    /// Tool approvals.
+    pub approvals: Slot<Approvals>,
+    /// Appends to the current audit chainer (survives chainer restarts).
+    pub audit_sink: actix::Recipient<AppendRecord>,
 }
 
 /// Starts store, vault and audit chainer under a supervisor (inside an actix system).
@@ -70,6 +78,25 @@ pub fn start(
         }),
     );
 
+    let relay = AuditRelay::new(audit.clone())
+        .start()
+        .recipient::<AppendRecord>();
+    let approvals_db = db.clone();
+    let approvals_audit = relay.clone();
+    let timeout = Duration::from_secs(
+        settings.tools["policy"]["approval_timeout_seconds"]
+            .as_u64()
+            .unwrap_or(120),
+    );
+    let approvals = tree.child(
+        "approvals",
+        RestartPolicy::Permanent,
+        Box::new(move || {
+            Approvals::new(approvals_db.clone(), approvals_audit.clone(), timeout)
+                .map_err(|e| e.to_string())
+        }),
+    );
+
     let (supervisor, events) = tree.start()?;
     Ok(Services {
         supervisor,
@@ -77,5 +104,7 @@ pub fn start(
         store,
         vault,
         audit,
+        approvals,
+        audit_sink: relay,
     })
 }

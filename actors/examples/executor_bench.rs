@@ -142,6 +142,7 @@ async fn main() {
                 session: "bench".into(),
                 restriction: Restriction::default(),
                 sender_blocked: false,
+                approved_by: None,
             })
             .await
             .expect("mailbox open")

@@ -316,3 +316,37 @@ pub enum AuditError {
         seq: u64,
     },
 }
+
+/// Forwards [`AppendRecord`] to whichever [`AuditChainer`] instance is current, so actors that
+/// hold a `Recipient<AppendRecord>` keep reaching the log after the chainer is restarted (a
+/// recipient of the chainer itself would point at a dead mailbox). A closed or missing chainer
+/// answers [`AuditError::Unavailable`]: callers fail closed.
+pub struct AuditRelay {
+    /// The chainer's current address.
+    slot: crate::supervisor::Slot<AuditChainer>,
+}
+
+impl AuditRelay {
+    /// A relay over the chainer's slot.
+    pub fn new(slot: crate::supervisor::Slot<AuditChainer>) -> Self {
+        Self { slot }
+    }
+}
+
+impl Actor for AuditRelay {
+    type Context = Context<Self>;
+}
+
+impl Handler<AppendRecord> for AuditRelay {
+    type Result = ResponseFuture<Result<AuditReceipt, AuditError>>;
+
+    fn handle(&mut self, msg: AppendRecord, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.slot.addr();
+        Box::pin(async move {
+            match addr {
+                Some(addr) => addr.send(msg).await.unwrap_or(Err(AuditError::Unavailable)),
+                None => Err(AuditError::Unavailable),
+            }
+        })
+    }
+}

@@ -141,6 +141,9 @@ pub struct ExecuteTool {
     pub restriction: Restriction,
     /// Whether the sender is blocked.
     pub sender_blocked: bool,
+    /// Set when an operator approved exactly this call (the approval's id): a `NeedsApproval`
+    /// decision then runs. A denial stays a denial.
+    pub approved_by: Option<String>,
 }
 
 /// A denied tier-2 call: a signal for the incident monitor (CONTRACT §6, repeated high-risk
@@ -349,6 +352,10 @@ async fn execute(
         }),
     };
 
+    if decision == Decision::NeedsApproval && msg.approved_by.is_some() {
+        decision = Decision::Allow;
+    }
+
     let mut detail: Option<String> = None;
     let mut prepared = None;
     if let (Some(t), false) = (tool, matches!(decision, Decision::Deny(_))) {
@@ -386,6 +393,7 @@ async fn execute(
         "tier": tier,
         "decision": decision.as_str(),
         "reason": reason,
+        "approved_by": msg.approved_by,
     });
     describe_prepared(&mut data, prepared.as_ref());
     append(&audit, AuditKind::ToolDecided, &msg, data).await?;

@@ -55,6 +55,7 @@ pub async fn status(
             "ok": ok,
         })));
     }
+    let audit_head = audit_head(&state).await.ok();
     let children = &tree.root.children;
     let running = children
         .iter()
@@ -70,8 +71,26 @@ pub async fn status(
         "channels": [],
         "supervisor": {"children": children.len(), "running": running, "restarts": restarts},
         "open_incidents": 0,
-        "audit_head": null,
+        "audit_head": audit_head,
     })))
+}
+
+async fn audit_head(state: &AppState) -> Result<kafclaw_actors::audit::AuditHead, ApiError> {
+    let addr = state
+        .audit
+        .addr()
+        .ok_or_else(|| ApiError::Unavailable("audit log unavailable".into()))?;
+    addr.send(kafclaw_actors::audit::GetHead)
+        .await
+        .map_err(|_| ApiError::Unavailable("audit log unavailable".into()))
+}
+
+/// `GET /api/v1/audit/head` (read): `{"seq","hash"}` of the last durable record.
+pub async fn audit_head_route(
+    state: web::Data<AppState>,
+    _caller: Authorized<Read>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(audit_head(&state).await?))
 }
 
 /// `GET /api/v1/auth/verify`: any valid credential.
@@ -202,4 +221,55 @@ pub async fn inject_panic(
         _ => return Err(ApiError::NotFound),
     }
     Ok(HttpResponse::Accepted().json(json!({"ok": true})))
+}
+
+/// `GET /api/v1/approvals` (read): pending tool approvals, oldest first.
+pub async fn approvals(
+    state: web::Data<AppState>,
+    _caller: Authorized<Read>,
+) -> Result<HttpResponse, ApiError> {
+    let addr = state
+        .approvals
+        .addr()
+        .ok_or_else(|| ApiError::Unavailable("approvals unavailable".into()))?;
+    let list = addr
+        .send(kafclaw_actors::approval::ListApprovals)
+        .await
+        .map_err(|_| ApiError::Unavailable("approvals unavailable".into()))?
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Body of `POST /api/v1/approvals/{id}`.
+#[derive(Deserialize)]
+pub struct DecisionBody {
+    approved: bool,
+}
+
+/// `POST /api/v1/approvals/{id}` (admin): `{"approved":bool}`; unknown id → 404.
+pub async fn decide_approval(
+    state: web::Data<AppState>,
+    caller: Authorized<super::auth::Admin>,
+    id: web::Path<String>,
+    body: web::Json<DecisionBody>,
+) -> Result<HttpResponse, ApiError> {
+    use kafclaw_actors::approval::{ApprovalError, DecideApproval};
+    let addr = state
+        .approvals
+        .addr()
+        .ok_or_else(|| ApiError::Unavailable("approvals unavailable".into()))?;
+    let record = addr
+        .send(DecideApproval {
+            id: id.into_inner(),
+            approved: body.approved,
+            actor: caller.principal.name,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("approvals unavailable".into()))?
+        .map_err(|e| match e {
+            ApprovalError::NotFound(_) => ApiError::NotFound,
+            ApprovalError::AuditFailed => ApiError::Unavailable("audit log unavailable".into()),
+            other => ApiError::internal(other),
+        })?;
+    Ok(HttpResponse::Ok().json(record))
 }

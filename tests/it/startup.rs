@@ -193,7 +193,12 @@ fn state_is_created_with_final_modes() {
     use std::os::unix::fs::MetadataExt;
     let mut gw = Gateway::start(Options::default());
     gw.signal("TERM");
-    gw.wait_exit(Duration::from_secs(10));
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM right after the ready line is graceful"
+    );
     let root = gw.home_path();
     let mut checked = 0;
     for entry in walk(&root.join(".kafclaw"))

@@ -270,6 +270,17 @@ async fn the_audit_log_records_security_events_and_detects_tampering() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let head: serde_json::Value = client()
+        .get(gw.url("/api/v1/audit/head"))
+        .header("Authorization", format!("Bearer {}", crate::harness::TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(head["seq"].as_u64().unwrap() >= 2, "{head}");
+    assert_eq!(head["hash"].as_str().unwrap().len(), 64);
     // verify through the control socket while the gateway runs
     let (code, out, err) = kafclaw(&gw.home_path(), &["audit", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -387,4 +398,50 @@ fn secrets_rm_and_rotate_key_keep_the_vault_consistent() {
     );
     // Everything still verifies after the rotation (the audit key never changed).
     assert_eq!(kafclaw(home.path(), &["audit", "verify"]).0, 0);
+}
+
+#[tokio::test]
+async fn approvals_endpoints_check_scope_and_unknown_ids() {
+    let home = tempfile::tempdir().unwrap();
+    let (_, read_token, _) = kafclaw(home.path(), &["token", "create", "--scope", "read"]);
+    let read_token = read_token.trim().to_string();
+    let gw = Gateway::start_in(home, Options::default().token());
+    let c = client();
+    let admin = format!("Bearer {}", crate::harness::TOKEN);
+    let list = c
+        .get(gw.url("/api/v1/approvals"))
+        .header("Authorization", format!("Bearer {read_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), StatusCode::OK);
+    assert_eq!(list.text().await.unwrap(), "[]");
+    let decide = |auth: String| {
+        c.post(gw.url("/api/v1/approvals/ap-unknown"))
+            .header("Authorization", auth)
+            .json(&serde_json::json!({"approved": true}))
+            .send()
+    };
+    assert_eq!(
+        decide(format!("Bearer {read_token}"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let res = decide(admin.clone()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.text().await.unwrap(), r#"{"error":"not found"}"#);
+    let bad = c
+        .post(gw.url("/api/v1/approvals/ap-unknown"))
+        .header("Authorization", admin)
+        .json(&serde_json::json!({"approved": "yes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let (code, out, _) = kafclaw(&gw.home_path(), &["approvals", "list"]);
+    assert_eq!((code, out.trim()), (0, "no pending approvals"));
+    let (code, _, err) = kafclaw(&gw.home_path(), &["approvals", "approve", "ap-unknown"]);
+    assert_eq!(code, 2, "{err}");
 }

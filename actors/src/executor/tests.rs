@@ -640,6 +640,7 @@ fn call(tool: &str, arguments: Value, sender: SenderKind) -> ExecuteTool {
         session: "s1".into(),
         restriction: Restriction::default(),
         sender_blocked: false,
+        approved_by: None,
     }
 }
 
@@ -742,6 +743,30 @@ async fn denied_exec_is_audited_and_signalled_as_high_risk() {
     assert_eq!(signals.len(), 2);
     assert_eq!(signals[0].sender_id, "alice");
     assert_eq!(signals[0].tool, "exec");
+}
+
+#[actix_rt::test]
+async fn an_approved_call_runs_and_an_approved_denial_stays_denied() {
+    let h = harness(false, &["echo"]);
+    let mut restricted = call(
+        "write_file",
+        json!({"path": "approved.txt", "content": "x"}),
+        SenderKind::Owner,
+    );
+    restricted.restriction.max_tier = Some(0);
+    restricted.approved_by = Some("ap-1".into());
+    let outcome = h.executor.send(restricted).await.unwrap().unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Completed);
+    assert!(h.fixture.work_repo.join("approved.txt").exists());
+
+    let mut external = call("exec", json!({"command": "echo hi"}), SenderKind::External);
+    external.approved_by = Some("ap-2".into());
+    let outcome = h.executor.send(external).await.unwrap().unwrap();
+    assert_eq!(
+        outcome.status,
+        OutcomeStatus::Denied,
+        "an approval never lifts a denial"
+    );
 }
 
 #[actix_rt::test]

@@ -1,0 +1,337 @@
+//! Tool approvals (CONTRACT §3.3, §4): a tool call above the sender's limit becomes a request
+//! that an operator answers out of band; only the asking session's turn waits, and it times
+//! out as denied.
+//!
+//! Owns: the `Approvals` tree (pending and decided requests), the waiting turns, the timeout.
+//! Must not: run a tool (the executor does, with `approved_by` set), or decide without
+//! auditing: a decision is appended to the audit log before the waiting turn learns of it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::audit::{AppendRecord, AuditKind};
+use crate::store::{KvTree, StoreDb, StoreError, TreeName};
+use crate::supervisor::{Ping, Pong};
+
+#[cfg(test)]
+mod tests;
+
+/// Where a request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    /// Waiting for an operator.
+    Pending,
+    /// Approved; the call ran (or was handed back to run).
+    Approved,
+    /// Denied by an operator.
+    Denied,
+    /// Nobody answered in time, or the process restarted while it waited: denied.
+    Expired,
+}
+
+/// One approval request (`GET /api/v1/approvals`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Opaque id (`ap-…`).
+    pub id: String,
+    /// The tool.
+    pub tool: String,
+    /// Its tier.
+    pub tier: u8,
+    /// The arguments as the model sent them (shown to the operator who decides).
+    pub arguments: Value,
+    /// Who asked.
+    pub sender_id: String,
+    /// The channel.
+    pub channel: String,
+    /// The agent session.
+    pub session: String,
+    /// The message's trace.
+    pub trace_id: String,
+    /// State.
+    pub state: ApprovalState,
+    /// When it was asked (RFC 3339).
+    pub created_at: String,
+    /// When it was decided.
+    pub decided_at: Option<String>,
+    /// Who decided (token name, `cli:uid=…`, `timeout`).
+    pub decided_by: Option<String>,
+    /// When it times out as denied.
+    pub expires_at: String,
+}
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// No pending request with that id.
+    #[error("no pending approval with id {0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The decision could not be audited, so it was not applied.
+    #[error("the decision could not be written to the audit log; nothing was applied")]
+    AuditFailed,
+}
+
+/// Asks for an approval; answered when an operator decides or the request times out.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<ApprovalOutcome, ApprovalError>")]
+pub struct RequestApproval {
+    /// Tool name.
+    pub tool: String,
+    /// Tool tier.
+    pub tier: u8,
+    /// Arguments.
+    pub arguments: Value,
+    /// Sender id.
+    pub sender_id: String,
+    /// Channel.
+    pub channel: String,
+    /// Session.
+    pub session: String,
+    /// Trace id.
+    pub trace_id: String,
+}
+
+/// The answer to a [`RequestApproval`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    /// Run it (pass the id as `approved_by`).
+    Approved { id: String, by: String },
+    /// Do not run it.
+    Denied { id: String, by: String },
+    /// Nobody answered in time (or the process restarted).
+    Expired { id: String },
+}
+
+/// Pending requests, oldest first.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<ApprovalRecord>, ApprovalError>")]
+pub struct ListApprovals;
+
+/// An operator's decision.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<ApprovalRecord, ApprovalError>")]
+pub struct DecideApproval {
+    /// The request's id.
+    pub id: String,
+    /// Approve or deny.
+    pub approved: bool,
+    /// Who decides (audited).
+    pub actor: String,
+}
+
+/// The approvals actor (permanent child).
+pub struct Approvals {
+    db: StoreDb,
+    tree: KvTree,
+    audit: Recipient<AppendRecord>,
+    timeout: Duration,
+    waiting: HashMap<String, oneshot::Sender<ApprovalOutcome>>,
+}
+
+impl Approvals {
+    /// Opens the approvals tree; requests left pending by an earlier process are expired
+    /// (nobody waits for them any more).
+    pub fn new(
+        db: StoreDb,
+        audit: Recipient<AppendRecord>,
+        timeout: Duration,
+    ) -> Result<Self, ApprovalError> {
+        let tree = db.tree(TreeName::Approvals)?;
+        let now = crate::clock::now_rfc3339();
+        for (key, value) in tree.scan_prefix("ap-")? {
+            if let Ok(mut record) = serde_json::from_slice::<ApprovalRecord>(&value) {
+                if record.state == ApprovalState::Pending {
+                    record.state = ApprovalState::Expired;
+                    record.decided_at = Some(now.clone());
+                    record.decided_by = Some("restart".into());
+                    tree.put_json(&key, &record)?;
+                }
+            }
+        }
+        db.flush_blocking()?;
+        Ok(Self {
+            db,
+            tree,
+            audit,
+            timeout,
+            waiting: HashMap::new(),
+        })
+    }
+
+    fn pending(&self) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        let mut out = Vec::new();
+        for (_, value) in self.tree.scan_prefix("ap-")? {
+            if let Ok(record) = serde_json::from_slice::<ApprovalRecord>(&value) {
+                if record.state == ApprovalState::Pending {
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn finish(
+        &mut self,
+        id: &str,
+        state: ApprovalState,
+        by: &str,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let mut record: ApprovalRecord = self
+            .tree
+            .get_json(id)?
+            .filter(|r: &ApprovalRecord| r.state == ApprovalState::Pending)
+            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+        record.state = state;
+        record.decided_at = Some(crate::clock::now_rfc3339());
+        record.decided_by = Some(by.to_string());
+        self.tree.put_json(id, &record)?;
+        Ok(record)
+    }
+}
+
+impl Actor for Approvals {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for Approvals {
+    type Result = Pong;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
+        Pong
+    }
+}
+
+#[cfg(any(test, feature = "test-hooks"))]
+impl Handler<crate::supervisor::InjectPanic> for Approvals {
+    type Result = ();
+    fn handle(&mut self, msg: crate::supervisor::InjectPanic, _: &mut Context<Self>) {
+        panic!("injected panic: {}", msg.0);
+    }
+}
+
+impl Handler<RequestApproval> for Approvals {
+    type Result = ResponseActFuture<Self, Result<ApprovalOutcome, ApprovalError>>;
+
+    fn handle(&mut self, msg: RequestApproval, _: &mut Context<Self>) -> Self::Result {
+        let created =
+            (|| -> Result<(String, oneshot::Receiver<ApprovalOutcome>), ApprovalError> {
+                let id = format!("ap-{:016x}", self.db.next_id()?);
+                let now = time::OffsetDateTime::now_utc();
+                let record = ApprovalRecord {
+                    id: id.clone(),
+                    tool: msg.tool,
+                    tier: msg.tier,
+                    arguments: msg.arguments,
+                    sender_id: msg.sender_id,
+                    channel: msg.channel,
+                    session: msg.session,
+                    trace_id: msg.trace_id,
+                    state: ApprovalState::Pending,
+                    created_at: crate::clock::to_rfc3339(now),
+                    decided_at: None,
+                    decided_by: None,
+                    expires_at: crate::clock::to_rfc3339(now + self.timeout),
+                };
+                self.tree.put_json(&id, &record)?;
+                let (tx, rx) = oneshot::channel();
+                self.waiting.insert(id.clone(), tx);
+                Ok((id, rx))
+            })();
+        let (id, rx) = match created {
+            Ok(created) => created,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let db = self.db.clone();
+        let timeout = self.timeout;
+        let wait_id = id.clone();
+        Box::pin(
+            async move {
+                let _ = db.flush().await;
+                tokio::time::timeout(timeout, rx).await
+            }
+            .into_actor(self)
+            .map(move |answer, this, _| match answer {
+                Ok(Ok(outcome)) => Ok(outcome),
+                // Timed out, or the sender was dropped: expire it (denied).
+                _ => {
+                    this.waiting.remove(&wait_id);
+                    let _ = this.finish(&wait_id, ApprovalState::Expired, "timeout");
+                    Ok(ApprovalOutcome::Expired { id: wait_id })
+                }
+            }),
+        )
+    }
+}
+
+impl Handler<ListApprovals> for Approvals {
+    type Result = Result<Vec<ApprovalRecord>, ApprovalError>;
+    fn handle(&mut self, _: ListApprovals, _: &mut Context<Self>) -> Self::Result {
+        self.pending()
+    }
+}
+
+impl Handler<DecideApproval> for Approvals {
+    type Result = ResponseActFuture<Self, Result<ApprovalRecord, ApprovalError>>;
+
+    fn handle(&mut self, msg: DecideApproval, _: &mut Context<Self>) -> Self::Result {
+        let pending = match self.tree.get_json::<ApprovalRecord>(&msg.id) {
+            Ok(Some(r)) if r.state == ApprovalState::Pending => r,
+            Ok(_) => return Box::pin(fut::ready(Err(ApprovalError::NotFound(msg.id)))),
+            Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+        };
+        let audit = self.audit.clone();
+        let record = AppendRecord {
+            kind: AuditKind::ApprovalDecided,
+            actor: msg.actor.clone(),
+            subject: pending.tool.clone(),
+            data: json!({
+                "id": pending.id,
+                "tool": pending.tool,
+                "tier": pending.tier,
+                "approved": msg.approved,
+                "sender_id": pending.sender_id,
+                "channel": pending.channel,
+                "session": pending.session,
+            }),
+        };
+        Box::pin(
+            async move { matches!(audit.send(record).await, Ok(Ok(_))) }
+                .into_actor(self)
+                .map(move |audited, this, _| {
+                    if !audited {
+                        return Err(ApprovalError::AuditFailed);
+                    }
+                    let state = if msg.approved {
+                        ApprovalState::Approved
+                    } else {
+                        ApprovalState::Denied
+                    };
+                    let record = this.finish(&msg.id, state, &msg.actor)?;
+                    this.db.flush_blocking()?;
+                    if let Some(waiter) = this.waiting.remove(&msg.id) {
+                        let outcome = if msg.approved {
+                            ApprovalOutcome::Approved {
+                                id: msg.id.clone(),
+                                by: msg.actor.clone(),
+                            }
+                        } else {
+                            ApprovalOutcome::Denied {
+                                id: msg.id.clone(),
+                                by: msg.actor.clone(),
+                            }
+                        };
+                        let _ = waiter.send(outcome);
+                    }
+                    Ok(record)
+                }),
+        )
+    }
+}

@@ -1,0 +1,173 @@
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::audit::{AuditError, AuditReceipt};
+
+/// Records appended audit kinds; fails when told to (to prove fail-closed decisions).
+struct AuditSink {
+    kinds: Arc<Mutex<Vec<AuditKind>>>,
+    fail: bool,
+}
+impl Actor for AuditSink {
+    type Context = Context<Self>;
+}
+impl Handler<AppendRecord> for AuditSink {
+    type Result = Result<AuditReceipt, AuditError>;
+    fn handle(&mut self, msg: AppendRecord, _: &mut Context<Self>) -> Self::Result {
+        if self.fail {
+            return Err(AuditError::Write("disk full".into()));
+        }
+        let mut kinds = self.kinds.lock().unwrap();
+        kinds.push(msg.kind);
+        Ok(AuditReceipt {
+            seq: kinds.len() as u64,
+            hash: "0".repeat(64),
+        })
+    }
+}
+
+fn request(session: &str) -> RequestApproval {
+    RequestApproval {
+        tool: "exec".into(),
+        tier: 2,
+        arguments: json!({"command": "git status"}),
+        sender_id: "owner".into(),
+        channel: "cli".into(),
+        session: session.into(),
+        trace_id: "t1".into(),
+    }
+}
+
+fn start(
+    timeout: Duration,
+    fail_audit: bool,
+) -> (Addr<Approvals>, Arc<Mutex<Vec<AuditKind>>>, StoreDb) {
+    let db = StoreDb::temporary().unwrap();
+    let kinds = Arc::new(Mutex::new(Vec::new()));
+    let sink = AuditSink {
+        kinds: kinds.clone(),
+        fail: fail_audit,
+    }
+    .start();
+    let approvals = Approvals::new(db.clone(), sink.recipient(), timeout)
+        .unwrap()
+        .start();
+    (approvals, kinds, db)
+}
+
+async fn wait_for_pending(approvals: &Addr<Approvals>, n: usize) -> Vec<ApprovalRecord> {
+    for _ in 0..200 {
+        let list = approvals.send(ListApprovals).await.unwrap().unwrap();
+        if list.len() == n {
+            return list;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never saw {n} pending approvals");
+}
+
+#[actix_rt::test]
+async fn approve_and_deny_answer_the_waiting_turn_after_auditing() {
+    let (approvals, kinds, _db) = start(Duration::from_secs(60), false);
+    let first = actix_rt::spawn(approvals.send(request("s1")));
+    let second = actix_rt::spawn(approvals.send(request("s2")));
+    let pending = wait_for_pending(&approvals, 2).await;
+    approvals
+        .send(DecideApproval {
+            id: pending[0].id.clone(),
+            approved: true,
+            actor: "admin".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    approvals
+        .send(DecideApproval {
+            id: pending[1].id.clone(),
+            approved: false,
+            actor: "admin".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let a = first.await.unwrap().unwrap().unwrap();
+    let b = second.await.unwrap().unwrap().unwrap();
+    assert!(matches!(a, ApprovalOutcome::Approved { .. }));
+    assert!(matches!(b, ApprovalOutcome::Denied { .. }));
+    assert_eq!(*kinds.lock().unwrap(), vec![AuditKind::ApprovalDecided; 2]);
+    assert!(approvals
+        .send(ListApprovals)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+}
+
+#[actix_rt::test]
+async fn unknown_or_decided_ids_are_not_found() {
+    let (approvals, _, _db) = start(Duration::from_secs(60), false);
+    let err = approvals
+        .send(DecideApproval {
+            id: "ap-nope".into(),
+            approved: true,
+            actor: "admin".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, ApprovalError::NotFound(_)));
+}
+
+#[actix_rt::test]
+async fn a_request_times_out_as_expired_without_blocking_others() {
+    let (approvals, _, _db) = start(Duration::from_millis(50), false);
+    let outcome = approvals.send(request("s1")).await.unwrap().unwrap();
+    assert!(matches!(outcome, ApprovalOutcome::Expired { .. }));
+    // The actor still answers (nothing blocked while the turn waited).
+    assert!(approvals
+        .send(ListApprovals)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
+}
+
+#[actix_rt::test]
+async fn a_decision_that_cannot_be_audited_is_not_applied() {
+    let (approvals, _, _db) = start(Duration::from_secs(60), true);
+    let waiting = actix_rt::spawn(approvals.send(request("s1")));
+    let pending = wait_for_pending(&approvals, 1).await;
+    let err = approvals
+        .send(DecideApproval {
+            id: pending[0].id.clone(),
+            approved: true,
+            actor: "admin".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, ApprovalError::AuditFailed));
+    assert_eq!(
+        wait_for_pending(&approvals, 1).await.len(),
+        1,
+        "still pending"
+    );
+    waiting.abort();
+}
+
+#[actix_rt::test]
+async fn requests_left_pending_by_a_restart_are_expired() {
+    let (approvals, _, db) = start(Duration::from_secs(60), false);
+    let _waiting = actix_rt::spawn(approvals.send(request("s1")));
+    wait_for_pending(&approvals, 1).await;
+    let sink = AuditSink {
+        kinds: Arc::default(),
+        fail: false,
+    }
+    .start();
+    let fresh = Approvals::new(db, sink.recipient(), Duration::from_secs(60))
+        .unwrap()
+        .start();
+    assert!(fresh.send(ListApprovals).await.unwrap().unwrap().is_empty());
+}
