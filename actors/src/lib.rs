@@ -23,6 +23,7 @@ pub mod audit;
 pub mod clock;
 pub mod fsutil;
 pub mod paths;
+pub mod provider;
 pub mod store;
 pub mod supervisor;
 pub mod vault;
