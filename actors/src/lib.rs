@@ -22,12 +22,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod approval;
+pub mod agent;
 pub mod audit;
 pub mod clock;
 pub mod executor;
 pub mod fsutil;
 pub mod paths;
 pub mod policy;
+pub mod provider;
 pub mod store;
 pub mod supervisor;
 pub mod token;
