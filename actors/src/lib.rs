@@ -20,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod audit;
+pub mod channel;
 pub mod clock;
 pub mod fsutil;
 pub mod paths;

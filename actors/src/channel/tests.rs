@@ -1,0 +1,1026 @@
+//! Tests of the channel domain logic. One `check` helper per area; time is always injected.
+
+use super::*;
+
+fn text_message(id: &str, sender: &str) -> InboundMessage {
+    InboundMessage {
+        message_id: id.into(),
+        sender_id: sender.into(),
+        chat_id: sender.into(),
+        thread_id: None,
+        text: Some(format!("text of {id}")),
+        kind: MessageKind::Text,
+        timestamp: 1_700_000_000,
+        is_group: false,
+        mentioned: false,
+        reply_to: None,
+    }
+}
+
+mod whatsapp_edge {
+    use super::super::whatsapp::*;
+
+    #[test]
+    fn handshake() {
+        #[track_caller]
+        fn check(
+            mode: Option<&str>,
+            token: Option<&str>,
+            challenge: Option<&str>,
+            expected: Result<&str, HandshakeError>,
+        ) {
+            let got = verify_handshake(mode, token, challenge, "s3cret-token");
+            assert_eq!(got.as_deref().map_err(Clone::clone), expected);
+        }
+        check(
+            Some("subscribe"),
+            Some("s3cret-token"),
+            Some("1158201444"),
+            Ok("1158201444"),
+        );
+        check(
+            Some("subscribe"),
+            Some("s3cret-token"),
+            Some("a b\u{e9}"),
+            Ok("a b\u{e9}"),
+        );
+        check(
+            Some("subscribe"),
+            Some("wrong"),
+            Some("1"),
+            Err(HandshakeError::WrongToken),
+        );
+        check(
+            Some("subscribe"),
+            Some("s3cret-token "),
+            Some("1"),
+            Err(HandshakeError::WrongToken),
+        );
+        check(
+            Some("subscribe"),
+            None,
+            Some("1"),
+            Err(HandshakeError::WrongToken),
+        );
+        check(
+            Some("unsubscribe"),
+            Some("s3cret-token"),
+            Some("1"),
+            Err(HandshakeError::WrongMode),
+        );
+        check(
+            None,
+            Some("s3cret-token"),
+            Some("1"),
+            Err(HandshakeError::WrongMode),
+        );
+        check(
+            Some("subscribe"),
+            Some("s3cret-token"),
+            None,
+            Err(HandshakeError::MissingChallenge),
+        );
+        assert_eq!(
+            verify_handshake(Some("subscribe"), Some(""), Some("1"), ""),
+            Err(HandshakeError::NotConfigured)
+        );
+    }
+
+    const SECRET: &[u8] = b"app-secret";
+
+    #[test]
+    fn signature() {
+        #[track_caller]
+        fn check(
+            secret: &[u8],
+            body: &[u8],
+            header: Option<&str>,
+            expected: Result<(), SignatureError>,
+        ) {
+            assert_eq!(verify_signature(secret, body, header), expected);
+        }
+        let body = br#"{"object":"whatsapp_business_account","entry":[]}"#;
+        let good = sign_webhook(SECRET, body);
+        assert!(good.starts_with("sha256=") && good.len() == 7 + 64);
+        check(SECRET, body, Some(&good), Ok(()));
+        // Uppercase hex decodes to the same bytes: accepted (documented in the module).
+        let upper = format!("sha256={}", good["sha256=".len()..].to_ascii_uppercase());
+        check(SECRET, body, Some(&upper), Ok(()));
+        check(
+            b"other-secret",
+            body,
+            Some(&good),
+            Err(SignatureError::Mismatch),
+        );
+        let mut changed = body.to_vec();
+        changed[3] ^= 1;
+        check(SECRET, &changed, Some(&good), Err(SignatureError::Mismatch));
+        check(SECRET, body, None, Err(SignatureError::Missing));
+        let sha1 = format!("sha1={}", &good["sha256=".len()..][..40]);
+        check(
+            SECRET,
+            body,
+            Some(&sha1),
+            Err(SignatureError::UnsupportedAlgorithm),
+        );
+        check(
+            SECRET,
+            body,
+            Some("SHA256=00"),
+            Err(SignatureError::UnsupportedAlgorithm),
+        );
+        check(
+            SECRET,
+            body,
+            Some(&good["sha256=".len()..]),
+            Err(SignatureError::Malformed),
+        );
+        check(SECRET, body, Some("sha256=zz"), Err(SignatureError::BadHex));
+        check(
+            SECRET,
+            body,
+            Some("sha256=abc"),
+            Err(SignatureError::BadHex),
+        );
+        check(
+            SECRET,
+            body,
+            Some("sha256=abcd"),
+            Err(SignatureError::WrongLength(2)),
+        );
+        check(b"", body, Some(&good), Err(SignatureError::NotConfigured));
+    }
+
+    #[test]
+    fn signature_is_over_raw_bytes_with_non_ascii_and_escaped_unicode() {
+        // The same JSON value in two encodings: the raw UTF-8 one and the \u-escaped one.
+        let raw = "{\"text\":\"Gr\u{fc}\u{df}e \u{1f600}\"}"
+            .as_bytes()
+            .to_vec();
+        let escaped = br#"{"text":"Gr\u00fc\u00dfe \ud83d\ude00"}"#.to_vec();
+        let raw_sig = sign_webhook(SECRET, &raw);
+        let escaped_sig = sign_webhook(SECRET, &escaped);
+        assert_eq!(verify_signature(SECRET, &raw, Some(&raw_sig)), Ok(()));
+        assert_eq!(
+            verify_signature(SECRET, &escaped, Some(&escaped_sig)),
+            Ok(())
+        );
+        // A re-encoded body (what a parse-then-serialise would produce) does not verify.
+        assert_eq!(
+            verify_signature(SECRET, &escaped, Some(&raw_sig)),
+            Err(SignatureError::Mismatch)
+        );
+        // Known answer, computed independently (python3 hmac.new(b"app-secret", raw, sha256)).
+        assert_eq!(
+            raw_sig,
+            "sha256=5c04aa72accc6dbb735374f87a070b81ddb38be24d3d245f7583a7ea2649758a"
+        );
+    }
+
+    fn envelope(value: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{ "id": "WABA", "changes": [{ "field": "messages", "value": value }] }]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn parse_shapes() {
+        use super::super::MessageKind;
+        #[track_caller]
+        fn check(
+            message: serde_json::Value,
+            kind: MessageKind,
+            text: Option<&str>,
+            reply_to: Option<&str>,
+        ) {
+            let body = envelope(serde_json::json!({
+                "messaging_product": "whatsapp",
+                "metadata": { "display_phone_number": "15550001111", "phone_number_id": "PNID" },
+                "contacts": [{ "profile": { "name": "Ann" }, "wa_id": "4915112345678" }],
+                "messages": [message],
+                "unknown_future_field": { "x": 1 }
+            }));
+            let batch = parse_webhook(&body).unwrap();
+            assert_eq!(batch.messages.len(), 1);
+            let got = &batch.messages[0];
+            assert_eq!(got.phone_number_id, "PNID");
+            assert_eq!(got.profile_name.as_deref(), Some("Ann"));
+            assert_eq!(got.message.sender_id, "4915112345678");
+            assert_eq!(got.message.chat_id, "4915112345678");
+            assert_eq!(got.message.message_id, "wamid.ABC");
+            assert_eq!(got.message.timestamp, 1_700_000_000);
+            assert_eq!(got.message.kind, kind);
+            assert_eq!(got.message.text.as_deref(), text);
+            assert_eq!(got.message.reply_to.as_deref(), reply_to);
+            assert!(!got.message.is_group && !got.message.mentioned);
+        }
+        let base = |extra: serde_json::Value| {
+            let mut m = serde_json::json!({"from": "+49 151 12345678", "id": "wamid.ABC", "timestamp": "1700000000"});
+            for (k, v) in extra.as_object().unwrap() {
+                m[k] = v.clone();
+            }
+            m
+        };
+        check(
+            base(serde_json::json!({"type": "text", "text": {"body": "hi \u{1f600}"}})),
+            MessageKind::Text,
+            Some("hi \u{1f600}"),
+            None,
+        );
+        check(
+            base(
+                serde_json::json!({"type": "text", "text": {"body": "re"}, "context": {"from": "x", "id": "wamid.PREV"}}),
+            ),
+            MessageKind::Text,
+            Some("re"),
+            Some("wamid.PREV"),
+        );
+        check(
+            base(
+                serde_json::json!({"type": "image", "image": {"id": "M1", "mime_type": "image/jpeg"}}),
+            ),
+            MessageKind::Media,
+            None,
+            None,
+        );
+        check(
+            base(serde_json::json!({"type": "audio", "audio": {"id": "M2"}})),
+            MessageKind::Media,
+            None,
+            None,
+        );
+        check(
+            base(
+                serde_json::json!({"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "x"}}),
+            ),
+            MessageKind::Reaction,
+            None,
+            None,
+        );
+        check(
+            base(serde_json::json!({"type": "location", "location": {}})),
+            MessageKind::Other("location".into()),
+            None,
+            None,
+        );
+        // A text-typed message that nevertheless carries no body is refused.
+        let body =
+            envelope(serde_json::json!({"messages": [base(serde_json::json!({"type": "text"}))]}));
+        assert_eq!(
+            parse_webhook(&body),
+            Err(ParseError::InvalidField("text.body"))
+        );
+    }
+
+    #[test]
+    fn parse_statuses_and_rejections() {
+        let body = envelope(serde_json::json!({
+            "metadata": { "phone_number_id": "PNID" },
+            "statuses": [
+                { "id": "wamid.OUT1", "status": "delivered", "timestamp": "1700000001", "recipient_id": "4915112345678" },
+                { "id": "wamid.OUT2", "status": "failed", "timestamp": "1700000002", "recipient_id": "4915112345678",
+                  "errors": [{ "code": 131047, "title": "Re-engagement message" }] }
+            ]
+        }));
+        let batch = parse_webhook(&body).unwrap();
+        assert!(batch.messages.is_empty());
+        assert_eq!(batch.statuses.len(), 2);
+        assert_eq!(batch.statuses[0].status, "delivered");
+        assert_eq!(batch.statuses[1].errors[0].code, Some(131047));
+
+        assert!(matches!(
+            parse_webhook(b"not json"),
+            Err(ParseError::Json(_))
+        ));
+        assert_eq!(
+            parse_webhook(br#"{"object":"page","entry":[]}"#),
+            Err(ParseError::WrongObject)
+        );
+        // Other change fields are skipped.
+        let other = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"account_update","value":{"x":1}}]}]}"#;
+        assert_eq!(parse_webhook(other), Ok(WebhookBatch::default()));
+        let bad_ts = envelope(
+            serde_json::json!({"messages": [{"from": "49151", "id": "wamid.1", "timestamp": "-5", "type": "text", "text": {"body": "x"}}]}),
+        );
+        assert_eq!(
+            parse_webhook(&bad_ts),
+            Err(ParseError::InvalidField("timestamp"))
+        );
+        let no_from = envelope(
+            serde_json::json!({"messages": [{"id": "wamid.1", "timestamp": "5", "type": "text", "text": {"body": "x"}}]}),
+        );
+        assert_eq!(
+            parse_webhook(&no_from),
+            Err(ParseError::InvalidField("from"))
+        );
+    }
+
+    #[test]
+    fn number_normalisation() {
+        #[track_caller]
+        fn check(raw: &str, expected: &str) {
+            assert_eq!(normalize_number(raw), expected);
+        }
+        check("+4915112345678", "4915112345678");
+        check("4915112345678", "4915112345678");
+        check("+49 151-123 456 78", "4915112345678");
+        check("(0049) 151/12345678", "004915112345678");
+        check("4915112345678@s.whatsapp.net", "4915112345678");
+        check("*", "");
+        check("", "");
+    }
+
+    #[test]
+    fn text_splitting() {
+        #[track_caller]
+        fn check(text: &str, max: usize, expected_lens: &[usize]) {
+            let parts = split_text(text, max);
+            let lens: Vec<usize> = parts.iter().map(|p| p.chars().count()).collect();
+            assert_eq!(lens, expected_lens);
+            assert_eq!(parts.concat(), text);
+        }
+        check("", 4096, &[]);
+        check(&"a".repeat(4096), 4096, &[4096]);
+        check(&"a".repeat(4097), 4096, &[4096, 1]);
+        // 4-byte characters: the limit counts characters, and no character is cut.
+        check(&"\u{1f600}".repeat(5000), 4096, &[4096, 904]);
+        check(&"\u{e9}".repeat(8192), 4096, &[4096, 4096]);
+        check("ab\u{e9}cd", 2, &[2, 2, 1]);
+    }
+
+    #[test]
+    fn outbound_bodies() {
+        let text = format!("{}{}", "x".repeat(4095), "\u{1f600}\u{1f600}");
+        let bodies = build_text_messages("+49 151 12345678", &text, Some("wamid.IN"));
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(bodies[0]["messaging_product"], "whatsapp");
+        assert_eq!(bodies[0]["to"], "4915112345678");
+        assert_eq!(bodies[0]["type"], "text");
+        assert_eq!(bodies[0]["context"]["message_id"], "wamid.IN");
+        assert!(bodies[1].get("context").is_none());
+        assert_eq!(bodies[1]["text"]["body"], "\u{1f600}");
+        assert_eq!(
+            messages_url("http://127.0.0.1:9/", "v21.0", "PNID"),
+            "http://127.0.0.1:9/v21.0/PNID/messages"
+        );
+        assert!(build_text_messages("1", "", None).is_empty());
+    }
+}
+
+mod bridge_protocol {
+    use super::super::bridge::*;
+
+    const SECRET: &[u8] = b"bridge-secret";
+    const NOW: i64 = 1_700_000_000;
+
+    #[test]
+    fn verification() {
+        #[track_caller]
+        fn check(
+            cache: &mut ReplayCache,
+            secret: &[u8],
+            ts: Option<&str>,
+            sig: Option<&str>,
+            body: &[u8],
+            expected: Result<(), BridgeAuthError>,
+        ) {
+            assert_eq!(verify_bridge(secret, ts, sig, body, NOW, cache), expected);
+        }
+        let body = br#"{"message_id":"m1","sender_id":"U1","chat_id":"C1","text":"hi"}"#;
+        let sig = |ts: i64, b: &[u8]| sign_bridge(SECRET, ts, b);
+        let mut cache = ReplayCache::default();
+        let c = &mut cache;
+        check(
+            c,
+            SECRET,
+            Some(&NOW.to_string()),
+            Some(&sig(NOW, body)),
+            body,
+            Ok(()),
+        );
+        check(
+            c,
+            SECRET,
+            Some(&NOW.to_string()),
+            Some(&sig(NOW, body)),
+            body,
+            Err(BridgeAuthError::Replayed),
+        );
+        let edge = NOW - 300;
+        check(
+            c,
+            SECRET,
+            Some(&edge.to_string()),
+            Some(&sig(edge, body)),
+            body,
+            Ok(()),
+        );
+        let stale = NOW - 301;
+        check(
+            c,
+            SECRET,
+            Some(&stale.to_string()),
+            Some(&sig(stale, body)),
+            body,
+            Err(BridgeAuthError::Stale(301)),
+        );
+        let future = NOW + 301;
+        check(
+            c,
+            SECRET,
+            Some(&future.to_string()),
+            Some(&sig(future, body)),
+            body,
+            Err(BridgeAuthError::Future(301)),
+        );
+        let t1 = NOW + 1;
+        check(
+            c,
+            b"other",
+            Some(&t1.to_string()),
+            Some(&sig(t1, body)),
+            body,
+            Err(BridgeAuthError::Mismatch),
+        );
+        // The timestamp is covered by the MAC.
+        check(
+            c,
+            SECRET,
+            Some(&(NOW + 2).to_string()),
+            Some(&sig(t1, body)),
+            body,
+            Err(BridgeAuthError::Mismatch),
+        );
+        check(
+            c,
+            SECRET,
+            Some(&t1.to_string()),
+            Some(&sig(t1, b"other body")),
+            body,
+            Err(BridgeAuthError::Mismatch),
+        );
+        check(
+            c,
+            SECRET,
+            None,
+            Some(&sig(t1, body)),
+            body,
+            Err(BridgeAuthError::MissingTimestamp),
+        );
+        check(
+            c,
+            SECRET,
+            Some("+1700000000"),
+            Some(&sig(t1, body)),
+            body,
+            Err(BridgeAuthError::BadTimestamp),
+        );
+        check(
+            c,
+            SECRET,
+            Some("1.7e9"),
+            Some(&sig(t1, body)),
+            body,
+            Err(BridgeAuthError::BadTimestamp),
+        );
+        check(
+            c,
+            SECRET,
+            Some(&t1.to_string()),
+            None,
+            body,
+            Err(BridgeAuthError::MissingSignature),
+        );
+        let v0 = sig(t1, body).replacen("v1=", "v0=", 1);
+        check(
+            c,
+            SECRET,
+            Some(&t1.to_string()),
+            Some(&v0),
+            body,
+            Err(BridgeAuthError::UnsupportedVersion),
+        );
+        check(
+            c,
+            SECRET,
+            Some(&t1.to_string()),
+            Some("v1=xyz0"),
+            body,
+            Err(BridgeAuthError::BadHex),
+        );
+        check(
+            c,
+            SECRET,
+            Some(&t1.to_string()),
+            Some("v1=00ff"),
+            body,
+            Err(BridgeAuthError::WrongLength(2)),
+        );
+        check(
+            c,
+            b"",
+            Some(&t1.to_string()),
+            Some(&sig(t1, body)),
+            body,
+            Err(BridgeAuthError::NotConfigured),
+        );
+        // Failed attempts are not remembered: the correct delivery still passes.
+        check(
+            c,
+            SECRET,
+            Some(&t1.to_string()),
+            Some(&sig(t1, body)),
+            body,
+            Ok(()),
+        );
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn replay_cache_evicts_old_entries_and_refuses_when_full() {
+        let mut cache = ReplayCache::new(300, 2);
+        let deliver = |cache: &mut ReplayCache, ts: i64, now: i64, body: &[u8]| {
+            verify_bridge(
+                SECRET,
+                Some(&ts.to_string()),
+                Some(&sign_bridge(SECRET, ts, body)),
+                body,
+                now,
+                cache,
+            )
+        };
+        assert_eq!(deliver(&mut cache, NOW, NOW, b"a"), Ok(()));
+        assert_eq!(deliver(&mut cache, NOW, NOW, b"b"), Ok(()));
+        assert_eq!(
+            deliver(&mut cache, NOW, NOW, b"c"),
+            Err(BridgeAuthError::ReplayCacheFull)
+        );
+        // Once the first entries leave the window, there is room again.
+        assert_eq!(deliver(&mut cache, NOW + 301, NOW + 301, b"c"), Ok(()));
+        assert_eq!(cache.len(), 1);
+    }
+
+    type Fields<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, bool, bool);
+
+    #[test]
+    fn body_parsing() {
+        #[track_caller]
+        fn check(body: &str, expected: Result<Fields<'_>, BridgeParseError>) {
+            let got = parse_bridge_message(body.as_bytes(), NOW).map(|m| {
+                assert_eq!(m.timestamp, NOW);
+                (
+                    m.message_id,
+                    m.sender_id,
+                    m.chat_id,
+                    m.thread_id,
+                    m.is_group,
+                    m.mentioned,
+                )
+            });
+            let expected = expected.map(|(a, b, c, d, e, f)| {
+                (
+                    a.to_string(),
+                    b.to_string(),
+                    c.to_string(),
+                    d.map(String::from),
+                    e,
+                    f,
+                )
+            });
+            assert_eq!(got, expected);
+        }
+        check(
+            r#"{"message_id":"m1","sender_id":"U1","chat_id":"C1","text":"hi","extra":1}"#,
+            Ok(("m1", "U1", "C1", None, false, false)),
+        );
+        check(
+            r#"{"message_id":"m1","sender_id":"U1","chat_id":"C1","thread_id":"T:1","text":"","is_group":true,"mentioned":true}"#,
+            Ok(("m1", "U1", "C1", Some("T:1"), true, true)),
+        );
+        check(
+            r#"{"sender_id":"U1","chat_id":"C1","text":"x"}"#,
+            Err(BridgeParseError::InvalidField("message_id")),
+        );
+        check(
+            r#"{"message_id":"","sender_id":"U1","chat_id":"C1","text":"x"}"#,
+            Err(BridgeParseError::InvalidField("message_id")),
+        );
+        check(
+            r#"{"message_id":"m","sender_id":"U\n1","chat_id":"C1","text":"x"}"#,
+            Err(BridgeParseError::InvalidField("sender_id")),
+        );
+        check(
+            r#"{"message_id":"m","sender_id":"U1","chat_id":"C1"}"#,
+            Err(BridgeParseError::InvalidField("text")),
+        );
+        let long_id = format!(
+            r#"{{"message_id":"{}","sender_id":"U1","chat_id":"C1","text":"x"}}"#,
+            "m".repeat(257)
+        );
+        check(&long_id, Err(BridgeParseError::InvalidField("message_id")));
+        assert!(matches!(
+            parse_bridge_message(b"[1,2]", NOW),
+            Err(BridgeParseError::Json(_))
+        ));
+    }
+}
+
+mod access_policy {
+    use super::super::access::*;
+    use super::super::{ChannelKind, SessionScope};
+    use super::text_message;
+
+    fn policy(unknown: UnknownSenders, require_mention: bool) -> ChannelPolicy {
+        ChannelPolicy {
+            owner_ids: vec!["+49 151 00000001".into(), "OWNER".into()],
+            allowlist: vec!["4915100000002".into(), "Friend".into()],
+            denylist: vec!["+4915100000003".into(), "Enemy".into()],
+            unknown_senders: unknown,
+            require_mention,
+            session_scope: SessionScope::Room,
+        }
+    }
+
+    #[test]
+    fn matrix() {
+        use Access::*;
+        use DropReason::*;
+        use UnknownSenders::{Deny as PDeny, Open as POpen, Pairing as PPairing};
+        #[track_caller]
+        fn check(
+            kind: ChannelKind,
+            unknown: UnknownSenders,
+            mention_rule: bool,
+            sender: &str,
+            group: bool,
+            mentioned: bool,
+            expected: Access,
+        ) {
+            let mut message = text_message("m", sender);
+            message.is_group = group;
+            message.mentioned = mentioned;
+            let runtime = RuntimeLists::default();
+            assert_eq!(evaluate(kind, &policy(unknown, mention_rule), &runtime, &message), expected, "{kind:?} {unknown:?} mention={mention_rule} {sender} group={group} mentioned={mentioned}");
+        }
+        let wa = ChannelKind::Whatsapp;
+        let br = ChannelKind::Bridge;
+        for unknown in [PDeny, PPairing, POpen] {
+            // Owners (number written differently), allow-listed, deny-listed: the policy does not matter.
+            check(wa, unknown, false, "4915100000001", false, false, Owner);
+            check(
+                wa,
+                unknown,
+                false,
+                "+49-151-000000-02",
+                false,
+                false,
+                Allowed,
+            );
+            check(
+                wa,
+                unknown,
+                false,
+                "4915100000003",
+                false,
+                false,
+                Drop(Denylisted),
+            );
+            check(br, unknown, false, "OWNER", false, false, Owner);
+            check(br, unknown, false, "Friend", false, false, Allowed);
+            check(br, unknown, false, "Enemy", false, false, Drop(Denylisted));
+            // Bridge ids are case-sensitive.
+            check(
+                br,
+                unknown,
+                false,
+                "owner",
+                false,
+                false,
+                evaluate_unknown(unknown, false),
+            );
+            check(
+                br,
+                unknown,
+                false,
+                "enemy",
+                false,
+                false,
+                evaluate_unknown(unknown, false),
+            );
+            // Groups with a mention requirement.
+            check(
+                wa,
+                unknown,
+                true,
+                "4915100000001",
+                true,
+                false,
+                MentionRequired,
+            );
+            check(wa, unknown, true, "4915100000001", true, true, Owner);
+            check(
+                wa,
+                unknown,
+                true,
+                "4915100000002",
+                true,
+                false,
+                MentionRequired,
+            );
+            check(
+                wa,
+                unknown,
+                true,
+                "4915100000003",
+                true,
+                false,
+                Drop(Denylisted),
+            );
+            check(
+                wa,
+                unknown,
+                true,
+                "4915199999999",
+                true,
+                true,
+                evaluate_unknown(unknown, true),
+            );
+            // Without the requirement, group messages are evaluated like direct ones.
+            check(wa, unknown, false, "4915100000002", true, false, Allowed);
+            check(
+                wa,
+                unknown,
+                false,
+                "4915199999999",
+                false,
+                false,
+                evaluate_unknown(unknown, false),
+            );
+            check(wa, unknown, false, "", false, false, Drop(MissingSender));
+            check(
+                wa,
+                unknown,
+                false,
+                "no digits",
+                false,
+                false,
+                Drop(MissingSender),
+            );
+        }
+        fn evaluate_unknown(unknown: UnknownSenders, group: bool) -> Access {
+            match (unknown, group) {
+                (PDeny, _) => Drop(UnknownSender),
+                (PPairing, false) => NeedsPairing,
+                (PPairing, true) => Drop(PairingNeedsDirectChat),
+                (POpen, _) => Allowed,
+            }
+        }
+    }
+
+    #[test]
+    fn runtime_lists_and_wildcard() {
+        let kind = ChannelKind::Whatsapp;
+        let policy = policy(UnknownSenders::Deny, false);
+        let mut runtime = RuntimeLists::default();
+        let stranger = text_message("m", "+49 151 99");
+        assert_eq!(
+            evaluate(kind, &policy, &runtime, &stranger),
+            Access::Drop(DropReason::UnknownSender)
+        );
+        runtime.allow(kind, "4915199");
+        assert_eq!(
+            evaluate(kind, &policy, &runtime, &stranger),
+            Access::Allowed
+        );
+        runtime.block(kind, "+4915199");
+        assert_eq!(
+            evaluate(kind, &policy, &runtime, &stranger),
+            Access::Drop(DropReason::Denylisted)
+        );
+        runtime.unblock(kind, "4915199");
+        assert_eq!(
+            evaluate(kind, &policy, &runtime, &stranger),
+            Access::Drop(DropReason::UnknownSender)
+        );
+        // A blocked owner is dropped (denylist > owner); unblocking a configured entry does nothing.
+        runtime.block(kind, "4915100000001");
+        assert_eq!(
+            evaluate(kind, &policy, &runtime, &text_message("m", "4915100000001")),
+            Access::Drop(DropReason::Denylisted)
+        );
+        runtime.unblock(kind, "4915100000003");
+        assert_eq!(
+            evaluate(kind, &policy, &runtime, &text_message("m", "4915100000003")),
+            Access::Drop(DropReason::Denylisted)
+        );
+        let open = ChannelPolicy {
+            allowlist: vec!["*".into()],
+            ..ChannelPolicy::default()
+        };
+        assert_eq!(
+            evaluate(kind, &open, &RuntimeLists::default(), &stranger),
+            Access::Allowed
+        );
+    }
+
+    #[test]
+    fn defaults_and_warnings() {
+        let parsed: ChannelPolicy =
+            serde_json::from_str(r#"{"owner_ids":["1"],"secret":"ignored"}"#).unwrap();
+        assert_eq!(parsed.unknown_senders, UnknownSenders::Deny);
+        assert_eq!(parsed.session_scope, SessionScope::Room);
+        assert!(!parsed.require_mention);
+        assert!(policy_warnings(ChannelKind::Whatsapp, &parsed).is_empty());
+
+        #[track_caller]
+        fn check(policy: ChannelPolicy, expected_fragments: &[&str]) {
+            let warnings = policy_warnings(ChannelKind::Whatsapp, &policy);
+            assert_eq!(warnings.len(), expected_fragments.len(), "{warnings:?}");
+            for (warning, fragment) in warnings.iter().zip(expected_fragments) {
+                assert!(warning.contains(fragment), "{warning} lacks {fragment}");
+            }
+        }
+        check(
+            ChannelPolicy {
+                unknown_senders: UnknownSenders::Open,
+                ..Default::default()
+            },
+            &["open", "require_mention"],
+        );
+        check(
+            ChannelPolicy {
+                unknown_senders: UnknownSenders::Open,
+                require_mention: true,
+                ..Default::default()
+            },
+            &["open"],
+        );
+        check(
+            ChannelPolicy {
+                allowlist: vec!["*".into()],
+                ..Default::default()
+            },
+            &["\"*\""],
+        );
+        check(
+            ChannelPolicy {
+                denylist: vec!["*".into()],
+                ..Default::default()
+            },
+            &["only has a meaning"],
+        );
+        check(
+            ChannelPolicy {
+                allowlist: vec!["alice".into()],
+                ..Default::default()
+            },
+            &["matches no sender"],
+        );
+        check(
+            ChannelPolicy {
+                owner_ids: vec!["+491".into()],
+                denylist: vec!["491".into()],
+                ..Default::default()
+            },
+            &["also on the denylist"],
+        );
+    }
+}
+
+mod session_keys {
+    use super::super::session::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn format_and_adversarial_ids() {
+        #[track_caller]
+        fn check(
+            scope: SessionScope,
+            parts: (&str, &str, &str, Option<&str>, &str),
+            expected: &str,
+        ) {
+            let (channel, account, chat, thread, sender) = parts;
+            assert_eq!(
+                session_key(scope, channel, account, chat, thread, sender),
+                expected
+            );
+        }
+        use SessionScope::*;
+        check(
+            Room,
+            ("whatsapp", "PN1", "4915", None, "4915"),
+            "room:whatsapp:PN1:4915",
+        );
+        check(
+            Thread,
+            ("slack", "acme", "C1", Some("T1"), "U1"),
+            "thread:slack:acme:C1:T1",
+        );
+        check(
+            Thread,
+            ("slack", "acme", "C1", None, "U1"),
+            "thread:slack:acme:C1:~",
+        );
+        check(
+            Thread,
+            ("slack", "acme", "C1", Some("~"), "U1"),
+            "thread:slack:acme:C1:%7E",
+        );
+        check(
+            User,
+            ("slack", "acme", "C1", None, "U1"),
+            "user:slack:acme:U1",
+        );
+        check(
+            Account,
+            ("slack", "acme", "C1", None, "U1"),
+            "account:slack:acme",
+        );
+        check(
+            Channel,
+            ("slack", "acme", "C1", None, "U1"),
+            "channel:slack",
+        );
+        // The Go original's collision: `a:b_c` vs `a_b:c`.
+        check(Room, ("a", "b_c", "x", None, ""), "room:a:b_c:x");
+        check(Room, ("a_b", "c", "x", None, ""), "room:a_b:c:x");
+        check(
+            Room,
+            ("a:b", "", "x/y|%", None, ""),
+            "room:a%3Ab::x%2Fy%7C%25",
+        );
+        let keys = [
+            session_key(Room, "a:b", "c", "d", None, ""),
+            session_key(Room, "a", "b:c", "d", None, ""),
+            session_key(Room, "a", "b", "c:d", None, ""),
+            session_key(Thread, "a", "b", "c", Some(""), ""),
+            session_key(Thread, "a", "b", "c", None, ""),
+            session_key(User, "a", "b", "c", None, "c"),
+            session_key(Account, "a", "b:c", "", None, ""),
+            session_key(Channel, "a:b:c", "", "", None, ""),
+        ];
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+    }
+
+    fn scope() -> impl Strategy<Value = SessionScope> {
+        prop::sample::select(vec![
+            SessionScope::Room,
+            SessionScope::Thread,
+            SessionScope::User,
+            SessionScope::Account,
+            SessionScope::Channel,
+        ])
+    }
+
+    fn id() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                'a', 'B', '0', ':', '/', '|', '%', '~', '_', '-', '.', ' ', '\u{e9}', '3', 'A',
+            ]),
+            0..5,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    type Input = (SessionScope, String, String, String, Option<String>, String);
+
+    fn input() -> impl Strategy<Value = Input> {
+        (scope(), id(), id(), id(), prop::option::of(id()), id())
+    }
+
+    fn key_of(i: &Input) -> String {
+        session_key(i.0, &i.1, &i.2, &i.3, i.4.as_deref(), &i.5)
+    }
+
+    /// The components that the scope puts into the key.
+    fn relevant(i: &Input) -> SessionKeyParts {
+        let scope = i.0;
+        let uses_account = scope != SessionScope::Channel;
+        let uses_chat = matches!(scope, SessionScope::Room | SessionScope::Thread);
+        SessionKeyParts {
+            scope,
+            channel: i.1.clone(),
+            account: uses_account.then(|| i.2.clone()),
+            chat_id: uses_chat.then(|| i.3.clone()),
+            thread_id: (scope == SessionScope::Thread).then(|| i.4.clone()),
+            sender_id: (scope == SessionScope::User).then(|| i.5.clone()),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn keys_decode_to_their_inputs(i in input()) {
+            prop_assert_eq!(decode_session_key(&key_of(&i)), Some(relevant(&i)));
+        }
+
+        #[test]
+        fn distinct_inputs_never_collide(a in input(), b in input()) {
+            prop_assert_eq!(key_of(&a) == key_of(&b), relevant(&a) == relevant(&b));
+        }
+    }
+}
