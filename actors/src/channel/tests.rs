@@ -1024,3 +1024,439 @@ mod session_keys {
         }
     }
 }
+
+mod pairing_codes {
+    use super::super::pairing::*;
+    use crate::store::{StoreDb, TreeName};
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn pairing(db: &StoreDb) -> Pairing {
+        Pairing::new(
+            db.tree(TreeName::Channels).unwrap(),
+            PairingSettings::default(),
+        )
+    }
+
+    fn issued(outcome: PairingRequest) -> PendingPairing {
+        match outcome {
+            PairingRequest::Issued(p) => p,
+            other => panic!("expected a new code, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn codes_are_from_the_alphabet_and_opaque_in_debug() {
+        for _ in 0..50 {
+            let code = PairingCode::generate().unwrap();
+            assert_eq!(code.expose().len(), CODE_LEN);
+            assert!(code.expose().bytes().all(|b| ALPHABET.contains(&b)));
+            assert!(!format!("{code:?}").contains(code.expose()));
+            assert!(code.matches(&format!(" {} ", code.expose().to_ascii_lowercase())));
+        }
+    }
+
+    #[test]
+    fn same_sender_same_code_limit_and_expiry() {
+        let db = StoreDb::temporary().unwrap();
+        let p = pairing(&db);
+        let first = issued(p.request("wa", "491", "491", NOW).unwrap());
+        assert_eq!(
+            p.request("wa", "491", "491", NOW + 10).unwrap(),
+            PairingRequest::Existing(first.clone())
+        );
+        issued(p.request("wa", "492", "492", NOW).unwrap());
+        issued(p.request("wa", "493", "493", NOW).unwrap());
+        // Full: a fourth sender is refused, nobody is evicted.
+        assert_eq!(
+            p.request("wa", "494", "494", NOW).unwrap(),
+            PairingRequest::Full
+        );
+        // Another channel has its own limit.
+        issued(p.request("other", "494", "494", NOW).unwrap());
+        assert_eq!(p.pending(Some("wa"), NOW).unwrap().len(), 3);
+        assert_eq!(p.pending(None, NOW).unwrap().len(), 4);
+        // After the TTL the entries expire and make room; the same sender gets a new code.
+        let later = NOW + 3600;
+        assert!(p.pending(Some("wa"), later).unwrap().is_empty());
+        let again = issued(p.request("wa", "491", "491", later).unwrap());
+        assert_eq!(again.expires_at, later + 3600);
+    }
+
+    #[test]
+    fn approve_deny_and_expired() {
+        let db = StoreDb::temporary().unwrap();
+        let p = pairing(&db);
+        let a = issued(p.request("wa", "491", "491", NOW).unwrap());
+        let b = issued(p.request("wa", "492", "492", NOW).unwrap());
+        assert!(matches!(
+            p.approve("other", a.code.expose(), NOW),
+            Err(PairingError::UnknownCode)
+        ));
+        assert!(matches!(
+            p.approve("wa", "ZZZZZZZZ", NOW),
+            Err(PairingError::UnknownCode)
+        ));
+        let approved = p
+            .approve("wa", &a.code.expose().to_ascii_lowercase(), NOW + 5)
+            .unwrap();
+        assert_eq!(approved.sender_id, "491");
+        // One-time: the code is gone.
+        assert!(matches!(
+            p.approve("wa", a.code.expose(), NOW + 6),
+            Err(PairingError::UnknownCode)
+        ));
+        assert!(matches!(
+            p.deny("wa", b.code.expose(), NOW + 3600),
+            Err(PairingError::Expired)
+        ));
+        assert!(p.pending(Some("wa"), NOW).unwrap().is_empty());
+        let c = issued(p.request("wa", "493", "493", NOW).unwrap());
+        assert_eq!(p.deny("wa", c.code.expose(), NOW).unwrap().sender_id, "493");
+        assert!(p.pending(None, NOW).unwrap().is_empty());
+    }
+}
+
+mod durable_inbox {
+    use super::super::inbox::*;
+    use super::super::SenderKind;
+    use super::text_message;
+    use crate::store::StoreDb;
+
+    fn pending() -> NewEntry {
+        NewEntry {
+            state: InboxState::Pending,
+            sender_kind: Some(SenderKind::External),
+            session_key: Some("room:wa:p:1".into()),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn duplicates_are_stored_once_also_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("timeline.db");
+        let first = {
+            let db = StoreDb::open(&path).unwrap();
+            let inbox = Inbox::new(&db).unwrap();
+            let Accepted::New(seq) = inbox
+                .accept("wa", &text_message("wamid.1", "491"), pending(), 1)
+                .unwrap()
+            else {
+                panic!("first delivery must be new")
+            };
+            assert_eq!(
+                inbox
+                    .accept("wa", &text_message("wamid.1", "491"), pending(), 2)
+                    .unwrap(),
+                Accepted::Duplicate(seq)
+            );
+            // The same message id on another channel is another message.
+            assert!(matches!(
+                inbox
+                    .accept("bridge", &text_message("wamid.1", "491"), pending(), 2)
+                    .unwrap(),
+                Accepted::New(_)
+            ));
+            db.flush_blocking().unwrap();
+            seq
+        };
+        let db = StoreDb::open(&path).unwrap();
+        let inbox = Inbox::new(&db).unwrap();
+        assert_eq!(
+            inbox
+                .accept("wa", &text_message("wamid.1", "491"), pending(), 3)
+                .unwrap(),
+            Accepted::Duplicate(first)
+        );
+        let Accepted::New(next) = inbox
+            .accept("wa", &text_message("wamid.2", "491"), pending(), 3)
+            .unwrap()
+        else {
+            panic!("a new id must be new")
+        };
+        assert!(next > first, "sequence numbers grow across restarts");
+        assert_eq!(inbox.pending("wa").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn claim_done_recover_hold_release() {
+        let db = StoreDb::temporary().unwrap();
+        db.next_id().unwrap(); // so that the first message's seq is above 0
+        let inbox = Inbox::new(&db).unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..4 {
+            match inbox
+                .accept("wa", &text_message(&format!("m{i}"), "491"), pending(), 1)
+                .unwrap()
+            {
+                Accepted::New(seq) => seqs.push(seq),
+                Accepted::Duplicate(_) => panic!("unexpected duplicate"),
+            }
+        }
+        assert_eq!(inbox.next_pending("wa").unwrap().unwrap().seq, seqs[0]);
+        // Only durable (≤ up_to) messages are claimed.
+        assert_eq!(inbox.claim_next("wa", seqs[0] - 1).unwrap(), None);
+        let claimed = inbox.claim_next("wa", u64::MAX).unwrap().unwrap();
+        assert_eq!(
+            (claimed.seq, claimed.state),
+            (seqs[0], InboxState::Processing)
+        );
+        assert!(inbox.mark_done("wa", seqs[0]).unwrap());
+        assert!(
+            !inbox.mark_done("wa", seqs[0]).unwrap(),
+            "mark_done is idempotent"
+        );
+        // A claim left open by a crash comes back as pending, in order.
+        assert_eq!(
+            inbox.claim_next("wa", u64::MAX).unwrap().unwrap().seq,
+            seqs[1]
+        );
+        assert_eq!(inbox.recover("wa").unwrap(), 1);
+        assert_eq!(inbox.next_pending("wa").unwrap().unwrap().seq, seqs[1]);
+        // Hold everything, release in order.
+        assert_eq!(inbox.hold_pending("wa", |_| true).unwrap(), 3);
+        assert_eq!(inbox.claim_next("wa", u64::MAX).unwrap(), None);
+        let held: Vec<u64> = inbox.held("wa").unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(held, seqs[1..]);
+        assert_eq!(inbox.release_held("wa", |_| true).unwrap(), 3);
+        let order: Vec<u64> =
+            std::iter::from_fn(|| inbox.claim_next("wa", u64::MAX).unwrap().map(|r| r.seq))
+                .collect();
+        assert_eq!(order, seqs[1..]);
+        assert_eq!(
+            inbox.counts("wa").unwrap(),
+            InboxCounts {
+                pending: 0,
+                held: 0,
+                processing: 3
+            }
+        );
+    }
+
+    #[test]
+    fn dropped_messages_keep_no_text() {
+        let db = StoreDb::temporary().unwrap();
+        let inbox = Inbox::new(&db).unwrap();
+        let entry = NewEntry {
+            state: InboxState::Dropped,
+            sender_kind: None,
+            session_key: None,
+            reason: Some("unknown_sender".into()),
+        };
+        let Accepted::New(seq) = inbox
+            .accept("wa", &text_message("m", "499"), entry, 1)
+            .unwrap()
+        else {
+            panic!("new")
+        };
+        let record = inbox.get("wa", seq).unwrap().unwrap();
+        assert_eq!(record.message.text, None);
+        assert_eq!(inbox.counts("wa").unwrap(), InboxCounts::default());
+    }
+}
+
+mod durable_outbox {
+    use std::time::Duration;
+
+    use super::super::outbox::*;
+    use crate::store::StoreDb;
+
+    fn message() -> OutboundMessage {
+        OutboundMessage {
+            to: "491".into(),
+            text: "reply".into(),
+            reply_to: None,
+            session: None,
+        }
+    }
+
+    fn transient(retry_after: Option<u64>) -> AttemptResult {
+        AttemptResult::Transient {
+            retry_after: retry_after.map(Duration::from_secs),
+            reason: "http status 503".into(),
+        }
+    }
+
+    #[test]
+    fn classification() {
+        #[track_caller]
+        fn check(status: u16, retry_after: Option<&str>, expected: AttemptResult) {
+            assert_eq!(classify_http(status, retry_after), expected);
+        }
+        check(200, None, AttemptResult::Sent);
+        check(201, Some("5"), AttemptResult::Sent);
+        check(
+            429,
+            Some("7"),
+            AttemptResult::Transient {
+                retry_after: Some(Duration::from_secs(7)),
+                reason: "http status 429".into(),
+            },
+        );
+        check(
+            429,
+            Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+            AttemptResult::Transient {
+                retry_after: None,
+                reason: "http status 429".into(),
+            },
+        );
+        check(
+            500,
+            None,
+            AttemptResult::Transient {
+                retry_after: None,
+                reason: "http status 500".into(),
+            },
+        );
+        check(
+            503,
+            Some(" 2 "),
+            AttemptResult::Transient {
+                retry_after: Some(Duration::from_secs(2)),
+                reason: "http status 503".into(),
+            },
+        );
+        check(
+            408,
+            None,
+            AttemptResult::Transient {
+                retry_after: None,
+                reason: "http status 408".into(),
+            },
+        );
+        check(
+            400,
+            None,
+            AttemptResult::Terminal {
+                status: Some(400),
+                reason: "http status 400".into(),
+            },
+        );
+        check(
+            401,
+            Some("3"),
+            AttemptResult::Terminal {
+                status: Some(401),
+                reason: "http status 401".into(),
+            },
+        );
+        check(
+            302,
+            None,
+            AttemptResult::Terminal {
+                status: Some(302),
+                reason: "http status 302".into(),
+            },
+        );
+        assert!(matches!(
+            classify_network_error("connection refused"),
+            AttemptResult::Transient {
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn backoff_schedule() {
+        #[track_caller]
+        fn check(attempt: u32, random: u64, expected_ms: u64) {
+            assert_eq!(Backoff::default().delay_ms(attempt, random), expected_ms);
+        }
+        // d = min(300 s, 1 s · 2^(n-1)), jitter in [d/2, d].
+        check(1, 0, 500);
+        check(1, u64::MAX, 500 + u64::MAX % 501);
+        check(1, 500, 1_000);
+        check(2, 0, 1_000);
+        check(3, 0, 2_000);
+        check(9, 0, 128_000);
+        check(10, 0, 150_000);
+        check(40, 0, 150_000);
+        check(40, 150_000, 300_000);
+    }
+
+    #[test]
+    fn retries_respect_retry_after_and_give_up() {
+        let db = StoreDb::temporary().unwrap();
+        let outbox = Outbox::new(&db, Backoff::default())
+            .unwrap()
+            .with_random(|| 0);
+        let t0 = 1_700_000_000_000;
+        let id = outbox.enqueue("wa", message(), t0).unwrap();
+        let due = outbox.due(None, t0, 10).unwrap();
+        assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+        // Leased: not due again until the lease runs out.
+        assert!(outbox.due(None, t0 + 1, 10).unwrap().is_empty());
+        assert_eq!(outbox.due(None, t0 + LEASE_MS, 10).unwrap().len(), 1);
+
+        let r = outbox.record_attempt(id, transient(None), t0).unwrap();
+        assert_eq!(
+            (r.attempts, r.next_attempt_at, &r.state),
+            (1, t0 + 500, &OutboxState::Queued)
+        );
+        assert!(outbox.due(None, t0 + 499, 10).unwrap().is_empty());
+        // Retry-After beats a shorter backoff.
+        let r = outbox.record_attempt(id, transient(Some(30)), t0).unwrap();
+        assert_eq!(r.next_attempt_at, t0 + 30_000);
+        assert!(outbox.due(None, t0 + 29_999, 10).unwrap().is_empty());
+        assert_eq!(outbox.due(Some("wa"), t0 + 30_000, 10).unwrap().len(), 1);
+        assert!(outbox
+            .due(Some("other"), t0 + 30_000 + LEASE_MS, 10)
+            .unwrap()
+            .is_empty());
+        // … and is capped at an hour.
+        let r = outbox
+            .record_attempt(id, transient(Some(86_400)), t0)
+            .unwrap();
+        assert_eq!(r.next_attempt_at, t0 + 3_600_000);
+        for attempt in 4..10 {
+            let r = outbox.record_attempt(id, transient(None), t0).unwrap();
+            assert_eq!(r.attempts, attempt);
+            assert_eq!(r.state, OutboxState::Queued);
+        }
+        let r = outbox.record_attempt(id, transient(None), t0).unwrap();
+        assert_eq!(r.attempts, 10);
+        assert!(
+            matches!(&r.state, OutboxState::Failed { status: None, reason } if reason.starts_with("gave up after 10 attempts"))
+        );
+        assert!(outbox.due(None, i64::MAX / 2, 10).unwrap().is_empty());
+        assert!(matches!(
+            outbox.record_attempt(id, AttemptResult::Sent, t0),
+            Err(OutboxError::Finished(_))
+        ));
+    }
+
+    #[test]
+    fn terminal_and_sent() {
+        let db = StoreDb::temporary().unwrap();
+        let outbox = Outbox::new(&db, Backoff::default()).unwrap();
+        let a = outbox.enqueue("wa", message(), 0).unwrap();
+        let b = outbox.enqueue("wa", message(), 0).unwrap();
+        assert_eq!(outbox.queued("wa").unwrap().len(), 2);
+        let r = outbox
+            .record_attempt(a, classify_http(400, None), 0)
+            .unwrap();
+        assert_eq!(
+            r.state,
+            OutboxState::Failed {
+                status: Some(400),
+                reason: "http status 400".into()
+            }
+        );
+        assert_eq!(
+            outbox
+                .record_attempt(b, classify_http(200, None), 0)
+                .unwrap()
+                .state,
+            OutboxState::Sent
+        );
+        assert!(outbox.queued("wa").unwrap().is_empty());
+        assert!(outbox.due(None, 1_000_000, 10).unwrap().is_empty());
+        assert!(matches!(
+            outbox.record_attempt(999_999, AttemptResult::Sent, 0),
+            Err(OutboxError::UnknownId(_))
+        ));
+    }
+}
