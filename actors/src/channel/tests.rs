@@ -1460,3 +1460,515 @@ mod durable_outbox {
         ));
     }
 }
+
+mod bridge_actor {
+    use std::sync::{Arc, Mutex};
+
+    use actix::prelude::*;
+
+    use super::super::access::{ChannelPolicy, UnknownSenders};
+    use super::super::outbox::Backoff;
+    use super::super::pairing::PairingSettings;
+    use super::super::*;
+    use super::text_message;
+    use crate::audit::{AppendRecord, AuditError, AuditKind, AuditReceipt};
+    use crate::store::StoreDb;
+
+    const NOW: i64 = 1_700_000_000;
+    const OWNER: &str = "4915100000001";
+    const FRIEND: &str = "4915100000002";
+
+    /// Records what the agent was handed.
+    #[derive(Default)]
+    struct FakeAgent {
+        got: Vec<DeliverToAgent>,
+    }
+    impl Actor for FakeAgent {
+        type Context = Context<Self>;
+    }
+    impl Handler<DeliverToAgent> for FakeAgent {
+        type Result = Result<(), DeliveryRefused>;
+        fn handle(&mut self, msg: DeliverToAgent, _: &mut Context<Self>) -> Self::Result {
+            self.got.push(msg);
+            Ok(())
+        }
+    }
+    /// Answered after every earlier delivery (one mailbox, in order).
+    #[derive(Message)]
+    #[rtype(result = "Vec<String>")]
+    struct Delivered;
+    impl Handler<Delivered> for FakeAgent {
+        type Result = MessageResult<Delivered>;
+        fn handle(&mut self, _: Delivered, _: &mut Context<Self>) -> Self::Result {
+            MessageResult(self.got.iter().map(|d| d.message_id.clone()).collect())
+        }
+    }
+
+    /// Keeps audit records in memory.
+    struct FakeAudit(Arc<Mutex<Vec<AppendRecord>>>);
+    impl Actor for FakeAudit {
+        type Context = Context<Self>;
+    }
+    impl Handler<AppendRecord> for FakeAudit {
+        type Result = Result<AuditReceipt, AuditError>;
+        fn handle(&mut self, msg: AppendRecord, _: &mut Context<Self>) -> Self::Result {
+            let mut records = self.0.lock().unwrap();
+            records.push(msg);
+            Ok(AuditReceipt {
+                seq: records.len() as u64,
+                hash: String::new(),
+            })
+        }
+    }
+
+    struct Monitor(Arc<Mutex<Vec<UnknownSenderDropped>>>);
+    impl Actor for Monitor {
+        type Context = Context<Self>;
+    }
+    impl Handler<UnknownSenderDropped> for Monitor {
+        type Result = ();
+        fn handle(&mut self, msg: UnknownSenderDropped, _: &mut Context<Self>) {
+            self.0.lock().unwrap().push(msg);
+        }
+    }
+
+    struct Harness {
+        db: StoreDb,
+        agent: Addr<FakeAgent>,
+        audit: Arc<Mutex<Vec<AppendRecord>>>,
+        signals: Arc<Mutex<Vec<UnknownSenderDropped>>>,
+        links: ChannelLinks,
+    }
+
+    fn config(unknown: UnknownSenders) -> ChannelConfig {
+        ChannelConfig {
+            name: "whatsapp".into(),
+            kind: ChannelKind::Whatsapp,
+            account: "PNID".into(),
+            policy: ChannelPolicy {
+                owner_ids: vec![format!("+{OWNER}")],
+                allowlist: vec![FRIEND.into()],
+                unknown_senders: unknown,
+                ..ChannelPolicy::default()
+            },
+            pairing: PairingSettings::default(),
+            backoff: Backoff::default(),
+        }
+    }
+
+    fn harness(db: StoreDb) -> Harness {
+        let agent = FakeAgent::default().start();
+        let audit = Arc::new(Mutex::new(Vec::new()));
+        let signals = Arc::new(Mutex::new(Vec::new()));
+        let links = ChannelLinks {
+            agent: agent.clone().recipient(),
+            audit: FakeAudit(audit.clone()).start().recipient(),
+            unknown_senders: Some(Monitor(signals.clone()).start().recipient()),
+        };
+        Harness {
+            db,
+            agent,
+            audit,
+            signals,
+            links,
+        }
+    }
+
+    impl Harness {
+        fn start(&self, unknown: UnknownSenders) -> Addr<ChannelBridge> {
+            ChannelBridge::with_clock(config(unknown), &self.db, self.links.clone(), || NOW)
+                .unwrap()
+                .start()
+        }
+        async fn delivered(&self) -> Vec<String> {
+            self.agent.send(Delivered).await.unwrap()
+        }
+    }
+
+    async fn accept(bridge: &Addr<ChannelBridge>, id: &str, sender: &str) -> InboundOutcome {
+        bridge
+            .send(AcceptInbound {
+                message: text_message(id, sender),
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn set_state(bridge: &Addr<ChannelBridge>, state: ChannelState) -> ChannelInfo {
+        bridge
+            .send(SetChannelState {
+                state,
+                reason: Some("test".into()),
+                actor: "admin".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Lets the bridge's spawned hand-over futures and the agent's answers run.
+    async fn settle(bridge: &Addr<ChannelBridge>, h: &Harness) -> Vec<String> {
+        let _ = bridge.send(GetChannelInfo).await;
+        let delivered = h.delivered().await;
+        let _ = bridge.send(GetChannelInfo).await;
+        delivered
+    }
+
+    #[actix_rt::test]
+    async fn running_admits_dedupes_and_drops_unknown_senders_with_an_audit() {
+        let h = harness(StoreDb::temporary().unwrap());
+        let bridge = h.start(UnknownSenders::Deny);
+        assert!(matches!(
+            accept(&bridge, "m1", OWNER).await,
+            InboundOutcome::Accepted { held: false, .. }
+        ));
+        assert_eq!(
+            accept(&bridge, "m1", OWNER).await,
+            InboundOutcome::Duplicate
+        );
+        assert!(matches!(
+            accept(&bridge, "m2", &format!("+{FRIEND}")).await,
+            InboundOutcome::Accepted { held: false, .. }
+        ));
+        assert_eq!(
+            accept(&bridge, "m3", "4915199999999").await,
+            InboundOutcome::Dropped {
+                reason: "unknown_sender".into()
+            }
+        );
+        assert_eq!(
+            accept(&bridge, "m3", "4915199999999").await,
+            InboundOutcome::Duplicate
+        );
+        assert_eq!(settle(&bridge, &h).await, ["m1", "m2"]);
+
+        let audit = h.audit.lock().unwrap().clone();
+        assert_eq!(audit.len(), 1, "one audit record for one dropped message");
+        assert_eq!(audit[0].kind, AuditKind::ChannelDropped);
+        assert_eq!(audit[0].data["sender"], "4915199999999");
+        assert_eq!(audit[0].data["reason"], "unknown_sender");
+        assert!(
+            !audit[0].data.to_string().contains("text of"),
+            "never the text"
+        );
+        assert_eq!(
+            h.signals.lock().unwrap().clone(),
+            [UnknownSenderDropped {
+                channel: "whatsapp".into(),
+                sender_id: "4915199999999".into()
+            }]
+        );
+        let info = bridge.send(GetChannelInfo).await.unwrap().unwrap();
+        assert_eq!((info.inbound_total, info.unknown_senders_total), (3, 1));
+        assert_eq!(info.queue, super::super::inbox::InboxCounts::default());
+        assert_eq!(info.state, ChannelState::Running);
+    }
+
+    #[actix_rt::test]
+    async fn quarantine_holds_observe_admits_owners_and_release_replays_in_order_once() {
+        let h = harness(StoreDb::temporary().unwrap());
+        let bridge = h.start(UnknownSenders::Deny);
+        let info = set_state(&bridge, ChannelState::Quarantined).await;
+        assert_eq!(info.state, ChannelState::Quarantined);
+        assert_eq!(info.reason.as_deref(), Some("test"));
+        for (id, sender) in [("q1", FRIEND), ("q2", OWNER), ("q3", FRIEND)] {
+            assert!(matches!(
+                accept(&bridge, id, sender).await,
+                InboundOutcome::Accepted { held: true, .. }
+            ));
+        }
+        assert!(
+            settle(&bridge, &h).await.is_empty(),
+            "nothing is handed on while quarantined"
+        );
+        assert_eq!(
+            bridge
+                .send(GetChannelInfo)
+                .await
+                .unwrap()
+                .unwrap()
+                .queue
+                .held,
+            3
+        );
+
+        // Observe: the held owner message goes through, new owner messages too, others held.
+        set_state(&bridge, ChannelState::Observe).await;
+        assert!(matches!(
+            accept(&bridge, "o1", OWNER).await,
+            InboundOutcome::Accepted { held: false, .. }
+        ));
+        assert!(matches!(
+            accept(&bridge, "o2", FRIEND).await,
+            InboundOutcome::Accepted { held: true, .. }
+        ));
+        assert_eq!(settle(&bridge, &h).await, ["q2", "o1"]);
+
+        // Full release: the held external messages, in arrival order, once each.
+        set_state(&bridge, ChannelState::Running).await;
+        assert_eq!(settle(&bridge, &h).await, ["q2", "o1", "q1", "q3", "o2"]);
+        set_state(&bridge, ChannelState::Running).await;
+        assert_eq!(
+            settle(&bridge, &h).await.len(),
+            5,
+            "a second release replays nothing"
+        );
+        let states: Vec<_> = h
+            .audit
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == AuditKind::ChannelStateChanged)
+            .map(|r| r.data["to"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(states, ["quarantined", "observe", "running", "running"]);
+    }
+
+    #[actix_rt::test]
+    async fn disabled_holds_and_sends_nothing() {
+        let h = harness(StoreDb::temporary().unwrap());
+        let bridge = h.start(UnknownSenders::Deny);
+        bridge
+            .send(EnqueueReply {
+                message: super::super::outbox::OutboundMessage {
+                    to: OWNER.into(),
+                    text: "r".into(),
+                    reply_to: None,
+                    session: None,
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        set_state(&bridge, ChannelState::Disabled).await;
+        assert!(matches!(
+            accept(&bridge, "d1", OWNER).await,
+            InboundOutcome::Accepted { held: true, .. }
+        ));
+        let due = bridge
+            .send(TakeDueReplies {
+                now_ms: NOW * 1000,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(due.is_empty(), "a disabled channel sends nothing");
+        set_state(&bridge, ChannelState::Running).await;
+        assert_eq!(settle(&bridge, &h).await, ["d1"]);
+        let due = bridge
+            .send(TakeDueReplies {
+                now_ms: NOW * 1000,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        let sent = bridge
+            .send(RecordDelivery {
+                id: due[0].id,
+                result: super::super::outbox::AttemptResult::Sent,
+                now_ms: NOW * 1000,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sent.state, super::super::outbox::OutboxState::Sent);
+    }
+
+    #[test]
+    fn state_lists_and_unprocessed_messages_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("timeline.db");
+        // First process: its runtime (and every actor holding the store) is gone afterwards.
+        System::new().block_on(async {
+            let h = harness(StoreDb::open(&path).unwrap());
+            let bridge = h.start(UnknownSenders::Deny);
+            set_state(&bridge, ChannelState::Quarantined).await;
+            bridge
+                .send(BlockSender {
+                    sender: format!("+{FRIEND}"),
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            bridge
+                .send(AllowSender {
+                    sender: "4915177777777".into(),
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(matches!(
+                accept(&bridge, "r1", OWNER).await,
+                InboundOutcome::Accepted { held: true, .. }
+            ));
+            assert_eq!(
+                accept(&bridge, "r2", FRIEND).await,
+                InboundOutcome::Dropped {
+                    reason: "denylisted".into()
+                }
+            );
+            // A fresh instance over the same store (what the supervisor does after a crash).
+            let again = h.start(UnknownSenders::Deny);
+            let info = again.send(GetChannelInfo).await.unwrap().unwrap();
+            assert_eq!(
+                (info.state, info.queue.held),
+                (ChannelState::Quarantined, 1)
+            );
+        });
+        // Second process over the reopened store: nothing accepted is lost, nothing doubled.
+        System::new().block_on(async {
+            let h = harness(StoreDb::open(&path).unwrap());
+            let bridge = h.start(UnknownSenders::Deny);
+            let info = bridge.send(GetChannelInfo).await.unwrap().unwrap();
+            assert_eq!(info.state, ChannelState::Quarantined);
+            assert_eq!(
+                accept(&bridge, "r1", OWNER).await,
+                InboundOutcome::Duplicate
+            );
+            assert_eq!(
+                accept(&bridge, "r3", FRIEND).await,
+                InboundOutcome::Dropped {
+                    reason: "denylisted".into()
+                }
+            );
+            assert!(matches!(
+                accept(&bridge, "r4", "4915177777777").await,
+                InboundOutcome::Accepted { held: true, .. }
+            ));
+            set_state(&bridge, ChannelState::Running).await;
+            assert_eq!(settle(&bridge, &h).await, ["r1", "r4"]);
+        });
+    }
+
+    /// Messages handed over but not confirmed before a crash are handed over again after it.
+    #[test]
+    fn claimed_but_unconfirmed_messages_are_handed_on_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("timeline.db");
+        {
+            // A crash between the 200 and the agent's answer: the message is `processing`.
+            let db = StoreDb::open(&path).unwrap();
+            let inbox = super::super::inbox::Inbox::new(&db).unwrap();
+            let entry = super::super::inbox::NewEntry {
+                state: super::super::inbox::InboxState::Pending,
+                sender_kind: Some(SenderKind::Owner),
+                session_key: Some("room:whatsapp:PNID:1".into()),
+                reason: None,
+            };
+            inbox
+                .accept("whatsapp", &text_message("k1", OWNER), entry, NOW)
+                .unwrap();
+            assert!(inbox.claim_next("whatsapp", u64::MAX).unwrap().is_some());
+            db.flush_blocking().unwrap();
+        }
+        System::new().block_on(async {
+            let h = harness(StoreDb::open(&path).unwrap());
+            let bridge = h.start(UnknownSenders::Deny);
+            assert_eq!(settle(&bridge, &h).await, ["k1"]);
+            assert_eq!(
+                accept(&bridge, "k1", OWNER).await,
+                InboundOutcome::Duplicate
+            );
+            let info = bridge.send(GetChannelInfo).await.unwrap().unwrap();
+            assert_eq!(info.queue, super::super::inbox::InboxCounts::default());
+        });
+    }
+
+    #[actix_rt::test]
+    async fn pairing_issues_one_code_and_approval_admits_the_sender() {
+        let h = harness(StoreDb::temporary().unwrap());
+        let bridge = h.start(UnknownSenders::Pairing);
+        let stranger = "4915188888888";
+        assert_eq!(
+            accept(&bridge, "p1", stranger).await,
+            InboundOutcome::Dropped {
+                reason: "pairing_required".into()
+            }
+        );
+        assert_eq!(
+            accept(&bridge, "p2", stranger).await,
+            InboundOutcome::Dropped {
+                reason: "pairing_required".into()
+            }
+        );
+        let pending = bridge.send(ListPairing).await.unwrap().unwrap();
+        assert_eq!(pending.len(), 1);
+        let code = pending[0].code.expose().to_string();
+        // The code went to the sender through the outbox, once; it is in no audit record.
+        let due = bridge
+            .send(TakeDueReplies {
+                now_ms: NOW * 1000,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        assert!(due[0].message.text.contains(&code));
+        assert_eq!(due[0].message.to, stranger);
+        assert!(!h
+            .audit
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.data.to_string().contains(&code)));
+
+        let wrong = bridge
+            .send(ApprovePairing {
+                code: "AAAAAAAA".into(),
+                actor: "cli".into(),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(wrong, Err(ChannelError::Pairing(_))));
+        let approved = bridge
+            .send(ApprovePairing {
+                code,
+                actor: "cli".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(approved, stranger);
+        assert!(matches!(
+            accept(&bridge, "p3", stranger).await,
+            InboundOutcome::Accepted { held: false, .. }
+        ));
+        assert_eq!(settle(&bridge, &h).await, ["p3"]);
+        let kinds: Vec<_> = h.audit.lock().unwrap().iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [AuditKind::PairingRequested, AuditKind::PairingDecided]
+        );
+        assert!(
+            h.signals.lock().unwrap().is_empty(),
+            "pairing requests are not incident signals"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn media_is_recorded_but_not_handed_on() {
+        let h = harness(StoreDb::temporary().unwrap());
+        let bridge = h.start(UnknownSenders::Deny);
+        let mut image = text_message("img", OWNER);
+        image.kind = MessageKind::Media;
+        image.text = None;
+        assert!(matches!(
+            bridge
+                .send(AcceptInbound { message: image })
+                .await
+                .unwrap()
+                .unwrap(),
+            InboundOutcome::Accepted { .. }
+        ));
+        assert!(matches!(
+            accept(&bridge, "t", OWNER).await,
+            InboundOutcome::Accepted { .. }
+        ));
+        assert_eq!(settle(&bridge, &h).await, ["t"]);
+    }
+}
