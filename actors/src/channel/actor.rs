@@ -627,6 +627,7 @@ impl Handler<AcceptInbound> for ChannelBridge {
         let outbox = self.outbox.clone();
         let db = self.db.clone();
         let audit = self.links.audit.clone();
+        let pairing = self.pairing.clone();
         let sender_id = message.sender_id.clone();
         let work = async move {
             let (entry, dropped) = match plan {
@@ -638,10 +639,18 @@ impl Handler<AcceptInbound> for ChannelBridge {
                     reply,
                 } => {
                     if let Some(record) = record {
-                        audit
-                            .send(record)
-                            .await
-                            .map_err(|e| ChannelError::Audit(e.to_string()))??;
+                        let audited = match audit.send(record).await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(error)) => Err(ChannelError::from(error)),
+                            Err(error) => Err(ChannelError::Audit(error.to_string())),
+                        };
+                        if let Err(error) = audited {
+                            if reply.is_some() {
+                                // The code was neither audited nor sent: forget it.
+                                pairing.withdraw(&name, &message.sender_id)?;
+                            }
+                            return Err(error);
+                        }
                     }
                     let entry = NewEntry {
                         state: InboxState::Dropped,

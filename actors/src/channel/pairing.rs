@@ -229,6 +229,13 @@ impl Pairing {
         self.take(channel, code, now)
     }
 
+    /// Withdraws the request of `sender_id` on `channel`, if any (used when the code could not
+    /// be audited and sent, so the sender's next message gets a fresh one).
+    pub fn withdraw(&self, channel: &str, sender_id: &str) -> Result<(), PairingError> {
+        self.tree.remove(Self::key(channel, sender_id))?;
+        Ok(())
+    }
+
     /// Unexpired requests of `channel` (every channel when `None`), oldest first.
     pub fn pending(
         &self,

@@ -1972,3 +1972,82 @@ mod bridge_actor {
         assert_eq!(settle(&bridge, &h).await, ["t"]);
     }
 }
+
+mod bridge_actor_fail_closed {
+    use actix::prelude::*;
+
+    use super::super::access::UnknownSenders;
+    use super::super::*;
+    use super::text_message;
+    use crate::audit::{AppendRecord, AuditError, AuditReceipt};
+    use crate::store::StoreDb;
+
+    struct DeadAudit;
+    impl Actor for DeadAudit {
+        type Context = Context<Self>;
+    }
+    impl Handler<AppendRecord> for DeadAudit {
+        type Result = Result<AuditReceipt, AuditError>;
+        fn handle(&mut self, _: AppendRecord, _: &mut Context<Self>) -> Self::Result {
+            Err(AuditError::Unavailable)
+        }
+    }
+    struct NoAgent;
+    impl Actor for NoAgent {
+        type Context = Context<Self>;
+    }
+    impl Handler<DeliverToAgent> for NoAgent {
+        type Result = Result<(), DeliveryRefused>;
+        fn handle(&mut self, _: DeliverToAgent, _: &mut Context<Self>) -> Self::Result {
+            Ok(())
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_drop_that_cannot_be_audited_is_not_acknowledged_nor_stored() {
+        let db = StoreDb::temporary().unwrap();
+        let links = ChannelLinks {
+            agent: NoAgent.start().recipient(),
+            audit: DeadAudit.start().recipient(),
+            unknown_senders: None,
+        };
+        for unknown in [UnknownSenders::Deny, UnknownSenders::Pairing] {
+            let config = ChannelConfig {
+                name: format!("wa-{unknown:?}"),
+                kind: ChannelKind::Whatsapp,
+                account: "PNID".into(),
+                policy: super::super::access::ChannelPolicy {
+                    unknown_senders: unknown,
+                    ..Default::default()
+                },
+                pairing: Default::default(),
+                backoff: Default::default(),
+            };
+            let bridge = ChannelBridge::with_clock(config, &db, links.clone(), || 1_700_000_000)
+                .unwrap()
+                .start();
+            for _ in 0..2 {
+                let answer = bridge
+                    .send(AcceptInbound {
+                        message: text_message("x1", "4915199"),
+                    })
+                    .await
+                    .unwrap();
+                assert!(matches!(answer, Err(ChannelError::Audit(_))), "{answer:?}");
+            }
+            assert!(
+                bridge.send(ListPairing).await.unwrap().unwrap().is_empty(),
+                "no code left behind"
+            );
+            let due = bridge
+                .send(TakeDueReplies {
+                    now_ms: i64::MAX / 2,
+                    limit: 10,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(due.is_empty());
+        }
+    }
+}
