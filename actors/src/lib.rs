@@ -21,9 +21,10 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod approval;
 pub mod agent;
+pub mod approval;
 pub mod audit;
+pub mod channel;
 pub mod clock;
 pub mod executor;
 pub mod fsutil;

@@ -1,0 +1,1010 @@
+//! The `ChannelBridge` actor: one per channel, the single writer of that channel's inbox.
+//!
+//! Owns: the channel's state (`running | observe | quarantined | disabled | failed`, persisted
+//! under `state/<channel>` so it survives restarts), its run-time allow/block lists, its inbox
+//! queue and hand-over to the agent, pairing requests, and the gate in front of its outbox.
+//! Must not: verify signatures (the HTTP edge does, before sending [`AcceptInbound`]), send
+//! HTTP, or put message text, codes or secrets into the audit log or a log line.
+//!
+//! Flow of [`AcceptInbound`]: de-duplicate on `channel + message_id`; evaluate the access
+//! policy; dropped messages are audited *first* (so a failed audit leaves nothing stored and the
+//! redelivery is audited again), then stored without text; admitted messages are stored as
+//! `pending` or `held` depending on the state; the store is flushed; only then is the answer
+//! sent (the webhook's 200). Messages are handed to the agent only after the flush that made
+//! them durable, in arrival order, through `Recipient<DeliverToAgent>`; the agent's `Ok` answer
+//! marks them done. A refusal or a closed mailbox puts them back to `pending` and retries later.
+//!
+//! States: `running` hands everything on; `observe` hands on owners only and holds the rest;
+//! `quarantined`, `disabled` and `failed` hand on nothing and send nothing, but still store,
+//! acknowledge and hold every message. Decision (disabled): a disabled channel keeps accepting
+//! and holding, exactly like quarantine, so nothing is ever lost; `enable` (= running) replays the
+//! held messages in order. (Refusing at the HTTP edge instead would make senders retry or give
+//! up, and a message given up on is lost.) Releasing to `running` replays held messages in
+//! arrival order, each exactly once (each is moved back to `pending` once, then claimed once).
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::access::{evaluate, normalize_sender, Access, ChannelPolicy, DropReason, RuntimeLists};
+use super::inbox::{Accepted, Inbox, InboxCounts, InboxRecord, InboxState, NewEntry};
+use super::outbox::{AttemptResult, Backoff, OutboundMessage, Outbox, OutboxError, OutboxRecord};
+use super::pairing::{Pairing, PairingError, PairingRequest, PairingSettings, PendingPairing};
+use super::session::{encode_component, session_key};
+use super::{ChannelKind, InboundMessage, SenderKind};
+use crate::audit::{AppendRecord, AuditError, AuditKind};
+use crate::store::{KvTree, StoreDb, StoreError, TreeName};
+use crate::supervisor::{Ping, Pong};
+
+/// How long to wait before handing messages on again after the agent refused one.
+const AGENT_RETRY: Duration = Duration::from_secs(1);
+
+/// The state of a channel (CONTRACT §3.3 `GET /api/v1/channels`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelState {
+    /// Normal service.
+    #[default]
+    Running,
+    /// Staged release: owners are handed on, everyone else is held.
+    Observe,
+    /// Nothing handed on or sent; everything accepted is held.
+    Quarantined,
+    /// Turned off by an operator; everything accepted is held (see the module docs).
+    Disabled,
+    /// Given up on by the supervisor; everything accepted is held.
+    Failed,
+}
+
+impl ChannelState {
+    /// The state's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelState::Running => "running",
+            ChannelState::Observe => "observe",
+            ChannelState::Quarantined => "quarantined",
+            ChannelState::Disabled => "disabled",
+            ChannelState::Failed => "failed",
+        }
+    }
+
+    /// Whether a message from a sender of `kind` is handed to the agent in this state.
+    pub fn hands_on(self, kind: SenderKind) -> bool {
+        match self {
+            ChannelState::Running => true,
+            ChannelState::Observe => kind == SenderKind::Owner,
+            ChannelState::Quarantined | ChannelState::Disabled | ChannelState::Failed => false,
+        }
+    }
+
+    /// Whether replies may be sent in this state.
+    pub fn sends(self) -> bool {
+        matches!(self, ChannelState::Running | ChannelState::Observe)
+    }
+}
+
+/// The persisted state record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredState {
+    state: ChannelState,
+    since: String,
+    reason: Option<String>,
+}
+
+/// Everything a channel needs from configuration.
+#[derive(Clone, Debug)]
+pub struct ChannelConfig {
+    /// The channel's name (`whatsapp`, or the bridge's name).
+    pub name: String,
+    /// Its transport.
+    pub kind: ChannelKind,
+    /// Its account for session keys (WhatsApp: phone number id; bridges: the bridge name).
+    pub account: String,
+    /// Its access policy.
+    pub policy: ChannelPolicy,
+    /// Its pairing limits.
+    pub pairing: PairingSettings,
+    /// Its outbox retry schedule.
+    pub backoff: Backoff,
+}
+
+/// Where the channel sends what it produces.
+#[derive(Clone)]
+pub struct ChannelLinks {
+    /// The agent, which takes admitted messages.
+    pub agent: Recipient<DeliverToAgent>,
+    /// The audit chainer.
+    pub audit: Recipient<AppendRecord>,
+    /// The incident monitor, told about dropped unknown senders (optional).
+    pub unknown_senders: Option<Recipient<UnknownSenderDropped>>,
+}
+
+/// An admitted message handed to the agent. The agent answers `Ok` once it has processed (or
+/// durably taken over) the message; its idempotency key is `channel + message_id`, because after
+/// a crash the same message may be handed over again.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<(), DeliveryRefused>")]
+pub struct DeliverToAgent {
+    /// The channel.
+    pub channel: String,
+    /// The session key (per the channel's scope).
+    pub session_key: String,
+    /// Owner or external.
+    pub sender_kind: SenderKind,
+    /// The normalised sender.
+    pub sender_id: String,
+    /// The chat to reply in.
+    pub chat_id: String,
+    /// The channel's message id (with `channel`, the idempotency key).
+    pub message_id: String,
+    /// The text.
+    pub text: String,
+    /// A trace id derived from channel and message id (stable across redeliveries).
+    pub trace_id: String,
+}
+
+/// The agent could not take a message now (it is retried later).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("agent refused the message: {0}")]
+pub struct DeliveryRefused(pub String);
+
+/// Signal for the incident monitor: a message from an unknown sender was dropped.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct UnknownSenderDropped {
+    /// The channel.
+    pub channel: String,
+    /// The normalised sender.
+    pub sender_id: String,
+}
+
+/// What can go wrong in a channel. Any of these means "not acknowledged".
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log could not record the action (fail closed).
+    #[error("audit log unavailable: {0}")]
+    Audit(String),
+    /// A pairing operation failed.
+    #[error(transparent)]
+    Pairing(#[from] PairingError),
+    /// An outbox operation failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+impl From<AuditError> for ChannelError {
+    fn from(error: AuditError) -> Self {
+        ChannelError::Audit(error.to_string())
+    }
+}
+
+/// What happened to an inbound message (answered only after it is durable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboundOutcome {
+    /// Stored under `seq`; `held` when the state keeps it back for now.
+    Accepted {
+        /// Its inbox sequence number.
+        seq: u64,
+        /// True when it is held (quarantine, observe, disabled).
+        held: bool,
+    },
+    /// Seen before; nothing changed.
+    Duplicate,
+    /// Refused by the access policy, with the reason (`unknown_sender`, `pairing_required`, …).
+    Dropped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A verified, parsed inbound message for this channel.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<InboundOutcome, ChannelError>")]
+pub struct AcceptInbound {
+    /// The message.
+    pub message: InboundMessage,
+}
+
+/// Changes the channel's state (quarantine, observe, release, disable, enable).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<ChannelInfo, ChannelError>")]
+pub struct SetChannelState {
+    /// The new state.
+    pub state: ChannelState,
+    /// Why (shown in `GET /api/v1/channels`, audited).
+    pub reason: Option<String>,
+    /// Who asked: a token name, `cli`, `incident-monitor`, `supervisor`.
+    pub actor: String,
+}
+
+/// The channel's status.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<ChannelInfo, ChannelError>")]
+pub struct GetChannelInfo;
+
+/// A channel's status (`GET /api/v1/channels`; `restarts` is filled in from the supervisor).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChannelInfo {
+    /// The channel's name.
+    pub name: String,
+    /// Its transport.
+    pub kind: ChannelKind,
+    /// Its state.
+    pub state: ChannelState,
+    /// When it entered that state (RFC 3339).
+    pub since: String,
+    /// Why, if a reason was given.
+    pub reason: Option<String>,
+    /// Restarts, when the caller knows them (the actor does not).
+    pub restarts: Option<u32>,
+    /// New inbound messages since this instance started.
+    pub inbound_total: u64,
+    /// Messages from unknown senders dropped or sent to pairing since this instance started.
+    pub unknown_senders_total: u64,
+    /// Inbox queue lengths.
+    pub queue: InboxCounts,
+}
+
+/// Blocks a sender at run time (persisted).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), ChannelError>")]
+pub struct BlockSender {
+    /// The sender (normalised for the channel).
+    pub sender: String,
+}
+
+/// Lifts a run-time block (a configured denylist entry stays).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), ChannelError>")]
+pub struct UnblockSender {
+    /// The sender.
+    pub sender: String,
+}
+
+/// Allows a sender at run time (persisted).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), ChannelError>")]
+pub struct AllowSender {
+    /// The sender.
+    pub sender: String,
+}
+
+/// Approves a pairing code: its sender is allowed, audited; returns the sender.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<String, ChannelError>")]
+pub struct ApprovePairing {
+    /// The code as typed.
+    pub code: String,
+    /// Who approved.
+    pub actor: String,
+}
+
+/// Denies a pairing code, audited; returns the sender.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<String, ChannelError>")]
+pub struct DenyPairing {
+    /// The code as typed.
+    pub code: String,
+    /// Who denied.
+    pub actor: String,
+}
+
+/// The channel's unexpired pairing requests, oldest first.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<PendingPairing>, ChannelError>")]
+pub struct ListPairing;
+
+/// Queues a reply in the durable outbox (flushed before the answer); returns its id.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<u64, ChannelError>")]
+pub struct EnqueueReply {
+    /// The reply.
+    pub message: OutboundMessage,
+}
+
+/// Replies due for an attempt (leased); empty while the channel may not send.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<OutboxRecord>, ChannelError>")]
+pub struct TakeDueReplies {
+    /// Now, unix milliseconds.
+    pub now_ms: i64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The result of one send attempt (flushed before the answer).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<OutboxRecord, ChannelError>")]
+pub struct RecordDelivery {
+    /// The outbox id.
+    pub id: u64,
+    /// What happened.
+    pub result: AttemptResult,
+    /// Now, unix milliseconds.
+    pub now_ms: i64,
+}
+
+/// One channel.
+pub struct ChannelBridge {
+    /// Configuration.
+    config: ChannelConfig,
+    /// The store (flushes, ids).
+    db: StoreDb,
+    /// The `channels` tree (state record, run-time lists).
+    tree: KvTree,
+    /// The inbox.
+    inbox: Inbox,
+    /// The outbox.
+    outbox: Outbox,
+    /// Pending pairing requests.
+    pairing: Pairing,
+    /// Run-time allow/block lists.
+    runtime: RuntimeLists,
+    /// The current state.
+    state: StoredState,
+    /// Agent, audit, incident monitor.
+    links: ChannelLinks,
+    /// New inbound messages since start.
+    inbound_total: u64,
+    /// Unknown-sender messages since start.
+    unknown_senders_total: u64,
+    /// Messages with `seq` up to this are durable and may be handed on.
+    flushed_seq: u64,
+    /// A retry of the hand-over is already scheduled.
+    retry_scheduled: bool,
+    /// Unix seconds (injected by tests).
+    clock: fn() -> i64,
+}
+
+fn state_key(channel: &str) -> String {
+    format!("state/{}", encode_component(channel))
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(crate::clock::to_rfc3339)
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+/// A stable trace id for a message: the same on every redelivery.
+pub fn trace_id(channel: &str, message_id: &str) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(channel.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(message_id.as_bytes());
+    hasher.finalize().to_hex()[..32].to_string()
+}
+
+impl ChannelBridge {
+    /// A channel over the store, with its persisted state (a new channel starts `running`).
+    pub fn new(
+        config: ChannelConfig,
+        db: &StoreDb,
+        links: ChannelLinks,
+    ) -> Result<Self, ChannelError> {
+        Self::with_clock(config, db, links, crate::clock::unix_now)
+    }
+
+    /// Like [`ChannelBridge::new`] with an injected clock (unix seconds).
+    pub fn with_clock(
+        config: ChannelConfig,
+        db: &StoreDb,
+        links: ChannelLinks,
+        clock: fn() -> i64,
+    ) -> Result<Self, ChannelError> {
+        let tree = db.tree(TreeName::Channels)?;
+        let state = tree
+            .get_json(state_key(&config.name))?
+            .unwrap_or(StoredState {
+                state: ChannelState::Running,
+                since: rfc3339(clock()),
+                reason: None,
+            });
+        let runtime = RuntimeLists::load(&tree, &config.name)?;
+        let inbox = Inbox::new(db)?;
+        let outbox = Outbox::new(db, config.backoff.clone())?;
+        let pairing = Pairing::new(tree.clone(), config.pairing.clone());
+        // Everything stored before this instance is as durable as it will get: allow it.
+        let flushed_seq = db.next_id()?;
+        Ok(Self {
+            config,
+            db: db.clone(),
+            tree,
+            inbox,
+            outbox,
+            pairing,
+            runtime,
+            state,
+            links,
+            inbound_total: 0,
+            unknown_senders_total: 0,
+            flushed_seq,
+            retry_scheduled: false,
+            clock,
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn info(&self) -> Result<ChannelInfo, ChannelError> {
+        Ok(ChannelInfo {
+            name: self.config.name.clone(),
+            kind: self.config.kind,
+            state: self.state.state,
+            since: self.state.since.clone(),
+            reason: self.state.reason.clone(),
+            restarts: None,
+            inbound_total: self.inbound_total,
+            unknown_senders_total: self.unknown_senders_total,
+            queue: self.inbox.counts(self.name())?,
+        })
+    }
+
+    /// Holds what the current state must not hand on, releases what it may.
+    fn reconcile_queue(&self) -> Result<(), StoreError> {
+        let state = self.state.state;
+        let name = self.name();
+        let may = |r: &InboxRecord| r.sender_kind.is_some_and(|k| state.hands_on(k));
+        self.inbox.hold_pending(name, |r| !may(r))?;
+        self.inbox.release_held(name, may)?;
+        Ok(())
+    }
+
+    /// Hands every durable pending message to the agent, in arrival order.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            let record = match self.inbox.claim_next(&self.config.name, self.flushed_seq) {
+                Ok(Some(record)) => record,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(channel = %self.config.name, %error, "inbox read failed");
+                    self.schedule_retry(ctx);
+                    return;
+                }
+            };
+            let allowed = record
+                .sender_kind
+                .is_some_and(|k| self.state.state.hands_on(k));
+            let (Some(kind), Some(session), Some(text), true) = (
+                record.sender_kind,
+                record.session_key.clone(),
+                record.message.text.clone(),
+                allowed,
+            ) else {
+                // Not for the agent now: back to pending, then held by the reconciliation.
+                let _ = self.inbox.unclaim(&record.channel, record.seq);
+                if let Err(error) = self.reconcile_queue() {
+                    tracing::error!(channel = %self.config.name, %error, "inbox update failed");
+                }
+                continue;
+            };
+            let delivery = DeliverToAgent {
+                channel: record.channel.clone(),
+                session_key: session,
+                sender_kind: kind,
+                sender_id: record.message.sender_id.clone(),
+                chat_id: record.message.chat_id.clone(),
+                message_id: record.message.message_id.clone(),
+                text,
+                trace_id: trace_id(&record.channel, &record.message.message_id),
+            };
+            let seq = record.seq;
+            let request = self.links.agent.send(delivery);
+            ctx.spawn(request.into_actor(self).map(move |answer, this, ctx| {
+                let name = this.config.name.clone();
+                match answer {
+                    Ok(Ok(())) => {
+                        if let Err(error) = this.inbox.mark_done(&name, seq) {
+                            tracing::error!(channel = %name, %error, "inbox update failed");
+                        }
+                    }
+                    Ok(Err(refused)) => {
+                        tracing::warn!(channel = %name, seq, %refused, "agent refused a message");
+                        let _ = this.inbox.unclaim(&name, seq);
+                        this.schedule_retry(ctx);
+                    }
+                    Err(error) => {
+                        tracing::warn!(channel = %name, seq, %error, "agent unreachable");
+                        let _ = this.inbox.unclaim(&name, seq);
+                        this.schedule_retry(ctx);
+                    }
+                }
+            }));
+        }
+    }
+
+    fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
+        if self.retry_scheduled {
+            return;
+        }
+        self.retry_scheduled = true;
+        ctx.run_later(AGENT_RETRY, |this, ctx| {
+            this.retry_scheduled = false;
+            this.pump(ctx);
+        });
+    }
+
+    fn audit_record(&self, kind: AuditKind, actor: &str, data: serde_json::Value) -> AppendRecord {
+        AppendRecord {
+            kind,
+            actor: actor.to_string(),
+            subject: format!("channel:{}", self.config.name),
+            data,
+        }
+    }
+
+    fn signal_unknown(&self, sender_id: &str) {
+        if let Some(monitor) = &self.links.unknown_senders {
+            let signal = UnknownSenderDropped {
+                channel: self.config.name.clone(),
+                sender_id: sender_id.to_string(),
+            };
+            if monitor.try_send(signal).is_err() {
+                tracing::warn!(channel = %self.config.name, "incident monitor did not take a signal");
+            }
+        }
+    }
+}
+
+impl Actor for ChannelBridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let name = self.config.name.clone();
+        let recovered = self
+            .inbox
+            .recover(&name)
+            .and_then(|n| self.reconcile_queue().map(|()| n));
+        match recovered {
+            Ok(n) if n > 0 => tracing::info!(channel = %name, n, "unprocessed messages recovered"),
+            Ok(_) => {}
+            Err(error) => tracing::error!(channel = %name, %error, "inbox recovery failed"),
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Ping> for ChannelBridge {
+    type Result = Pong;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
+        Pong
+    }
+}
+
+#[cfg(any(test, feature = "test-hooks"))]
+impl Handler<crate::supervisor::InjectPanic> for ChannelBridge {
+    type Result = ();
+    fn handle(&mut self, msg: crate::supervisor::InjectPanic, _: &mut Context<Self>) {
+        panic!("injected panic: {}", msg.0);
+    }
+}
+
+/// What the store step of an accept does after the (optional) audit.
+enum Plan {
+    /// Store as admitted (pending or held).
+    Admit(NewEntry),
+    /// Store as dropped, audit first.
+    Drop {
+        /// The reason.
+        reason: String,
+        /// Whether it counts as unknown-sender activity (incident signal).
+        signal: bool,
+        /// The audit record, if the drop is audited.
+        audit: Option<AppendRecord>,
+        /// A reply to queue (pairing code).
+        reply: Option<OutboundMessage>,
+    },
+}
+
+impl Handler<AcceptInbound> for ChannelBridge {
+    type Result = ResponseActFuture<Self, Result<InboundOutcome, ChannelError>>;
+
+    fn handle(&mut self, msg: AcceptInbound, _: &mut Context<Self>) -> Self::Result {
+        let now = (self.clock)();
+        let name = self.config.name.clone();
+        let mut message = msg.message;
+        message.sender_id = normalize_sender(self.config.kind, &message.sender_id);
+        let plan = match self.plan(&message, now) {
+            Ok(Some(plan)) => plan,
+            // Duplicate: still wait for a flush (the original may not be durable yet).
+            Ok(None) => {
+                let db = self.db.clone();
+                return Box::pin(
+                    async move { db.flush().await.map(|()| InboundOutcome::Duplicate) }
+                        .into_actor(self)
+                        .map(|res, _, _| res.map_err(ChannelError::from)),
+                );
+            }
+            Err(error) => return Box::pin(fut::ready(Err(error))),
+        };
+        let inbox = self.inbox.clone();
+        let outbox = self.outbox.clone();
+        let db = self.db.clone();
+        let audit = self.links.audit.clone();
+        let pairing = self.pairing.clone();
+        let sender_id = message.sender_id.clone();
+        let work = async move {
+            let (entry, dropped) = match plan {
+                Plan::Admit(entry) => (entry, None),
+                Plan::Drop {
+                    reason,
+                    signal,
+                    audit: record,
+                    reply,
+                } => {
+                    if let Some(record) = record {
+                        let audited = match audit.send(record).await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(error)) => Err(ChannelError::from(error)),
+                            Err(error) => Err(ChannelError::Audit(error.to_string())),
+                        };
+                        if let Err(error) = audited {
+                            if reply.is_some() {
+                                // The code was neither audited nor sent: forget it.
+                                pairing.withdraw(&name, &message.sender_id)?;
+                            }
+                            return Err(error);
+                        }
+                    }
+                    let entry = NewEntry {
+                        state: InboxState::Dropped,
+                        sender_kind: None,
+                        session_key: None,
+                        reason: Some(reason.clone()),
+                    };
+                    (entry, Some((reason, signal, reply)))
+                }
+            };
+            let held = entry.state == InboxState::Held;
+            let accepted = inbox.accept(&name, &message, entry, now)?;
+            if let (Accepted::New(_), Some((_, _, Some(reply)))) = (accepted, &dropped) {
+                outbox.enqueue(&name, reply.clone(), now.saturating_mul(1000))?;
+            }
+            db.flush().await?;
+            Ok::<_, ChannelError>((accepted, held, dropped))
+        };
+        Box::pin(work.into_actor(self).map(move |res, this, ctx| {
+            let (accepted, held, dropped) = res?;
+            let seq = match accepted {
+                Accepted::Duplicate(_) => return Ok(InboundOutcome::Duplicate),
+                Accepted::New(seq) => seq,
+            };
+            this.inbound_total += 1;
+            this.flushed_seq = this.flushed_seq.max(seq);
+            match dropped {
+                Some((reason, signal, _)) => {
+                    if signal {
+                        this.signal_unknown(&sender_id);
+                    }
+                    Ok(InboundOutcome::Dropped { reason })
+                }
+                None => {
+                    this.pump(ctx);
+                    Ok(InboundOutcome::Accepted { seq, held })
+                }
+            }
+        }))
+    }
+}
+
+impl ChannelBridge {
+    /// Decides what to do with a message; `None` for a duplicate.
+    fn plan(&mut self, message: &InboundMessage, now: i64) -> Result<Option<Plan>, ChannelError> {
+        if self
+            .inbox
+            .known(&self.config.name, &message.message_id)?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let access = evaluate(
+            self.config.kind,
+            &self.config.policy,
+            &self.runtime,
+            message,
+        );
+        let drop_plan = |this: &mut Self, reason: DropReason| {
+            let signal = reason.is_unknown_sender();
+            if signal {
+                this.unknown_senders_total += 1;
+            }
+            Plan::Drop {
+                reason: reason.as_str().to_string(),
+                signal,
+                audit: Some(this.audit_record(
+                    AuditKind::ChannelDropped,
+                    &message.sender_id,
+                    serde_json::json!({
+                        "sender": message.sender_id,
+                        "message_id": message.message_id,
+                        "reason": reason.as_str(),
+                    }),
+                )),
+                reply: None,
+            }
+        };
+        Ok(Some(match access {
+            Access::Owner | Access::Allowed => {
+                let kind = access.sender_kind().unwrap_or(SenderKind::External);
+                let session = session_key(
+                    self.config.policy.session_scope,
+                    &self.config.name,
+                    &self.config.account,
+                    &message.chat_id,
+                    message.thread_id.as_deref(),
+                    &message.sender_id,
+                );
+                let (state, reason) = if message.text.is_none() {
+                    (InboxState::Done, Some("not_text".to_string()))
+                } else if self.state.state.hands_on(kind) {
+                    (InboxState::Pending, None)
+                } else {
+                    (InboxState::Held, None)
+                };
+                Plan::Admit(NewEntry {
+                    state,
+                    sender_kind: Some(kind),
+                    session_key: Some(session),
+                    reason,
+                })
+            }
+            Access::MentionRequired => Plan::Drop {
+                reason: "mention_required".into(),
+                signal: false,
+                audit: None,
+                reply: None,
+            },
+            Access::Drop(reason) => drop_plan(self, reason),
+            Access::NeedsPairing => {
+                match self.pairing.request(
+                    &self.config.name,
+                    &message.sender_id,
+                    &message.chat_id,
+                    now,
+                )? {
+                    PairingRequest::Full => drop_plan(self, DropReason::PairingFull),
+                    PairingRequest::Existing(_) => {
+                        self.unknown_senders_total += 1;
+                        Plan::Drop {
+                            reason: "pairing_required".into(),
+                            signal: false,
+                            audit: None,
+                            reply: None,
+                        }
+                    }
+                    PairingRequest::Issued(request) => {
+                        self.unknown_senders_total += 1;
+                        let text = format!(
+                            "KafClaw: access is not configured for you. Pairing code: {}. \
+                             Ask the owner to approve it with: kafclaw pairing approve {} {}",
+                            request.code.expose(),
+                            self.config.name,
+                            request.code.expose()
+                        );
+                        Plan::Drop {
+                            reason: "pairing_required".into(),
+                            signal: false,
+                            audit: Some(self.audit_record(
+                                AuditKind::PairingRequested,
+                                &message.sender_id,
+                                serde_json::json!({
+                                    "sender": message.sender_id,
+                                    "expires_at": rfc3339(request.expires_at),
+                                }),
+                            )),
+                            reply: Some(OutboundMessage {
+                                to: message.chat_id.clone(),
+                                text,
+                                reply_to: Some(message.message_id.clone()),
+                                session: None,
+                            }),
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Audits `record`, then flushes, then answers `value`.
+    fn audited<T: 'static>(
+        &self,
+        record: Option<AppendRecord>,
+        value: T,
+    ) -> ResponseActFuture<Self, Result<T, ChannelError>> {
+        let audit = self.links.audit.clone();
+        let db = self.db.clone();
+        Box::pin(
+            async move {
+                if let Some(record) = record {
+                    audit
+                        .send(record)
+                        .await
+                        .map_err(|e| ChannelError::Audit(e.to_string()))??;
+                }
+                db.flush().await?;
+                Ok(value)
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl Handler<SetChannelState> for ChannelBridge {
+    type Result = ResponseActFuture<Self, Result<ChannelInfo, ChannelError>>;
+
+    fn handle(&mut self, msg: SetChannelState, ctx: &mut Context<Self>) -> Self::Result {
+        let from = self.state.state;
+        let stored = StoredState {
+            state: msg.state,
+            since: rfc3339((self.clock)()),
+            reason: msg.reason.clone(),
+        };
+        let applied = self
+            .tree
+            .put_json(state_key(self.name()), &stored)
+            .map_err(ChannelError::from)
+            .and_then(|()| {
+                self.state = stored;
+                self.reconcile_queue().map_err(ChannelError::from)
+            })
+            .and_then(|()| self.info());
+        let info = match applied {
+            Ok(info) => info,
+            Err(error) => return Box::pin(fut::ready(Err(error))),
+        };
+        tracing::warn!(channel = %self.config.name, from = from.as_str(), to = msg.state.as_str(), "channel state changed");
+        self.pump(ctx);
+        let record = self.audit_record(
+            AuditKind::ChannelStateChanged,
+            &msg.actor,
+            serde_json::json!({
+                "from": from.as_str(),
+                "to": msg.state.as_str(),
+                "reason": msg.reason,
+            }),
+        );
+        self.audited(Some(record), info)
+    }
+}
+
+impl Handler<GetChannelInfo> for ChannelBridge {
+    type Result = Result<ChannelInfo, ChannelError>;
+    fn handle(&mut self, _: GetChannelInfo, _: &mut Context<Self>) -> Self::Result {
+        self.info()
+    }
+}
+
+impl ChannelBridge {
+    fn change_lists(
+        &mut self,
+        change: impl FnOnce(&mut RuntimeLists, ChannelKind),
+    ) -> ResponseActFuture<Self, Result<(), ChannelError>> {
+        let mut lists = self.runtime.clone();
+        change(&mut lists, self.config.kind);
+        if let Err(error) = lists.save(&self.tree, &self.config.name) {
+            return Box::pin(fut::ready(Err(error.into())));
+        }
+        self.runtime = lists;
+        self.audited(None, ())
+    }
+}
+
+impl Handler<BlockSender> for ChannelBridge {
+    type Result = ResponseActFuture<Self, Result<(), ChannelError>>;
+    fn handle(&mut self, msg: BlockSender, _: &mut Context<Self>) -> Self::Result {
+        self.change_lists(|lists, kind| lists.block(kind, &msg.sender))
+    }
+}
+
+impl Handler<UnblockSender> for ChannelBridge {
+    type Result = ResponseActFuture<Self, Result<(), ChannelError>>;
+    fn handle(&mut self, msg: UnblockSender, _: &mut Context<Self>) -> Self::Result {
+        self.change_lists(|lists, kind| lists.unblock(kind, &msg.sender))
+    }
+}
+
+impl Handler<AllowSender> for ChannelBridge {
+    type Result = ResponseActFuture<Self, Result<(), ChannelError>>;
+    fn handle(&mut self, msg: AllowSender, _: &mut Context<Self>) -> Self::Result {
+        self.change_lists(|lists, kind| lists.allow(kind, &msg.sender))
+    }
+}
+
+impl Handler<ApprovePairing> for ChannelBridge {
+    type Result = ResponseActFuture<Self, Result<String, ChannelError>>;
+    fn handle(&mut self, msg: ApprovePairing, _: &mut Context<Self>) -> Self::Result {
+        let now = (self.clock)();
+        let approved = self.pairing.approve(&self.config.name, &msg.code, now);
+        let request = match approved {
+            Ok(request) => request,
+            Err(error) => return Box::pin(fut::ready(Err(error.into()))),
+        };
+        let mut lists = self.runtime.clone();
+        lists.allow(self.config.kind, &request.sender_id);
+        let notice = OutboundMessage {
+            to: request.chat_id.clone(),
+            text: "Pairing approved. You can now send messages to KafClaw.".into(),
+            reply_to: None,
+            session: None,
+        };
+        let saved = lists.save(&self.tree, &self.config.name).and_then(|()| {
+            self.outbox
+                .enqueue(&self.config.name, notice, now.saturating_mul(1000))
+        });
+        if let Err(error) = saved {
+            return Box::pin(fut::ready(Err(error.into())));
+        }
+        self.runtime = lists;
+        let record = self.audit_record(
+            AuditKind::PairingDecided,
+            &msg.actor,
+            serde_json::json!({ "sender": request.sender_id, "decision": "approved" }),
+        );
+        self.audited(Some(record), request.sender_id)
+    }
+}
+
+impl Handler<DenyPairing> for ChannelBridge {
+    type Result = ResponseActFuture<Self, Result<String, ChannelError>>;
+    fn handle(&mut self, msg: DenyPairing, _: &mut Context<Self>) -> Self::Result {
+        let now = (self.clock)();
+        let request = match self.pairing.deny(&self.config.name, &msg.code, now) {
+            Ok(request) => request,
+            Err(error) => return Box::pin(fut::ready(Err(error.into()))),
+        };
+        let record = self.audit_record(
+            AuditKind::PairingDecided,
+            &msg.actor,
+            serde_json::json!({ "sender": request.sender_id, "decision": "denied" }),
+        );
+        self.audited(Some(record), request.sender_id)
+    }
+}
+
+impl Handler<ListPairing> for ChannelBridge {
+    type Result = Result<Vec<PendingPairing>, ChannelError>;
+    fn handle(&mut self, _: ListPairing, _: &mut Context<Self>) -> Self::Result {
+        Ok(self
+            .pairing
+            .pending(Some(&self.config.name), (self.clock)())?)
+    }
+}
+
+impl Handler<EnqueueReply> for ChannelBridge {
+    type Result = ResponseActFuture<Self, Result<u64, ChannelError>>;
+    fn handle(&mut self, msg: EnqueueReply, _: &mut Context<Self>) -> Self::Result {
+        let now_ms = (self.clock)().saturating_mul(1000);
+        match self.outbox.enqueue(&self.config.name, msg.message, now_ms) {
+            Ok(id) => self.audited(None, id),
+            Err(error) => Box::pin(fut::ready(Err(error.into()))),
+        }
+    }
+}
+
+impl Handler<TakeDueReplies> for ChannelBridge {
+    type Result = Result<Vec<OutboxRecord>, ChannelError>;
+    fn handle(&mut self, msg: TakeDueReplies, _: &mut Context<Self>) -> Self::Result {
+        if !self.state.state.sends() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .outbox
+            .due(Some(&self.config.name), msg.now_ms, msg.limit)?)
+    }
+}
+
+impl Handler<RecordDelivery> for ChannelBridge {
+    type Result = ResponseActFuture<Self, Result<OutboxRecord, ChannelError>>;
+    fn handle(&mut self, msg: RecordDelivery, _: &mut Context<Self>) -> Self::Result {
+        match self.outbox.record_attempt(msg.id, msg.result, msg.now_ms) {
+            Ok(record) => self.audited(None, record),
+            Err(error) => Box::pin(fut::ready(Err(error.into()))),
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The durable inbox of the channels (DESIGN "Data flow" step 2): every accepted message is
+//! stored, keyed by a monotonic sequence number, before it is acknowledged.
+//!
+//! Owns, in the `channels` tree:
+//! - `inbox/<channel>/m/<seq>`: the [`InboxRecord`] (JSON);
+//! - `inbox/<channel>/i/<state>/<seq>`: an index of the records in the live states
+//!   (`pending`, `held`, `processing`), so queues are read in arrival order without a scan;
+//! - `dedupe/<channel>/<message id>`: the idempotency key, holding the sequence number.
+//!
+//! A new message's record, index entry and idempotency key are written in one atomic batch,
+//! so a crash leaves either all three or none (a redelivery is then stored again, never lost,
+//! never doubled). Every state change moves the record and its index entry in one batch.
+//! Must not: flush (the caller flushes once before acknowledging, so flushes group), or have
+//! two writers for one channel: the check for the idempotency key and the batch are not one
+//! atomic step, so each channel's inbox is written only by its `ChannelBridge`.
+//!
+//! States: `pending` → `processing` → `done`; `held` while a channel is quarantined or in
+//! observe mode (back to `pending`, in order, on release); `dropped` for refused messages (kept
+//! without their text, for de-duplication). After a restart [`Inbox::recover`] returns
+//! `processing` records to `pending`: processing is at-least-once here, and exactly-once for the
+//! agent because [`Inbox::mark_done`] is idempotent and the agent's idempotency key is
+//! `channel + message_id`.
+
+use serde::{Deserialize, Serialize};
+
+use super::session::encode_component;
+use super::{InboundMessage, SenderKind};
+use crate::store::{KvBatch, KvTree, StoreDb, StoreError, TreeName};
+
+/// Where a stored message stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxState {
+    /// Waiting to be handed to the agent.
+    Pending,
+    /// Kept back while the channel is quarantined, in observe mode or disabled.
+    Held,
+    /// Handed to the agent, not yet confirmed.
+    Processing,
+    /// Processed (or nothing to process, for non-text messages).
+    Done,
+    /// Refused by the access policy; stored without text, for de-duplication only.
+    Dropped,
+}
+
+impl InboxState {
+    fn index_name(self) -> Option<&'static str> {
+        match self {
+            InboxState::Pending => Some("pending"),
+            InboxState::Held => Some("held"),
+            InboxState::Processing => Some("processing"),
+            InboxState::Done | InboxState::Dropped => None,
+        }
+    }
+}
+
+/// One stored message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRecord {
+    /// Arrival order (strictly increasing, across restarts).
+    pub seq: u64,
+    /// The channel it arrived on.
+    pub channel: String,
+    /// The message (text removed when dropped).
+    pub message: InboundMessage,
+    /// Where it stands.
+    pub state: InboxState,
+    /// Owner or external, for admitted messages.
+    pub sender_kind: Option<SenderKind>,
+    /// The session it belongs to, for admitted messages.
+    pub session_key: Option<String>,
+    /// Why it was dropped or finished without processing.
+    pub reason: Option<String>,
+    /// When it was accepted (unix seconds).
+    pub received_at: i64,
+}
+
+/// How a new message enters the inbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEntry {
+    /// Initial state: `Pending`, `Held`, `Done` or `Dropped`.
+    pub state: InboxState,
+    /// Owner or external, for admitted messages.
+    pub sender_kind: Option<SenderKind>,
+    /// The session key, for admitted messages.
+    pub session_key: Option<String>,
+    /// Why it was dropped or finished without processing.
+    pub reason: Option<String>,
+}
+
+/// The answer of [`Inbox::accept`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored under this sequence number.
+    New(u64),
+    /// Already stored (under this sequence number); nothing was written.
+    Duplicate(u64),
+}
+
+/// The durable inbox of every channel.
+#[derive(Clone)]
+pub struct Inbox {
+    /// For sequence numbers.
+    db: StoreDb,
+    /// The `channels` tree.
+    tree: KvTree,
+}
+
+fn seq_key(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+impl Inbox {
+    /// The inbox over an open store.
+    pub fn new(db: &StoreDb) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: db.clone(),
+            tree: db.tree(TreeName::Channels)?,
+        })
+    }
+
+    fn record_key(channel: &str, seq: u64) -> String {
+        format!("inbox/{}/m/{}", encode_component(channel), seq_key(seq))
+    }
+
+    fn index_prefix(channel: &str, state: &str) -> String {
+        format!("inbox/{}/i/{state}/", encode_component(channel))
+    }
+
+    fn dedupe_key(channel: &str, message_id: &str) -> String {
+        format!(
+            "dedupe/{}/{}",
+            encode_component(channel),
+            encode_component(message_id)
+        )
+    }
+
+    /// The sequence number under which `channel` + `message_id` was stored, if it was.
+    pub fn known(&self, channel: &str, message_id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .tree
+            .get(Self::dedupe_key(channel, message_id))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Stores a message unless `channel` + `message_id` is already known. Record, index entry
+    /// and idempotency key are one atomic batch. The caller flushes before acknowledging.
+    pub fn accept(
+        &self,
+        channel: &str,
+        message: &InboundMessage,
+        entry: NewEntry,
+        now: i64,
+    ) -> Result<Accepted, StoreError> {
+        if let Some(seq) = self.known(channel, &message.message_id)? {
+            return Ok(Accepted::Duplicate(seq));
+        }
+        let seq = self.db.next_id()?;
+        let mut message = message.clone();
+        if entry.state == InboxState::Dropped {
+            message.text = None;
+        }
+        let record = InboxRecord {
+            seq,
+            channel: channel.to_string(),
+            message,
+            state: entry.state,
+            sender_kind: entry.sender_kind,
+            session_key: entry.session_key,
+            reason: entry.reason,
+            received_at: now,
+        };
+        let mut batch = KvBatch::default();
+        batch.insert(Self::record_key(channel, seq), encode(&record)?);
+        if let Some(index) = entry.state.index_name() {
+            batch.insert(
+                format!("{}{}", Self::index_prefix(channel, index), seq_key(seq)),
+                [],
+            );
+        }
+        batch.insert(
+            Self::dedupe_key(channel, &record.message.message_id),
+            seq.to_be_bytes(),
+        );
+        self.tree.apply(batch)?;
+        Ok(Accepted::New(seq))
+    }
+
+    /// The record `seq` of `channel`.
+    pub fn get(&self, channel: &str, seq: u64) -> Result<Option<InboxRecord>, StoreError> {
+        self.tree.get_json(Self::record_key(channel, seq))
+    }
+
+    fn indexed(&self, channel: &str, state: InboxState) -> Result<Vec<u64>, StoreError> {
+        let Some(index) = state.index_name() else {
+            return Ok(Vec::new());
+        };
+        let prefix = Self::index_prefix(channel, index);
+        Ok(self
+            .tree
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .filter_map(|(k, _)| std::str::from_utf8(&k[prefix.len()..]).ok()?.parse().ok())
+            .collect())
+    }
+
+    fn records(&self, channel: &str, state: InboxState) -> Result<Vec<InboxRecord>, StoreError> {
+        let mut out = Vec::new();
+        for seq in self.indexed(channel, state)? {
+            if let Some(record) = self.get(channel, seq)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves record `seq` from `from` to `to` (one batch); false when it was not in `from`.
+    fn transition(
+        &self,
+        channel: &str,
+        seq: u64,
+        from: InboxState,
+        to: InboxState,
+        reason: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let Some(mut record) = self.get(channel, seq)? else {
+            return Ok(false);
+        };
+        if record.state != from {
+            return Ok(false);
+        }
+        record.state = to;
+        if reason.is_some() {
+            record.reason = reason;
+        }
+        let mut batch = KvBatch::default();
+        if let Some(index) = from.index_name() {
+            batch.remove(format!(
+                "{}{}",
+                Self::index_prefix(channel, index),
+                seq_key(seq)
+            ));
+        }
+        if let Some(index) = to.index_name() {
+            batch.insert(
+                format!("{}{}", Self::index_prefix(channel, index), seq_key(seq)),
+                [],
+            );
+        }
+        batch.insert(Self::record_key(channel, seq), encode(&record)?);
+        self.tree.apply(batch)?;
+        Ok(true)
+    }
+
+    /// The oldest pending message of `channel`, without claiming it.
+    pub fn next_pending(&self, channel: &str) -> Result<Option<InboxRecord>, StoreError> {
+        match self.indexed(channel, InboxState::Pending)?.first() {
+            Some(&seq) => self.get(channel, seq),
+            None => Ok(None),
+        }
+    }
+
+    /// Claims the oldest pending message with `seq <= up_to` (only durably stored messages
+    /// may be handed on): it becomes `processing` and is returned.
+    pub fn claim_next(&self, channel: &str, up_to: u64) -> Result<Option<InboxRecord>, StoreError> {
+        for seq in self.indexed(channel, InboxState::Pending)? {
+            if seq > up_to {
+                return Ok(None);
+            }
+            if self.transition(
+                channel,
+                seq,
+                InboxState::Pending,
+                InboxState::Processing,
+                None,
+            )? {
+                return self.get(channel, seq);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Marks a claimed (or pending) message done. Idempotent: returns false when it already
+    /// was done (or never existed), true on the one call that finished it.
+    pub fn mark_done(&self, channel: &str, seq: u64) -> Result<bool, StoreError> {
+        Ok(
+            self.transition(channel, seq, InboxState::Processing, InboxState::Done, None)?
+                || self.transition(channel, seq, InboxState::Pending, InboxState::Done, None)?,
+        )
+    }
+
+    /// Gives a claimed message back (the agent could not take it): `processing` → `pending`.
+    pub fn unclaim(&self, channel: &str, seq: u64) -> Result<bool, StoreError> {
+        self.transition(
+            channel,
+            seq,
+            InboxState::Processing,
+            InboxState::Pending,
+            None,
+        )
+    }
+
+    /// After a restart: every `processing` message of `channel` goes back to `pending`.
+    /// Returns how many.
+    pub fn recover(&self, channel: &str) -> Result<usize, StoreError> {
+        let mut moved = 0;
+        for seq in self.indexed(channel, InboxState::Processing)? {
+            if self.unclaim(channel, seq)? {
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Holds every pending message for which `hold` says so (quarantine, observe). Returns how many.
+    pub fn hold_pending(
+        &self,
+        channel: &str,
+        hold: impl Fn(&InboxRecord) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut moved = 0;
+        for record in self.records(channel, InboxState::Pending)? {
+            if hold(&record)
+                && self.transition(
+                    channel,
+                    record.seq,
+                    InboxState::Pending,
+                    InboxState::Held,
+                    None,
+                )?
+            {
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Releases held messages for which `release` says so back to `pending`, in arrival order.
+    /// Returns how many.
+    pub fn release_held(
+        &self,
+        channel: &str,
+        release: impl Fn(&InboxRecord) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut moved = 0;
+        for record in self.records(channel, InboxState::Held)? {
+            if release(&record)
+                && self.transition(
+                    channel,
+                    record.seq,
+                    InboxState::Held,
+                    InboxState::Pending,
+                    None,
+                )?
+            {
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Held messages of `channel`, in arrival order.
+    pub fn held(&self, channel: &str) -> Result<Vec<InboxRecord>, StoreError> {
+        self.records(channel, InboxState::Held)
+    }
+
+    /// Pending messages of `channel`, in arrival order.
+    pub fn pending(&self, channel: &str) -> Result<Vec<InboxRecord>, StoreError> {
+        self.records(channel, InboxState::Pending)
+    }
+
+    /// How many messages of `channel` are pending, held and processing.
+    pub fn counts(&self, channel: &str) -> Result<InboxCounts, StoreError> {
+        Ok(InboxCounts {
+            pending: self.indexed(channel, InboxState::Pending)?.len(),
+            held: self.indexed(channel, InboxState::Held)?.len(),
+            processing: self.indexed(channel, InboxState::Processing)?.len(),
+        })
+    }
+}
+
+/// Queue lengths of one channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InboxCounts {
+    /// Waiting to be handed on.
+    pub pending: usize,
+    /// Kept back by quarantine or observe mode.
+    pub held: usize,
+    /// Handed on, not yet confirmed.
+    pub processing: usize,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
+}
