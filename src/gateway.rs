@@ -151,6 +151,9 @@ async fn serve(
         audit,
         approvals,
         audit_sink: _,
+        executor: _,
+        agent,
+        surface,
     } = services;
 
     let gw = &settings.gateway;
@@ -199,6 +202,8 @@ async fn serve(
         audit_dir: home.audit_dir(),
         audit_key: audit_key.clone(),
         approvals: approvals.clone(),
+        agent: agent.clone(),
+        surface: surface.clone(),
     });
 
     // Nothing is served before the start is on the record.

@@ -60,6 +60,10 @@ pub struct AppState {
     pub audit_key: kafclaw_actors::audit::AuditKey,
     /// Pending tool approvals.
     pub approvals: Slot<kafclaw_actors::approval::Approvals>,
+    /// The agent.
+    pub agent: Slot<kafclaw_actors::agent::Agent>,
+    /// The runtime tool surface (restrictions, blocks).
+    pub surface: kafclaw_actors::agent::ToolSurface,
 }
 
 impl AppState {

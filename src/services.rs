@@ -4,9 +4,15 @@
 use std::time::Duration;
 
 use actix::Actor;
+use kafclaw_actors::agent::{
+    Agent, AgentLinks, AgentSettings, Budget, BudgetSettings, SessionHistory, ToolSurface,
+};
 use kafclaw_actors::approval::Approvals;
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay};
+use kafclaw_actors::executor::{ExecSettings, ToolExecutor};
 use kafclaw_actors::paths::Home;
+use kafclaw_actors::policy::PolicySettings;
+use kafclaw_actors::provider::{ChatClient, ProviderSettings};
 use kafclaw_actors::store::{Store, StoreDb};
 use kafclaw_actors::supervisor::{
     RestartPolicy, Slot, SupervisionEvent, Supervisor, SupervisorBuilder,
@@ -32,6 +38,12 @@ pub struct Services {
     pub approvals: Slot<Approvals>,
     /// Appends to the current audit chainer (survives chainer restarts).
     pub audit_sink: actix::Recipient<AppendRecord>,
+    /// The tool executor.
+    pub executor: Slot<ToolExecutor>,
+    /// The agent.
+    pub agent: Slot<Agent>,
+    /// The runtime tool surface (restrictions, blocks) shared with the admin side.
+    pub surface: ToolSurface,
 }
 
 /// Starts store, vault and audit chainer under a supervisor (inside an actix system).
@@ -97,6 +109,83 @@ pub fn start(
         }),
     );
 
+    let exec_settings: ExecSettings = serde_json::from_value(settings.tools["exec"].clone())
+        .map_err(|e| format!("tools.exec: {e}"))?;
+    let policy: PolicySettings = serde_json::from_value(settings.tools["policy"].clone())
+        .map_err(|e| format!("tools.policy: {e}"))?;
+    let workspace = settings.workspace(home);
+    let work_repo = settings.work_repo(home);
+    let (probe, warnings) = ToolExecutor::new(
+        &exec_settings,
+        policy.clone(),
+        &workspace,
+        &work_repo,
+        home,
+        relay.clone(),
+        None,
+    );
+    drop(probe);
+    for warning in warnings {
+        tracing::warn!(?warning, "tools.exec.allow: program not usable");
+    }
+    let executor_home = home.clone();
+    let executor_audit = relay.clone();
+    let executor_workspace = workspace.clone();
+    let executor = tree.child(
+        "executor",
+        RestartPolicy::Permanent,
+        Box::new(move || {
+            Ok(ToolExecutor::new(
+                &exec_settings,
+                policy.clone(),
+                &executor_workspace,
+                &work_repo,
+                &executor_home,
+                executor_audit.clone(),
+                None,
+            )
+            .0)
+        }),
+    );
+
+    let client = provider_client(settings)?;
+    let history = SessionHistory::new(&db, settings.model.history_messages as usize)
+        .map_err(|e| e.to_string())?;
+    let limit = |n: u64| (n > 0).then_some(n);
+    let budget = Budget::new(
+        &db,
+        BudgetSettings {
+            daily_tokens: limit(settings.budgets.daily_tokens),
+            per_channel: limit(settings.budgets.channel_daily_tokens),
+            per_sender: limit(settings.budgets.sender_daily_tokens),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let surface = ToolSurface::default();
+    let links = AgentLinks {
+        executor: executor.clone(),
+        approvals: approvals.clone(),
+        store: store.clone(),
+        surface: surface.clone(),
+    };
+    let agent_settings = AgentSettings {
+        max_tool_iterations: settings.model.max_tool_iterations,
+        workspace,
+    };
+    let agent = tree.child(
+        "agent",
+        RestartPolicy::Permanent,
+        Box::new(move || {
+            Ok(Agent::new(
+                client.clone(),
+                history.clone(),
+                budget.clone(),
+                links.clone(),
+                agent_settings.clone(),
+            ))
+        }),
+    );
+
     let (supervisor, events) = tree.start()?;
     Ok(Services {
         supervisor,
@@ -106,5 +195,25 @@ pub fn start(
         audit,
         approvals,
         audit_sink: relay,
+        executor,
+        agent,
+        surface,
     })
+}
+
+/// The model provider's client, or `None` when no model is configured.
+fn provider_client(settings: &Settings) -> Result<Option<ChatClient>, String> {
+    let openai = &settings.providers.openai;
+    if openai.model.is_empty() {
+        return Ok(None);
+    }
+    let mut provider = ProviderSettings::new(&openai.api_base, &openai.model);
+    provider.timeout_seconds = openai.timeout_seconds;
+    provider.max_retries = openai.max_retries;
+    if let Some(key) = &openai.api_key {
+        provider = provider.with_api_key(key.expose());
+    }
+    ChatClient::new(provider)
+        .map(Some)
+        .map_err(|e| format!("providers.openai: {e}"))
 }

@@ -161,6 +161,8 @@ pub struct Settings {
     pub providers: ProvidersSettings,
     /// The agent loop.
     pub model: ModelSettings,
+    /// Daily token budgets (0 = no limit).
+    pub budgets: BudgetsSettings,
     /// Tools (kept as JSON until the executor consumes its slice).
     pub tools: Value,
     /// Workspace and work repo.
@@ -246,6 +248,21 @@ pub struct OpenAiSettings {
     /// API key.
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// Request timeout.
+    pub timeout_seconds: u64,
+    /// Retries on 429/5xx/network errors.
+    pub max_retries: u32,
+}
+
+/// `budgets.*`: tokens per UTC day, 0 = no limit.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BudgetsSettings {
+    /// All turns together.
+    pub daily_tokens: u64,
+    /// Per channel.
+    pub channel_daily_tokens: u64,
+    /// Per sender within a channel.
+    pub sender_daily_tokens: u64,
 }
 
 /// `model.*`.

@@ -98,7 +98,7 @@ async fn main() {
         &work_repo,
         &home,
         NullAudit.start().recipient(),
-        NullSignals.start().recipient(),
+        Some(NullSignals.start().recipient()),
     );
     let checker = executor.checker().clone();
 

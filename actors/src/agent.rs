@@ -15,13 +15,13 @@
 //! → history.append(session, outcome.new_messages) → reply
 //! ```
 
-use serde::{Deserialize, Serialize};
-
+pub mod actor;
 pub mod budget;
 pub mod history;
 pub mod prompt;
 pub mod turn;
 
+pub use actor::{Agent, AgentError, AgentLinks, AgentSettings, RunTurn, ToolSurface, TurnReply};
 pub use budget::{
     utc_today, Budget, BudgetError, BudgetExceeded, BudgetLimit, BudgetSettings, UsageTotals,
 };
@@ -35,23 +35,6 @@ pub use turn::{
 #[cfg(test)]
 mod tests;
 
-/// Who sent the message a turn answers (CONTRACT §4). Same shape and serde form as the tool
-/// policy's sender kind, so the two can be unified without a data change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SenderKind {
-    /// The CLI, `/chat` with an admin or chat token, a channel's configured owner.
-    Owner,
-    /// Everyone else admitted by a channel's access policy.
-    External,
-}
-
-impl SenderKind {
-    /// The stable string form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SenderKind::Owner => "owner",
-            SenderKind::External => "external",
-        }
-    }
-}
+/// Who sent the message a turn answers (CONTRACT §4): one type across policy, agent and
+/// channels.
+pub use crate::policy::SenderKind;

@@ -103,14 +103,7 @@ pub struct InboundMessage {
 }
 
 /// Whether an admitted sender is one of the channel's owners or anyone else (CONTRACT §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SenderKind {
-    /// A configured owner id: internal sender, higher tool tiers.
-    Owner,
-    /// Everyone else who passed the access policy.
-    External,
-}
+pub use crate::policy::SenderKind;
 
 /// True when `s` has no control characters (ids are shown in logs and the dashboard).
 pub(crate) fn is_clean_id(s: &str) -> bool {

@@ -219,7 +219,7 @@ pub struct ToolExecutor {
     /// The audit log.
     audit: Recipient<AppendRecord>,
     /// The incident monitor's signal.
-    high_risk: Recipient<HighRiskDenied>,
+    high_risk: Option<Recipient<HighRiskDenied>>,
 }
 
 struct Inner {
@@ -242,7 +242,7 @@ impl ToolExecutor {
         work_repo: &Path,
         home: &Home,
         audit: Recipient<AppendRecord>,
-        high_risk: Recipient<HighRiskDenied>,
+        high_risk: Option<Recipient<HighRiskDenied>>,
     ) -> (Self, Vec<AllowListWarning>) {
         let confinement = Confinement::new(workspace, work_repo, home);
         let (checker, warnings) = CommandChecker::new(
@@ -334,7 +334,7 @@ enum Refusal {
 async fn execute(
     inner: Arc<Inner>,
     audit: Recipient<AppendRecord>,
-    high_risk: Recipient<HighRiskDenied>,
+    high_risk: Option<Recipient<HighRiskDenied>>,
     msg: ExecuteTool,
 ) -> Result<ToolOutcome, ExecutorError> {
     let tool = Tool::from_name(&msg.tool);
@@ -417,7 +417,11 @@ async fn execute(
                     tool: msg.tool.clone(),
                     reason: reason.clone(),
                 };
-                if high_risk.send(signal).await.is_err() {
+                let delivered = match &high_risk {
+                    Some(recipient) => recipient.send(signal).await.is_ok(),
+                    None => false,
+                };
+                if !delivered {
                     tracing::warn!(tool = %msg.tool, "incident monitor unavailable; high-risk denial not signalled");
                 }
             }

@@ -35,6 +35,12 @@ pub enum ApiError {
     /// A dependency is not available (no provider, a child down); the message is generic.
     #[error("{0}")]
     Unavailable(String),
+    /// A token budget is used up; the message says which limit.
+    #[error("{0}")]
+    BudgetExceeded(String),
+    /// An upstream (the model provider) failed; the message is clean (no keys, no URLs).
+    #[error("{0}")]
+    BadGateway(String),
     /// Anything else; the detail is logged, the body says only "internal error".
     #[error("internal error")]
     Internal(String),
@@ -58,6 +64,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

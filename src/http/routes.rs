@@ -168,27 +168,30 @@ pub struct ChatBody {
 pub struct ChatQuery {
     message: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     session: Option<String>,
 }
 
-/// `POST /chat` (chat scope). Without a configured provider: 503.
+/// Longest accepted session name.
+const MAX_SESSION_CHARS: usize = 128;
+
+/// `POST /chat` (chat scope): one turn as the owner. Without a configured provider: 503.
 pub async fn chat(
     state: web::Data<AppState>,
-    _caller: Authorized<Chat>,
+    caller: Authorized<Chat>,
     query: web::Query<ChatQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let message = if body.is_empty() {
-        query
-            .into_inner()
+    use kafclaw_actors::agent::{AgentError, RunTurn};
+    let query = query.into_inner();
+    let (message, session) = if body.is_empty() {
+        let message = query
             .message
-            .ok_or_else(|| ApiError::BadRequest("message is required".into()))?
+            .ok_or_else(|| ApiError::BadRequest("message is required".into()))?;
+        (message, query.session)
     } else {
         let parsed: ChatBody = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid json: {e}")))?;
-        let _ = parsed.session;
-        parsed.message
+        (parsed.message, parsed.session.or(query.session))
     };
     if message.trim().is_empty() {
         return Err(ApiError::BadRequest("message is empty".into()));
@@ -196,9 +199,59 @@ pub async fn chat(
     if !state.provider_configured {
         return Err(ApiError::Unavailable("no model provider configured".into()));
     }
-    Err(ApiError::Unavailable(
-        "the agent is not available yet".into(),
-    ))
+    let principal = caller.principal;
+    let session = match session {
+        Some(s)
+            if s.is_empty()
+                || s.chars().count() > MAX_SESSION_CHARS
+                || s.chars().any(char::is_control) =>
+        {
+            return Err(ApiError::BadRequest(format!(
+                "session must be 1-{MAX_SESSION_CHARS} printable characters"
+            )))
+        }
+        Some(s) => format!("api:{s}"),
+        None => format!("api:{}", principal.name),
+    };
+    let trace_id = format!("tr-{:016x}", rand_u64());
+    let agent = state
+        .agent
+        .addr()
+        .ok_or_else(|| ApiError::Unavailable("the agent is not running".into()))?;
+    let reply = agent
+        .send(RunTurn {
+            session: session.clone(),
+            sender: kafclaw_actors::policy::SenderKind::Owner,
+            sender_id: principal.name,
+            channel: "api".into(),
+            text: message,
+            trace_id,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("the agent is not running".into()))?;
+    match reply {
+        Ok(turn) => Ok(HttpResponse::Ok().json(json!({
+            "reply": turn.reply,
+            "session": turn.session.strip_prefix("api:").unwrap_or(&turn.session),
+            "trace_id": turn.trace_id,
+            "usage": {
+                "prompt_tokens": turn.usage.prompt_tokens,
+                "completion_tokens": turn.usage.completion_tokens,
+            },
+        }))),
+        Err(AgentError::NoProvider) => {
+            Err(ApiError::Unavailable("no model provider configured".into()))
+        }
+        Err(AgentError::Budget(message)) => Err(ApiError::BudgetExceeded(message)),
+        Err(AgentError::Provider(message)) => Err(ApiError::BadGateway(message)),
+        Err(other) => Err(ApiError::internal(other)),
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
 }
 
 /// `POST /api/v1/test/panic/{child}` (admin; `test-hooks` builds only): makes a child panic

@@ -75,6 +75,35 @@ pub const KEYS: &[KeySpec] = &[
     k("providers.openai.api_base", Kind::Url),
     k("providers.openai.model", Kind::Str),
     k("providers.openai.api_key", Kind::Secret),
+    k(
+        "providers.openai.timeout_seconds",
+        Kind::UInt { min: 1, max: 3600 },
+    ),
+    k(
+        "providers.openai.max_retries",
+        Kind::UInt { min: 0, max: 10 },
+    ),
+    k(
+        "budgets.daily_tokens",
+        Kind::UInt {
+            min: 0,
+            max: u64::MAX,
+        },
+    ),
+    k(
+        "budgets.channel_daily_tokens",
+        Kind::UInt {
+            min: 0,
+            max: u64::MAX,
+        },
+    ),
+    k(
+        "budgets.sender_daily_tokens",
+        Kind::UInt {
+            min: 0,
+            max: u64::MAX,
+        },
+    ),
     k("model.max_tool_iterations", Kind::UInt { min: 1, max: 200 }),
     k(
         "model.history_messages",

@@ -2,9 +2,11 @@
 //! talk HTTP to it. The test process's own environment is never changed: each child gets a
 //! cleared environment plus exactly what the test sets.
 
+mod agent;
 mod auth;
 mod harness;
 mod limits;
+mod model_server;
 mod startup;
 mod supervision;
 mod trust;

@@ -619,7 +619,7 @@ fn harness(fail_audit: bool, allow: &[&str]) -> Harness {
         &fixture.work_repo,
         &fixture.home,
         recorder.start().recipient(),
-        signals.start().recipient(),
+        Some(signals.start().recipient()),
     );
     Harness {
         fixture,

@@ -1,0 +1,427 @@
+//! The `Agent` actor: runs turns, one at a time per session and many sessions at once.
+//!
+//! Owns: per-session ordering (a FIFO lock per session: a slow model reply in one session never
+//! blocks another), the wiring of a turn to the tool executor and the approvals, the timeline
+//! events of a turn (one trace per message), and the persisted history.
+//! Must not: decide tool policy (the executor does) or talk HTTP to channels (their outboxes do).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use actix::prelude::*;
+use serde_json::json;
+
+use super::{
+    run_turn, system_prompt, Budget, SessionHistory, ToolResult, ToolRunner, TurnContext, TurnError,
+};
+use crate::approval::{ApprovalOutcome, Approvals, RequestApproval};
+use crate::executor::{ExecuteTool, OutcomeStatus, ToolExecutor};
+use crate::policy::{Restriction, SenderKind, Tool};
+use crate::provider::{ChatClient, ToolCall, Usage};
+use crate::store::{RecordEvent, Store};
+use crate::supervisor::{Ping, Pong, Slot};
+
+/// The tool surface in force at run time: the restriction set by control messages
+/// (`restrict_tools`, `lockdown`) and per-sender blocks. Shared with the admin side.
+#[derive(Clone, Default)]
+pub struct ToolSurface {
+    inner: Arc<RwLock<SurfaceState>>,
+}
+
+#[derive(Default)]
+struct SurfaceState {
+    restriction: Restriction,
+    blocked: std::collections::HashSet<(String, String)>,
+    restricted: HashMap<(String, String), u8>,
+}
+
+impl ToolSurface {
+    /// The restriction for one sender: the global one, tightened by a per-sender limit.
+    pub fn restriction_for(&self, channel: &str, sender: &str) -> (Restriction, bool) {
+        let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let key = (channel.to_string(), sender.to_string());
+        let mut restriction = state.restriction.clone();
+        if let Some(max) = state.restricted.get(&key) {
+            restriction.max_tier = Some(restriction.max_tier.map_or(*max, |m| m.min(*max)));
+        }
+        (restriction, state.blocked.contains(&key))
+    }
+    /// Replaces the global restriction.
+    pub fn set_restriction(&self, restriction: Restriction) {
+        self.inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .restriction = restriction;
+    }
+    /// The global restriction.
+    pub fn restriction(&self) -> Restriction {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .restriction
+            .clone()
+    }
+    /// Blocks or unblocks a sender's tool use.
+    pub fn set_blocked(&self, channel: &str, sender: &str, blocked: bool) {
+        let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let key = (channel.to_string(), sender.to_string());
+        if blocked {
+            state.blocked.insert(key);
+        } else {
+            state.blocked.remove(&key);
+        }
+    }
+    /// Limits one sender's tools to `max_tier` (or lifts the limit with `None`).
+    pub fn set_sender_tier(&self, channel: &str, sender: &str, max_tier: Option<u8>) {
+        let mut state = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let key = (channel.to_string(), sender.to_string());
+        match max_tier {
+            Some(t) => {
+                state.restricted.insert(key, t);
+            }
+            None => {
+                state.restricted.remove(&key);
+            }
+        }
+    }
+}
+
+/// What the agent needs besides the model.
+#[derive(Clone)]
+pub struct AgentLinks {
+    /// The tool executor.
+    pub executor: Slot<ToolExecutor>,
+    /// Tool approvals.
+    pub approvals: Slot<Approvals>,
+    /// The store actor (timeline).
+    pub store: Slot<Store>,
+    /// The runtime tool surface.
+    pub surface: ToolSurface,
+}
+
+/// Agent settings (`model.*`, paths).
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    /// Tool rounds per message.
+    pub max_tool_iterations: u32,
+    /// The workspace holding the identity files.
+    pub workspace: PathBuf,
+}
+
+/// The agent actor.
+pub struct Agent {
+    client: Option<ChatClient>,
+    history: SessionHistory,
+    budget: Budget,
+    links: AgentLinks,
+    settings: AgentSettings,
+    sessions: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Agent {
+    /// An agent; `client` is `None` when no provider is configured (turns then fail with
+    /// [`AgentError::NoProvider`] and the rest of the gateway runs on).
+    pub fn new(
+        client: Option<ChatClient>,
+        history: SessionHistory,
+        budget: Budget,
+        links: AgentLinks,
+        settings: AgentSettings,
+    ) -> Self {
+        Self {
+            client,
+            history,
+            budget,
+            links,
+            settings,
+            sessions: HashMap::new(),
+        }
+    }
+
+    fn session_lock(&mut self, session: &str) -> Arc<tokio::sync::Mutex<()>> {
+        if self.sessions.len() > 4096 {
+            self.sessions.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        self.sessions
+            .entry(session.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+impl Actor for Agent {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for Agent {
+    type Result = Pong;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
+        Pong
+    }
+}
+
+#[cfg(any(test, feature = "test-hooks"))]
+impl Handler<crate::supervisor::InjectPanic> for Agent {
+    type Result = ();
+    fn handle(&mut self, msg: crate::supervisor::InjectPanic, _: &mut Context<Self>) {
+        panic!("injected panic: {}", msg.0);
+    }
+}
+
+/// One user message to answer.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<TurnReply, AgentError>")]
+pub struct RunTurn {
+    /// The session (history key).
+    pub session: String,
+    /// Owner or external.
+    pub sender: SenderKind,
+    /// The sender's id within the channel.
+    pub sender_id: String,
+    /// The channel (`api`, `whatsapp`, `bridge:NAME`).
+    pub channel: String,
+    /// The user's text.
+    pub text: String,
+    /// The message's trace id.
+    pub trace_id: String,
+}
+
+/// The answer to a [`RunTurn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnReply {
+    /// The reply text.
+    pub reply: String,
+    /// The session.
+    pub session: String,
+    /// The trace id.
+    pub trace_id: String,
+    /// Tokens used by the turn.
+    pub usage: Usage,
+}
+
+/// Why a turn produced no reply. `Display` is safe to show the user.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No model provider is configured.
+    #[error("no model provider configured")]
+    NoProvider,
+    /// A token budget is used up (the message says which).
+    #[error("{0}")]
+    Budget(String),
+    /// The provider failed (a clean message, no keys or URLs).
+    #[error("{0}")]
+    Provider(String),
+    /// Something else; the detail is logged.
+    #[error("the agent could not answer: {0}")]
+    Internal(String),
+}
+
+impl Handler<RunTurn> for Agent {
+    type Result = ResponseFuture<Result<TurnReply, AgentError>>;
+
+    fn handle(&mut self, msg: RunTurn, _: &mut Context<Self>) -> Self::Result {
+        let Some(client) = self.client.clone() else {
+            return Box::pin(async { Err(AgentError::NoProvider) });
+        };
+        let lock = self.session_lock(&msg.session);
+        let history = self.history.clone();
+        let budget = self.budget.clone();
+        let links = self.links.clone();
+        let settings = self.settings.clone();
+        Box::pin(async move {
+            // One turn at a time per session, in arrival order (tokio's mutex is FIFO).
+            let _turn = lock.lock().await;
+            run_one(client, history, budget, links, settings, msg).await
+        })
+    }
+}
+
+async fn run_one(
+    client: ChatClient,
+    history: SessionHistory,
+    budget: Budget,
+    links: AgentLinks,
+    settings: AgentSettings,
+    msg: RunTurn,
+) -> Result<TurnReply, AgentError> {
+    record(
+        &links.store,
+        &msg,
+        "message.inbound",
+        json!({"sender_kind": msg.sender.as_str(), "chars": msg.text.chars().count()}),
+    )
+    .await;
+    let past = history
+        .load(&msg.session)
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    let mut ctx = TurnContext::new(&msg.session, &msg.sender_id, &msg.channel, &msg.trace_id);
+    ctx.max_tool_iterations = settings.max_tool_iterations;
+    ctx.system_prompt = Some(system_prompt(&settings.workspace, msg.sender, &msg.channel));
+    let tools = ExecutorTools {
+        links: links.clone(),
+        turn: msg.clone(),
+    };
+    let schemas = Tool::ALL.iter().map(|t| t.schema()).collect();
+    let outcome = match run_turn(
+        &client,
+        &tools,
+        &budget,
+        &ctx,
+        past,
+        msg.text.clone(),
+        schemas,
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let kind = match &e {
+                TurnError::Budget(_) => "budget.exceeded",
+                _ => "model.failed",
+            };
+            record(&links.store, &msg, kind, json!({"error": e.to_string()})).await;
+            return Err(match e {
+                TurnError::Budget(b) => AgentError::Budget(b.to_string()),
+                TurnError::Provider(p) => AgentError::Provider(p.to_string()),
+                other => AgentError::Internal(other.to_string()),
+            });
+        }
+    };
+    for call in &outcome.model_calls {
+        record(
+            &links.store,
+            &msg,
+            "model.call",
+            json!({
+                "prompt_tokens": call.usage.prompt_tokens,
+                "completion_tokens": call.usage.completion_tokens,
+                "elapsed_ms": call.elapsed.as_millis() as u64,
+                "tool_calls": call.tool_calls,
+            }),
+        )
+        .await;
+    }
+    history
+        .append(&msg.session, &outcome.new_messages)
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    history
+        .flush()
+        .await
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    record(
+        &links.store,
+        &msg,
+        "message.outbound",
+        json!({"chars": outcome.reply.chars().count(), "iterations": outcome.iterations, "limit_hit": outcome.limit_hit}),
+    )
+    .await;
+    Ok(TurnReply {
+        reply: outcome.reply,
+        session: msg.session,
+        trace_id: msg.trace_id,
+        usage: outcome.usage,
+    })
+}
+
+async fn record(store: &Slot<Store>, msg: &RunTurn, kind: &str, data: serde_json::Value) {
+    let Some(addr) = store.addr() else { return };
+    let event = RecordEvent {
+        trace_id: msg.trace_id.clone(),
+        kind: kind.to_string(),
+        sender: Some(msg.sender_id.clone()),
+        channel: Some(msg.channel.clone()),
+        data,
+    };
+    if !matches!(addr.send(event).await, Ok(Ok(_))) {
+        tracing::warn!(kind, "cannot record a timeline event");
+    }
+}
+
+/// Runs the model's tool calls through the executor; an approval request waits for the
+/// operator (only this session's turn waits).
+struct ExecutorTools {
+    links: AgentLinks,
+    turn: RunTurn,
+}
+
+impl ExecutorTools {
+    fn call(&self, call: &ToolCall, approved_by: Option<String>) -> ExecuteTool {
+        let (restriction, sender_blocked) = self
+            .links
+            .surface
+            .restriction_for(&self.turn.channel, &self.turn.sender_id);
+        ExecuteTool {
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            arguments: call.parse_arguments().unwrap_or(serde_json::Value::Null),
+            sender: self.turn.sender,
+            sender_id: self.turn.sender_id.clone(),
+            channel: self.turn.channel.clone(),
+            session: self.turn.session.clone(),
+            restriction,
+            sender_blocked,
+            approved_by,
+        }
+    }
+
+    async fn execute(&self, msg: ExecuteTool) -> Result<crate::executor::ToolOutcome, String> {
+        let executor = self
+            .links
+            .executor
+            .addr()
+            .ok_or("the tool executor is not running")?;
+        executor
+            .send(msg)
+            .await
+            .map_err(|_| "the tool executor is not running".to_string())?
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl ToolRunner for ExecutorTools {
+    async fn run(&self, call: ToolCall) -> ToolResult {
+        let outcome = match self.execute(self.call(&call, None)).await {
+            Ok(outcome) => outcome,
+            Err(e) => return ToolResult::denied(format!("the tool could not run: {e}")),
+        };
+        record(
+            &self.links.store,
+            &self.turn,
+            "tool.call",
+            json!({"tool": call.name, "status": outcome.status}),
+        )
+        .await;
+        if outcome.status != OutcomeStatus::ApprovalRequired {
+            return ToolResult::output(outcome.content);
+        }
+        let Some(approvals) = self.links.approvals.addr() else {
+            return ToolResult::denied("approval required, but approvals are unavailable");
+        };
+        let tier = crate::policy::Tool::from_name(&call.name).map_or(2, |t| t.tier());
+        let request = RequestApproval {
+            tool: call.name.clone(),
+            tier,
+            arguments: call.parse_arguments().unwrap_or(serde_json::Value::Null),
+            sender_id: self.turn.sender_id.clone(),
+            channel: self.turn.channel.clone(),
+            session: self.turn.session.clone(),
+            trace_id: self.turn.trace_id.clone(),
+        };
+        match approvals.send(request).await {
+            Ok(Ok(ApprovalOutcome::Approved { id, .. })) => {
+                match self.execute(self.call(&call, Some(id))).await {
+                    Ok(outcome) => ToolResult::output(outcome.content),
+                    Err(e) => ToolResult::denied(format!("the tool could not run: {e}")),
+                }
+            }
+            Ok(Ok(ApprovalOutcome::Denied { .. })) => {
+                ToolResult::denied("an operator denied this tool call")
+            }
+            Ok(Ok(ApprovalOutcome::Expired { .. })) => {
+                ToolResult::denied("no operator approved this tool call in time")
+            }
+            _ => ToolResult::denied("approval required, but approvals are unavailable"),
+        }
+    }
+}
