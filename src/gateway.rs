@@ -196,6 +196,8 @@ async fn serve(
         vault: vault.clone(),
         audit_dir: home.audit_dir(),
         audit_key: audit_key.clone(),
+        home: home.clone(),
+        db: db.clone(),
     });
 
     // Nothing is served before the start is on the record.

@@ -58,6 +58,10 @@ pub struct AppState {
     pub audit_dir: std::path::PathBuf,
     /// The audit chain key (for verification over the control socket).
     pub audit_key: kafclaw_actors::audit::AuditKey,
+    /// The home (for backups over the control socket).
+    pub home: kafclaw_actors::paths::Home,
+    /// The open store (for backups over the control socket: sled is single-process).
+    pub db: kafclaw_actors::store::StoreDb,
 }
 
 impl AppState {
