@@ -5,6 +5,7 @@
 mod auth;
 mod harness;
 mod limits;
+mod operator;
 mod startup;
 mod supervision;
 mod trust;
