@@ -57,9 +57,77 @@ pub enum Command {
     /// The audit log: verify, repair.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Diagnostics of the home: config, unknown keys, file modes, paths, provider, channels,
+    /// store, vault. `--fix` applies the safe repairs.
+    Doctor(DoctorArgs),
+    /// The security posture: check, audit --deep, fix --yes.
+    #[command(subcommand)]
+    Security(SecurityCommand),
+    /// Backups: create, verify, restore.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Config, providers, channels, token usage today, open incidents, audit head.
+    Status,
     /// Tool approvals: list, approve, deny.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+}
+
+/// `kafclaw doctor`.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Apply the safe repairs: create missing directories, fix modes, move credentials from
+    /// ~/.config/kafclaw/env into the vault. Each change is reported and audited.
+    #[arg(long)]
+    pub fix: bool,
+}
+
+/// `kafclaw security …`.
+#[derive(Debug, Subcommand)]
+pub enum SecurityCommand {
+    /// The security posture (bind, token, modes, root, isolation, plaintext secrets, channels,
+    /// tool policy, backups, log retention, incident owner).
+    Check,
+    /// `check` plus, with --deep, the audit chain, every vault secret, store integrity and a
+    /// scan for leaked secret values.
+    Audit {
+        /// Run the deep checks (without it, the same as `check`).
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Apply every safe fix; without --yes only print the plan (and exit 1).
+    Fix {
+        /// Apply the plan.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `kafclaw backup …`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write a backup directory (store export, audit log, sanitized config.json, manifest).
+    Create {
+        /// Directory to create the backup in (default ~/.kafclaw/backups).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Include the vault key, encrypted with KAFCLAW_BACKUP_PASSPHRASE.
+        #[arg(long)]
+        include_key: bool,
+    },
+    /// Check a backup's checksums and the audit chain inside it.
+    Verify {
+        /// The backup directory.
+        path: PathBuf,
+    },
+    /// Restore a backup into the home (--home DIR); refuses a non-empty target unless --force.
+    Restore {
+        /// The backup directory.
+        path: PathBuf,
+        /// Replace an existing store, audit log and config.json.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `kafclaw approvals …`.

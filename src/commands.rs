@@ -330,6 +330,8 @@ fn offline(op: Operation, mut ctx: CommandEnv<'_>) -> Outcome {
             approvals: services.approvals.clone(),
             audit_dir: home.audit_dir(),
             audit_key,
+            home: home.clone(),
+            db: db.clone(),
         };
         let result = ops::execute(op, &ops_ctx).await;
         if let Err(e) = db.flush().await {

@@ -95,6 +95,8 @@ async fn execute(op: Operation, state: &AppState, uid: u32) -> Value {
         approvals: state.approvals.clone(),
         audit_dir: state.audit_dir.clone(),
         audit_key: state.audit_key.clone(),
+        home: state.home.clone(),
+        db: state.db.clone(),
     };
     match ops::execute(op, &ctx).await {
         Ok(result) => json!({"status": "ok", "result": result}),

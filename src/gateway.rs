@@ -204,6 +204,8 @@ async fn serve(
         approvals: approvals.clone(),
         agent: agent.clone(),
         surface: surface.clone(),
+        home: home.clone(),
+        db: db.clone(),
     });
 
     // Nothing is served before the start is on the record.

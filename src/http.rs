@@ -64,6 +64,10 @@ pub struct AppState {
     pub agent: Slot<kafclaw_actors::agent::Agent>,
     /// The runtime tool surface (restrictions, blocks).
     pub surface: kafclaw_actors::agent::ToolSurface,
+    /// The home (for backups over the control socket).
+    pub home: kafclaw_actors::paths::Home,
+    /// The open store (for backups over the control socket: sled is single-process).
+    pub db: kafclaw_actors::store::StoreDb,
 }
 
 impl AppState {

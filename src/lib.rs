@@ -6,17 +6,22 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backup;
+pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod control;
 pub mod core;
+pub mod doctor;
 pub mod gateway;
 pub mod http;
 pub mod logging;
 pub mod ops;
 pub mod secret;
+pub mod security;
 pub mod services;
 pub mod settings;
+pub mod status;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,6 +54,17 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         eprintln!("kafclaw: no home directory: pass --home DIR or set KAFCLAW_HOME");
         return 2;
     };
+    // The operator checks load settings themselves: a broken config is a finding, not a crash.
+    let operator = match &cli.command {
+        cli::Command::Doctor(a) => Some(doctor::run(&home, &env, cli.json, a.fix)),
+        cli::Command::Security(c) => Some(security::run(c, &home, &env, cli.json)),
+        cli::Command::Backup(c) => Some(backup::run(c, &home, &env, cli.json)),
+        cli::Command::Status => Some(status::run(&home, &env, cli.json)),
+        _ => None,
+    };
+    if let Some(code) = operator {
+        return code;
+    }
     let mut flags = settings::FlagOverrides {
         log_format: cli.log_format.map(|f| f.as_str().to_string()),
         ..Default::default()
@@ -83,6 +99,11 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         cli::Command::Token(cmd) => commands::token(cmd, ctx(settings)),
         cli::Command::Audit(cmd) => commands::audit(cmd, ctx(settings)),
         cli::Command::Approvals(cmd) => commands::approvals(cmd, ctx(settings)),
+        // Handled before the settings are loaded (above).
+        cli::Command::Doctor(_)
+        | cli::Command::Security(_)
+        | cli::Command::Backup(_)
+        | cli::Command::Status => 2,
         cli::Command::Version => {
             if cli.json {
                 println!(

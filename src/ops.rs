@@ -65,6 +65,13 @@ pub enum Operation {
         /// First sequence number to verify (trusting its `prev`).
         from: Option<u64>,
     },
+    /// Write a backup (`kafclaw backup create` while the gateway holds the store).
+    BackupCreate {
+        /// Directory to create the backup in.
+        out: std::path::PathBuf,
+        /// The vault key file, already sealed with the operator's passphrase by the CLI.
+        sealed_key: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for Operation {
@@ -81,6 +88,7 @@ impl std::fmt::Debug for Operation {
             Operation::AuditVerify { .. } => "audit_verify",
             Operation::ApprovalList => "approval_list",
             Operation::ApprovalDecide { .. } => "approval_decide",
+            Operation::BackupCreate { .. } => "backup_create",
         };
         f.write_str(name)
     }
@@ -116,6 +124,10 @@ pub struct OpsContext {
     pub audit_dir: std::path::PathBuf,
     /// The audit chain key.
     pub audit_key: kafclaw_actors::audit::AuditKey,
+    /// The home (for backups).
+    pub home: kafclaw_actors::paths::Home,
+    /// The open store (for backups: sled allows one process per store).
+    pub db: kafclaw_actors::store::StoreDb,
 }
 
 impl OpsContext {
@@ -298,6 +310,23 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 .map_err(|_| OpError::Unavailable("approvals unavailable".into()))?
                 .map_err(vault_err)?;
             Ok(json!(record))
+        }
+        Operation::BackupCreate { out, sealed_key } => {
+            let home = ctx.home.clone();
+            let db = ctx.db.clone();
+            let summary = tokio::task::spawn_blocking(move || {
+                crate::backup::create(&home, &db, &out, sealed_key)
+            })
+            .await
+            .map_err(|_| OpError::Unavailable("the backup was interrupted".into()))?
+            .map_err(OpError::Unavailable)?;
+            ctx.audit(
+                AuditKind::BackupCreated,
+                &summary.path.display().to_string(),
+                crate::backup::audit_data(&summary),
+            )
+            .await?;
+            Ok(json!(summary))
         }
         Operation::TokenRevoke { name } => {
             let record = ctx.tokens.revoke(&name).await.map_err(vault_err)?;

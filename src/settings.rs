@@ -187,6 +187,11 @@ pub struct Settings {
     /// Whether `~/.kafclaw/config.json` exists.
     #[serde(skip)]
     pub config_file_found: bool,
+    /// Every validated non-secret value as one JSON tree (secret keys are left out), for the operator
+    /// checks that read keys no component has a typed slice for (`backup.*`,
+    /// `incidents.owner`, `log.retention_days`).
+    #[serde(skip)]
+    pub tree: Value,
 }
 
 /// `gateway.*`.
@@ -547,6 +552,7 @@ impl Layers {
 
     fn into_settings(self, config_file_found: bool) -> Result<Settings, SettingsError> {
         let mut tree = Value::Object(Map::new());
+        let mut public = Value::Object(Map::new());
         let mut origins = BTreeMap::new();
         let mut warnings = self.warnings;
         for (key, (raw, origin)) in self.values {
@@ -572,6 +578,9 @@ impl Layers {
                 }
                 continue;
             }
+            if spec.kind != Kind::Secret {
+                insert_path(&mut public, &key, checked.clone());
+            }
             insert_path(&mut tree, &key, checked);
             origins.insert(key, origin);
         }
@@ -584,6 +593,7 @@ impl Layers {
         settings.origins = origins;
         settings.warnings = warnings;
         settings.config_file_found = config_file_found;
+        settings.tree = public;
         Ok(settings)
     }
 }

@@ -213,6 +213,10 @@ pub enum AuditKind {
     /// A supervised child failed and was restarted or given up on.
     #[serde(rename = "supervisor.child_failed")]
     SupervisorChildFailed,
+    /// An operator repair was applied (`doctor --fix`, `security fix --yes`): what changed,
+    /// never a value.
+    #[serde(rename = "config.fixed")]
+    ConfigFixed,
 }
 
 impl AuditKind {
@@ -243,6 +247,7 @@ impl AuditKind {
             AuditKind::BackupCreated => "backup.created",
             AuditKind::AuditRepaired => "audit.repaired",
             AuditKind::SupervisorChildFailed => "supervisor.child_failed",
+            AuditKind::ConfigFixed => "config.fixed",
         }
     }
 }

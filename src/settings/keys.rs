@@ -201,6 +201,11 @@ pub const KEYS: &[KeySpec] = &[
     k("channels.bridges.*.unknown_senders", POLICY),
     k("channels.bridges.*.session_scope", SCOPE),
     k("channels.bridges.*.require_mention", Kind::Bool),
+    // Operator readiness, checked by `kafclaw security check` (runbook §5, §7).
+    k("backup.max_age_days", Kind::UInt { min: 1, max: 3650 }),
+    k("log.retention_days", Kind::UInt { min: 0, max: 3650 }),
+    k("log.dir", Kind::Str),
+    k("incidents.owner", Kind::Str),
 ];
 
 /// `KAFCLAW_*` variables that are not settings keys but are read by the program.

@@ -7,6 +7,7 @@ mod auth;
 mod harness;
 mod limits;
 mod model_server;
+mod operator;
 mod startup;
 mod supervision;
 mod trust;

@@ -1,0 +1,682 @@
+//! Operator commands end to end (CONTRACT §8): `doctor [--fix]`, `security check | audit
+//! --deep | fix [--yes]`, `backup create | verify | restore`, `status` — the real binary, a
+//! temporary `--home` arranged for each check.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{command, is_root, run, Gateway, Options};
+
+const SECRET: &str = "kc_vault-held-admin-token-0123456789abcdefghijklmnop";
+const API_KEY: &str = "sk-pasted-provider-key-0123456789";
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Runs `kafclaw --json args…`; returns the exit code and the parsed document (Null if none).
+fn json(home: &Path, vars: &HashMap<String, String>, args: &[&str]) -> (i32, Value, String) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run(home, vars, &all);
+    let doc = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+    (code, doc, format!("{out}{err}"))
+}
+
+/// The checks named `name` in a report.
+fn checks<'a>(doc: &'a Value, name: &str) -> Vec<&'a Value> {
+    doc["checks"]
+        .as_array()
+        .map(|a| a.iter().filter(|c| c["name"] == name).collect())
+        .unwrap_or_default()
+}
+
+/// The status of the single check `name`.
+fn status(doc: &Value, name: &str) -> String {
+    let found = checks(doc, name);
+    assert!(!found.is_empty(), "no check {name} in {doc:#}");
+    found
+        .iter()
+        .map(|c| c["status"].as_str().unwrap_or_default())
+        .max_by_key(|s| match *s {
+            "fail" => 2,
+            "warn" => 1,
+            _ => 0,
+        })
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn message(doc: &Value, name: &str) -> String {
+    checks(doc, name)
+        .iter()
+        .map(|c| c["message"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn write(path: PathBuf, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn config(home: &Path, json: &str) {
+    write(home.join(".kafclaw/config.json"), json);
+    chmod(&home.join(".kafclaw/config.json"), 0o600);
+    chmod(&home.join(".kafclaw"), 0o700);
+}
+
+fn env_file(home: &Path, text: &str) {
+    write(home.join(".config/kafclaw/env"), text);
+    chmod(&home.join(".config/kafclaw/env"), 0o600);
+    chmod(&home.join(".config/kafclaw"), 0o700);
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn secrets_set(home: &Path, name: &str, value: &str) {
+    let mut child = command(home, &HashMap::new())
+        .args(["secrets", "set", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn secret_names(home: &Path) -> String {
+    let (code, out, err) = run(home, &HashMap::new(), &["secrets", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+/// A home where the gateway has run once (state dirs, store, vault, audit log).
+fn initialised() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let (code, _, out) = json(home.path(), &HashMap::new(), &["doctor", "--fix"]);
+    assert_eq!(code, 0, "{out}");
+    home
+}
+
+#[test]
+fn doctor_json_shape_and_exit_codes() {
+    let home = initialised();
+    let (code, doc, out) = json(home.path(), &HashMap::new(), &["doctor"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(doc["command"], "doctor");
+    let summary = &doc["summary"];
+    let total = doc["checks"].as_array().unwrap().len() as u64;
+    assert_eq!(
+        summary["pass"].as_u64().unwrap()
+            + summary["warn"].as_u64().unwrap()
+            + summary["fail"].as_u64().unwrap(),
+        total
+    );
+    for c in doc["checks"].as_array().unwrap() {
+        for field in ["name", "status", "message"] {
+            assert!(c[field].is_string(), "{c}");
+        }
+        assert_eq!(c["remedy"].is_string(), c["status"] != "pass", "{c}");
+    }
+    for name in [
+        "config_file",
+        "config_keys",
+        "env_vars",
+        "workspace_path",
+        "work_repo_path",
+        "provider",
+        "store",
+        "vault",
+    ] {
+        assert!(!checks(&doc, name).is_empty(), "missing check {name}");
+    }
+    assert_eq!(status(&doc, "store"), "pass");
+    assert_eq!(status(&doc, "vault"), "pass");
+    assert_eq!(status(&doc, "provider"), "warn");
+
+    // A group-readable config.json is a FAIL and exit 1; text output has the remedy line.
+    config(home.path(), "{}");
+    chmod(&home.path().join(".kafclaw/config.json"), 0o644);
+    let (code, doc, _) = json(home.path(), &HashMap::new(), &["doctor"]);
+    assert_eq!(code, 1);
+    assert_eq!(status(&doc, "file_mode:.kafclaw/config.json"), "fail");
+    let (code, text, _) = run(home.path(), &HashMap::new(), &["doctor"]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("[FAIL] file_mode:.kafclaw/config.json: mode 0644"),
+        "{text}"
+    );
+    assert!(
+        text.contains("       remedy: `kafclaw doctor --fix`"),
+        "{text}"
+    );
+
+    // Usage errors exit 2.
+    let (code, _, _) = run(home.path(), &HashMap::new(), &["doctor", "--bogus"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = run(
+        home.path(),
+        &HashMap::new(),
+        &["security", "fix", "--force"],
+    );
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn doctor_names_a_broken_config_and_unknown_names_with_suggestions() {
+    let home = tempfile::tempdir().unwrap();
+    config(home.path(), "{\"gateway\": {\"port\": ");
+    let (code, doc, _) = json(home.path(), &HashMap::new(), &["doctor"]);
+    assert_eq!(code, 1);
+    assert_eq!(status(&doc, "config_file"), "fail");
+    assert!(message(&doc, "config_file").contains("config.json"));
+
+    config(
+        home.path(),
+        r#"{"gateway":{"prot":1},"tools":{"exec":{"restrict_workspace":true}}}"#,
+    );
+    let vars = env(&[("KAFCLAW_GATEWAY_AUTH_TOKN", "x")]);
+    let (code, doc, out) = json(home.path(), &vars, &["doctor"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(status(&doc, "config_keys"), "warn");
+    assert!(message(&doc, "config_keys").contains("gateway.port"));
+    assert_eq!(status(&doc, "env_vars"), "warn");
+    assert!(message(&doc, "env_vars").contains("KAFCLAW_GATEWAY_AUTH_TOKEN"));
+    assert!(!out.contains("\"x\""));
+}
+
+#[test]
+fn doctor_fix_moves_env_credentials_into_the_vault_and_is_idempotent() {
+    let home = initialised();
+    let original = format!(
+        "# operator env\nexport KAFCLAW_GATEWAY_AUTH_TOKEN='{SECRET}'\nKAFCLAW_GATEWAY_PORT=18790\n\n# provider\nKAFCLAW_PROVIDERS_OPENAI_API_KEY={API_KEY}\nGITHUB_TOKEN=ghp_0123456789abcdef\nKAFCLAW_SECURITY_TOKEN_MAX_AGE_DAYS=30\n"
+    );
+    env_file(home.path(), &original);
+    let (code, doc, _) = json(home.path(), &HashMap::new(), &["security", "check"]);
+    assert_eq!(status(&doc, "plaintext_env_file"), "fail");
+    assert_eq!(code, 1);
+
+    let (code, doc, out) = json(home.path(), &HashMap::new(), &["doctor", "--fix"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(SECRET) && !out.contains(API_KEY));
+    let fixes = message(&doc, "fix");
+    for moved in [
+        "gateway.auth_token",
+        "providers.openai.api_key",
+        "GITHUB_TOKEN",
+    ] {
+        assert!(fixes.contains(moved), "{fixes}");
+    }
+    let after = std::fs::read_to_string(home.path().join(".config/kafclaw/env")).unwrap();
+    assert_eq!(
+        after,
+        "# operator env\nKAFCLAW_GATEWAY_PORT=18790\n\n# provider\nKAFCLAW_SECURITY_TOKEN_MAX_AGE_DAYS=30\n"
+    );
+    let names = secret_names(home.path());
+    for moved in [
+        "gateway.auth_token",
+        "providers.openai.api_key",
+        "GITHUB_TOKEN",
+    ] {
+        assert!(names.contains(moved), "{names}");
+    }
+    let (code, doc, _) = json(home.path(), &HashMap::new(), &["doctor", "--fix"]);
+    assert_eq!(code, 0);
+    assert_eq!(message(&doc, "fix"), "nothing to change");
+    // Every repair is on the audit record, and the chain holds.
+    let (code, out, _) = run(home.path(), &HashMap::new(), &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    let log =
+        std::fs::read_to_string(home.path().join(".kafclaw/audit/audit-000001.jsonl")).unwrap();
+    assert!(log.contains("\"kind\":\"secret.changed\"") && log.contains("\"from\":\"env file\""));
+    assert!(!log.contains(SECRET));
+}
+
+#[test]
+fn doctor_fix_leaves_the_env_file_untouched_when_the_vault_fails() {
+    let home = initialised();
+    let original = format!("# keep\nKAFCLAW_GATEWAY_AUTH_TOKEN={SECRET}\n");
+    env_file(home.path(), &original);
+    std::fs::write(
+        home.path().join(".config/kafclaw/tomb.rr"),
+        b"not a key file",
+    )
+    .unwrap();
+    let (code, doc, out) = json(home.path(), &HashMap::new(), &["doctor", "--fix"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        checks(&doc, "fix").iter().any(|c| c["status"] == "fail"),
+        "{doc:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.path().join(".config/kafclaw/env")).unwrap(),
+        original
+    );
+    assert_eq!(status(&doc, "vault"), "fail");
+}
+
+#[test]
+fn workspace_isolation_and_missing_paths() {
+    let home = initialised();
+    let (_, doc, _) = json(home.path(), &HashMap::new(), &["doctor"]);
+    assert_eq!(status(&doc, "workspace_path"), "pass");
+    config(
+        home.path(),
+        r#"{"paths":{"workspace":"/etc/kafclaw-ws","work_repo":"."}}"#,
+    );
+    let (code, doc, _) = json(home.path(), &HashMap::new(), &["doctor"]);
+    assert_eq!(code, 1);
+    assert_eq!(status(&doc, "workspace_path"), "fail");
+    assert!(message(&doc, "workspace_path").contains("/etc"));
+    let home_as_repo = format!(r#"{{"paths":{{"work_repo":"{}"}}}}"#, home.path().display());
+    config(home.path(), &home_as_repo);
+    let (_, doc, _) = json(home.path(), &HashMap::new(), &["doctor"]);
+    assert_eq!(status(&doc, "work_repo_path"), "fail");
+    // --fix never creates a tool root that is not isolated.
+    config(
+        home.path(),
+        r#"{"paths":{"workspace":"/etc/kafclaw-ws-never"}}"#,
+    );
+    let _ = json(home.path(), &HashMap::new(), &["doctor", "--fix"]);
+    assert!(!Path::new("/etc/kafclaw-ws-never").exists());
+}
+
+#[test]
+fn security_check_passes_a_hardened_home() {
+    let home = initialised();
+    secrets_set(home.path(), "gateway.auth_token", SECRET);
+    config(
+        home.path(),
+        r#"{"log":{"retention_days":30},"incidents":{"owner":"ops@example.com"},
+            "channels":{"bridges":{"slack":{"unknown_senders":"pairing","allowlist":["U1"]}}}}"#,
+    );
+    let (_, _, out) = json(home.path(), &HashMap::new(), &["backup", "create"]);
+    assert!(out.contains("written offline"), "{out}");
+    let (code, doc, out) = json(home.path(), &HashMap::new(), &["security", "check"]);
+    for c in doc["checks"].as_array().unwrap() {
+        if c["name"] != "root" {
+            assert_eq!(c["status"], "pass", "{c}");
+        }
+    }
+    assert!(message(&doc, "token_age").contains("0 day"));
+    assert!(!out.contains(SECRET));
+    if is_root() {
+        assert_eq!(status(&doc, "root"), "fail");
+        assert_eq!(code, 1);
+    } else {
+        assert_eq!(code, 0, "{out}");
+    }
+}
+
+#[test]
+fn security_check_finds_every_weakness() {
+    let home = initialised();
+    config(
+        home.path(),
+        &format!(
+            r#"{{"gateway":{{"host":"0.0.0.0"}},
+                "providers":{{"openai":{{"model":"m","api_key":"{API_KEY}"}}}},
+                "channels":{{"whatsapp":{{"enabled":false,"unknown_senders":"open"}},
+                            "bridges":{{"teams":{{"allowlist":["*"]}}}}}},
+                "tools":{{"exec":{{"restrict_workspace":false,"allow":["git","python3"]}},
+                         "policy":{{"max_tier_external":1}}}}}}"#
+        ),
+    );
+    env_file(home.path(), "GITHUB_TOKEN=ghp_0123456789abcdef\n");
+    let (code, doc, out) = json(home.path(), &HashMap::new(), &["security", "check"]);
+    assert_eq!(code, 1);
+    assert!(!out.contains(API_KEY) && !out.contains("ghp_0123456789abcdef"));
+    for (name, want) in [
+        ("bind", "fail"),
+        ("plaintext_config", "fail"),
+        ("plaintext_env_file", "fail"),
+        ("channel_policy:whatsapp", "warn"),
+        ("channel_policy:bridges.teams", "warn"),
+        ("tool_policy", "warn"),
+        ("exec_allowlist", "warn"),
+        ("exec_restrict_workspace", "fail"),
+        ("backup", "warn"),
+        ("log_retention", "warn"),
+        ("incident_owner", "warn"),
+    ] {
+        assert_eq!(status(&doc, name), want, "{name}: {}", message(&doc, name));
+    }
+    assert!(message(&doc, "exec_allowlist").contains("python3"));
+
+    // A short token fails; a token from the environment has an unknown age.
+    let vars = env(&[("KAFCLAW_GATEWAY_AUTH_TOKEN", "short-token")]);
+    let (_, doc, _) = json(home.path(), &vars, &["security", "check"]);
+    assert_eq!(status(&doc, "token_strength"), "fail");
+    assert_eq!(status(&doc, "token_age"), "warn");
+    assert_eq!(status(&doc, "bind"), "pass");
+}
+
+#[test]
+fn security_fix_prints_a_plan_without_yes_and_applies_it_with_yes() {
+    let home = initialised();
+    let original = format!(
+        r#"{{"gateway":{{"host":"0.0.0.0","port":18790}},
+            "providers":{{"openai":{{"model":"gpt","api_key":"{API_KEY}"}}}},
+            "channels":{{"bridges":{{"slack":{{"unknown_senders":"open","outbound_url":"http://127.0.0.1:9/out"}}}}}},
+            "tools":{{"exec":{{"restrict_workspace":false}}}}}}"#
+    );
+    config(home.path(), &original);
+    chmod(&home.path().join(".kafclaw/workspace"), 0o755);
+
+    let (code, doc, out) = json(home.path(), &HashMap::new(), &["security", "fix"]);
+    assert_eq!(code, 1, "{out}");
+    let plan = message(&doc, "plan");
+    for step in [
+        "restrict_workspace",
+        "pairing",
+        "providers.openai.api_key",
+        "gateway token",
+        "chmod .kafclaw/workspace",
+    ] {
+        assert!(plan.contains(step), "{step} not in {plan}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(home.path().join(".kafclaw/config.json")).unwrap(),
+        original
+    );
+    assert!(!secret_names(home.path()).contains("gateway.auth_token"));
+
+    let (_, doc, out) = json(home.path(), &HashMap::new(), &["security", "fix", "--yes"]);
+    assert!(!out.contains(API_KEY), "{out}");
+    assert!(
+        checks(&doc, "fix").iter().all(|c| c["status"] == "pass"),
+        "{doc:#}"
+    );
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(home.path().join(".kafclaw/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["tools"]["exec"]["restrict_workspace"], true);
+    assert_eq!(
+        cfg["channels"]["bridges"]["slack"]["unknown_senders"],
+        "pairing"
+    );
+    assert_eq!(
+        cfg["channels"]["bridges"]["slack"]["outbound_url"],
+        "http://127.0.0.1:9/out"
+    );
+    assert_eq!(cfg["gateway"]["port"], 18790);
+    assert!(cfg["providers"]["openai"].get("api_key").is_none());
+    assert_eq!(cfg["providers"]["openai"]["model"], "gpt");
+    let names = secret_names(home.path());
+    assert!(names.contains("gateway.auth_token") && names.contains("providers.openai.api_key"));
+    // The post-fix check passes what was fixed.
+    for name in [
+        "bind",
+        "plaintext_config",
+        "exec_restrict_workspace",
+        "file_mode:.kafclaw/workspace",
+    ] {
+        assert_eq!(
+            status(&doc, name),
+            "pass",
+            "{name}: {}",
+            message(&doc, name)
+        );
+    }
+    let (code, doc, _) = json(home.path(), &HashMap::new(), &["security", "fix"]);
+    assert_eq!(code, 1);
+    assert_eq!(message(&doc, "plan"), "nothing to change");
+    let (code, out, _) = run(home.path(), &HashMap::new(), &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn deep_audit_catches_a_pasted_secret_and_a_tampered_record() {
+    let home = initialised();
+    secrets_set(home.path(), "gateway.auth_token", SECRET);
+    let (_, doc, out) = json(
+        home.path(),
+        &HashMap::new(),
+        &["security", "audit", "--deep"],
+    );
+    for name in [
+        "audit_chain",
+        "vault_integrity",
+        "store_integrity",
+        "leak_scan",
+    ] {
+        assert_eq!(status(&doc, name), "pass", "{name}: {out}");
+    }
+    config(
+        home.path(),
+        &format!(r#"{{"gateway":{{"cors_origins":["{SECRET}"]}}}}"#),
+    );
+    let (code, doc, out) = json(
+        home.path(),
+        &HashMap::new(),
+        &["security", "audit", "--deep"],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(status(&doc, "leak_scan"), "fail");
+    assert!(message(&doc, "leak_scan").contains("gateway.auth_token in .kafclaw/config.json"));
+    assert!(!out.contains(SECRET));
+
+    config(home.path(), "{}");
+    let segment = home.path().join(".kafclaw/audit/audit-000001.jsonl");
+    let log = std::fs::read_to_string(&segment).unwrap();
+    std::fs::write(&segment, log.replacen("\"set\"", "\"rm!\"", 1)).unwrap();
+    let (code, doc, _) = json(
+        home.path(),
+        &HashMap::new(),
+        &["security", "audit", "--deep"],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(status(&doc, "audit_chain"), "fail");
+}
+
+#[test]
+fn backup_restores_into_a_fresh_home_that_starts_and_verifies() {
+    let home = initialised();
+    secrets_set(home.path(), "gateway.auth_token", SECRET);
+    config(
+        home.path(),
+        &format!(r#"{{"providers":{{"openai":{{"model":"m","api_key":"{API_KEY}"}}}}}}"#),
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().to_str().unwrap();
+    let (code, _, _) = run(
+        home.path(),
+        &HashMap::new(),
+        &["backup", "create", "--out", out, "--include-key"],
+    );
+    assert_eq!(code, 2, "--include-key needs a passphrase");
+    let pass = env(&[("KAFCLAW_BACKUP_PASSPHRASE", "correct horse battery")]);
+    let (code, _, text) = json(
+        home.path(),
+        &pass,
+        &["backup", "create", "--out", out, "--include-key"],
+    );
+    assert_eq!(code, 0, "{text}");
+    let backup = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let backup_str = backup.to_str().unwrap();
+    let all = crate_bytes(&backup);
+    assert!(
+        !contains(&all, SECRET) && !contains(&all, API_KEY),
+        "no secret in clear in a backup"
+    );
+    let cfg = std::fs::read_to_string(backup.join("config.json")).unwrap();
+    assert!(cfg.contains("<redacted: in vault>"));
+    assert_eq!(mode(&backup), 0o700);
+    assert_eq!(mode(&backup.join("MANIFEST.json")), 0o600);
+    // The backup is recorded for security check.
+    let (_, doc, _) = json(home.path(), &HashMap::new(), &["security", "check"]);
+    assert_eq!(status(&doc, "backup"), "pass");
+
+    let (code, doc, text) = json(home.path(), &pass, &["backup", "verify", backup_str]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(status(&doc, "audit_chain"), "pass");
+
+    let fresh = tempfile::tempdir().unwrap();
+    let (code, doc, text) = json(fresh.path(), &pass, &["backup", "restore", backup_str]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(status(&doc, "audit_chain"), "pass");
+    assert_eq!(status(&doc, "config_secret"), "warn");
+    // A second restore into the now non-empty home is refused without --force.
+    let (code, _, _) = json(fresh.path(), &pass, &["backup", "restore", backup_str]);
+    assert_eq!(code, 2);
+    let (code, _, text) = json(
+        fresh.path(),
+        &pass,
+        &["backup", "restore", backup_str, "--force"],
+    );
+    assert_eq!(code, 0, "{text}");
+
+    let fresh_path = fresh.path().to_path_buf();
+    let mut gw = Gateway::start_in(fresh, Options::default());
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+    let (code, out, err) = run(&fresh_path, &HashMap::new(), &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(secret_names(&fresh_path).contains("gateway.auth_token"));
+
+    // A damaged backup fails verification.
+    let manifest_files: Value =
+        serde_json::from_str(&std::fs::read_to_string(backup.join("MANIFEST.json")).unwrap())
+            .unwrap();
+    let victim = manifest_files["files"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| k.starts_with("audit/"))
+        .unwrap()
+        .clone();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(backup.join(&victim))
+        .unwrap();
+    f.write_all(b"x").unwrap();
+    let (code, doc, _) = json(home.path(), &pass, &["backup", "verify", backup_str]);
+    assert_eq!(code, 1);
+    assert_eq!(status(&doc, "checksums"), "fail");
+}
+
+#[test]
+fn a_running_gateway_is_backed_up_through_the_control_socket() {
+    let home = initialised();
+    secrets_set(home.path(), "gateway.auth_token", SECRET);
+    let home_path = home.path().to_path_buf();
+    let mut gw = Gateway::start_in(home, Options::default());
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().to_str().unwrap();
+    let (code, doc, text) = json(
+        &home_path,
+        &HashMap::new(),
+        &["backup", "create", "--out", out],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(message(&doc, "backup").contains("through the running gateway"));
+
+    // Read-only checks work while the gateway holds the store; repairs are refused.
+    let (_, doc, _) = json(&home_path, &HashMap::new(), &["doctor"]);
+    assert!(message(&doc, "store").contains("running gateway"));
+    let (code, _, _) = json(&home_path, &HashMap::new(), &["doctor", "--fix"]);
+    assert_eq!(code, 2);
+    let (_, doc, _) = json(
+        &home_path,
+        &HashMap::new(),
+        &["security", "audit", "--deep"],
+    );
+    assert_eq!(status(&doc, "audit_chain"), "pass");
+    assert_eq!(status(&doc, "token_age"), "pass");
+    let (code, doc, _) = json(&home_path, &HashMap::new(), &["status"]);
+    assert_eq!(code, 0);
+    assert!(!checks(&doc, "source").is_empty());
+
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+    let backup = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let fresh = tempfile::tempdir().unwrap();
+    write(fresh.path().join(".config/kafclaw/tomb.rr"), "");
+    std::fs::copy(
+        home_path.join(".config/kafclaw/tomb.rr"),
+        fresh.path().join(".config/kafclaw/tomb.rr"),
+    )
+    .unwrap();
+    chmod(&fresh.path().join(".config/kafclaw/tomb.rr"), 0o600);
+    let (code, doc, text) = json(
+        fresh.path(),
+        &HashMap::new(),
+        &["backup", "restore", backup.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(status(&doc, "audit_chain"), "pass");
+    let (code, out, err) = run(fresh.path(), &HashMap::new(), &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn status_reads_the_store_offline() {
+    let home = initialised();
+    config(
+        home.path(),
+        r#"{"providers":{"openai":{"model":"gpt-x"}},"channels":{"bridges":{"slack":{"enabled":true}}}}"#,
+    );
+    let (code, doc, out) = json(home.path(), &HashMap::new(), &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(doc["command"], "status");
+    assert!(message(&doc, "providers").contains("gpt-x"));
+    assert!(message(&doc, "channels").contains("slack"));
+    assert!(message(&doc, "source").contains("no gateway running"));
+    assert!(message(&doc, "token_usage_today").contains("0 tokens"));
+    assert_eq!(status(&doc, "incidents"), "pass");
+    assert!(message(&doc, "audit_head").contains("seq"));
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn crate_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(crate_bytes(&p));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.extend(bytes);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
