@@ -103,11 +103,24 @@ fn key32(vault: &Vault, name: &str) -> Result<[u8; 32], CoreError> {
 /// Process env (and the env file, and flags) > vault > config file: a vault value replaces a
 /// secret that came from config.json or is unset, never one set in the environment.
 pub fn resolve_secrets(settings: &mut Settings, vault: &Vault) -> Result<(), CoreError> {
-    for key in VAULT_SECRET_KEYS {
+    let bridge_keys: Vec<String> = settings.channels["bridges"]
+        .as_object()
+        .map(|b| {
+            b.keys()
+                .map(|name| format!("channels.bridges.{name}.secret"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let keys = VAULT_SECRET_KEYS
+        .iter()
+        .map(|k| k.to_string())
+        .chain(bridge_keys);
+    for key in keys {
+        let key = key.as_str();
         let from_env = matches!(
             settings.origin(key),
             Origin::Env(_) | Origin::EnvFile(..) | Origin::Flag(_)
-        ) && settings.origins.contains_key(*key);
+        ) && settings.origins.contains_key(key);
         if from_env {
             continue;
         }
@@ -122,24 +135,24 @@ pub fn resolve_secrets(settings: &mut Settings, vault: &Vault) -> Result<(), Cor
             continue;
         };
         let secret = Secret::new(text);
-        match *key {
+        match key {
             "gateway.auth_token" => settings.gateway.auth_token = Some(secret),
             "providers.openai.api_key" => settings.providers.openai.api_key = Some(secret),
             other => {
                 // Channel secrets stay in the JSON slice until the channels consume them.
-                let path: Vec<&str> = other.split('.').collect();
-                if let [_, channel, field] = path.as_slice() {
-                    if !settings.channels.is_object() {
-                        settings.channels = serde_json::json!({});
+                let path: Vec<&str> = other.split('.').skip(1).collect();
+                if !settings.channels.is_object() {
+                    settings.channels = serde_json::json!({});
+                }
+                let mut node = &mut settings.channels;
+                for part in &path[..path.len().saturating_sub(1)] {
+                    if !node[*part].is_object() {
+                        node[*part] = serde_json::json!({});
                     }
-                    let entry = settings.channels[*channel].take();
-                    let mut entry = if entry.is_object() {
-                        entry
-                    } else {
-                        serde_json::json!({})
-                    };
-                    entry[*field] = serde_json::Value::from(text);
-                    settings.channels[*channel] = entry;
+                    node = &mut node[*part];
+                }
+                if let Some(field) = path.last() {
+                    node[*field] = serde_json::Value::from(text);
                 }
             }
         }

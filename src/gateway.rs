@@ -154,7 +154,10 @@ async fn serve(
         executor: _,
         agent,
         surface,
+        channel_settings,
+        channels,
     } = services;
+    let channel_edge = crate::channels::ChannelEdge::new(&channel_settings, channels);
 
     let gw = &settings.gateway;
     let (gateway_listener, dashboard_listener) =
@@ -204,6 +207,7 @@ async fn serve(
         approvals: approvals.clone(),
         agent: agent.clone(),
         surface: surface.clone(),
+        channels: channel_edge,
         home: home.clone(),
         db: db.clone(),
     });

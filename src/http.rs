@@ -23,6 +23,7 @@ pub mod auth;
 pub mod error;
 pub mod lockout;
 mod routes;
+mod webhooks;
 
 use auth::{AuthFailure, Authenticator};
 use error::ApiError;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub agent: Slot<kafclaw_actors::agent::Agent>,
     /// The runtime tool surface (restrictions, blocks).
     pub surface: kafclaw_actors::agent::ToolSurface,
+    /// The channels' webhook secrets and actors.
+    pub channels: crate::channels::ChannelEdge,
     /// The home (for backups over the control socket).
     pub home: kafclaw_actors::paths::Home,
     /// The open store (for backups over the control socket: sled is single-process).
@@ -165,6 +168,19 @@ pub fn serve(
                 .wrap(from_fn(edge))
                 .service(route_get("/healthz", routes::healthz))
                 .service(route_post("/chat", routes::chat))
+                .service(
+                    web::resource("/webhooks/whatsapp")
+                        .app_data(web::PayloadConfig::new(
+                            gateway_limits.webhook_max_body_bytes,
+                        ))
+                        .route(web::get().to(webhooks::whatsapp_handshake))
+                        .route(web::post().to(webhooks::whatsapp_inbound))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(route_post(
+                    "/webhooks/bridge/{name}",
+                    webhooks::bridge_inbound,
+                ))
                 .default_service(web::to(not_found))
         }),
         limits,
@@ -188,6 +204,7 @@ pub fn serve(
                 .service(route_get("/api/v1/timeline", routes::timeline))
                 .service(route_get("/api/v1/audit/head", routes::audit_head_route))
                 .service(route_get("/api/v1/approvals", routes::approvals))
+                .service(route_get("/api/v1/channels", webhooks::channels))
                 .service(route_post(
                     "/api/v1/approvals/{id}",
                     routes::decide_approval,

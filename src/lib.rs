@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod channels;
 pub mod checks;
 pub mod cli;
 pub mod commands;

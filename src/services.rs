@@ -4,11 +4,17 @@
 use std::time::Duration;
 
 use actix::Actor;
+use std::collections::HashMap;
+
 use kafclaw_actors::agent::{
-    Agent, AgentLinks, AgentSettings, Budget, BudgetSettings, SessionHistory, ToolSurface,
+    Agent, AgentLinks, AgentRouter, AgentSettings, Budget, BudgetSettings, SessionHistory,
+    ToolSurface,
 };
 use kafclaw_actors::approval::Approvals;
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay};
+use kafclaw_actors::channel::outbox::Backoff;
+use kafclaw_actors::channel::pairing::PairingSettings;
+use kafclaw_actors::channel::{ChannelBridge, ChannelConfig, ChannelKind, ChannelLinks};
 use kafclaw_actors::executor::{ExecSettings, ToolExecutor};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::policy::PolicySettings;
@@ -20,6 +26,7 @@ use kafclaw_actors::supervisor::{
 use kafclaw_actors::vault::{SecretValue, SecretVault, Vault};
 use tokio::sync::mpsc;
 
+use crate::channels::ChannelsSettings;
 use crate::settings::Settings;
 
 /// The running permanent children.
@@ -44,6 +51,10 @@ pub struct Services {
     pub agent: Slot<Agent>,
     /// The runtime tool surface (restrictions, blocks) shared with the admin side.
     pub surface: ToolSurface,
+    /// The channel settings (secrets for the webhook edge).
+    pub channel_settings: ChannelsSettings,
+    /// Every channel by name.
+    pub channels: std::collections::BTreeMap<String, Slot<ChannelBridge>>,
 }
 
 /// Starts store, vault and audit chainer under a supervisor (inside an actix system).
@@ -186,6 +197,53 @@ pub fn start(
         }),
     );
 
+    let channel_settings = ChannelsSettings::from_settings(settings)?;
+    let mut channel_slots: HashMap<String, Slot<ChannelBridge>> = HashMap::new();
+    for name in channel_settings.names() {
+        channel_slots.insert(name, Slot::default());
+    }
+    let router = AgentRouter::new(agent.clone(), channel_slots.clone()).start();
+    let mut configs: Vec<ChannelConfig> = Vec::new();
+    if let Some(wa) = &channel_settings.whatsapp {
+        configs.push(ChannelConfig {
+            name: "whatsapp".into(),
+            kind: ChannelKind::Whatsapp,
+            account: wa.phone_number_id.clone(),
+            policy: wa.policy.clone(),
+            pairing: PairingSettings::default(),
+            backoff: Backoff::default(),
+        });
+    }
+    for (name, bridge) in &channel_settings.bridges {
+        configs.push(ChannelConfig {
+            name: name.clone(),
+            kind: ChannelKind::Bridge,
+            account: name.clone(),
+            policy: bridge.policy.clone(),
+            pairing: PairingSettings::default(),
+            backoff: Backoff::default(),
+        });
+    }
+    for config in configs {
+        let slot = channel_slots.get(&config.name).cloned().unwrap_or_default();
+        let links = ChannelLinks {
+            agent: router.clone().recipient(),
+            audit: relay.clone(),
+            unknown_senders: None,
+        };
+        let channel_db = db.clone();
+        let name = format!("channel:{}", config.name);
+        tree.child_in(
+            slot,
+            &name,
+            RestartPolicy::Quarantine,
+            Box::new(move || {
+                ChannelBridge::new(config.clone(), &channel_db, links.clone())
+                    .map_err(|e| e.to_string())
+            }),
+        );
+    }
+
     let (supervisor, events) = tree.start()?;
     Ok(Services {
         supervisor,
@@ -198,6 +256,8 @@ pub fn start(
         executor,
         agent,
         surface,
+        channel_settings,
+        channels: channel_slots.into_iter().collect(),
     })
 }
 

@@ -19,6 +19,7 @@ pub mod actor;
 pub mod budget;
 pub mod history;
 pub mod prompt;
+pub mod router;
 pub mod turn;
 
 pub use actor::{Agent, AgentError, AgentLinks, AgentSettings, RunTurn, ToolSurface, TurnReply};
@@ -27,6 +28,7 @@ pub use budget::{
 };
 pub use history::{HistoryError, SessionHistory, DEFAULT_HISTORY_MESSAGES};
 pub use prompt::{system_prompt, IDENTITY_FILES, MAX_IDENTITY_FILE_BYTES};
+pub use router::AgentRouter;
 pub use turn::{
     run_turn, ModelCall, ToolResult, ToolRunner, TurnContext, TurnError, TurnOutcome, Unmetered,
     UsageGate, DEFAULT_MAX_TOOL_ITERATIONS,

@@ -275,7 +275,21 @@ impl SupervisorBuilder {
     where
         A: Actor<Context = Context<A>> + Handler<Ping>,
     {
-        let slot = Slot::default();
+        self.child_in(Slot::default(), name, policy, factory)
+    }
+
+    /// Adds a child whose slot was made beforehand (when others need the slot before the
+    /// child's factory can be written, e.g. a router and the channels that call it).
+    pub fn child_in<A>(
+        &mut self,
+        slot: Slot<A>,
+        name: &str,
+        policy: RestartPolicy,
+        factory: Factory<A>,
+    ) -> Slot<A>
+    where
+        A: Actor<Context = Context<A>> + Handler<Ping>,
+    {
         self.children.push(ChildEntry {
             name: name.to_string(),
             policy,

@@ -4,6 +4,7 @@
 
 mod agent;
 mod auth;
+mod channels;
 mod harness;
 mod limits;
 mod model_server;

@@ -1,0 +1,91 @@
+//! The `AgentRouter`: takes admitted channel messages (`DeliverToAgent`), runs a turn on the
+//! agent, and queues the reply in the channel's durable outbox.
+//!
+//! Owns: the mapping from a channel message to a turn and back to a reply.
+//! Must not: send over HTTP (the channel's dispatcher does) or decide access (the channel did).
+//!
+//! It answers the channel only after the reply is queued durably, so a crash before that hands
+//! the message over again (the turn may then run twice; the reply is never lost).
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+
+use super::{Agent, AgentError, RunTurn};
+use crate::channel::actor::{ChannelBridge, DeliverToAgent, DeliveryRefused, EnqueueReply};
+use crate::channel::outbox::OutboundMessage;
+use crate::supervisor::{Ping, Pong, Slot};
+
+/// Routes channel messages to the agent and replies back to their channel.
+pub struct AgentRouter {
+    agent: Slot<Agent>,
+    channels: HashMap<String, Slot<ChannelBridge>>,
+}
+
+impl AgentRouter {
+    /// A router over the agent and every channel by name.
+    pub fn new(agent: Slot<Agent>, channels: HashMap<String, Slot<ChannelBridge>>) -> Self {
+        Self { agent, channels }
+    }
+}
+
+impl Actor for AgentRouter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for AgentRouter {
+    type Result = Pong;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
+        Pong
+    }
+}
+
+impl Handler<DeliverToAgent> for AgentRouter {
+    type Result = ResponseFuture<Result<(), DeliveryRefused>>;
+
+    fn handle(&mut self, msg: DeliverToAgent, _: &mut Context<Self>) -> Self::Result {
+        let agent = self.agent.addr();
+        let channel = self.channels.get(&msg.channel).and_then(Slot::addr);
+        Box::pin(async move {
+            let agent = agent.ok_or_else(|| DeliveryRefused("the agent is not running".into()))?;
+            let channel = channel.ok_or_else(|| {
+                DeliveryRefused(format!("channel {} is not running", msg.channel))
+            })?;
+            let turn = RunTurn {
+                session: msg.session_key.clone(),
+                sender: msg.sender_kind,
+                sender_id: msg.sender_id.clone(),
+                channel: msg.channel.clone(),
+                text: msg.text.clone(),
+                trace_id: msg.trace_id.clone(),
+            };
+            let text = match agent.send(turn).await {
+                Ok(Ok(reply)) => reply.reply,
+                // The user is told which limit was hit, or that the model failed (clean text).
+                Ok(Err(AgentError::Budget(why))) => why,
+                Ok(Err(AgentError::Provider(why))) => {
+                    format!("Sorry, the assistant is unavailable right now ({why}).")
+                }
+                Ok(Err(AgentError::NoProvider)) => {
+                    tracing::warn!(channel = %msg.channel, "no model provider configured; message stored but not answered");
+                    return Ok(());
+                }
+                Ok(Err(AgentError::Internal(why))) => {
+                    tracing::error!(channel = %msg.channel, %why, "turn failed");
+                    return Err(DeliveryRefused("the turn failed".into()));
+                }
+                Err(_) => return Err(DeliveryRefused("the agent is not running".into())),
+            };
+            let reply = OutboundMessage {
+                to: msg.chat_id.clone(),
+                text,
+                reply_to: Some(msg.message_id.clone()),
+                session: Some(msg.session_key.clone()),
+            };
+            match channel.send(EnqueueReply { message: reply }).await {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err(DeliveryRefused("the reply could not be queued".into())),
+            }
+        })
+    }
+}
