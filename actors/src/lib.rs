@@ -25,6 +25,7 @@ pub mod audit;
 pub mod clock;
 pub mod executor;
 pub mod fsutil;
+pub mod incident;
 pub mod paths;
 pub mod policy;
 pub mod store;
