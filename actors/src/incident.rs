@@ -38,15 +38,20 @@ use time::OffsetDateTime;
 use crate::audit::AuditError;
 use crate::store::StoreError;
 
-// The monitor (next step) is their user.
-#[allow(dead_code)]
+mod monitor;
+mod notify;
 mod record;
-#[allow(dead_code)]
 mod window;
 
 #[cfg(test)]
 mod tests;
 
+pub use monitor::{
+    AcknowledgeIncident, AuthFailureSignal, ChildFailureSignal, DeniedHighRiskSignal,
+    GetMonitorStatus, IncidentMonitor, ListIncidents, MonitorLinks, MonitorStatus, OpenIncident,
+    ResolveIncident, TokenUsageSignal, UnknownSenderDropped, MONITOR_ACTOR,
+};
+pub use notify::{NotifyError, RetryPolicy, WebhookKey, WebhookNotifier};
 pub use record::{Evidence, Incident, IncidentKind, IncidentState, Note, MAX_SAMPLE_IDS};
 
 /// A source of wall-clock time. The monitor reads it only for messages that carry no time of
@@ -199,7 +204,7 @@ impl IncidentSettings {
             });
         }
         if let Some(url) = &self.webhook_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if notify::parse_webhook_url(url).is_err() {
                 return Err(InvalidIncidentSetting {
                     key: "webhook_url",
                     allowed: "an http:// or https:// URL",
@@ -324,6 +329,9 @@ pub enum IncidentError {
     /// `incidents.webhook_url` is set but no signing key was handed in.
     #[error("incidents.webhook_url is set but no webhook signing key was provided")]
     WebhookKeyMissing,
+    /// The webhook could not be set up.
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
     /// A setting is invalid.
     #[error(transparent)]
     Settings(#[from] InvalidIncidentSetting),

@@ -324,6 +324,7 @@ fn settings_defaults_match_the_contract_and_validate() {
         ),
         (r#"{"token_spike_factor":-1.0}"#, "token_spike_factor"),
         (r#"{"webhook_url":"ftp://example.org/x"}"#, "webhook_url"),
+        (r#"{"webhook_url":"not a url"}"#, "webhook_url"),
     ];
     for (json, key) in cases {
         let settings: IncidentSettings = serde_json::from_str(json).unwrap();
@@ -335,4 +336,831 @@ fn settings_defaults_match_the_contract_and_validate() {
     };
     assert!(with_url.validate().is_ok());
     assert!(!format!("{with_url:?}").contains("secret-part"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The monitor.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::audit::{AppendRecord, AuditError, AuditKind, AuditReceipt};
+use crate::executor::HighRiskDenied;
+use crate::policy::SenderKind;
+
+/// A stand-in audit log: records appends, or fails them while `fail` is set.
+#[derive(Clone, Default)]
+struct AuditProbe {
+    records: Arc<Mutex<Vec<AppendRecord>>>,
+    attempts: Arc<AtomicUsize>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Actor for AuditProbe {
+    type Context = Context<Self>;
+}
+
+impl Handler<AppendRecord> for AuditProbe {
+    type Result = Result<AuditReceipt, AuditError>;
+    fn handle(&mut self, msg: AppendRecord, _: &mut Context<Self>) -> Self::Result {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(AuditError::Write("disk full".into()));
+        }
+        let mut records = self.records.lock().unwrap();
+        records.push(msg);
+        Ok(AuditReceipt {
+            seq: records.len() as u64,
+            hash: "00".into(),
+        })
+    }
+}
+
+impl AuditProbe {
+    fn kinds(&self) -> Vec<AuditKind> {
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.kind)
+            .collect()
+    }
+    fn records(&self) -> Vec<AppendRecord> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+/// A stand-in supervisor side: records every action request.
+#[derive(Clone, Default)]
+struct ActionProbe {
+    requests: Arc<Mutex<Vec<RequestAction>>>,
+    /// What the audit probe had recorded when each request arrived.
+    audited_before: Arc<Mutex<Vec<usize>>>,
+    audit: Option<AuditProbe>,
+}
+
+impl Actor for ActionProbe {
+    type Context = Context<Self>;
+}
+
+impl Handler<RequestAction> for ActionProbe {
+    type Result = Result<(), ActionFailed>;
+    fn handle(&mut self, msg: RequestAction, _: &mut Context<Self>) -> Self::Result {
+        if let Some(audit) = &self.audit {
+            self.audited_before
+                .lock()
+                .unwrap()
+                .push(audit.records.lock().unwrap().len());
+        }
+        self.requests.lock().unwrap().push(msg);
+        Ok(())
+    }
+}
+
+impl ActionProbe {
+    fn actions(&self) -> Vec<IncidentAction> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.action.clone())
+            .collect()
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    monitor: Addr<IncidentMonitor>,
+    audit: AuditProbe,
+    actions: ActionProbe,
+}
+
+fn fixed_clock() -> Clock {
+    Arc::new(|| T0)
+}
+
+fn links(audit: &AuditProbe, actions: &ActionProbe) -> MonitorLinks {
+    MonitorLinks {
+        audit: audit.clone().start().recipient(),
+        actions: actions.clone().start().recipient(),
+        webhook_key: None,
+    }
+}
+
+fn harness(settings: IncidentSettings) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    let audit = AuditProbe::default();
+    let actions = ActionProbe {
+        audit: Some(audit.clone()),
+        ..ActionProbe::default()
+    };
+    let monitor = IncidentMonitor::new(settings, &db, links(&audit, &actions))
+        .unwrap()
+        .with_clock(fixed_clock())
+        .start();
+    Harness {
+        _dir: dir,
+        monitor,
+        audit,
+        actions,
+    }
+}
+
+/// Polls `condition` until it holds (5 s deadline).
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until every owed audit step is done (audited and acted upon).
+async fn settle(monitor: &Addr<IncidentMonitor>) {
+    eventually("the audit queue to drain", || async {
+        let status = monitor.send(GetMonitorStatus).await.unwrap();
+        status.pending_audits == 0 && !status.audit_in_flight
+    })
+    .await;
+}
+
+async fn list(monitor: &Addr<IncidentMonitor>) -> Vec<Incident> {
+    monitor
+        .send(ListIncidents::default())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// One signal of any kind.
+#[derive(Clone, Debug)]
+enum Sig {
+    Auth(&'static str, f64),
+    Unknown(&'static str, String, f64),
+    HighRisk(&'static str, &'static str, f64),
+    Executor(&'static str, &'static str),
+    Tokens(&'static str, u64, f64),
+    Child(&'static str, &'static str, bool),
+}
+
+impl Sig {
+    async fn send(&self, monitor: &Addr<IncidentMonitor>) {
+        let sent = match self.clone() {
+            Sig::Auth(ip, t) => monitor.send(AuthFailureSignal {
+                ip: ip.into(),
+                at: at(t),
+            }),
+            Sig::Unknown(channel, sender, t) => {
+                return monitor
+                    .send(UnknownSenderDropped {
+                        channel: channel.into(),
+                        sender,
+                        at: at(t),
+                    })
+                    .await
+                    .unwrap()
+            }
+            Sig::HighRisk(channel, sender, t) => {
+                return monitor
+                    .send(DeniedHighRiskSignal {
+                        channel: channel.into(),
+                        sender: sender.into(),
+                        tool: "exec".into(),
+                        at: at(t),
+                    })
+                    .await
+                    .unwrap()
+            }
+            Sig::Executor(channel, sender) => {
+                return monitor
+                    .send(HighRiskDenied {
+                        sender_id: sender.into(),
+                        sender: SenderKind::External,
+                        channel: channel.into(),
+                        session: "s1".into(),
+                        tool: "exec".into(),
+                        reason: "tier 2 tools are not allowed for this sender (limit 0)".into(),
+                    })
+                    .await
+                    .unwrap()
+            }
+            Sig::Tokens(channel, tokens, t) => {
+                return monitor
+                    .send(TokenUsageSignal {
+                        channel: channel.into(),
+                        tokens,
+                        at: at(t),
+                    })
+                    .await
+                    .unwrap()
+            }
+            Sig::Child(child, reason, gave_up) => {
+                return monitor
+                    .send(ChildFailureSignal {
+                        child: child.into(),
+                        reason: reason.into(),
+                        gave_up,
+                        at: T0,
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        sent.await.unwrap();
+    }
+}
+
+struct TriggerCase {
+    name: &'static str,
+    /// Every signal; only the last one may open the incident.
+    signals: Vec<Sig>,
+    /// `None`: no incident at all.
+    expect: Option<(IncidentKind, &'static str, Vec<IncidentAction>)>,
+}
+
+fn trigger_cases() -> Vec<TriggerCase> {
+    let quarantine = |channel: &str, reason: &str| IncidentAction::QuarantineChannel {
+        channel: channel.into(),
+        reason: reason.into(),
+    };
+    vec![
+        TriggerCase {
+            name: "auth failures from one ip",
+            signals: (0..10)
+                .map(|i| Sig::Auth("10.0.0.9", f64::from(i)))
+                .collect(),
+            expect: Some((
+                IncidentKind::AuthFailures,
+                "10.0.0.9",
+                vec![IncidentAction::LockoutIp {
+                    ip: "10.0.0.9".into(),
+                    seconds: 300,
+                }],
+            )),
+        },
+        TriggerCase {
+            name: "auth failures spread beyond the window",
+            signals: (0..9)
+                .map(|i| Sig::Auth("10.0.0.9", f64::from(i)))
+                .chain([Sig::Auth("10.0.0.9", 60.0)])
+                .collect(),
+            expect: None,
+        },
+        TriggerCase {
+            name: "global auth storm (each ip below its own threshold)",
+            signals: (0..50)
+                .map(|i| {
+                    Sig::Auth(
+                        [
+                            "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6",
+                        ][i % 6],
+                        i as f64 / 2.0,
+                    )
+                })
+                .collect(),
+            expect: Some((IncidentKind::AuthStorm, "*", vec![])),
+        },
+        TriggerCase {
+            name: "unknown senders on one channel",
+            signals: (0..20)
+                .map(|i| Sig::Unknown("whatsapp", format!("+4915{i:07}"), f64::from(i) * 10.0))
+                .collect(),
+            expect: Some((
+                IncidentKind::UnknownSenders,
+                "whatsapp",
+                vec![quarantine(
+                    "whatsapp",
+                    "20 messages from unknown senders within 300 s",
+                )],
+            )),
+        },
+        TriggerCase {
+            name: "denied high-risk attempts by one sender",
+            signals: (0..5)
+                .map(|i| Sig::HighRisk("whatsapp", "alice", f64::from(i) * 100.0))
+                .collect(),
+            expect: Some((
+                IncidentKind::HighRiskTools,
+                "whatsapp/alice",
+                vec![
+                    IncidentAction::BlockSender {
+                        channel: "whatsapp".into(),
+                        sender: "alice".into(),
+                    },
+                    IncidentAction::RestrictSender {
+                        channel: "whatsapp".into(),
+                        sender: "alice".into(),
+                        max_tier: 0,
+                    },
+                ],
+            )),
+        },
+        TriggerCase {
+            name: "denied high-risk attempts reported by the executor",
+            signals: (0..5)
+                .map(|_| Sig::Executor("bridge:slack", "U123"))
+                .collect(),
+            expect: Some((
+                IncidentKind::HighRiskTools,
+                "bridge:slack/U123",
+                vec![
+                    IncidentAction::BlockSender {
+                        channel: "bridge:slack".into(),
+                        sender: "U123".into(),
+                    },
+                    IncidentAction::RestrictSender {
+                        channel: "bridge:slack".into(),
+                        sender: "U123".into(),
+                        max_tier: 0,
+                    },
+                ],
+            )),
+        },
+        TriggerCase {
+            name: "token spike on a channel",
+            signals: vec![
+                Sig::Tokens("whatsapp", 20_000, 0.0),
+                Sig::Tokens("whatsapp", 1, 10.0),
+            ],
+            expect: Some((
+                IncidentKind::TokenSpike,
+                "whatsapp",
+                vec![quarantine(
+                    "whatsapp",
+                    "token spike: 20001 tokens within 300 s, above 10 x the hourly average of 0 \
+                     per 300 s",
+                )],
+            )),
+        },
+        TriggerCase {
+            name: "crash loop of a channel bridge",
+            signals: (0..5)
+                .map(|_| Sig::Child("channel:whatsapp", "panicked", false))
+                .chain([Sig::Child("channel:whatsapp", "panicked: boom", true)])
+                .collect(),
+            expect: Some((
+                IncidentKind::CrashLoop,
+                "channel:whatsapp",
+                vec![quarantine("whatsapp", "crash loop: panicked: boom")],
+            )),
+        },
+        TriggerCase {
+            name: "a permanent child given up on: incident only",
+            signals: vec![Sig::Child("store", "did not answer a ping in time", true)],
+            expect: Some((IncidentKind::CrashLoop, "store", vec![])),
+        },
+    ]
+}
+
+#[actix_rt::test]
+async fn each_trigger_opens_one_incident_with_its_actions_exactly_at_the_threshold() {
+    for case in trigger_cases() {
+        let h = harness(IncidentSettings::default());
+        let (last, before) = case.signals.split_last().unwrap();
+        for signal in before {
+            signal.send(&h.monitor).await;
+        }
+        settle(&h.monitor).await;
+        assert!(
+            list(&h.monitor).await.is_empty(),
+            "{}: opened one signal early",
+            case.name
+        );
+        assert!(h.audit.records().is_empty(), "{}", case.name);
+        last.send(&h.monitor).await;
+        settle(&h.monitor).await;
+        let incidents = list(&h.monitor).await;
+        let Some((kind, subject, actions)) = case.expect else {
+            assert!(incidents.is_empty(), "{}: {incidents:?}", case.name);
+            continue;
+        };
+        assert_eq!(incidents.len(), 1, "{}: {incidents:?}", case.name);
+        let incident = &incidents[0];
+        assert_eq!(
+            (incident.kind, incident.subject.as_str()),
+            (kind, subject),
+            "{}",
+            case.name
+        );
+        assert_eq!(incident.state, IncidentState::Open);
+        assert!(incident.evidence.sample_ids.len() <= MAX_SAMPLE_IDS);
+        assert_eq!(h.actions.actions(), actions, "{}", case.name);
+        assert_eq!(
+            h.audit.kinds(),
+            vec![AuditKind::IncidentOpened],
+            "{}",
+            case.name
+        );
+        let data = &h.audit.records()[0].data;
+        assert_eq!(data["incident"], incident.id.as_str());
+        assert_eq!(data["kind"], kind.as_str());
+        assert_eq!(data["count"], incident.evidence.count);
+        // every request went out after the audit record was durable
+        assert!(h
+            .actions
+            .audited_before
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|n| *n >= 1));
+        if actions.is_empty() {
+            assert_eq!(
+                incident.actions,
+                vec!["none (incident only)"],
+                "{}",
+                case.name
+            );
+        } else {
+            let described: Vec<String> = actions.iter().map(IncidentAction::describe).collect();
+            assert_eq!(incident.actions, described, "{}", case.name);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_trigger_while_open_updates_the_incident_instead_of_opening_another() {
+    let h = harness(IncidentSettings::default());
+    for i in 0..10 {
+        Sig::Auth("10.0.0.9", f64::from(i)).send(&h.monitor).await;
+    }
+    settle(&h.monitor).await;
+    // five more: evidence grows, nothing is audited or requested
+    for i in 10..15 {
+        Sig::Auth("10.0.0.9", f64::from(i)).send(&h.monitor).await;
+    }
+    settle(&h.monitor).await;
+    let incidents = list(&h.monitor).await;
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].evidence.count, 15);
+    assert_eq!(incidents[0].evidence.first_seen, at(0.0));
+    assert_eq!(incidents[0].evidence.last_seen, at(14.0));
+    assert_eq!(incidents[0].evidence.sample_ids, vec!["10.0.0.9"]);
+    assert_eq!(h.audit.kinds(), vec![AuditKind::IncidentOpened]);
+    assert_eq!(h.actions.actions().len(), 1);
+    // five more make ten since the first firing: re-triggered, audited as an update, acted on
+    for i in 15..20 {
+        Sig::Auth("10.0.0.9", f64::from(i)).send(&h.monitor).await;
+    }
+    settle(&h.monitor).await;
+    let incidents = list(&h.monitor).await;
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].evidence.count, 20);
+    assert_eq!(
+        h.audit.kinds(),
+        vec![AuditKind::IncidentOpened, AuditKind::IncidentUpdated]
+    );
+    assert_eq!(h.audit.records()[1].data["change"], "retriggered");
+    assert_eq!(h.actions.actions().len(), 2);
+    assert_eq!(incidents[0].actions.len(), 2);
+
+    // once resolved, the next trigger opens a new incident
+    let id = incidents[0].id.clone();
+    h.monitor
+        .send(ResolveIncident {
+            id: id.clone(),
+            note: None,
+            actor: "ops".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    for i in 20..30 {
+        Sig::Auth("10.0.0.9", f64::from(i)).send(&h.monitor).await;
+    }
+    settle(&h.monitor).await;
+    let incidents = list(&h.monitor).await;
+    assert_eq!(incidents.len(), 2);
+    assert_eq!(incidents[0].state, IncidentState::Open);
+    assert_ne!(incidents[0].id, id);
+    assert_eq!(incidents[1].state, IncidentState::Resolved);
+}
+
+#[actix_rt::test]
+async fn acknowledge_and_resolve_are_audited_and_refuse_unknown_or_resolved_incidents() {
+    let h = harness(IncidentSettings::default());
+    let opened = h
+        .monitor
+        .send(OpenIncident {
+            subject: "lockdown".into(),
+            reason: "operator saw odd traffic".into(),
+            actor: "admin-token".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(opened.kind, IncidentKind::Manual);
+    assert_eq!(opened.notes[0].text, "operator saw odd traffic");
+    assert!(
+        h.actions.actions().is_empty(),
+        "the caller carries out a lockdown"
+    );
+
+    let acked = h
+        .monitor
+        .send(AcknowledgeIncident {
+            id: opened.id.clone(),
+            note: Some("looking".into()),
+            actor: "ops".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked.state, IncidentState::Acknowledged);
+    assert_eq!(acked.notes.len(), 2);
+    let open_only = h
+        .monitor
+        .send(ListIncidents {
+            state: Some(IncidentState::Open),
+            limit: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(open_only.is_empty());
+
+    let resolved = h
+        .monitor
+        .send(ResolveIncident {
+            id: opened.id.clone(),
+            note: None,
+            actor: "ops".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.state, IncidentState::Resolved);
+
+    let again = h
+        .monitor
+        .send(ResolveIncident {
+            id: opened.id.clone(),
+            note: None,
+            actor: "ops".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Err(IncidentError::AlreadyResolved { .. })),
+        "{again:?}"
+    );
+    let unknown = h
+        .monitor
+        .send(AcknowledgeIncident {
+            id: "inc-0000000000000bad".into(),
+            note: None,
+            actor: "ops".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(unknown, Err(IncidentError::UnknownIncident { .. })),
+        "{unknown:?}"
+    );
+
+    let records = h.audit.records();
+    let changes: Vec<(AuditKind, String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.kind,
+                r.actor.clone(),
+                r.data["change"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (
+                AuditKind::IncidentOpened,
+                "admin-token".into(),
+                "opened".into()
+            ),
+            (
+                AuditKind::IncidentUpdated,
+                "ops".into(),
+                "acknowledged".into()
+            ),
+            (AuditKind::IncidentUpdated, "ops".into(), "resolved".into()),
+        ]
+    );
+    // operator text stays out of the audit log
+    for record in &records {
+        let data = record.data.to_string();
+        assert!(
+            !data.contains("odd traffic") && !data.contains("looking"),
+            "{data}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn an_operator_change_is_refused_when_the_audit_append_fails() {
+    let h = harness(IncidentSettings::default());
+    h.audit.fail.store(true, Ordering::SeqCst);
+    let refused = h
+        .monitor
+        .send(OpenIncident {
+            subject: "lockdown".into(),
+            reason: "test".into(),
+            actor: "ops".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Err(IncidentError::Audit(_))),
+        "{refused:?}"
+    );
+    assert!(list(&h.monitor).await.is_empty(), "nothing changed");
+}
+
+#[actix_rt::test]
+async fn no_action_is_requested_while_the_audit_append_fails_and_it_is_retried_on_the_next_signal()
+{
+    let h = harness(IncidentSettings::default());
+    h.audit.fail.store(true, Ordering::SeqCst);
+    for i in 0..10 {
+        Sig::Auth("10.0.0.9", f64::from(i)).send(&h.monitor).await;
+    }
+    eventually("the audit append to fail", || async {
+        h.monitor
+            .send(GetMonitorStatus)
+            .await
+            .unwrap()
+            .audit_failing
+    })
+    .await;
+    assert!(
+        h.actions.actions().is_empty(),
+        "no action before a durable audit record"
+    );
+    let status = h.monitor.send(GetMonitorStatus).await.unwrap();
+    assert_eq!((status.active_incidents, status.pending_audits), (1, 1));
+
+    h.audit.fail.store(false, Ordering::SeqCst);
+    Sig::Auth("10.0.0.9", 10.0).send(&h.monitor).await;
+    settle(&h.monitor).await;
+    assert_eq!(h.audit.kinds(), vec![AuditKind::IncidentOpened]);
+    assert_eq!(
+        h.actions.actions(),
+        vec![IncidentAction::LockoutIp {
+            ip: "10.0.0.9".into(),
+            seconds: 300
+        }]
+    );
+    assert!(h.audit.attempts.load(Ordering::SeqCst) >= 2);
+}
+
+#[actix_rt::test]
+async fn incidents_and_owed_audit_steps_survive_a_restart_over_the_same_store() {
+    use crate::supervisor::{InjectPanic, RestartPolicy, SupervisorBuilder, SupervisorSettings};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    let audit = AuditProbe::default();
+    let actions = ActionProbe::default();
+    audit.fail.store(true, Ordering::SeqCst);
+    let mut builder = SupervisorBuilder::new(SupervisorSettings {
+        initial_backoff_ms: 5,
+        ..SupervisorSettings::default()
+    });
+    let factory_db = db.clone();
+    let factory_links = links(&audit, &actions);
+    let slot = builder.child(
+        "incidents",
+        RestartPolicy::Permanent,
+        Box::new(move || {
+            IncidentMonitor::new(
+                IncidentSettings::default(),
+                &factory_db,
+                factory_links.clone(),
+            )
+            .map(|m| m.with_clock(fixed_clock()))
+            .map_err(|e| e.to_string())
+        }),
+    );
+    let (_supervisor, _events) = builder.start().unwrap();
+    let first = slot.addr().unwrap();
+
+    // an acknowledged incident, and one whose audit (and so its action) is still owed
+    audit.fail.store(false, Ordering::SeqCst);
+    for i in 0..20 {
+        Sig::Unknown("whatsapp", format!("s{i}"), f64::from(i))
+            .send(&first)
+            .await;
+    }
+    settle(&first).await;
+    let acked = list(&first).await[0].id.clone();
+    first
+        .send(AcknowledgeIncident {
+            id: acked.clone(),
+            note: None,
+            actor: "ops".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    audit.fail.store(true, Ordering::SeqCst);
+    for i in 0..10 {
+        Sig::Auth("10.0.0.9", f64::from(i)).send(&first).await;
+    }
+    eventually("the audit append to fail", || async {
+        first.send(GetMonitorStatus).await.unwrap().audit_failing
+    })
+    .await;
+    assert_eq!(actions.actions().len(), 1, "only the quarantine so far");
+
+    audit.fail.store(false, Ordering::SeqCst);
+    first.do_send(InjectPanic("boom".into()));
+    eventually("a fresh monitor", || async {
+        slot.addr().is_some_and(|a| a.connected() && !a.eq(&first))
+    })
+    .await;
+    let second = slot.addr().unwrap();
+    settle(&second).await;
+    let incidents = list(&second).await;
+    let states: Vec<(IncidentKind, IncidentState)> =
+        incidents.iter().map(|i| (i.kind, i.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (IncidentKind::AuthFailures, IncidentState::Open),
+            (IncidentKind::UnknownSenders, IncidentState::Acknowledged),
+        ]
+    );
+    // the owed audit step went out from the store's marker, then its action
+    assert_eq!(
+        audit.kinds(),
+        vec![
+            AuditKind::IncidentOpened,
+            AuditKind::IncidentUpdated,
+            AuditKind::IncidentOpened
+        ]
+    );
+    assert_eq!(actions.actions().len(), 2);
+    // the acknowledged incident is still the one that collects evidence
+    for i in 20..40 {
+        Sig::Unknown("whatsapp", format!("s{i}"), 100.0 + f64::from(i))
+            .send(&second)
+            .await;
+    }
+    settle(&second).await;
+    let incidents = list(&second).await;
+    assert_eq!(incidents.len(), 2);
+    let whatsapp = incidents.iter().find(|i| i.id == acked).unwrap();
+    assert_eq!(whatsapp.state, IncidentState::Acknowledged);
+    assert_eq!(whatsapp.evidence.count, 40);
+}
+
+#[actix_rt::test]
+async fn evidence_holds_ids_and_counts_never_text() {
+    let h = harness(IncidentSettings::default());
+    let long = "x".repeat(5_000);
+    for i in 0..20 {
+        let sender = if i == 0 {
+            format!("{long}\n\u{1b}[31m")
+        } else {
+            format!("+4915{i:07}")
+        };
+        Sig::Unknown("whatsapp", sender, f64::from(i))
+            .send(&h.monitor)
+            .await;
+    }
+    settle(&h.monitor).await;
+    let incident = list(&h.monitor).await.remove(0);
+    let json = serde_json::to_value(&incident).unwrap();
+    let keys: Vec<&str> = json["evidence"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "count",
+            "first_seen",
+            "last_seen",
+            "sample_ids",
+            "window_seconds"
+        ]
+    );
+    let samples = &incident.evidence.sample_ids;
+    assert_eq!(samples.len(), MAX_SAMPLE_IDS);
+    assert!(samples
+        .iter()
+        .all(|s| s.chars().count() <= 128 && !s.chars().any(char::is_control)));
+    let record = h.audit.records().remove(0).data.to_string();
+    assert!(
+        !record.contains("xxxx") && !record.contains("+4915"),
+        "{record}"
+    );
 }

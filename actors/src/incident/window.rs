@@ -265,11 +265,6 @@ impl<T: Recency + Default> SubjectMap<T> {
         self.map.entry(subject.to_string()).or_default()
     }
 
-    /// Forgets a subject.
-    pub fn remove(&mut self, subject: &str) {
-        self.map.remove(subject);
-    }
-
     /// How many subjects are tracked.
     pub fn len(&self) -> usize {
         self.map.len()
