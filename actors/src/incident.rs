@@ -41,6 +41,7 @@ use crate::store::StoreError;
 mod monitor;
 mod notify;
 mod record;
+mod snapshot;
 mod window;
 
 #[cfg(test)]
@@ -53,6 +54,9 @@ pub use monitor::{
 };
 pub use notify::{NotifyError, RetryPolicy, WebhookKey, WebhookNotifier};
 pub use record::{Evidence, Incident, IncidentKind, IncidentState, Note, MAX_SAMPLE_IDS};
+pub use snapshot::{
+    create_snapshot, verify_snapshot, SnapshotError, SnapshotFile, SnapshotInfo, MANIFEST_NAME,
+};
 
 /// A source of wall-clock time. The monitor reads it only for messages that carry no time of
 /// their own (operator commands, [`crate::executor::HighRiskDenied`]); tests inject a fixed one.

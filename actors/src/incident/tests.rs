@@ -1164,3 +1164,176 @@ async fn evidence_holds_ids_and_counts_never_text() {
         "{record}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Snapshots.
+
+#[test]
+fn a_snapshot_under_load_is_consistent_verifies_and_detects_a_flipped_byte() {
+    use crate::audit::{self, AuditKey, AuditLog, AuditSettings};
+    use crate::fsutil::mode_of;
+    use crate::paths::Home;
+    use crate::store::TreeName;
+
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    home.ensure_state_dirs().unwrap();
+    let db = StoreDb::open(&home.store_dir()).unwrap();
+    let key = AuditKey::from_bytes([7u8; 32]);
+    // small segments, so that the log rotates while the snapshot is taken
+    let settings = AuditSettings {
+        segment_max_bytes: 4_096,
+    };
+    let mut log = AuditLog::open(&home.audit_dir(), key.clone(), &settings).unwrap();
+    let timeline = db.tree(TreeName::Timeline).unwrap();
+    for i in 0..100u64 {
+        log.append(
+            AuditKind::ControlApplied,
+            "ops",
+            "before",
+            &serde_json::json!({"i": i}),
+        )
+        .unwrap();
+        timeline.insert(i.to_be_bytes(), b"before").unwrap();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let timeline = timeline.clone();
+        std::thread::spawn(move || {
+            let mut i = 100u64;
+            while !stop.load(Ordering::SeqCst) {
+                log.append(
+                    AuditKind::ControlApplied,
+                    "ops",
+                    "during",
+                    &serde_json::json!({"i": i}),
+                )
+                .unwrap();
+                timeline.insert(i.to_be_bytes(), b"during").unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    let info = create_snapshot(&home, &db, Some("under-load"), T0).unwrap();
+    let second = create_snapshot(&home, &db, Some("under-load"), T0).unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(written > 100);
+
+    assert_eq!(
+        info.path,
+        home.snapshots_dir().join("20261125T120000Z-under-load")
+    );
+    assert_eq!(
+        second.path,
+        home.snapshots_dir().join("20261125T120000Z-under-load-2")
+    );
+    verify_snapshot(&info.path).unwrap();
+    verify_snapshot(&second.path).unwrap();
+    let report = audit::verify(&info.path.join("audit"), &key, None).unwrap();
+    assert!(report.head_seq >= 100);
+    assert_eq!(report.head_seq, info.audit_head.seq);
+    assert_eq!(report.head_hash, info.audit_head.hash);
+    assert!(info
+        .files
+        .iter()
+        .any(|f| f.path == "audit/audit-000001.jsonl"));
+    assert!(info
+        .files
+        .iter()
+        .any(|f| f.path.starts_with("timeline.db/")));
+
+    for dir in [
+        &info.path,
+        &info.path.join("audit"),
+        &info.path.join("timeline.db"),
+    ] {
+        assert_eq!(mode_of(dir).unwrap(), 0o700, "{}", dir.display());
+    }
+    assert_eq!(mode_of(&info.manifest_path).unwrap(), 0o600);
+    for file in info.files.iter().filter(|f| f.path.starts_with("audit/")) {
+        assert_eq!(mode_of(&info.path.join(&file.path)).unwrap(), 0o600);
+    }
+
+    // the exported store holds what was written before the snapshot
+    let copy = tempfile::tempdir().unwrap();
+    let copied_db = copy.path().join("timeline.db");
+    std::fs::create_dir(&copied_db).unwrap();
+    for entry in walk(&info.path.join("timeline.db")) {
+        let target = copied_db.join(entry.strip_prefix(info.path.join("timeline.db")).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &target).unwrap();
+    }
+    let reopened = StoreDb::open(&copied_db).unwrap();
+    let tree = reopened.tree(TreeName::Timeline).unwrap();
+    for i in 0..100u64 {
+        assert_eq!(
+            tree.get(i.to_be_bytes()).unwrap().as_deref(),
+            Some(&b"before"[..])
+        );
+    }
+
+    // one flipped byte in a copied file is caught
+    let segment = info.path.join("audit/audit-000001.jsonl");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&segment, bytes).unwrap();
+    assert!(matches!(
+        verify_snapshot(&info.path),
+        Err(SnapshotError::FileChanged { path }) if path == "audit/audit-000001.jsonl"
+    ));
+    // so is an extra file
+    std::fs::write(second.path.join("audit/extra"), b"x").unwrap();
+    assert!(matches!(
+        verify_snapshot(&second.path),
+        Err(SnapshotError::UnexpectedFile { .. })
+    ));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn snapshot_labels_are_checked_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = crate::paths::Home::new(dir.path());
+    let db = StoreDb::open(&home.store_dir()).unwrap();
+    let long = "a".repeat(33);
+    for bad in [
+        "Upper",
+        "../up",
+        "with space",
+        "dot.ted",
+        "ü",
+        long.as_str(),
+    ] {
+        assert!(
+            matches!(
+                create_snapshot(&home, &db, Some(bad), T0),
+                Err(SnapshotError::InvalidLabel)
+            ),
+            "{bad}"
+        );
+    }
+    assert!(!home.snapshots_dir().exists());
+    // no label, and no audit log yet: an empty chain
+    let info = create_snapshot(&home, &db, None, T0).unwrap();
+    assert_eq!(info.path, home.snapshots_dir().join("20261125T120000Z"));
+    assert_eq!(info.audit_head.seq, 0);
+    verify_snapshot(&info.path).unwrap();
+    let ok = create_snapshot(&home, &db, Some("pre-release-2"), T0).unwrap();
+    assert!(ok.path.ends_with("20261125T120000Z-pre-release-2"));
+}
