@@ -1337,3 +1337,193 @@ fn snapshot_labels_are_checked_before_anything_is_written() {
     let ok = create_snapshot(&home, &db, Some("pre-release-2"), T0).unwrap();
     assert!(ok.path.ends_with("20261125T120000Z-pre-release-2"));
 }
+
+// ---------------------------------------------------------------------------------------
+// The webhook, against a real local HTTP/1.1 server.
+
+use std::collections::HashMap;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One request the hook server received.
+#[derive(Clone, Debug)]
+struct HookRequest {
+    request_line: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+struct HookServer {
+    url: String,
+    requests: Arc<Mutex<Vec<HookRequest>>>,
+}
+
+/// A tiny HTTP/1.1 server answering the n-th request with `statuses[n]` (then 200).
+async fn hook_server(statuses: Vec<u16>) -> HookServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&requests);
+    tokio::spawn(async move {
+        let mut served = 0usize;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let request = read_request(&mut socket).await;
+            let status = statuses.get(served).copied().unwrap_or(200);
+            served += 1;
+            seen.lock().unwrap().push(request);
+            let response = format!(
+                "HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    HookServer { url, requests }
+}
+
+async fn read_request(socket: &mut tokio::net::TcpStream) -> HookRequest {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = socket.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before the headers ended");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap().to_string();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .map_or(0, |v| v.parse().unwrap());
+    while buf.len() < head_end + len {
+        let n = socket.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before the body ended");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    HookRequest {
+        request_line,
+        headers,
+        body: buf[head_end..head_end + len].to_vec(),
+    }
+}
+
+/// Checks the signature independently of the code under test.
+fn signature_verifies(key: &[u8; 32], request: &HookRequest) -> bool {
+    use hmac::{Hmac, Mac};
+    let timestamp = &request.headers["x-kafclaw-timestamp"];
+    let Some(hex_sig) = request.headers["x-kafclaw-signature"].strip_prefix("v1=") else {
+        return false;
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(&request.body);
+    mac.verify_slice(&hex::decode(hex_sig).unwrap()).is_ok()
+}
+
+fn fast_retry(retries: u32) -> RetryPolicy {
+    RetryPolicy {
+        retries,
+        initial_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(40),
+    }
+}
+
+#[actix_rt::test]
+async fn a_new_incident_is_posted_signed_to_the_webhook_and_retried_after_a_500() {
+    let server = hook_server(vec![500, 200]).await;
+    let key = [42u8; 32];
+    let dir = tempfile::tempdir().unwrap();
+    let db = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    let audit = AuditProbe::default();
+    let actions = ActionProbe::default();
+    let settings = IncidentSettings {
+        webhook_url: Some(server.url.clone()),
+        owner: Some("sec-team".into()),
+        ..IncidentSettings::default()
+    };
+    let links = MonitorLinks {
+        webhook_key: Some(WebhookKey::from_bytes(key)),
+        ..links(&audit, &actions)
+    };
+    let monitor = IncidentMonitor::new(settings, &db, links)
+        .unwrap()
+        .with_notify_retry(fast_retry(5))
+        .start();
+    for i in 0..10 {
+        Sig::Auth("10.0.0.9", f64::from(i)).send(&monitor).await;
+    }
+    settle(&monitor).await;
+    eventually("the retried POST", || async {
+        server.requests.lock().unwrap().len() >= 2
+    })
+    .await;
+    let incident = list(&monitor).await.remove(0);
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "one failure, one retry that succeeded");
+    for request in &requests {
+        assert_eq!(request.request_line, "POST /hook HTTP/1.1");
+        assert_eq!(request.headers["content-type"], "application/json");
+        assert!(signature_verifies(&key, request), "{request:?}");
+        assert!(!signature_verifies(&[0u8; 32], request));
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["event"], "incident.opened");
+        assert_eq!(body["owner"], "sec-team");
+        assert_eq!(body["incident"]["id"], incident.id.as_str());
+        assert_eq!(body["incident"]["kind"], "auth_failures");
+        assert_eq!(body["incident"]["evidence"]["count"], 10);
+    }
+}
+
+#[actix_rt::test]
+async fn the_webhook_gives_up_after_its_retries_and_does_not_retry_a_client_error() {
+    let key = WebhookKey::from_bytes([1u8; 32]);
+    let failing = hook_server(vec![503, 503, 503, 503]).await;
+    let notifier = WebhookNotifier::new(&failing.url, key.clone())
+        .unwrap()
+        .with_retry(fast_retry(2));
+    let outcome = notifier.deliver(b"{}").await;
+    assert!(
+        matches!(outcome, Err(NotifyError::GaveUp { attempts: 3, .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(failing.requests.lock().unwrap().len(), 3);
+
+    let refusing = hook_server(vec![403]).await;
+    let notifier = WebhookNotifier::new(&refusing.url, key.clone())
+        .unwrap()
+        .with_retry(fast_retry(5));
+    let outcome = notifier.deliver(b"{}").await;
+    assert!(
+        matches!(outcome, Err(NotifyError::Rejected { status: 403 })),
+        "{outcome:?}"
+    );
+    assert_eq!(refusing.requests.lock().unwrap().len(), 1);
+    // the URL (which may carry a credential) never shows in an error or a Debug
+    let secret_url = format!("{}?token=hunter2", refusing.url);
+    let notifier = WebhookNotifier::new(&secret_url, key).unwrap();
+    assert!(!format!("{notifier:?}").contains("hunter2"));
+}
+
+#[test]
+fn a_webhook_url_without_a_key_is_refused() {
+    let db = StoreDb::temporary().unwrap();
+    let system = actix::System::new();
+    system.block_on(async {
+        let audit = AuditProbe::default();
+        let actions = ActionProbe::default();
+        let settings = IncidentSettings {
+            webhook_url: Some("https://hooks.example.org/x".into()),
+            ..IncidentSettings::default()
+        };
+        let refused = IncidentMonitor::new(settings, &db, links(&audit, &actions));
+        assert!(matches!(refused, Err(IncidentError::WebhookKeyMissing)));
+    });
+}
