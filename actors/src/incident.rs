@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 use crate::audit::AuditError;
 use crate::store::StoreError;
 
+mod messages;
 mod monitor;
 mod notify;
 mod record;
@@ -47,11 +48,12 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use monitor::{
+pub use messages::{
     AcknowledgeIncident, AuthFailureSignal, ChildFailureSignal, DeniedHighRiskSignal,
-    GetMonitorStatus, IncidentMonitor, ListIncidents, MonitorLinks, MonitorStatus, OpenIncident,
-    ResolveIncident, TokenUsageSignal, UnknownSenderDropped, MONITOR_ACTOR,
+    GetMonitorStatus, ListIncidents, MonitorLinks, MonitorStatus, OpenIncident, ResolveIncident,
+    TokenUsageSignal, UnknownSenderDropped,
 };
+pub use monitor::{IncidentMonitor, MONITOR_ACTOR};
 pub use notify::{NotifyError, RetryPolicy, WebhookKey, WebhookNotifier};
 pub use record::{Evidence, Incident, IncidentKind, IncidentState, Note, MAX_SAMPLE_IDS};
 pub use snapshot::{
