@@ -28,6 +28,7 @@ pub mod channel;
 pub mod clock;
 pub mod executor;
 pub mod fsutil;
+pub mod incident;
 pub mod paths;
 pub mod policy;
 pub mod provider;
