@@ -48,7 +48,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::actor::{ChannelBridge, ChannelError, RecordDelivery, TakeDueReplies};
-use super::outbox::{AttemptResult, OutboxRecord, OutboxState};
+use super::outbox::{AttemptResult, OutboxError, OutboxRecord, OutboxState};
 use crate::supervisor::{Ping, Pong, Slot};
 use crate::vault::SecretValue;
 
@@ -403,6 +403,13 @@ impl Dispatcher {
                     );
                 }
             },
+            Err(DispatchError::Channel(ChannelError::Outbox(
+                error @ (OutboxError::Finished(_) | OutboxError::UnknownId(_)),
+            ))) => {
+                // Finished or removed meanwhile: it will never be taken again.
+                self.progress.remove(&id);
+                tracing::warn!(channel, id, %error, "delivery result not recorded");
+            }
             Err(error) => {
                 // The lease runs out and the reply is tried again; remember what was accepted so
                 // that the retry does not send it twice.

@@ -16,7 +16,8 @@ use crate::channel::outbox::{Backoff, OutboundMessage, Outbox, OutboxRecord, Out
 use crate::channel::pairing::PairingSettings;
 use crate::channel::whatsapp::build_text_messages;
 use crate::channel::{
-    ChannelConfig, ChannelKind, ChannelLinks, DeliverToAgent, DeliveryRefused, EnqueueReply,
+    ChannelConfig, ChannelKind, ChannelLinks, ChannelState, DeliverToAgent, DeliveryRefused,
+    EnqueueReply, SetChannelState,
 };
 use crate::provider::test_server::{Reply, TestServer};
 use crate::store::StoreDb;
@@ -586,6 +587,36 @@ async fn in_flight_replies_are_bounded_and_the_backlog_drains() {
         assert_eq!(record.state, OutboxState::Sent);
     }
     assert_eq!(server.request_count(), 6);
+}
+
+#[actix_rt::test]
+async fn a_quarantined_channel_sends_nothing_until_released() {
+    let server = TestServer::repeating(graph_ok()).await;
+    let h = Harness::new(ChannelKind::Whatsapp);
+    let set_state = |state: ChannelState| SetChannelState {
+        state,
+        reason: None,
+        actor: "admin".into(),
+    };
+    let bridge = h.bridge.addr().unwrap();
+    bridge
+        .send(set_state(ChannelState::Quarantined))
+        .await
+        .unwrap()
+        .unwrap();
+    let dispatcher = h.dispatcher(whatsapp(&server), manual(4));
+    let id = h.enqueue("4915100000001", "held back", None).await;
+    assert_eq!(dispatch_now(&dispatcher).await, 0);
+    assert_eq!(server.request_count(), 0);
+
+    bridge
+        .send(set_state(ChannelState::Running))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dispatch_now(&dispatcher).await, 1);
+    let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+    assert_eq!((record.state, record.attempts), (OutboxState::Sent, 1));
 }
 
 #[actix_rt::test]
