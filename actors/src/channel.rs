@@ -4,8 +4,9 @@
 //! Owns: the domain logic of a channel — verifying and parsing what arrives, deciding who may
 //! talk to the agent, keeping every accepted message durable until it is processed, and
 //! scheduling replies with retries.
-//! Must not: speak HTTP (the binary crate verifies requests with the functions here and sends
-//! replies with its own client), hold a secret longer than a call, or log message text,
+//! Must not: serve HTTP (the binary crate verifies requests with the functions here; only
+//! [`dispatch`] is an HTTP *client*, for replies), hold a secret longer than a call (the
+//! dispatcher keeps its token or bridge secret as a `SecretValue`), or log message text,
 //! pairing codes or signatures.
 //!
 //! Code map:
@@ -17,12 +18,14 @@
 //! - [`pairing`]: one-time pairing codes for unknown senders.
 //! - [`inbox`] / [`outbox`]: durable queues in the store's `channels` tree.
 //! - [`actor`]: the `ChannelBridge` actor that ties them together.
+//! - [`dispatch`]: the `Dispatcher` actor that delivers queued replies over HTTP.
 
 use serde::{Deserialize, Serialize};
 
 pub mod access;
 pub mod actor;
 pub mod bridge;
+pub mod dispatch;
 pub mod inbox;
 pub mod outbox;
 pub mod pairing;
