@@ -305,31 +305,19 @@ fn offline(op: Operation, mut ctx: CommandEnv<'_>) -> Outcome {
     let settings = ctx.settings;
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let crate::core::Core {
-            db,
-            vault,
-            audit_key,
-            tokens,
-        } = core;
-        let services = match crate::services::start(
-            &home,
-            &settings,
-            db.clone(),
-            vault,
-            passphrase,
-            audit_key.clone(),
-        ) {
+        let services = match crate::services::start_offline(&home, &settings, core, passphrase) {
             Ok(s) => s,
             Err(e) => return Outcome::Error(e),
         };
+        let db = services.db.clone();
         let ops_ctx = OpsContext {
             vault: services.vault.clone(),
             audit: services.audit.clone(),
-            tokens,
+            tokens: services.tokens.clone(),
             actor: format!("cli:uid={}", rustix::process::geteuid().as_raw()),
             approvals: services.approvals.clone(),
             audit_dir: home.audit_dir(),
-            audit_key,
+            audit_key: services.audit_key.clone(),
             home: home.clone(),
             db: db.clone(),
         };

@@ -18,6 +18,9 @@ use crate::settings::{Origin, Settings};
 /// The vault name of the key that turns tokens into their stored keyed hashes.
 pub const TOKEN_HASH_KEY_NAME: &str = "kafclaw.token_hash_key";
 
+/// The vault name of the key that signs incident webhook notifications.
+pub const INCIDENT_WEBHOOK_KEY_NAME: &str = "kafclaw.incident_webhook_key";
+
 /// The environment variable holding the vault passphrase (process environment only: an env
 /// file would sit on the same disk as the key it protects).
 pub const PASSPHRASE_ENV: &str = "KAFCLAW_VAULT_PASSPHRASE";
@@ -41,6 +44,8 @@ pub struct Core {
     pub audit_key: AuditKey,
     /// Tokens (keyed hashes), with the runbook's admin token loaded as the static admin.
     pub tokens: TokenRegistry,
+    /// The key that signs incident notifications (from the vault).
+    pub webhook_key: [u8; 32],
 }
 
 /// Why the core could not be opened (one line, for stderr; exit 2).
@@ -79,6 +84,7 @@ pub fn open(
     resolve_secrets(settings, &vault)?;
     let audit_key = key32(&vault, AUDIT_KEY_NAME).map(AuditKey::from_bytes)?;
     let token_key = key32(&vault, TOKEN_HASH_KEY_NAME).map(TokenHashKey::from_bytes)?;
+    let webhook_key = key32(&vault, INCIDENT_WEBHOOK_KEY_NAME)?;
     let tokens =
         TokenRegistry::open(&db, token_key).map_err(|e| CoreError::Tokens(e.to_string()))?;
     tokens.set_static_admin(settings.gateway.auth_token.as_ref().map(Secret::expose));
@@ -87,6 +93,7 @@ pub fn open(
         vault,
         audit_key,
         tokens,
+        webhook_key,
     })
 }
 

@@ -13,9 +13,9 @@ use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::{Flush, RecordEvent, Store};
 use kafclaw_actors::supervisor::{RestartPolicy, SupervisionEvent};
 
-use crate::http::lockout::{Lockout, LockoutPolicy};
 use crate::http::{self, auth::Authenticator, AppState, Limits};
 use crate::settings::Settings;
+use kafclaw_actors::incident::ChildFailureSignal;
 
 /// The minimum length of a gateway token (32 random bytes, base64url).
 pub const MIN_TOKEN_CHARS: usize = kafclaw_actors::token::MIN_TOKEN_CHARS;
@@ -122,21 +122,7 @@ async fn serve(
             return 2;
         }
     }
-    let crate::core::Core {
-        db,
-        vault,
-        audit_key,
-        tokens,
-    } = core;
-
-    let services = match crate::services::start(
-        &home,
-        &settings,
-        db.clone(),
-        vault,
-        passphrase,
-        audit_key.clone(),
-    ) {
+    let services = match crate::services::start(&home, &settings, core, passphrase) {
         Ok(services) => services,
         Err(e) => {
             eprintln!("kafclaw: {e}");
@@ -146,18 +132,22 @@ async fn serve(
     let crate::services::Services {
         supervisor,
         mut events,
+        db,
         store,
         vault,
         audit,
-        approvals,
+        audit_key,
         audit_sink: _,
-        executor: _,
+        approvals,
         agent,
-        surface,
+        tokens,
+        monitor,
+        signals,
         channel_settings,
-        channels,
+        control,
     } = services;
-    let channel_edge = crate::channels::ChannelEdge::new(&channel_settings, channels);
+    let channel_edge =
+        crate::channels::ChannelEdge::new(&channel_settings, control.channels.clone());
 
     let gw = &settings.gateway;
     let (gateway_listener, dashboard_listener) =
@@ -184,7 +174,6 @@ async fn serve(
         (true, true) => "loopback",
         (false, _) => "remote",
     };
-    let lockout = &settings.security.auth_lockout;
     let state = web::Data::new(AppState {
         version: env!("CARGO_PKG_VERSION"),
         started,
@@ -195,19 +184,18 @@ async fn serve(
         mode,
         provider_configured: settings.provider_configured(),
         auth_failures: AtomicU64::new(0),
-        lockout: Lockout::new(LockoutPolicy {
-            max_failures: lockout.max_failures,
-            window: Duration::from_secs(lockout.window_seconds),
-            lockout: Duration::from_secs(lockout.lockout_seconds),
-        }),
+        lockout: control.lockout.clone(),
         audit: audit.clone(),
         vault: vault.clone(),
         audit_dir: home.audit_dir(),
         audit_key: audit_key.clone(),
         approvals: approvals.clone(),
         agent: agent.clone(),
-        surface: surface.clone(),
+        surface: control.surface.clone(),
         channels: channel_edge,
+        monitor: monitor.clone(),
+        signals: signals.clone(),
+        control: control.clone(),
         home: home.clone(),
         db: db.clone(),
     });
@@ -315,8 +303,13 @@ async fn serve(
                     break 1;
                 }
                 Some(SupervisionEvent::ChildFailed { name, reason }) => {
+                    signals.do_send(ChildFailureSignal { child: name.clone(), reason: reason.clone(), gave_up: false, at: time::OffsetDateTime::now_utc() });
                     let data = serde_json::json!({"child": name, "reason": reason});
                     let _ = state.audit(AuditKind::SupervisorChildFailed, "supervisor", &name, data).await;
+                }
+                Some(SupervisionEvent::GaveUp { name, policy: RestartPolicy::Quarantine, reason }) => {
+                    tracing::error!(child = %name, %reason, "restart budget exhausted; quarantined");
+                    signals.do_send(ChildFailureSignal { child: name, reason, gave_up: true, at: time::OffsetDateTime::now_utc() });
                 }
                 Some(other) => tracing::debug!(?other, "supervision event"),
                 None => break 1,

@@ -49,8 +49,8 @@ pub struct AppState {
     pub provider_configured: bool,
     /// Failed authentications since start (for `/metrics`).
     pub auth_failures: AtomicU64,
-    /// Per-IP failure counting and lockout.
-    pub lockout: Lockout,
+    /// Per-IP failure counting and lockout (shared with the incident responder).
+    pub lockout: std::sync::Arc<Lockout>,
     /// The audit chainer.
     pub audit: Slot<AuditChainer>,
     /// The secret vault.
@@ -67,6 +67,13 @@ pub struct AppState {
     pub surface: kafclaw_actors::agent::ToolSurface,
     /// The channels' webhook secrets and actors.
     pub channels: crate::channels::ChannelEdge,
+    /// The incident monitor.
+    pub monitor: Slot<kafclaw_actors::incident::IncidentMonitor>,
+    /// Signals to the current incident monitor.
+    pub signals:
+        actix::Addr<kafclaw_actors::supervisor::Forward<kafclaw_actors::incident::IncidentMonitor>>,
+    /// What control messages act on.
+    pub control: crate::admin::ControlContext,
     /// The home (for backups over the control socket).
     pub home: kafclaw_actors::paths::Home,
     /// The open store (for backups over the control socket: sled is single-process).
@@ -205,6 +212,8 @@ pub fn serve(
                 .service(route_get("/api/v1/audit/head", routes::audit_head_route))
                 .service(route_get("/api/v1/approvals", routes::approvals))
                 .service(route_get("/api/v1/channels", webhooks::channels))
+                .service(route_get("/api/v1/incidents", routes::incidents))
+                .service(route_post("/api/v1/admin/control", routes::admin_control))
                 .service(route_post(
                     "/api/v1/approvals/{id}",
                     routes::decide_approval,

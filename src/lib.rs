@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backup;
 pub mod channels;
 pub mod checks;

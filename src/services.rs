@@ -1,10 +1,12 @@
-//! The supervision tree of permanent children, started in one place for the gateway and for
-//! operator commands that run without a gateway.
+//! The supervision tree, started in one place (startup order lives here) for the gateway and
+//! for operator commands that run without a gateway.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
-use std::collections::HashMap;
+use actix::{Actor, Addr, Recipient};
+use tokio::sync::mpsc;
 
 use kafclaw_actors::agent::{
     Agent, AgentLinks, AgentRouter, AgentSettings, Budget, BudgetSettings, SessionHistory,
@@ -12,152 +14,91 @@ use kafclaw_actors::agent::{
 };
 use kafclaw_actors::approval::Approvals;
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay};
+use kafclaw_actors::channel::dispatch::{http_client, DispatchTarget, Dispatcher};
 use kafclaw_actors::channel::outbox::Backoff;
 use kafclaw_actors::channel::pairing::PairingSettings;
 use kafclaw_actors::channel::{ChannelBridge, ChannelConfig, ChannelKind, ChannelLinks};
 use kafclaw_actors::executor::{ExecSettings, ToolExecutor};
+use kafclaw_actors::incident::{IncidentMonitor, MonitorLinks, WebhookKey};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::policy::PolicySettings;
 use kafclaw_actors::provider::{ChatClient, ProviderSettings};
 use kafclaw_actors::store::{Store, StoreDb};
 use kafclaw_actors::supervisor::{
-    RestartPolicy, Slot, SupervisionEvent, Supervisor, SupervisorBuilder,
+    Forward, RestartPolicy, Slot, SupervisionEvent, Supervisor, SupervisorBuilder,
 };
-use kafclaw_actors::vault::{SecretValue, SecretVault, Vault};
-use tokio::sync::mpsc;
+use kafclaw_actors::token::TokenRegistry;
+use kafclaw_actors::vault::{SecretValue, SecretVault};
 
+use crate::admin::{ControlContext, Responder};
 use crate::channels::ChannelsSettings;
+use crate::core::Core;
+use crate::http::lockout::{Lockout, LockoutPolicy};
 use crate::settings::Settings;
 
-/// The running permanent children.
+/// The running tree and the handles the edge needs.
 pub struct Services {
     /// The supervisor.
-    pub supervisor: actix::Addr<Supervisor>,
+    pub supervisor: Addr<Supervisor>,
     /// Supervision events (restarts, give-ups).
     pub events: mpsc::UnboundedReceiver<SupervisionEvent>,
+    /// The store handle.
+    pub db: StoreDb,
     /// The store actor.
     pub store: Slot<Store>,
     /// The vault actor.
     pub vault: Slot<SecretVault>,
     /// The audit chainer.
     pub audit: Slot<AuditChainer>,
+    /// The audit chain key.
+    pub audit_key: AuditKey,
+    /// Appends to the current audit chainer (survives chainer restarts).
+    pub audit_sink: Recipient<AppendRecord>,
     /// Tool approvals.
     pub approvals: Slot<Approvals>,
-    /// Appends to the current audit chainer (survives chainer restarts).
-    pub audit_sink: actix::Recipient<AppendRecord>,
-    /// The tool executor.
-    pub executor: Slot<ToolExecutor>,
     /// The agent.
     pub agent: Slot<Agent>,
-    /// The runtime tool surface (restrictions, blocks) shared with the admin side.
-    pub surface: ToolSurface,
+    /// Gateway tokens.
+    pub tokens: TokenRegistry,
+    /// The incident monitor.
+    pub monitor: Slot<IncidentMonitor>,
+    /// Signals to the current incident monitor (survives its restarts).
+    pub signals: Addr<Forward<IncidentMonitor>>,
     /// The channel settings (secrets for the webhook edge).
     pub channel_settings: ChannelsSettings,
-    /// Every channel by name.
-    pub channels: std::collections::BTreeMap<String, Slot<ChannelBridge>>,
+    /// What control messages act on (channels, tool surface, lockout, tokens, …).
+    pub control: ControlContext,
 }
 
-/// Starts store, vault and audit chainer under a supervisor (inside an actix system).
-/// `vault` is the already-open vault for the first instance; restarts reopen it.
+/// Starts every child under one supervisor (inside an actix system). `core.vault` serves the
+/// vault's first instance; restarts reopen it (with `passphrase`).
 pub fn start(
     home: &Home,
     settings: &Settings,
-    db: StoreDb,
-    vault: Vault,
+    core: Core,
     passphrase: Option<SecretValue>,
-    audit_key: AuditKey,
 ) -> Result<Services, String> {
+    let Core {
+        db,
+        vault,
+        audit_key,
+        tokens,
+        webhook_key,
+    } = core;
     let mut tree = SupervisorBuilder::new(settings.supervisor.clone());
-
-    let store_db = db.clone();
-    let store = tree.child(
-        "store",
-        RestartPolicy::Permanent,
-        Box::new(move || Store::new(store_db.clone()).map_err(|e| e.to_string())),
+    let Trust {
+        store,
+        vault,
+        audit,
+        relay,
+        approvals,
+        monitor_slot,
+        signals,
+    } = trust_children(
+        &mut tree, home, settings, &db, vault, passphrase, &audit_key,
     );
 
-    let first_vault = std::sync::Mutex::new(Some(vault));
-    let reopen = SecretVault::factory(home.clone(), db.clone(), passphrase);
-    let vault = tree.child(
-        "vault",
-        RestartPolicy::Permanent,
-        Box::new(move || {
-            let first = first_vault.lock().unwrap_or_else(|p| p.into_inner()).take();
-            match first {
-                Some(vault) => Ok(SecretVault::new(vault)),
-                None => reopen(),
-            }
-        }),
-    );
-
-    let audit_dir = home.audit_dir();
-    let audit_settings = settings.audit.clone();
-    let audit = tree.child(
-        "audit",
-        RestartPolicy::Permanent,
-        Box::new(move || {
-            AuditChainer::open(&audit_dir, audit_key.clone(), &audit_settings)
-                .map_err(|e| e.to_string())
-        }),
-    );
-
-    let relay = AuditRelay::new(audit.clone())
-        .start()
-        .recipient::<AppendRecord>();
-    let approvals_db = db.clone();
-    let approvals_audit = relay.clone();
-    let timeout = Duration::from_secs(
-        settings.tools["policy"]["approval_timeout_seconds"]
-            .as_u64()
-            .unwrap_or(120),
-    );
-    let approvals = tree.child(
-        "approvals",
-        RestartPolicy::Permanent,
-        Box::new(move || {
-            Approvals::new(approvals_db.clone(), approvals_audit.clone(), timeout)
-                .map_err(|e| e.to_string())
-        }),
-    );
-
-    let exec_settings: ExecSettings = serde_json::from_value(settings.tools["exec"].clone())
-        .map_err(|e| format!("tools.exec: {e}"))?;
-    let policy: PolicySettings = serde_json::from_value(settings.tools["policy"].clone())
-        .map_err(|e| format!("tools.policy: {e}"))?;
-    let workspace = settings.workspace(home);
-    let work_repo = settings.work_repo(home);
-    let (probe, warnings) = ToolExecutor::new(
-        &exec_settings,
-        policy.clone(),
-        &workspace,
-        &work_repo,
-        home,
-        relay.clone(),
-        None,
-    );
-    drop(probe);
-    for warning in warnings {
-        tracing::warn!(?warning, "tools.exec.allow: program not usable");
-    }
-    let executor_home = home.clone();
-    let executor_audit = relay.clone();
-    let executor_workspace = workspace.clone();
-    let executor = tree.child(
-        "executor",
-        RestartPolicy::Permanent,
-        Box::new(move || {
-            Ok(ToolExecutor::new(
-                &exec_settings,
-                policy.clone(),
-                &executor_workspace,
-                &work_repo,
-                &executor_home,
-                executor_audit.clone(),
-                None,
-            )
-            .0)
-        }),
-    );
+    let executor = start_executor(&mut tree, home, settings, relay.clone(), &signals)?;
 
     let client = provider_client(settings)?;
     let history = SessionHistory::new(&db, settings.model.history_messages as usize)
@@ -173,15 +114,17 @@ pub fn start(
     )
     .map_err(|e| e.to_string())?;
     let surface = ToolSurface::default();
+    crate::admin::restore_surface(&db, &surface);
     let links = AgentLinks {
-        executor: executor.clone(),
+        executor,
         approvals: approvals.clone(),
         store: store.clone(),
         surface: surface.clone(),
+        usage: Some(signals.clone().recipient()),
     };
     let agent_settings = AgentSettings {
         max_tool_iterations: settings.model.max_tool_iterations,
-        workspace,
+        workspace: settings.workspace(home),
     };
     let agent = tree.child(
         "agent",
@@ -198,67 +141,333 @@ pub fn start(
     );
 
     let channel_settings = ChannelsSettings::from_settings(settings)?;
+    let channels = start_channels(
+        &mut tree,
+        &db,
+        &channel_settings,
+        &agent,
+        relay.clone(),
+        &signals,
+    )?;
+
+    let lockout = &settings.security.auth_lockout;
+    let control = ControlContext {
+        channels,
+        surface,
+        tokens: tokens.clone(),
+        monitor: monitor_slot.clone(),
+        lockout: Arc::new(Lockout::new(LockoutPolicy {
+            max_failures: lockout.max_failures,
+            window: Duration::from_secs(lockout.window_seconds),
+            lockout: Duration::from_secs(lockout.lockout_seconds),
+        })),
+        audit: relay.clone(),
+        home: home.clone(),
+        db: db.clone(),
+    };
+    let responder = Responder::new(control.clone()).start();
+    let incident_settings = settings.incident_settings()?;
+    let monitor_db = db.clone();
+    let monitor_audit = relay.clone();
+    let lockout_seconds = lockout.lockout_seconds;
+    tree.child_in(
+        monitor_slot.clone(),
+        "incidents",
+        RestartPolicy::Permanent,
+        Box::new(move || {
+            let links = MonitorLinks {
+                audit: monitor_audit.clone(),
+                actions: responder.clone().recipient(),
+                webhook_key: Some(WebhookKey::from_bytes(webhook_key)),
+            };
+            IncidentMonitor::new(incident_settings.clone(), &monitor_db, links)
+                .map(|m| m.with_lockout_seconds(lockout_seconds))
+                .map_err(|e| e.to_string())
+        }),
+    );
+
+    let (supervisor, events) = tree.start()?;
+    Ok(Services {
+        supervisor,
+        events,
+        db,
+        store,
+        vault,
+        audit,
+        audit_key,
+        audit_sink: relay,
+        approvals,
+        agent,
+        tokens,
+        monitor: monitor_slot,
+        signals,
+        channel_settings,
+        control,
+    })
+}
+
+/// The children every command needs: store, vault, audit chainer (and its relay), approvals,
+/// and the forwarder that incident signals go through.
+struct Trust {
+    store: Slot<Store>,
+    vault: Slot<SecretVault>,
+    audit: Slot<AuditChainer>,
+    relay: Recipient<AppendRecord>,
+    approvals: Slot<Approvals>,
+    monitor_slot: Slot<IncidentMonitor>,
+    signals: Addr<Forward<IncidentMonitor>>,
+}
+
+fn trust_children(
+    tree: &mut SupervisorBuilder,
+    home: &Home,
+    settings: &Settings,
+    db: &StoreDb,
+    vault: kafclaw_actors::vault::Vault,
+    passphrase: Option<SecretValue>,
+    audit_key: &AuditKey,
+) -> Trust {
+    // The trust core first: store, vault, audit.
+    let store_db = db.clone();
+    let store = tree.child(
+        "store",
+        RestartPolicy::Permanent,
+        Box::new(move || Store::new(store_db.clone()).map_err(|e| e.to_string())),
+    );
+    let first_vault = std::sync::Mutex::new(Some(vault));
+    let reopen = SecretVault::factory(home.clone(), db.clone(), passphrase);
+    let vault = tree.child(
+        "vault",
+        RestartPolicy::Permanent,
+        Box::new(move || {
+            let first = first_vault.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match first {
+                Some(vault) => Ok(SecretVault::new(vault)),
+                None => reopen(),
+            }
+        }),
+    );
+    let audit_dir = home.audit_dir();
+    let audit_settings = settings.audit.clone();
+    let chain_key = audit_key.clone();
+    let audit = tree.child(
+        "audit",
+        RestartPolicy::Permanent,
+        Box::new(move || {
+            AuditChainer::open(&audit_dir, chain_key.clone(), &audit_settings)
+                .map_err(|e| e.to_string())
+        }),
+    );
+    let relay = AuditRelay::new(audit.clone())
+        .start()
+        .recipient::<AppendRecord>();
+
+    // Signals reach whichever monitor instance is current.
+    let monitor_slot: Slot<IncidentMonitor> = Slot::default();
+    let signals = Forward::new(monitor_slot.clone()).start();
+
+    let approvals_db = db.clone();
+    let approvals_audit = relay.clone();
+    let timeout = Duration::from_secs(
+        settings.tools["policy"]["approval_timeout_seconds"]
+            .as_u64()
+            .unwrap_or(120),
+    );
+    let approvals = tree.child(
+        "approvals",
+        RestartPolicy::Permanent,
+        Box::new(move || {
+            Approvals::new(approvals_db.clone(), approvals_audit.clone(), timeout)
+                .map_err(|e| e.to_string())
+        }),
+    );
+
+    Trust {
+        store,
+        vault,
+        audit,
+        relay,
+        approvals,
+        monitor_slot,
+        signals,
+    }
+}
+
+/// The trust core alone, for operator commands run without a gateway: nothing that talks to
+/// the outside (no channels, dispatchers, agent or monitor) is started.
+pub struct OfflineServices {
+    /// The supervisor (keeps the children alive).
+    pub supervisor: Addr<Supervisor>,
+    /// The store handle.
+    pub db: StoreDb,
+    /// The vault actor.
+    pub vault: Slot<SecretVault>,
+    /// The audit chainer.
+    pub audit: Slot<AuditChainer>,
+    /// The audit chain key.
+    pub audit_key: AuditKey,
+    /// Tool approvals.
+    pub approvals: Slot<Approvals>,
+    /// Gateway tokens.
+    pub tokens: TokenRegistry,
+}
+
+/// Starts the trust core for an offline operator command.
+pub fn start_offline(
+    home: &Home,
+    settings: &Settings,
+    core: Core,
+    passphrase: Option<SecretValue>,
+) -> Result<OfflineServices, String> {
+    let Core {
+        db,
+        vault,
+        audit_key,
+        tokens,
+        webhook_key: _,
+    } = core;
+    let mut tree = SupervisorBuilder::new(settings.supervisor.clone());
+    let trust = trust_children(
+        &mut tree, home, settings, &db, vault, passphrase, &audit_key,
+    );
+    let (supervisor, _events) = tree.start()?;
+    Ok(OfflineServices {
+        supervisor,
+        db,
+        vault: trust.vault,
+        audit: trust.audit,
+        audit_key,
+        approvals: trust.approvals,
+        tokens,
+    })
+}
+
+fn start_executor(
+    tree: &mut SupervisorBuilder,
+    home: &Home,
+    settings: &Settings,
+    audit: Recipient<AppendRecord>,
+    signals: &Addr<Forward<IncidentMonitor>>,
+) -> Result<Slot<ToolExecutor>, String> {
+    let exec_settings: ExecSettings = serde_json::from_value(settings.tools["exec"].clone())
+        .map_err(|e| format!("tools.exec: {e}"))?;
+    let policy: PolicySettings = serde_json::from_value(settings.tools["policy"].clone())
+        .map_err(|e| format!("tools.policy: {e}"))?;
+    let workspace = settings.workspace(home);
+    let work_repo = settings.work_repo(home);
+    let high_risk = signals.clone().recipient();
+    let (first, warnings) = ToolExecutor::new(
+        &exec_settings,
+        policy.clone(),
+        &workspace,
+        &work_repo,
+        home,
+        audit.clone(),
+        Some(high_risk),
+    );
+    for warning in warnings {
+        tracing::warn!(?warning, "tools.exec.allow: program not usable");
+    }
+    // The executor is `Clone`: every (re)start gets a fresh copy of the one built and checked
+    // here (programs resolved to absolute paths once, at startup).
+    Ok(tree.child(
+        "executor",
+        RestartPolicy::Permanent,
+        Box::new(move || Ok(first.clone())),
+    ))
+}
+
+fn start_channels(
+    tree: &mut SupervisorBuilder,
+    db: &StoreDb,
+    settings: &ChannelsSettings,
+    agent: &Slot<Agent>,
+    audit: Recipient<AppendRecord>,
+    signals: &Addr<Forward<IncidentMonitor>>,
+) -> Result<BTreeMap<String, Slot<ChannelBridge>>, String> {
+    let mut configs: Vec<(ChannelConfig, DispatchTarget)> = Vec::new();
+    if let Some(wa) = &settings.whatsapp {
+        let token = wa.access_token.as_ref().map(|t| t.expose()).unwrap_or("");
+        configs.push((
+            ChannelConfig {
+                name: "whatsapp".into(),
+                kind: ChannelKind::Whatsapp,
+                account: wa.phone_number_id.clone(),
+                policy: wa.policy.clone(),
+                pairing: PairingSettings::default(),
+                backoff: Backoff::default(),
+            },
+            DispatchTarget::WhatsApp {
+                graph_base: wa.graph_base.clone(),
+                api_version: wa.api_version.clone(),
+                phone_number_id: wa.phone_number_id.clone(),
+                access_token: SecretValue::from(token),
+            },
+        ));
+    }
+    for (name, bridge) in &settings.bridges {
+        let secret = bridge.secret.as_ref().map(|t| t.expose()).unwrap_or("");
+        configs.push((
+            ChannelConfig {
+                name: name.clone(),
+                kind: ChannelKind::Bridge,
+                account: name.clone(),
+                policy: bridge.policy.clone(),
+                pairing: PairingSettings::default(),
+                backoff: Backoff::default(),
+            },
+            DispatchTarget::Bridge {
+                outbound_url: bridge.outbound_url.clone(),
+                secret: SecretValue::from(secret),
+            },
+        ));
+    }
     let mut channel_slots: HashMap<String, Slot<ChannelBridge>> = HashMap::new();
-    for name in channel_settings.names() {
-        channel_slots.insert(name, Slot::default());
+    let mut dispatch_slots: HashMap<String, Slot<Dispatcher>> = HashMap::new();
+    for (config, _) in &configs {
+        channel_slots.insert(config.name.clone(), Slot::default());
+        dispatch_slots.insert(config.name.clone(), Slot::default());
     }
-    let router = AgentRouter::new(agent.clone(), channel_slots.clone()).start();
-    let mut configs: Vec<ChannelConfig> = Vec::new();
-    if let Some(wa) = &channel_settings.whatsapp {
-        configs.push(ChannelConfig {
-            name: "whatsapp".into(),
-            kind: ChannelKind::Whatsapp,
-            account: wa.phone_number_id.clone(),
-            policy: wa.policy.clone(),
-            pairing: PairingSettings::default(),
-            backoff: Backoff::default(),
-        });
-    }
-    for (name, bridge) in &channel_settings.bridges {
-        configs.push(ChannelConfig {
-            name: name.clone(),
-            kind: ChannelKind::Bridge,
-            account: name.clone(),
-            policy: bridge.policy.clone(),
-            pairing: PairingSettings::default(),
-            backoff: Backoff::default(),
-        });
-    }
-    for config in configs {
-        let slot = channel_slots.get(&config.name).cloned().unwrap_or_default();
+    let router =
+        AgentRouter::new(agent.clone(), channel_slots.clone(), dispatch_slots.clone()).start();
+    let http = if configs.is_empty() {
+        None
+    } else {
+        Some(http_client().map_err(|e| e.to_string())?)
+    };
+    for (config, target) in configs {
+        let name = config.name.clone();
+        let channel_slot = channel_slots.get(&name).cloned().unwrap_or_default();
         let links = ChannelLinks {
             agent: router.clone().recipient(),
-            audit: relay.clone(),
-            unknown_senders: None,
+            audit: audit.clone(),
+            unknown_senders: Some(signals.clone().recipient()),
         };
         let channel_db = db.clone();
-        let name = format!("channel:{}", config.name);
         tree.child_in(
-            slot,
-            &name,
+            channel_slot.clone(),
+            &format!("channel:{name}"),
             RestartPolicy::Quarantine,
             Box::new(move || {
                 ChannelBridge::new(config.clone(), &channel_db, links.clone())
                     .map_err(|e| e.to_string())
             }),
         );
+        // Validate the target once, up front: a bad URL or token is a startup error.
+        let http = http.clone().ok_or("no http client")?;
+        Dispatcher::new(target.clone(), channel_slot.clone(), http.clone())
+            .map_err(|e| format!("channel {name}: {e}"))?;
+        tree.child_in(
+            dispatch_slots.get(&name).cloned().unwrap_or_default(),
+            &format!("dispatch:{name}"),
+            RestartPolicy::Quarantine,
+            Box::new(move || {
+                Dispatcher::new(target.clone(), channel_slot.clone(), http.clone())
+                    .map_err(|e| e.to_string())
+            }),
+        );
     }
-
-    let (supervisor, events) = tree.start()?;
-    Ok(Services {
-        supervisor,
-        events,
-        store,
-        vault,
-        audit,
-        approvals,
-        audit_sink: relay,
-        executor,
-        agent,
-        surface,
-        channel_settings,
-        channels: channel_slots.into_iter().collect(),
-    })
+    Ok(channel_slots.into_iter().collect())
 }
 
 /// The model provider's client, or `None` when no model is configured.

@@ -175,9 +175,12 @@ pub struct Settings {
     pub audit: kafclaw_actors::audit::AuditSettings,
     /// Logging.
     pub log: LogSettings,
-    /// Channels (kept as JSON until the channel bridges consume their slice).
+    /// Channels (typed by `crate::channels`).
     #[serde(default)]
     pub channels: Value,
+    /// Incident thresholds (typed by `kafclaw_actors::incident::IncidentSettings`).
+    #[serde(default)]
+    pub incidents: Value,
     /// Where each key's value came from.
     #[serde(skip)]
     pub origins: BTreeMap<String, Origin>,
@@ -330,6 +333,15 @@ impl Settings {
     pub fn origin(&self, key: &str) -> Origin {
         self.origins.get(key).cloned().unwrap_or(Origin::Default)
     }
+    /// The incident monitor's settings (empty strings mean unset).
+    pub fn incident_settings(&self) -> Result<kafclaw_actors::incident::IncidentSettings, String> {
+        let mut value = self.incidents.clone();
+        if let Value::Object(map) = &mut value {
+            map.retain(|_, v| v.as_str() != Some(""));
+        }
+        serde_json::from_value(value).map_err(|e| format!("incidents: {e}"))
+    }
+
     /// True when a model provider is configured.
     pub fn provider_configured(&self) -> bool {
         !self.providers.openai.model.is_empty()
@@ -683,6 +695,15 @@ fn check(kind: Kind, raw: &Value) -> Result<Value, String> {
                 words.join(", ")
             )),
         },
+        Kind::Float => {
+            let n = match raw {
+                Value::Number(n) => n.as_f64(),
+                _ => text.as_deref().and_then(|t| t.parse::<f64>().ok()),
+            };
+            n.filter(|n| n.is_finite() && *n > 0.0)
+                .map(Value::from)
+                .ok_or_else(|| format!("{} is not a positive number", show(raw)))
+        }
         Kind::Url => match text.as_deref() {
             Some("") => Ok(Value::from("")),
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => {

@@ -534,3 +534,34 @@ impl Handler<Ping> for Supervisor {
         Pong
     }
 }
+
+/// Forwards fire-and-forget messages (signals, `Result = ()`) to whichever instance of a
+/// supervised actor is current, so a long-lived `Recipient` survives the target's restarts.
+/// A signal sent while the target is down is dropped (signals are best effort by nature).
+pub struct Forward<A: Actor> {
+    slot: Slot<A>,
+}
+
+impl<A: Actor> Forward<A> {
+    /// A forwarder to `slot`.
+    pub fn new(slot: Slot<A>) -> Self {
+        Self { slot }
+    }
+}
+
+impl<A: Actor> Actor for Forward<A> {
+    type Context = Context<Self>;
+}
+
+impl<A, M> Handler<M> for Forward<A>
+where
+    A: Actor<Context = Context<A>> + Handler<M>,
+    M: Message<Result = ()> + Send + 'static,
+{
+    type Result = ();
+    fn handle(&mut self, msg: M, _: &mut Context<Self>) {
+        if let Some(addr) = self.slot.addr() {
+            addr.do_send(msg);
+        }
+    }
+}

@@ -233,6 +233,12 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
         Err(failure) => {
             let client = ip.map(|i| i.to_string()).unwrap_or_default();
             state.note_auth_failure(&client, req.path(), &failure);
+            state
+                .signals
+                .do_send(kafclaw_actors::incident::AuthFailureSignal {
+                    ip: client.clone(),
+                    at: OffsetDateTime::now_utc(),
+                });
             let data = json!({
                 "client": client,
                 "route": req.path(),

@@ -60,6 +60,16 @@ impl Lockout {
             .filter(|left| !left.is_zero())
     }
 
+    /// Locks `ip` out for `duration` from `now` (an incident action); never shortens a lockout.
+    pub fn lock(&self, ip: IpAddr, duration: Duration, now: Instant) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let record = table.entry(ip).or_default();
+        let until = now + duration;
+        if record.locked_until.is_none_or(|u| u < until) {
+            record.locked_until = Some(until);
+        }
+    }
+
     /// Counts one failure from `ip`.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) -> FailureOutcome {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());

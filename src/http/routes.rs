@@ -326,3 +326,79 @@ pub async fn decide_approval(
         })?;
     Ok(HttpResponse::Ok().json(record))
 }
+
+/// `GET /api/v1/incidents` (read): newest first.
+pub async fn incidents(
+    state: web::Data<AppState>,
+    _caller: Authorized<Read>,
+) -> Result<HttpResponse, ApiError> {
+    let monitor = state
+        .monitor
+        .addr()
+        .ok_or_else(|| ApiError::Unavailable("incident monitor unavailable".into()))?;
+    let list = monitor
+        .send(kafclaw_actors::incident::ListIncidents {
+            state: None,
+            limit: None,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("incident monitor unavailable".into()))?
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// `POST /api/v1/admin/control` (admin): one control message, audited with the token's name.
+pub async fn admin_control(
+    state: web::Data<AppState>,
+    caller: Authorized<super::auth::Admin>,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    let message = parse_control(body.into_inner())?;
+    let result = crate::admin::apply(message, &caller.principal.name, &state.control)
+        .await
+        .map_err(control_error)?;
+    Ok(HttpResponse::Ok().json(json!({"ok": true, "result": result})))
+}
+
+/// Parses a control message, naming the problem (unknown type, missing or unknown field).
+pub fn parse_control(value: serde_json::Value) -> Result<crate::admin::ControlMessage, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "a control message is a JSON object".into(),
+        ));
+    }
+    match value.get("type").and_then(|t| t.as_str()) {
+        None => return Err(ApiError::BadRequest("type is required".into())),
+        Some(t) if !CONTROL_TYPES.contains(&t) => {
+            return Err(ApiError::BadRequest(format!("unknown type: {t}")))
+        }
+        Some(_) => {}
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Every control message type (CONTRACT §3.4), plus `allow_sender`.
+pub const CONTROL_TYPES: &[&str] = &[
+    "quarantine_channel",
+    "release_channel",
+    "disable_channel",
+    "enable_channel",
+    "restrict_tools",
+    "relax_tools",
+    "rotate_gateway_token",
+    "block_sender",
+    "unblock_sender",
+    "allow_sender",
+    "snapshot",
+    "lockdown",
+    "resolve_incident",
+    "acknowledge_incident",
+];
+
+fn control_error(e: crate::admin::ControlError) -> ApiError {
+    match e {
+        crate::admin::ControlError::Invalid(m) => ApiError::BadRequest(m),
+        crate::admin::ControlError::NotFound(_) => ApiError::NotFound,
+        crate::admin::ControlError::Unavailable(m) => ApiError::Unavailable(m),
+    }
+}

@@ -20,6 +20,8 @@ pub enum Kind {
     OneOf(&'static [&'static str]),
     /// A URL starting with http:// or https:// (empty allowed where the default is empty).
     Url,
+    /// A positive number.
+    Float,
 }
 
 /// One settings key. `*` in a path segment matches one name (a bridge's name).
@@ -206,6 +208,71 @@ pub const KEYS: &[KeySpec] = &[
     k("log.retention_days", Kind::UInt { min: 0, max: 3650 }),
     k("log.dir", Kind::Str),
     k("incidents.owner", Kind::Str),
+    k("incidents.webhook_url", Kind::Url),
+    k(
+        "incidents.auth_failures_per_ip",
+        Kind::UInt {
+            min: 0,
+            max: 1_000_000,
+        },
+    ),
+    k(
+        "incidents.auth_failures_window_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    k(
+        "incidents.auth_failures_global",
+        Kind::UInt {
+            min: 0,
+            max: 1_000_000,
+        },
+    ),
+    k(
+        "incidents.unknown_senders_per_channel",
+        Kind::UInt {
+            min: 0,
+            max: 1_000_000,
+        },
+    ),
+    k(
+        "incidents.unknown_senders_window_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    k(
+        "incidents.denied_high_risk_per_sender",
+        Kind::UInt {
+            min: 0,
+            max: 1_000_000,
+        },
+    ),
+    k(
+        "incidents.denied_high_risk_window_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    k("incidents.token_spike_factor", Kind::Float),
+    k(
+        "incidents.token_spike_window_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    k(
+        "incidents.token_spike_min_tokens",
+        Kind::UInt {
+            min: 0,
+            max: u64::MAX,
+        },
+    ),
 ];
 
 /// `KAFCLAW_*` variables that are not settings keys but are read by the program.

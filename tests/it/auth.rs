@@ -20,7 +20,8 @@ async fn protected_routes_need_exactly_a_bearer_token() {
     let gw = Gateway::start(
         Options::default()
             .token()
-            .env("KAFCLAW_SECURITY_AUTH_LOCKOUT_MAX_FAILURES", "1000"),
+            .env("KAFCLAW_SECURITY_AUTH_LOCKOUT_MAX_FAILURES", "1000")
+            .env("KAFCLAW_INCIDENTS_AUTH_FAILURES_PER_IP", "0"),
     );
     let url = gw.url("/api/v1/supervisor");
     let bearer = format!("Bearer {TOKEN}");

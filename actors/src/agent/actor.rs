@@ -98,6 +98,8 @@ pub struct AgentLinks {
     pub store: Slot<Store>,
     /// The runtime tool surface.
     pub surface: ToolSurface,
+    /// Token usage per turn, for the incident monitor's spike detection.
+    pub usage: Option<Recipient<crate::incident::TokenUsageSignal>>,
 }
 
 /// Agent settings (`model.*`, paths).
@@ -309,6 +311,13 @@ async fn run_one(
         .flush()
         .await
         .map_err(|e| AgentError::Internal(e.to_string()))?;
+    if let Some(usage) = &links.usage {
+        usage.do_send(crate::incident::TokenUsageSignal {
+            channel: msg.channel.clone(),
+            tokens: outcome.usage.total(),
+            at: time::OffsetDateTime::now_utc(),
+        });
+    }
     record(
         &links.store,
         &msg,

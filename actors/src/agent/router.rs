@@ -13,6 +13,7 @@ use actix::prelude::*;
 
 use super::{Agent, AgentError, RunTurn};
 use crate::channel::actor::{ChannelBridge, DeliverToAgent, DeliveryRefused, EnqueueReply};
+use crate::channel::dispatch::{DispatchNow, Dispatcher};
 use crate::channel::outbox::OutboundMessage;
 use crate::supervisor::{Ping, Pong, Slot};
 
@@ -20,12 +21,21 @@ use crate::supervisor::{Ping, Pong, Slot};
 pub struct AgentRouter {
     agent: Slot<Agent>,
     channels: HashMap<String, Slot<ChannelBridge>>,
+    dispatchers: HashMap<String, Slot<Dispatcher>>,
 }
 
 impl AgentRouter {
-    /// A router over the agent and every channel by name.
-    pub fn new(agent: Slot<Agent>, channels: HashMap<String, Slot<ChannelBridge>>) -> Self {
-        Self { agent, channels }
+    /// A router over the agent, every channel and its dispatcher, by channel name.
+    pub fn new(
+        agent: Slot<Agent>,
+        channels: HashMap<String, Slot<ChannelBridge>>,
+        dispatchers: HashMap<String, Slot<Dispatcher>>,
+    ) -> Self {
+        Self {
+            agent,
+            channels,
+            dispatchers,
+        }
     }
 }
 
@@ -46,6 +56,7 @@ impl Handler<DeliverToAgent> for AgentRouter {
     fn handle(&mut self, msg: DeliverToAgent, _: &mut Context<Self>) -> Self::Result {
         let agent = self.agent.addr();
         let channel = self.channels.get(&msg.channel).and_then(Slot::addr);
+        let dispatcher = self.dispatchers.get(&msg.channel).and_then(Slot::addr);
         Box::pin(async move {
             let agent = agent.ok_or_else(|| DeliveryRefused("the agent is not running".into()))?;
             let channel = channel.ok_or_else(|| {
@@ -83,7 +94,13 @@ impl Handler<DeliverToAgent> for AgentRouter {
                 session: Some(msg.session_key.clone()),
             };
             match channel.send(EnqueueReply { message: reply }).await {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(_)) => {
+                    // Send now rather than at the next poll.
+                    if let Some(dispatcher) = dispatcher {
+                        dispatcher.do_send(DispatchNow);
+                    }
+                    Ok(())
+                }
                 _ => Err(DeliveryRefused("the reply could not be queued".into())),
             }
         })

@@ -862,6 +862,19 @@ impl Handler<UnknownSenderDropped> for IncidentMonitor {
     }
 }
 
+/// The channel actor's own signal, so channels can be wired to the monitor directly.
+impl Handler<crate::channel::UnknownSenderDropped> for IncidentMonitor {
+    type Result = ();
+    fn handle(&mut self, msg: crate::channel::UnknownSenderDropped, ctx: &mut Context<Self>) {
+        let signal = UnknownSenderDropped {
+            channel: msg.channel,
+            sender: msg.sender_id,
+            at: (self.clock)(),
+        };
+        self.unknown_sender(signal, ctx);
+    }
+}
+
 impl Handler<DeniedHighRiskSignal> for IncidentMonitor {
     type Result = ();
     fn handle(&mut self, msg: DeniedHighRiskSignal, ctx: &mut Context<Self>) {
