@@ -71,6 +71,13 @@ pub enum Command {
     /// Tool approvals: list, approve, deny.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// Send one admin control message to the running gateway, e.g.
+    /// `kafclaw admin quarantine-channel --channel whatsapp --reason spam`.
+    Admin {
+        /// The message type (dashes or underscores) followed by `--field value` pairs.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+        args: Vec<String>,
+    },
 }
 
 /// `kafclaw doctor`.

@@ -320,6 +320,7 @@ fn offline(op: Operation, mut ctx: CommandEnv<'_>) -> Outcome {
             audit_key: services.audit_key.clone(),
             home: home.clone(),
             db: db.clone(),
+            control: None,
         };
         let result = ops::execute(op, &ops_ctx).await;
         if let Err(e) = db.flush().await {
@@ -330,5 +331,55 @@ fn offline(op: Operation, mut ctx: CommandEnv<'_>) -> Outcome {
             Err(OpError::Failed(e)) => Outcome::Failed(e),
             Err(e) => Outcome::Error(e.to_string()),
         }
+    })
+}
+
+/// `kafclaw admin <type-with-dashes> [--field value …]`: one control message through the
+/// running gateway's control socket (owner uid only; the gateway audits it as `cli:uid=N`).
+/// Values that look like integers are sent as numbers; `--deny a,b` is a list.
+pub fn admin(args: Vec<String>, ctx: CommandEnv<'_>) -> i32 {
+    let Some((kind, fields)) = args.split_first() else {
+        eprintln!("kafclaw: usage: kafclaw admin <type> [--field value …]");
+        return 2;
+    };
+    let mut message = serde_json::Map::new();
+    message.insert("type".into(), Value::from(kind.replace('-', "_")));
+    let mut rest = fields.iter();
+    while let Some(flag) = rest.next() {
+        let Some(name) = flag.strip_prefix("--") else {
+            eprintln!("kafclaw: expected --field, got {flag}");
+            return 2;
+        };
+        let Some(value) = rest.next() else {
+            eprintln!("kafclaw: --{name} needs a value");
+            return 2;
+        };
+        let name = name.replace('-', "_");
+        let value = if name == "deny" {
+            Value::from(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
+            )
+        } else if let Ok(n) = value.parse::<u64>() {
+            Value::from(n)
+        } else {
+            Value::from(value.as_str())
+        };
+        message.insert(name, value);
+    }
+    let json = ctx.json;
+    let op = Operation::Control {
+        message: Value::Object(message),
+    };
+    let outcome = match control::send(ctx.home, &op) {
+        Ok(Some(answer)) => answer.into(),
+        Ok(None) => Outcome::Error("no running gateway answers on the control socket".into()),
+        Err(e) => Outcome::Error(e),
+    };
+    finish(outcome, json, |result| {
+        println!("ok {}", result);
     })
 }

@@ -97,6 +97,7 @@ async fn execute(op: Operation, state: &AppState, uid: u32) -> Value {
         audit_key: state.audit_key.clone(),
         home: state.home.clone(),
         db: state.db.clone(),
+        control: Some(state.control.clone()),
     };
     match ops::execute(op, &ctx).await {
         Ok(result) => json!({"status": "ok", "result": result}),

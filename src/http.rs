@@ -22,7 +22,7 @@ use kafclaw_actors::supervisor::{Slot, Supervisor};
 pub mod auth;
 pub mod error;
 pub mod lockout;
-mod routes;
+pub mod routes;
 mod webhooks;
 
 use auth::{AuthFailure, Authenticator};

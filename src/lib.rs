@@ -101,6 +101,7 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         cli::Command::Token(cmd) => commands::token(cmd, ctx(settings)),
         cli::Command::Audit(cmd) => commands::audit(cmd, ctx(settings)),
         cli::Command::Approvals(cmd) => commands::approvals(cmd, ctx(settings)),
+        cli::Command::Admin { args } => commands::admin(args, ctx(settings)),
         // Handled before the settings are loaded (above).
         cli::Command::Doctor(_)
         | cli::Command::Security(_)

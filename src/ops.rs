@@ -60,6 +60,11 @@ pub enum Operation {
         /// Approve (true) or deny (false).
         approved: bool,
     },
+    /// One admin control message (CONTRACT §3.4), as JSON.
+    Control {
+        /// The message, tagged by `type`.
+        message: Value,
+    },
     /// Recompute the audit chain.
     AuditVerify {
         /// First sequence number to verify (trusting its `prev`).
@@ -86,6 +91,7 @@ impl std::fmt::Debug for Operation {
             Operation::TokenList => "token_list",
             Operation::TokenRevoke { .. } => "token_revoke",
             Operation::AuditVerify { .. } => "audit_verify",
+            Operation::Control { .. } => "control",
             Operation::ApprovalList => "approval_list",
             Operation::ApprovalDecide { .. } => "approval_decide",
             Operation::BackupCreate { .. } => "backup_create",
@@ -128,6 +134,8 @@ pub struct OpsContext {
     pub home: kafclaw_actors::paths::Home,
     /// The open store (for backups: sled allows one process per store).
     pub db: kafclaw_actors::store::StoreDb,
+    /// What control messages act on; `None` when no gateway runs.
+    pub control: Option<crate::admin::ControlContext>,
 }
 
 impl OpsContext {
@@ -266,6 +274,19 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                     "revoked_at": r.revoked_at.map(kafclaw_actors::clock::to_rfc3339),
                 }))
                 .collect::<Vec<_>>()))
+        }
+        Operation::Control { message } => {
+            let control = ctx.control.as_ref().ok_or_else(|| {
+                OpError::Unavailable("control messages need a running gateway".into())
+            })?;
+            let message = crate::http::routes::parse_control(message)
+                .map_err(|e| OpError::Invalid(e.to_string()))?;
+            crate::admin::apply(message, &ctx.actor, control)
+                .await
+                .map_err(|e| match e {
+                    crate::admin::ControlError::Unavailable(m) => OpError::Unavailable(m),
+                    other => OpError::Invalid(other.to_string()),
+                })
         }
         Operation::AuditVerify { from } => {
             let dir = ctx.audit_dir.clone();

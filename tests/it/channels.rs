@@ -12,12 +12,12 @@ use kafclaw_actors::channel::whatsapp::sign_webhook;
 use crate::harness::{client, Gateway, Options, TOKEN};
 use crate::model_server::{self, ModelServer};
 
-const APP_SECRET: &str = "wa-app-secret-for-tests";
+pub(crate) const APP_SECRET: &str = "wa-app-secret-for-tests";
 const VERIFY: &str = "wa-verify-token";
 const BRIDGE_SECRET: &str = "bridge-secret-for-tests";
-const OWNER: &str = "4915112345678";
+pub(crate) const OWNER: &str = "4915112345678";
 
-fn options(server: &ModelServer) -> Options {
+pub(crate) fn options(server: &ModelServer) -> Options {
     let mut options = Options::default()
         .token()
         .env("KAFCLAW_PROVIDERS_OPENAI_API_BASE", &server.base)
@@ -46,7 +46,7 @@ fn options(server: &ModelServer) -> Options {
     options
 }
 
-fn wa_body(from: &str, id: &str, text: &str) -> String {
+pub(crate) fn wa_body(from: &str, id: &str, text: &str) -> String {
     json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": "e1", "changes": [{"field": "messages", "value": {
@@ -59,7 +59,7 @@ fn wa_body(from: &str, id: &str, text: &str) -> String {
     .to_string()
 }
 
-async fn post_wa(gw: &Gateway, body: &str, signature: Option<String>) -> StatusCode {
+pub(crate) async fn post_wa(gw: &Gateway, body: &str, signature: Option<String>) -> StatusCode {
     let mut req = client()
         .post(gw.gw_url("/webhooks/whatsapp"))
         .header("content-type", "application/json")

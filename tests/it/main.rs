@@ -6,6 +6,7 @@ mod agent;
 mod auth;
 mod channels;
 mod harness;
+mod incidents;
 mod limits;
 mod model_server;
 mod operator;
