@@ -62,15 +62,50 @@ pub async fn status(
         .filter(|c| c.state == kafclaw_actors::supervisor::ChildState::Running)
         .count();
     let restarts: u32 = children.iter().map(|c| c.restarts).sum();
+    let mut channels = Vec::new();
+    for (name, slot) in &state.channels.slots {
+        let info = match slot.addr() {
+            Some(addr) => addr
+                .send(kafclaw_actors::channel::GetChannelInfo)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        channels.push(match info {
+            Some(info) => json!({"name": name, "state": info.state, "since": info.since}),
+            None => json!({"name": name, "state": "failed"}),
+        });
+    }
+    let open_incidents = match state.monitor.addr() {
+        Some(monitor) => monitor
+            .send(kafclaw_actors::incident::ListIncidents {
+                state: None,
+                limit: None,
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|list| {
+                list.iter()
+                    .filter(|i| i.state != kafclaw_actors::incident::IncidentState::Resolved)
+                    .count()
+            }),
+        None => None,
+    };
+    let usage = kafclaw_actors::agent::Budget::new(&state.db, Default::default())
+        .ok()
+        .and_then(|b| b.usage_today().ok());
     Ok(HttpResponse::Ok().json(json!({
         "version": state.version,
         "uptime_seconds": uptime,
         "ok": ok,
         "mode": state.mode,
         "provider_configured": state.provider_configured,
-        "channels": [],
+        "channels": channels,
         "supervisor": {"children": children.len(), "running": running, "restarts": restarts},
-        "open_incidents": 0,
+        "open_incidents": open_incidents,
+        "usage_today": usage,
         "audit_head": audit_head,
     })))
 }

@@ -79,6 +79,18 @@ async fn a_plain_reply_has_the_contract_shape_and_a_trace() {
         .collect();
     assert_eq!(kinds, ["message.outbound", "model.call", "message.inbound"]);
 
+    let status: serde_json::Value = client()
+        .get(gw.url("/api/v1/status"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["usage_today"]["total"], 15, "{status}");
+    assert_eq!(status["open_incidents"], 0);
+
     // The query-string form of KafClaw still works.
     let res = client()
         .post(gw.gw_url("/chat?message=again&session=s1"))
