@@ -291,3 +291,46 @@ fn an_enabled_channel_without_its_secret_refuses_to_start() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("channels.whatsapp.verify_token"), "{err}");
 }
+
+#[tokio::test]
+async fn a_message_acknowledged_before_a_kill_9_is_processed_after_the_restart() {
+    let server = ModelServer::start(vec![]);
+    let mut slow = model_server::text("late answer", 1, 1);
+    slow.delay = Duration::from_secs(30);
+    server.fallback(slow);
+    let mut gw = Gateway::start(options(&server));
+    let owner = wa_body(OWNER, "wamid.crash1", "survive a crash");
+    let sig = sign_webhook(APP_SECRET.as_bytes(), owner.as_bytes());
+    assert_eq!(
+        post_wa(&gw, &owner, Some(sig.clone())).await,
+        StatusCode::OK
+    );
+    let start = Instant::now();
+    while server.seen().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the turn never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.signal("KILL");
+    gw.wait_exit(Duration::from_secs(10));
+
+    server.fallback(model_server::text("answer after restart", 1, 1));
+    let home = std::mem::replace(&mut gw.home, tempfile::tempdir().unwrap());
+    let gw2 = Gateway::start_in(home, options(&server));
+    let start = Instant::now();
+    while server.seen().len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the stored message was not processed after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let replayed = server.seen()[1].body["messages"].to_string();
+    assert!(replayed.contains("survive a crash"), "{replayed}");
+    // A redelivery of the same webhook after the restart is a duplicate, not a new turn.
+    assert_eq!(post_wa(&gw2, &owner, Some(sig)).await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.seen().len(), 2, "processed once after the restart");
+}
