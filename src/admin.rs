@@ -566,10 +566,24 @@ impl Handler<RequestAction> for Responder {
                     if !ctx.channels.contains_key(&channel) {
                         return Ok(());
                     }
-                    ctx.set_state(&channel, ChannelState::Quarantined, Some(reason), actor)
-                        .await
-                        .map(|_| ())
-                        .map_err(fail)
+                    match ctx.channel(&channel) {
+                        Ok(_) => ctx
+                            .set_state(&channel, ChannelState::Quarantined, Some(reason), actor)
+                            .await
+                            .map(|_| ())
+                            .map_err(fail),
+                        // The actor is gone (crash loop): record the state so the channel
+                        // comes back quarantined, with its reason, after a restart.
+                        Err(_) => kafclaw_actors::channel::persist_state(
+                            &ctx.db,
+                            &channel,
+                            ChannelState::Quarantined,
+                            Some(reason),
+                        )
+                        .map_err(|e| ActionFailed {
+                            reason: e.to_string(),
+                        }),
+                    }
                 }
                 IncidentAction::BlockSender { channel, sender } => {
                     ctx.surface.set_blocked(&channel, &sender, true);

@@ -306,7 +306,14 @@ pub async fn inject_panic(
                 .ok_or_else(|| ApiError::Unavailable("store unavailable".into()))?;
             addr.do_send(InjectPanic("test hook".into()));
         }
-        _ => return Err(ApiError::NotFound),
+        name => {
+            let channel = name
+                .strip_prefix("channel:")
+                .and_then(|c| state.channels.slots.get(c))
+                .and_then(|slot| slot.addr())
+                .ok_or(ApiError::NotFound)?;
+            channel.do_send(InjectPanic("test hook".into()));
+        }
     }
     Ok(HttpResponse::Accepted().json(json!({"ok": true})))
 }

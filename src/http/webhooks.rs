@@ -178,7 +178,10 @@ pub async fn channels(
             None => json!({
                 "name": name,
                 "kind": if name == "whatsapp" { "whatsapp" } else { "bridge" },
-                "state": "failed",
+                "state": match child.as_ref().map(|c| c.state) {
+                    Some(kafclaw_actors::supervisor::ChildState::Quarantined) => "quarantined",
+                    _ => "failed",
+                },
                 "since": child.as_ref().and_then(|c| c.last_failure_at.clone()),
                 "reason": child.as_ref().and_then(|c| c.last_failure.clone()),
                 "restarts": restarts,

@@ -88,3 +88,73 @@ async fn a_permanent_child_that_keeps_failing_stops_the_process_with_exit_1() {
     assert_eq!(status.code(), Some(1));
     assert!(gw.stderr().contains("restart budget exhausted"));
 }
+
+#[tokio::test]
+async fn a_bridge_that_keeps_panicking_is_quarantined_with_the_reason() {
+    let model = crate::model_server::ModelServer::start(vec![]);
+    let gw = Gateway::start(
+        crate::channels::options(&model).env("KAFCLAW_SUPERVISOR_MAX_RESTARTS", "2"),
+    );
+    let auth = format!("Bearer {}", crate::harness::TOKEN);
+    let state = || async {
+        let channels: serde_json::Value = client()
+            .get(gw.url("/api/v1/channels"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        channels
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "slack")
+            .cloned()
+            .unwrap()
+    };
+    let start = Instant::now();
+    loop {
+        let res = client()
+            .post(gw.url("/api/v1/test/panic/channel:slack"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        let slack = state().await;
+        if slack["state"] == "quarantined" {
+            assert!(
+                slack["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("panicked"),
+                "{slack}"
+            );
+            break;
+        }
+        assert!(
+            res.status() == 202 || res.status() == 404,
+            "{}",
+            res.status()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never quarantined: {slack}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The gateway keeps running and the other channel is unaffected.
+    let res = client().get(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let incidents: serde_json::Value = client()
+        .get(gw.url("/api/v1/incidents"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(incidents.to_string().contains("crash_loop"), "{incidents}");
+}

@@ -364,6 +364,27 @@ fn state_key(channel: &str) -> String {
     format!("state/{}", encode_component(channel))
 }
 
+/// Records a channel's state without its actor (used when the supervisor gave up on the actor:
+/// the channel comes back quarantined after a process restart, with the reason).
+pub fn persist_state(
+    db: &StoreDb,
+    channel: &str,
+    state: ChannelState,
+    reason: Option<String>,
+) -> Result<(), ChannelError> {
+    let tree = db.tree(TreeName::Channels)?;
+    tree.put_json(
+        state_key(channel),
+        &StoredState {
+            state,
+            since: crate::clock::now_rfc3339(),
+            reason,
+        },
+    )?;
+    db.flush_blocking()?;
+    Ok(())
+}
+
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .map(crate::clock::to_rfc3339)
