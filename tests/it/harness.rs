@@ -38,7 +38,6 @@ impl Options {
     pub fn token(self) -> Self {
         self.env("KAFCLAW_GATEWAY_AUTH_TOKEN", TOKEN)
     }
-    #[allow(dead_code)]
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
         self

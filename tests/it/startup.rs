@@ -240,3 +240,18 @@ fn the_second_gateway_on_one_home_is_refused_clearly() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("kafclaw gateway running"), "{err}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut gw = Gateway::start(Options::default().arg("--log-format").arg("json"));
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    let logs = gw.stderr();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{logs}");
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(value["level"].is_string(), "{line}");
+    }
+}
