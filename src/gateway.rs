@@ -196,6 +196,7 @@ async fn serve(
         monitor: monitor.clone(),
         signals: signals.clone(),
         control: control.clone(),
+        status_cache: Default::default(),
         home: home.clone(),
         db: db.clone(),
     });

@@ -74,6 +74,8 @@ pub struct AppState {
         actix::Addr<kafclaw_actors::supervisor::Forward<kafclaw_actors::incident::IncidentMonitor>>,
     /// What control messages act on.
     pub control: crate::admin::ControlContext,
+    /// The full status body of the current second.
+    pub status_cache: StatusCache,
     /// The home (for backups over the control socket).
     pub home: kafclaw_actors::paths::Home,
     /// The open store (for backups over the control socket: sled is single-process).
@@ -123,6 +125,26 @@ impl AppState {
             }
             Err(_) => Err(ApiError::Unavailable("audit log unavailable".into())),
         }
+    }
+}
+
+/// The full `/api/v1/status` body, kept for the second (of uptime) it was built in.
+#[derive(Default)]
+pub struct StatusCache {
+    body: std::sync::Mutex<Option<(u64, serde_json::Value)>>,
+}
+
+impl StatusCache {
+    /// The body built during `second`, if any.
+    pub fn get(&self, second: u64) -> Option<serde_json::Value> {
+        let body = self.body.lock().unwrap_or_else(|p| p.into_inner());
+        body.as_ref()
+            .filter(|(at, _)| *at == second)
+            .map(|(_, v)| v.clone())
+    }
+    /// Keeps `body` for `second`.
+    pub fn put(&self, second: u64, body: serde_json::Value) {
+        *self.body.lock().unwrap_or_else(|p| p.into_inner()) = Some((second, body));
     }
 }
 

@@ -55,6 +55,11 @@ pub async fn status(
             "ok": ok,
         })));
     }
+    // The full body asks five components; serve it from a one-second cache so polling status
+    // (dashboards, load balancers) costs little more than /healthz.
+    if let Some(cached) = state.status_cache.get(uptime) {
+        return Ok(HttpResponse::Ok().json(cached));
+    }
     let audit_head = audit_head(&state).await.ok();
     let children = &tree.root.children;
     let running = children
@@ -96,7 +101,7 @@ pub async fn status(
     let usage = kafclaw_actors::agent::Budget::new(&state.db, Default::default())
         .ok()
         .and_then(|b| b.usage_today().ok());
-    Ok(HttpResponse::Ok().json(json!({
+    let body = json!({
         "version": state.version,
         "uptime_seconds": uptime,
         "ok": ok,
@@ -107,7 +112,9 @@ pub async fn status(
         "open_incidents": open_incidents,
         "usage_today": usage,
         "audit_head": audit_head,
-    })))
+    });
+    state.status_cache.put(uptime, body.clone());
+    Ok(HttpResponse::Ok().json(body))
 }
 
 async fn audit_head(state: &AppState) -> Result<kafclaw_actors::audit::AuditHead, ApiError> {
