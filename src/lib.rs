@@ -102,6 +102,7 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         cli::Command::Audit(cmd) => commands::audit(cmd, ctx(settings)),
         cli::Command::Approvals(cmd) => commands::approvals(cmd, ctx(settings)),
         cli::Command::Admin { args } => commands::admin(args, ctx(settings)),
+        cli::Command::Pairing(cmd) => commands::pairing(cmd, ctx(settings)),
         // Handled before the settings are loaded (above).
         cli::Command::Doctor(_)
         | cli::Command::Security(_)

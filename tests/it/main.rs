@@ -10,6 +10,7 @@ mod incidents;
 mod limits;
 mod model_server;
 mod operator;
+mod pairing;
 mod startup;
 mod supervision;
 mod trust;
