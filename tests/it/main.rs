@@ -8,6 +8,7 @@ mod channels;
 mod harness;
 mod incidents;
 mod limits;
+mod metrics;
 mod model_server;
 mod operator;
 mod pairing;
