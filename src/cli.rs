@@ -74,6 +74,13 @@ pub enum Command {
     /// Pairing requests of unknown senders: pending, approve, deny (needs a running gateway).
     #[command(subcommand)]
     Pairing(PairingCommand),
+    /// Print a shell completion script on stdout, e.g.
+    /// `kafclaw completion bash > ~/.local/share/bash-completion/completions/kafclaw`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Send one admin control message to the running gateway, e.g.
     /// `kafclaw admin quarantine-channel --channel whatsapp --reason spam`.
     Admin {
