@@ -71,6 +71,16 @@ pub enum Command {
     /// Tool approvals: list, approve, deny.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// Pairing requests of unknown senders: pending, approve, deny (needs a running gateway).
+    #[command(subcommand)]
+    Pairing(PairingCommand),
+    /// Print a shell completion script on stdout, e.g.
+    /// `kafclaw completion bash > ~/.local/share/bash-completion/completions/kafclaw`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Send one admin control message to the running gateway, e.g.
     /// `kafclaw admin quarantine-channel --channel whatsapp --reason spam`.
     Admin {
@@ -151,6 +161,31 @@ pub enum ApprovalsCommand {
     Deny {
         /// The approval's id.
         id: String,
+    },
+}
+
+/// `kafclaw pairing …` (CONTRACT §5): the one-time codes a channel hands to unknown senders
+/// under `unknown_senders: "pairing"`.
+#[derive(Debug, Subcommand)]
+pub enum PairingCommand {
+    /// Unexpired pairing requests with their codes (every channel, or only CHANNEL).
+    Pending {
+        /// Only this channel (`whatsapp` or a bridge's name).
+        channel: Option<String>,
+    },
+    /// Approve a code: its sender is allow-listed on the channel at once (audited).
+    Approve {
+        /// The channel (`whatsapp` or a bridge's name).
+        channel: String,
+        /// The code the sender received.
+        code: String,
+    },
+    /// Deny a code: the request is dropped (audited); the sender stays unknown.
+    Deny {
+        /// The channel (`whatsapp` or a bridge's name).
+        channel: String,
+        /// The code the sender received.
+        code: String,
     },
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use kafclaw_actors::paths::Home;
 
-use crate::cli::{ApprovalsCommand, AuditCommand, SecretsCommand, TokenCommand};
+use crate::cli::{ApprovalsCommand, AuditCommand, PairingCommand, SecretsCommand, TokenCommand};
 use crate::control::{self, Answer};
 use crate::ops::{self, OpError, Operation, OpsContext};
 use crate::settings::Settings;
@@ -155,6 +155,51 @@ pub fn approvals(cmd: ApprovalsCommand, ctx: CommandEnv<'_>) -> i32 {
             other["id"].as_str().unwrap_or_default(),
             other["state"].as_str().unwrap_or_default()
         ),
+    })
+}
+
+/// `kafclaw pairing …`: pending codes live in the running gateway's channels, so without one
+/// this refuses (exit 2) instead of starting actors of its own. Codes are printed for the
+/// operator (they are needed to approve) and go nowhere else.
+pub fn pairing(cmd: PairingCommand, ctx: CommandEnv<'_>) -> i32 {
+    let op = match cmd {
+        PairingCommand::Pending { channel } => Operation::PairingPending { channel },
+        PairingCommand::Approve { channel, code } => Operation::PairingApprove { channel, code },
+        PairingCommand::Deny { channel, code } => Operation::PairingDeny { channel, code },
+    };
+    let outcome = match control::send(ctx.home, &op) {
+        Ok(Some(answer)) => answer.into(),
+        Ok(None) => Outcome::Error(ops::NEEDS_GATEWAY.into()),
+        Err(e) => Outcome::Error(e),
+    };
+    finish(outcome, ctx.json, |result| {
+        if let Some(pending) = result["pending"].as_array() {
+            if pending.is_empty() {
+                println!("no pending pairing requests");
+            }
+            for p in pending {
+                println!(
+                    "{}  sender={}  code={}  expires={}",
+                    p["channel"].as_str().unwrap_or_default(),
+                    p["sender_id"].as_str().unwrap_or_default(),
+                    p["code"].as_str().unwrap_or_default(),
+                    p["expires_at"].as_str().unwrap_or_default(),
+                );
+            }
+            for name in result["unavailable"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "kafclaw: channel {} is not running; its requests are not listed",
+                    name.as_str().unwrap_or_default()
+                );
+            }
+        } else {
+            println!(
+                "{} {} on {}",
+                result["sender_id"].as_str().unwrap_or_default(),
+                result["decision"].as_str().unwrap_or_default(),
+                result["channel"].as_str().unwrap_or_default(),
+            );
+        }
     })
 }
 

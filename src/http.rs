@@ -2,7 +2,7 @@
 //! actor messages and answers back; it holds no domain state.
 //!
 //! Gateway port: `POST /chat`, channel webhooks, `GET /healthz`.
-//! Dashboard port: `/api/v1/*`, `GET /healthz`.
+//! Dashboard port: `/api/v1/*`, `GET /metrics`, `GET /healthz`.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +22,7 @@ use kafclaw_actors::supervisor::{Slot, Supervisor};
 pub mod auth;
 pub mod error;
 pub mod lockout;
+pub mod metrics;
 pub mod routes;
 mod webhooks;
 
@@ -235,6 +236,7 @@ pub fn serve(
                 .service(route_get("/api/v1/approvals", routes::approvals))
                 .service(route_get("/api/v1/channels", webhooks::channels))
                 .service(route_get("/api/v1/incidents", routes::incidents))
+                .service(route_get("/metrics", metrics::metrics))
                 .service(route_post("/api/v1/admin/control", routes::admin_control))
                 .service(route_post(
                     "/api/v1/approvals/{id}",

@@ -52,6 +52,10 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
             return code;
         }
     };
+    // Completion scripts depend on nothing but the command line's shape: no home, no settings.
+    if let cli::Command::Completion { shell } = cli.command {
+        return completion(shell);
+    }
     let Some(home) = resolve_home(cli.home.clone(), &env) else {
         eprintln!("kafclaw: no home directory: pass --home DIR or set KAFCLAW_HOME");
         return 2;
@@ -102,11 +106,13 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         cli::Command::Audit(cmd) => commands::audit(cmd, ctx(settings)),
         cli::Command::Approvals(cmd) => commands::approvals(cmd, ctx(settings)),
         cli::Command::Admin { args } => commands::admin(args, ctx(settings)),
+        cli::Command::Pairing(cmd) => commands::pairing(cmd, ctx(settings)),
         // Handled before the settings are loaded (above).
         cli::Command::Doctor(_)
         | cli::Command::Security(_)
         | cli::Command::Backup(_)
-        | cli::Command::Status => 2,
+        | cli::Command::Status
+        | cli::Command::Completion { .. } => 2,
         cli::Command::Version => {
             if cli.json {
                 println!(
@@ -117,6 +123,26 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
                 println!("kafclaw {}", env!("CARGO_PKG_VERSION"));
             }
             0
+        }
+    }
+}
+
+/// `kafclaw completion <shell>`: the script for `shell` on stdout.
+fn completion(shell: clap_complete::Shell) -> i32 {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut command = cli::Cli::command();
+    // Generated into memory first: the generators panic on a write error, and a closed pipe
+    // (`kafclaw completion bash | head`) is not worth a panic.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "kafclaw", &mut script);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("kafclaw: cannot write the completion script: {e}");
+            2
         }
     }
 }

@@ -1,13 +1,20 @@
 //! Operator operations on the trust core (`kafclaw secrets …`, `kafclaw token …`): implemented
 //! once, against actor addresses, and reached two ways — through the running gateway's
 //! control socket, or, when no gateway runs, by the command starting the same actors itself.
+//! Operations on live channel state (`kafclaw pairing …`, control messages) exist only inside
+//! the gateway (`OpsContext::control` is `Some`) and are refused offline.
 //!
-//! Every change is audited (names only, never values) before it is reported done.
+//! Every change is audited (names only, never values) before it is reported done. Pairing
+//! codes are shown to the operator who asks and never written to a log or the audit log.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKind};
+use kafclaw_actors::channel::pairing::PairingError;
+use kafclaw_actors::channel::{
+    ApprovePairing, ChannelBridge, ChannelError, DenyPairing, ListPairing,
+};
 use kafclaw_actors::supervisor::Slot;
 use kafclaw_actors::token::{self, Scope, TokenRegistry};
 use kafclaw_actors::vault::{
@@ -70,6 +77,25 @@ pub enum Operation {
         /// First sequence number to verify (trusting its `prev`).
         from: Option<u64>,
     },
+    /// Unexpired pairing requests, with their codes (for the operator, never for a log).
+    PairingPending {
+        /// Only this channel; every channel when `None`.
+        channel: Option<String>,
+    },
+    /// Approve a pairing code: its sender is allow-listed on the channel.
+    PairingApprove {
+        /// The channel.
+        channel: String,
+        /// The code as typed.
+        code: String,
+    },
+    /// Deny a pairing code.
+    PairingDeny {
+        /// The channel.
+        channel: String,
+        /// The code as typed.
+        code: String,
+    },
     /// Write a backup (`kafclaw backup create` while the gateway holds the store).
     BackupCreate {
         /// Directory to create the backup in.
@@ -95,6 +121,9 @@ impl std::fmt::Debug for Operation {
             Operation::ApprovalList => "approval_list",
             Operation::ApprovalDecide { .. } => "approval_decide",
             Operation::BackupCreate { .. } => "backup_create",
+            Operation::PairingPending { .. } => "pairing_pending",
+            Operation::PairingApprove { .. } => "pairing_approve",
+            Operation::PairingDeny { .. } => "pairing_deny",
         };
         f.write_str(name)
     }
@@ -349,6 +378,11 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
             .await?;
             Ok(json!(summary))
         }
+        Operation::PairingPending { channel } => pairing_pending(channel, ctx).await,
+        Operation::PairingApprove { channel, code } => {
+            pairing_decide(channel, code, true, ctx).await
+        }
+        Operation::PairingDeny { channel, code } => pairing_decide(channel, code, false, ctx).await,
         Operation::TokenRevoke { name } => {
             let record = ctx.tokens.revoke(&name).await.map_err(vault_err)?;
             ctx.audit(
@@ -360,4 +394,105 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
             Ok(json!({"name": record.name, "revoked": true}))
         }
     }
+}
+
+/// The channels of the running gateway; pairing requests live in their actors.
+fn pairing_channels(ctx: &OpsContext) -> Result<&crate::admin::ControlContext, OpError> {
+    ctx.control
+        .as_ref()
+        .ok_or_else(|| OpError::Unavailable(NEEDS_GATEWAY.into()))
+}
+
+/// Why pairing commands refuse to run offline.
+pub const NEEDS_GATEWAY: &str =
+    "pairing needs a running gateway: pending codes are held by its channels (start `kafclaw gateway`)";
+
+fn pairing_channel(
+    control: &crate::admin::ControlContext,
+    name: &str,
+) -> Result<actix::Addr<ChannelBridge>, OpError> {
+    control
+        .channels
+        .get(name)
+        .ok_or_else(|| OpError::Invalid(format!("unknown channel: {name}")))?
+        .addr()
+        .ok_or_else(|| OpError::Unavailable(format!("channel {name} is not running")))
+}
+
+/// `pairing pending [CHANNEL]`: `{"pending":[…],"unavailable":[…]}`. A channel that is not
+/// running is listed under `unavailable` instead of failing the whole listing (it could not
+/// take an approval either); a named one that is not running is an error.
+async fn pairing_pending(channel: Option<String>, ctx: &OpsContext) -> Result<Value, OpError> {
+    let control = pairing_channels(ctx)?;
+    let names: Vec<String> = match channel {
+        Some(name) => {
+            pairing_channel(control, &name)?;
+            vec![name]
+        }
+        None => control.channels.keys().cloned().collect(),
+    };
+    let mut pending = Vec::new();
+    let mut unavailable = Vec::new();
+    for name in names {
+        let listed = match pairing_channel(control, &name) {
+            Ok(addr) => addr.send(ListPairing).await.ok(),
+            Err(_) => None,
+        };
+        match listed {
+            Some(Ok(list)) => pending.extend(list),
+            Some(Err(e)) => return Err(OpError::Unavailable(e.to_string())),
+            None => unavailable.push(name),
+        }
+    }
+    pending.sort_by(|a, b| (a.created_at, &a.channel).cmp(&(b.created_at, &b.channel)));
+    let pending: Vec<Value> = pending
+        .iter()
+        .map(|p| {
+            json!({
+                "channel": p.channel,
+                "sender_id": p.sender_id,
+                "code": p.code.expose(),
+                "created_at": unix_rfc3339(p.created_at),
+                "expires_at": unix_rfc3339(p.expires_at),
+            })
+        })
+        .collect();
+    Ok(json!({"pending": pending, "unavailable": unavailable}))
+}
+
+/// `pairing approve|deny CHANNEL CODE`. The channel actor audits the decision
+/// (`pairing.decided`, with the operator and the sender, never the code) before it answers.
+async fn pairing_decide(
+    channel: String,
+    code: String,
+    approve: bool,
+    ctx: &OpsContext,
+) -> Result<Value, OpError> {
+    let control = pairing_channels(ctx)?;
+    let addr = pairing_channel(control, &channel)?;
+    if code.trim().is_empty() {
+        return Err(OpError::Invalid("the code is empty".into()));
+    }
+    let actor = ctx.actor.clone();
+    let answer = if approve {
+        addr.send(ApprovePairing { code, actor }).await
+    } else {
+        addr.send(DenyPairing { code, actor }).await
+    };
+    let sender = answer
+        .map_err(|_| OpError::Unavailable(format!("channel {channel} is not running")))?
+        .map_err(|e| match e {
+            ChannelError::Pairing(e @ (PairingError::UnknownCode | PairingError::Expired)) => {
+                OpError::Invalid(format!("{e} on channel {channel}"))
+            }
+            other => OpError::Unavailable(other.to_string()),
+        })?;
+    let decision = if approve { "approved" } else { "denied" };
+    Ok(json!({"channel": channel, "sender_id": sender, "decision": decision}))
+}
+
+fn unix_rfc3339(seconds: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .map(kafclaw_actors::clock::to_rfc3339)
 }

@@ -47,13 +47,13 @@ async fn channel_state(gw: &Gateway, name: &str) -> String {
         .unwrap()
 }
 
-async fn send_wa(gw: &Gateway, from: &str, id: &str, text: &str) {
+pub(crate) async fn send_wa(gw: &Gateway, from: &str, id: &str, text: &str) {
     let body = wa_body(from, id, text);
     let sig = sign_webhook(APP_SECRET.as_bytes(), body.as_bytes());
     assert_eq!(post_wa(gw, &body, Some(sig)).await, StatusCode::OK, "{id}");
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !check().await {
         assert!(
@@ -65,13 +65,13 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 }
 
 /// A Graph API stand-in: records every reply the gateway sends.
-fn graph() -> ModelServer {
+pub(crate) fn graph() -> ModelServer {
     let server = ModelServer::start(vec![]);
     server.fallback(model_server::ok(json!({"messages": [{"id": "wamid.out"}]})));
     server
 }
 
-fn with_graph(
+pub(crate) fn with_graph(
     mut options: crate::harness::Options,
     graph: &ModelServer,
 ) -> crate::harness::Options {

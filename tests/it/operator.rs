@@ -680,3 +680,30 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
 }
+
+#[test]
+fn completion_prints_a_script_for_every_shell() {
+    let home = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        // `output()` drains the pipes while the process runs (a script can outgrow a pipe).
+        let out = command(home.path(), &HashMap::new())
+            .args(["completion", shell])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("kafclaw"), "{shell}: {script}");
+        assert!(
+            script.contains("pairing"),
+            "{shell}: subcommands are completed"
+        );
+    }
+    assert!(
+        std::fs::read_dir(home.path()).unwrap().next().is_none(),
+        "completion touches no home"
+    );
+    let (code, _, err) = run(home.path(), &HashMap::new(), &["completion", "tcsh"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("tcsh"), "{err}");
+}
