@@ -219,6 +219,9 @@ async fn serve(
         eprintln!("kafclaw: cannot write the audit log; refusing to start");
         return 2;
     }
+    if !settings.provider_configured() && !channel_settings.names().is_empty() {
+        tracing::warn!("channels are enabled but no model provider is configured: messages are stored and acknowledged, not answered");
+    }
     for warning in &settings.warnings {
         tracing::warn!(%warning, "configuration");
         let _ = state

@@ -136,8 +136,15 @@ impl StoreDb {
     }
 
     /// Makes every write so far durable. Call before acknowledging anything that depends on it.
+    ///
+    /// Runs sled's blocking flush on the blocking pool: sled 0.34's `flush_async` can fail to
+    /// complete when many callers flush at once (seen under webhook load), while concurrent
+    /// blocking flushes simply queue behind each other.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))??;
         Ok(())
     }
 
@@ -311,9 +318,12 @@ impl KvTree {
         self.insert(key, bytes)?;
         Ok(())
     }
-    /// Makes this tree's writes durable.
+    /// Makes this tree's writes durable (see [`StoreDb::flush`] for why it is blocking).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.tree.flush_async().await?;
+        let tree = self.tree.clone();
+        tokio::task::spawn_blocking(move || tree.flush())
+            .await
+            .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))??;
         Ok(())
     }
 }

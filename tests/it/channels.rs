@@ -334,3 +334,43 @@ async fn a_message_acknowledged_before_a_kill_9_is_processed_after_the_restart()
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.seen().len(), 2, "processed once after the restart");
 }
+
+#[tokio::test]
+async fn concurrent_deliveries_are_all_stored_and_acknowledged() {
+    // Regression: sled's flush_async stopped completing under concurrent flushes, hanging every
+    // webhook after the first few.
+    let server = ModelServer::start(vec![]);
+    let gw = Gateway::start(options(&server));
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let url = gw.gw_url("/webhooks/whatsapp");
+        tasks.push(tokio::spawn(async move {
+            let body = wa_body("4915100000099", &format!("wamid.c{i}"), "x");
+            let sig = sign_webhook(APP_SECRET.as_bytes(), body.as_bytes());
+            client()
+                .post(url)
+                .header("X-Hub-Signature-256", sig)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status())
+        }));
+    }
+    let all = tokio::time::timeout(Duration::from_secs(20), futures_join(tasks)).await;
+    let statuses = all.expect("every delivery answered within 20 s");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+}
+
+async fn futures_join(
+    tasks: Vec<tokio::task::JoinHandle<reqwest::Result<StatusCode>>>,
+) -> Vec<StatusCode> {
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap().unwrap());
+    }
+    out
+}

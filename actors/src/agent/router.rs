@@ -78,7 +78,8 @@ impl Handler<DeliverToAgent> for AgentRouter {
                     format!("Sorry, the assistant is unavailable right now ({why}).")
                 }
                 Ok(Err(AgentError::NoProvider)) => {
-                    tracing::warn!(channel = %msg.channel, "no model provider configured; message stored but not answered");
+                    // Warned about once at startup; per message this would flood the log.
+                    tracing::debug!(channel = %msg.channel, "no model provider configured; message stored but not answered");
                     return Ok(());
                 }
                 Ok(Err(AgentError::Internal(why))) => {
