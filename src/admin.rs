@@ -211,6 +211,19 @@ impl ControlContext {
         Ok(json!({"channel": info.name, "state": info.state, "since": info.since}))
     }
 
+    /// Sends a sender-list change (block, unblock, allow) to a channel.
+    async fn sender_change<M>(&self, channel: &str, msg: M) -> Result<(), ControlError>
+    where
+        M: Message<Result = Result<(), kafclaw_actors::channel::ChannelError>> + Send + 'static,
+        ChannelBridge: Handler<M>,
+    {
+        self.channel(channel)?
+            .send(msg)
+            .await
+            .map_err(|_| ControlError::Unavailable("channel unavailable".into()))?
+            .map_err(|e| ControlError::Unavailable(e.to_string()))
+    }
+
     fn monitor(&self) -> Result<Addr<IncidentMonitor>, ControlError> {
         self.monitor
             .addr()
@@ -399,36 +412,27 @@ pub async fn apply(
             Ok(result)
         }
         ControlMessage::BlockSender { channel, sender } => {
-            ctx.channel(&channel)?
-                .send(BlockSender {
-                    sender: sender.clone(),
-                })
-                .await
-                .map_err(|_| ControlError::Unavailable("channel unavailable".into()))?
-                .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+            let block = BlockSender {
+                sender: sender.clone(),
+            };
+            ctx.sender_change(&channel, block).await?;
             ctx.surface.set_blocked(&channel, &sender, true);
             Ok(json!({"channel": channel, "sender": sender, "blocked": true}))
         }
         ControlMessage::UnblockSender { channel, sender } => {
-            ctx.channel(&channel)?
-                .send(UnblockSender {
-                    sender: sender.clone(),
-                })
-                .await
-                .map_err(|_| ControlError::Unavailable("channel unavailable".into()))?
-                .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+            let unblock = UnblockSender {
+                sender: sender.clone(),
+            };
+            ctx.sender_change(&channel, unblock).await?;
             ctx.surface.set_blocked(&channel, &sender, false);
             ctx.surface.set_sender_tier(&channel, &sender, None);
             Ok(json!({"channel": channel, "sender": sender, "blocked": false}))
         }
         ControlMessage::AllowSender { channel, sender } => {
-            ctx.channel(&channel)?
-                .send(AllowSender {
-                    sender: sender.clone(),
-                })
-                .await
-                .map_err(|_| ControlError::Unavailable("channel unavailable".into()))?
-                .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+            let allow = AllowSender {
+                sender: sender.clone(),
+            };
+            ctx.sender_change(&channel, allow).await?;
             Ok(json!({"channel": channel, "sender": sender, "allowed": true}))
         }
         ControlMessage::Snapshot { label } => {

@@ -519,9 +519,9 @@ fn backup_restores_into_a_fresh_home_that_starts_and_verifies() {
         .unwrap()
         .path();
     let backup_str = backup.to_str().unwrap();
-    let all = crate_bytes(&backup);
+    let all = crate::harness::all_bytes(&backup);
     assert!(
-        !contains(&all, SECRET) && !contains(&all, API_KEY),
+        !crate::harness::contains(&all, SECRET) && !crate::harness::contains(&all, API_KEY),
         "no secret in clear in a backup"
     );
     let cfg = std::fs::read_to_string(backup.join("config.json")).unwrap();
@@ -660,25 +660,6 @@ fn status_reads_the_store_offline() {
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-fn crate_bytes(dir: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            out.extend(crate_bytes(&p));
-        } else if let Ok(bytes) = std::fs::read(&p) {
-            out.extend(bytes);
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[test]

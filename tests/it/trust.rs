@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::harness::{client, command, run, Gateway, Options};
+use crate::harness::{all_bytes, client, command, contains, run, Gateway, Options};
 
 const SECRET: &str = "kc_vault-held-admin-token-0123456789abcdefghijklmnop";
 
@@ -37,26 +37,6 @@ fn run_with_stdin(home: &std::path::Path, args: &[&str], stdin: &str) -> (i32, S
 
 fn kafclaw(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     run(home, &HashMap::new(), args)
-}
-
-/// Every byte under `dir`, for "the secret is nowhere on disk" checks.
-fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            out.extend(all_bytes(&p));
-        } else if let Ok(bytes) = std::fs::read(&p) {
-            out.extend(bytes);
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
