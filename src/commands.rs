@@ -389,6 +389,7 @@ pub fn admin(args: Vec<String>, ctx: CommandEnv<'_>) -> i32 {
     };
     let mut message = serde_json::Map::new();
     message.insert("type".into(), Value::from(kind.replace('-', "_")));
+    let mut token: Option<String> = None;
     let mut rest = fields.iter();
     while let Some(flag) = rest.next() {
         let Some(name) = flag.strip_prefix("--") else {
@@ -399,6 +400,10 @@ pub fn admin(args: Vec<String>, ctx: CommandEnv<'_>) -> i32 {
             eprintln!("kafclaw: --{name} needs a value");
             return 2;
         };
+        if name == "token" {
+            token = Some(value.clone());
+            continue;
+        }
         let name = name.replace('-', "_");
         let value = if name == "deny" {
             Value::from(
@@ -415,16 +420,82 @@ pub fn admin(args: Vec<String>, ctx: CommandEnv<'_>) -> i32 {
         };
         message.insert(name, value);
     }
+    let token = token
+        .or_else(|| ctx.env.get("KAFCLAW_GATEWAY_AUTH_TOKEN").cloned())
+        .filter(|t| !t.is_empty());
     let json = ctx.json;
     let op = Operation::Control {
         message: Value::Object(message),
     };
-    let outcome = match control::send(ctx.home, &op) {
-        Ok(Some(answer)) => answer.into(),
-        Ok(None) => Outcome::Error("no running gateway answers on the control socket".into()),
-        Err(e) => Outcome::Error(e),
+    // A token (--token or KAFCLAW_GATEWAY_AUTH_TOKEN) sends over HTTP to the dashboard port, as
+    // the contract describes; without one, the local control socket (owner uid only) is used.
+    let outcome = match token {
+        Some(token) => admin_over_http(&ctx.settings, &token, &op),
+        None => match control::send(ctx.home, &op) {
+            Ok(Some(answer)) => answer.into(),
+            Ok(None) => Outcome::Error(
+                "no running gateway answers on the control socket (or pass --token)".into(),
+            ),
+            Err(e) => Outcome::Error(e),
+        },
     };
     finish(outcome, json, |result| {
         println!("ok {}", result);
+    })
+}
+
+/// `POST /api/v1/admin/control` on the configured dashboard port with a bearer token.
+fn admin_over_http(settings: &Settings, token: &str, op: &Operation) -> Outcome {
+    let Operation::Control { message } = op else {
+        return Outcome::Error("not a control message".into());
+    };
+    let gw = &settings.gateway;
+    if gw.dashboard_port == 0 {
+        return Outcome::Error("gateway.dashboard_port is 0: use the control socket".into());
+    }
+    let host = if gw.host == "0.0.0.0" || gw.host == "::" {
+        "127.0.0.1".to_string()
+    } else if gw.host.contains(':') && !gw.host.starts_with('[') {
+        format!("[{}]", gw.host)
+    } else {
+        gw.host.clone()
+    };
+    let url = format!("http://{host}:{}/api/v1/admin/control", gw.dashboard_port);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    runtime.block_on(async {
+        let client = match reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => return Outcome::Error(e.to_string()),
+        };
+        let response = match client
+            .post(&url)
+            .bearer_auth(token)
+            .json(message)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => return Outcome::Error(format!("cannot reach the gateway at {url}")),
+        };
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Outcome::Done(body["result"].clone())
+        } else {
+            Outcome::Error(format!(
+                "{}: {}",
+                status.as_u16(),
+                body["error"].as_str().unwrap_or("request failed")
+            ))
+        }
     })
 }

@@ -429,3 +429,57 @@ async fn lockdown_then_staged_release_and_a_snapshot_that_verifies() {
     assert!(path.starts_with(gw.home_path().join(".kafclaw/snapshots")));
     kafclaw_actors::incident::verify_snapshot(&path).unwrap();
 }
+
+#[tokio::test]
+async fn kafclaw_admin_sends_over_http_with_a_token_and_over_the_socket_without() {
+    let model = ModelServer::start(vec![]);
+    let gw = Gateway::start(options(&model));
+    let port = gw.dashboard.rsplit(':').next().unwrap().to_string();
+    let env: HashMap<String, String> = [("KAFCLAW_GATEWAY_DASHBOARD_PORT".to_string(), port)]
+        .into_iter()
+        .collect();
+    let (code, out, err) = run(
+        &gw.home_path(),
+        &env,
+        &[
+            "admin",
+            "quarantine-channel",
+            "--channel",
+            "whatsapp",
+            "--reason",
+            "over http",
+            "--token",
+            TOKEN,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(channel_state(&gw, "whatsapp").await, "quarantined");
+    let (code, _, err) = run(
+        &gw.home_path(),
+        &env,
+        &[
+            "admin",
+            "relax-tools",
+            "--token",
+            "kc_not-the-token-0123456789abcdefghijklmnopq",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = run(
+        &gw.home_path(),
+        &env,
+        &["admin", "enable-channel", "--channel", "whatsapp"],
+    );
+    assert_eq!(code, 0, "socket: {err}");
+    assert_eq!(channel_state(&gw, "whatsapp").await, "running");
+    let (code, _, err) = run(&gw.home_path(), &env, &["admin", "explode"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown type"), "{err}");
+    let audit =
+        std::fs::read_to_string(gw.home_path().join(".kafclaw/audit/audit-000001.jsonl")).unwrap();
+    assert!(
+        audit.contains("cli:uid="),
+        "socket messages are audited with the caller's uid"
+    );
+}
