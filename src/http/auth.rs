@@ -232,6 +232,9 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
         }
         Err(failure) => {
             let client = ip.map(|i| i.to_string()).unwrap_or_default();
+            // Count before any await, so concurrent failures from one IP cannot slip past the
+            // threshold while earlier ones are still being audited.
+            let outcome = ip.map(|ip| state.lockout.record_failure(ip, Instant::now()));
             state.note_auth_failure(&client, req.path(), &failure);
             state
                 .signals
@@ -249,20 +252,16 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
             let _ = state
                 .audit(AuditKind::AuthFailed, &client, req.path(), data)
                 .await;
-            if let Some(ip) = ip {
-                if let FailureOutcome::LockedOut { retry_after } =
-                    state.lockout.record_failure(ip, Instant::now())
-                {
-                    tracing::warn!(client = %client, seconds = retry_after.as_secs(), "client locked out after repeated authentication failures");
-                    let _ = state
-                        .audit(
-                            AuditKind::AuthLockedOut,
-                            &client,
-                            req.path(),
-                            json!({"client": client, "lockout_seconds": retry_after.as_secs()}),
-                        )
-                        .await;
-                }
+            if let Some(FailureOutcome::LockedOut { retry_after }) = outcome {
+                tracing::warn!(client = %client, seconds = retry_after.as_secs(), "client locked out after repeated authentication failures");
+                let _ = state
+                    .audit(
+                        AuditKind::AuthLockedOut,
+                        &client,
+                        req.path(),
+                        json!({"client": client, "lockout_seconds": retry_after.as_secs()}),
+                    )
+                    .await;
             }
             Err(ApiError::Unauthorized)
         }

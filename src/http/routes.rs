@@ -265,7 +265,7 @@ pub async fn chat(
             session: session.clone(),
             sender: kafclaw_actors::policy::SenderKind::Owner,
             sender_id: principal.name,
-            channel: "api".into(),
+            channel: kafclaw_actors::agent::actor::API_CHANNEL.into(),
             text: message,
             trace_id,
         })

@@ -195,3 +195,37 @@ async fn repeated_failures_lock_out_that_ip_only() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn concurrent_failures_cannot_slip_past_the_lockout_threshold() {
+    let gw = Gateway::start(Options::default().token());
+    let url = gw.url("/api/v1/supervisor");
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            client()
+                .get(url)
+                .header("Authorization", "Bearer wrong")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut unauthorized = 0;
+    let mut locked = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            StatusCode::UNAUTHORIZED => unauthorized += 1,
+            StatusCode::TOO_MANY_REQUESTS => locked += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // At most one request per HTTP worker can be between the check and the count.
+    assert!(
+        unauthorized <= 11,
+        "{unauthorized} failures got through before the lockout"
+    );
+    assert_eq!(unauthorized + locked, 40);
+}

@@ -22,6 +22,9 @@ use crate::provider::{ChatClient, ToolCall, Usage};
 use crate::store::{RecordEvent, Store};
 use crate::supervisor::{Ping, Pong, Slot};
 
+/// The channel name of turns that come from `POST /chat` (not a channel bridge).
+pub const API_CHANNEL: &str = "api";
+
 /// The tool surface in force at run time: the restriction set by control messages
 /// (`restrict_tools`, `lockdown`) and per-sender blocks. Shared with the admin side.
 #[derive(Clone, Default)]
@@ -311,7 +314,8 @@ async fn run_one(
         .flush()
         .await
         .map_err(|e| AgentError::Internal(e.to_string()))?;
-    if let Some(usage) = &links.usage {
+    // Spike detection quarantines channels; `/chat` (channel `api`) is not a channel bridge.
+    if let Some(usage) = links.usage.as_ref().filter(|_| msg.channel != API_CHANNEL) {
         usage.do_send(crate::incident::TokenUsageSignal {
             channel: msg.channel.clone(),
             tokens: outcome.usage.total(),
