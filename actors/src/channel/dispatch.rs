@@ -211,6 +211,10 @@ pub struct Dispatcher {
     /// Outbox ids being sent right now (a reply whose lease ran out while it was still in
     /// flight is not started a second time).
     active: HashSet<u64>,
+    /// Replies the bridge handed out again (leased to us) while their previous attempt was
+    /// still finishing here; they start as soon as that attempt is done, so the lease is
+    /// never wasted (it would otherwise delay the reply until the lease expires).
+    deferred: HashMap<u64, OutboxRecord>,
     /// Parts already accepted, per outbox id, for replies not finished yet.
     progress: HashMap<u64, usize>,
     /// The last poll filled every free slot: poll again as soon as one frees up.
@@ -237,6 +241,7 @@ impl Dispatcher {
             in_flight: 0,
             reserved: 0,
             active: HashSet::new(),
+            deferred: HashMap::new(),
             progress: HashMap::new(),
             backlog: false,
             ticking: false,
@@ -294,9 +299,10 @@ impl Dispatcher {
                     let mut started = 0;
                     for record in records {
                         if this.active.contains(&record.id) {
-                            continue;
+                            this.deferred.insert(record.id, record);
+                        } else {
+                            this.start(record, ctx);
                         }
-                        this.start(record, ctx);
                         started += 1;
                     }
                     Ok(started)
@@ -353,7 +359,16 @@ impl Dispatcher {
                 .map(move |(delivery, recorded), this, ctx| {
                     this.in_flight -= 1;
                     this.active.remove(&id);
+                    let recorded_attempts = recorded.as_ref().ok().map(|r| r.attempts);
                     this.finish(&channel, id, delivery, recorded);
+                    // Start the deferred copy only if it was handed out after this attempt was
+                    // recorded (same attempt count): a copy leased earlier (a lease that ran
+                    // out mid-send) is stale, and the bridge hands the reply out again when due.
+                    if let Some(next) = this.deferred.remove(&id) {
+                        if recorded_attempts == Some(next.attempts) {
+                            this.start(next, ctx);
+                        }
+                    }
                     if this.backlog {
                         this.backlog = false;
                         this.spawn_poll(ctx);

@@ -101,3 +101,26 @@ fn export_copies_every_tree() {
         b"v"
     );
 }
+
+#[actix_rt::test]
+async fn concurrent_flushes_share_fsyncs_and_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    let tree = db.tree(TreeName::Channels).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64u32 {
+        let db = db.clone();
+        let tree = tree.clone();
+        tasks.push(actix_rt::spawn(async move {
+            tree.insert(i.to_be_bytes(), b"v").unwrap();
+            db.flush().await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    drop(tree);
+    drop(db);
+    let reopened = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    assert_eq!(reopened.tree(TreeName::Channels).unwrap().len(), 64);
+}
