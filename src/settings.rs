@@ -523,6 +523,8 @@ impl Layers {
         for (key, value) in flat {
             if keys::lookup(&key).is_some() {
                 self.set(&key, value, origin.clone());
+            } else if keys::alias(&key).is_some() {
+                self.set_alias(&key, value, origin.clone());
             } else {
                 let suggestion =
                     keys::nearest(&key, keys::KEYS.iter().map(|s| s.key)).map(String::from);
@@ -537,6 +539,13 @@ impl Layers {
 
     fn add_env(&mut self, var: &str, value: &str, origin: Origin) {
         if !var.starts_with("KAFCLAW_") || keys::SPECIAL_ENV.contains(&var) {
+            return;
+        }
+        let alias = keys::ALIASES
+            .iter()
+            .find(|(from, _, _)| keys::env_name(from) == var);
+        if let Some((from, _, _)) = alias {
+            self.set_alias(from, Value::from(value), origin);
             return;
         }
         match keys::key_for_env(var) {
@@ -560,6 +569,16 @@ impl Layers {
 
     fn set(&mut self, key: &str, value: Value, origin: Origin) {
         self.values.insert(key.to_string(), (value, origin));
+    }
+
+    /// Sets the key an alias stands for; a value that is not a duration is kept as it is, so
+    /// the key's own check names the problem.
+    fn set_alias(&mut self, alias: &str, value: Value, origin: Origin) {
+        let Some((key, unit)) = keys::alias(alias) else {
+            return;
+        };
+        let converted = keys::alias_value(&value, unit).unwrap_or(value);
+        self.set(key, converted, origin);
     }
 
     fn into_settings(self, config_file_found: bool) -> Result<Settings, SettingsError> {

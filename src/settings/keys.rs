@@ -366,3 +366,64 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
+
+/// The unit of a key that an alias converts a duration into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Whole seconds.
+    Seconds,
+    /// Whole days.
+    Days,
+}
+
+/// Names the contract and the issues also use for keys stored under a unit-suffixed name
+/// (`security.auth_lockout.window` = `security.auth_lockout.window_seconds`). An alias takes a
+/// duration (`60s`, `5m`, `90d`, or a bare number in the key's unit) and sets its key.
+pub const ALIASES: &[(&str, &str, Unit)] = &[
+    (
+        "supervisor.window",
+        "supervisor.window_seconds",
+        Unit::Seconds,
+    ),
+    (
+        "security.auth_lockout.window",
+        "security.auth_lockout.window_seconds",
+        Unit::Seconds,
+    ),
+    (
+        "security.auth_lockout.lockout",
+        "security.auth_lockout.lockout_seconds",
+        Unit::Seconds,
+    ),
+    (
+        "security.token_max_age",
+        "security.token_max_age_days",
+        Unit::Days,
+    ),
+    ("backup.max_age", "backup.max_age_days", Unit::Days),
+];
+
+/// The key and unit an alias stands for.
+pub fn alias(key: &str) -> Option<(&'static str, Unit)> {
+    ALIASES
+        .iter()
+        .find(|(from, _, _)| *from == key)
+        .map(|(_, to, unit)| (*to, *unit))
+}
+
+/// Converts an alias's value into its key's unit; `None` when it is not a duration.
+pub fn alias_value(raw: &serde_json::Value, unit: Unit) -> Option<serde_json::Value> {
+    let text = match raw {
+        serde_json::Value::Number(n) => return n.as_u64().map(serde_json::Value::from),
+        serde_json::Value::String(s) => s.trim(),
+        _ => return None,
+    };
+    if let Ok(n) = text.parse::<u64>() {
+        return Some(serde_json::Value::from(n));
+    }
+    let seconds = kafclaw_actors::token::parse_ttl(text).ok()?.as_secs();
+    Some(serde_json::Value::from(match unit {
+        Unit::Seconds => seconds,
+        Unit::Days => seconds.div_ceil(86_400),
+    }))
+}

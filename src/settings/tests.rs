@@ -246,3 +246,25 @@ fn loopback_hosts() {
         assert_eq!(is_loopback_host(host), loopback, "{host}");
     }
 }
+
+#[test]
+fn contract_names_without_unit_suffix_are_aliases() {
+    let mut f = fixture();
+    f.config(r#"{"security":{"auth_lockout":{"window":"2m","lockout":600},"token_max_age":"30d"},"supervisor":{"window":"90s"}}"#);
+    f.env("KAFCLAW_BACKUP_MAX_AGE", "14d");
+    let s = f.load().unwrap();
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!(s.security.auth_lockout.window_seconds, 120);
+    assert_eq!(s.security.auth_lockout.lockout_seconds, 600);
+    assert_eq!(s.security.token_max_age_days, 30);
+    assert_eq!(s.supervisor.window_seconds, 90);
+    assert_eq!(
+        s.origin("backup.max_age_days"),
+        Origin::Env("KAFCLAW_BACKUP_MAX_AGE".into())
+    );
+
+    let mut bad = fixture();
+    bad.env("KAFCLAW_SUPERVISOR_WINDOW", "soon");
+    let message = bad.load().unwrap_err().to_string();
+    assert!(message.contains("supervisor.window_seconds"), "{message}");
+}
