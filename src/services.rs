@@ -444,7 +444,7 @@ fn start_channels(
             unknown_senders: Some(signals.clone().recipient()),
         };
         let channel_db = db.clone();
-        tree.child_in(
+        tree.child_on_own_thread(
             channel_slot.clone(),
             &format!("channel:{name}"),
             RestartPolicy::Quarantine,

@@ -216,6 +216,41 @@ where
     }
 }
 
+/// A child that runs on its own arbiter (thread), so its work does not queue behind the
+/// actors on the system arbiter.
+struct ArbiterChild<A>
+where
+    A: Actor<Context = Context<A>> + Handler<Ping> + Send,
+{
+    factory: Factory<A>,
+    slot: Slot<A>,
+    arbiter: actix::Arbiter,
+}
+
+impl<A> Child for ArbiterChild<A>
+where
+    A: Actor<Context = Context<A>> + Handler<Ping> + Send,
+{
+    fn start_fresh(&mut self) -> Result<(), String> {
+        let actor = (self.factory)()?;
+        let addr = A::start_in_arbiter(&self.arbiter.handle(), move |_| actor);
+        self.slot.set(addr);
+        Ok(())
+    }
+    fn is_connected(&self) -> bool {
+        self.slot.addr().is_some_and(|a| a.connected())
+    }
+    fn ping(&self, deadline: Duration) -> BoxFuture<'static, bool> {
+        let addr = self.slot.addr();
+        Box::pin(async move {
+            match addr {
+                Some(addr) => matches!(addr.send(Ping).timeout(deadline).await, Ok(Pong)),
+                None => false,
+            }
+        })
+    }
+}
+
 /// One entry of the supervision tree.
 struct ChildEntry {
     name: String,
@@ -296,6 +331,35 @@ impl SupervisorBuilder {
             child: Box::new(ActorChild {
                 factory,
                 slot: slot.clone(),
+            }),
+            state: ChildState::Restarting,
+            restarts: 0,
+            failures: VecDeque::new(),
+            last_failure: None,
+            last_failure_at: None,
+        });
+        slot
+    }
+
+    /// Adds a child that runs on a dedicated arbiter (its own thread): for actors with steady
+    /// work of their own (channel bridges) that should not queue behind everyone else.
+    pub fn child_on_own_thread<A>(
+        &mut self,
+        slot: Slot<A>,
+        name: &str,
+        policy: RestartPolicy,
+        factory: Factory<A>,
+    ) -> Slot<A>
+    where
+        A: Actor<Context = Context<A>> + Handler<Ping> + Send,
+    {
+        self.children.push(ChildEntry {
+            name: name.to_string(),
+            policy,
+            child: Box::new(ArbiterChild {
+                factory,
+                slot: slot.clone(),
+                arbiter: actix::Arbiter::new(),
             }),
             state: ChildState::Restarting,
             restarts: 0,
