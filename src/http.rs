@@ -308,6 +308,9 @@ fn query_config() -> web::QueryConfig {
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How long a locked-out client waits for its 429.
+const LOCKED_OUT_DELAY: Duration = Duration::from_millis(250);
+
 /// Edge middleware for every request: a request id (header and log span), the cross-origin
 /// rule (no wildcard; only listed origins), and headers that keep responses out of caches
 /// and sniffers.
@@ -317,6 +320,23 @@ async fn edge(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
     let request_id = format!("r{id:x}");
+    // A locked-out client presenting credentials is refused before routing: during a storm
+    // its requests should cost as little as possible.
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        let locked = req.app_data::<web::Data<AppState>>().and_then(|state| {
+            let ip = req.peer_addr()?.ip();
+            state.lockout.check(ip, Instant::now())
+        });
+        if let Some(left) = locked {
+            // Tarpit: the answer waits (an async sleep costs no CPU), so a storm on keep-alive
+            // connections slows to a trickle instead of taking CPU from everyone else.
+            actix_web::rt::time::sleep(LOCKED_OUT_DELAY).await;
+            return Err(ApiError::LockedOut {
+                retry_after_seconds: left.as_secs().max(1),
+            }
+            .into());
+        }
+    }
     let allowed_origin = match cross_origin(&req) {
         CrossOrigin::None => None,
         CrossOrigin::Allowed(origin) => Some(origin),
