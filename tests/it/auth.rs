@@ -171,11 +171,16 @@ async fn repeated_failures_lock_out_that_ip_only() {
         let (status, _, _) = get(&url, Some("Bearer wrong")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "failure {i}");
     }
+    let asked = std::time::Instant::now();
     let (status, headers, body) = get(&url, Some(&bearer)).await;
     assert_eq!(
         status,
         StatusCode::TOO_MANY_REQUESTS,
         "the right token is refused while locked out"
+    );
+    assert!(
+        asked.elapsed() >= std::time::Duration::from_millis(200),
+        "a locked-out client is tarpitted"
     );
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((290..=300).contains(&retry), "{retry}");
