@@ -688,3 +688,89 @@ fn completion_prints_a_script_for_every_shell() {
     assert_eq!(code, 2);
     assert!(err.contains("tcsh"), "{err}");
 }
+
+#[test]
+fn a_backup_taken_under_write_load_restores_into_a_gateway_that_starts() {
+    let home = initialised();
+    let home_path = home.path().to_path_buf();
+    let mut gw = Gateway::start_in(home, Options::default());
+    // Write load through the running gateway: every token is a store write plus an audit
+    // record, while the backup is taken.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let home = home_path.clone();
+        std::thread::spawn(move || {
+            let mut written = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (code, _, err) = run(
+                    &home,
+                    &HashMap::new(),
+                    &["token", "create", "--scope", "read"],
+                );
+                assert_eq!(code, 0, "{err}");
+                written += 1;
+            }
+            written
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out_dir = tempfile::tempdir().unwrap();
+    let (code, _, text) = json(
+        &home_path,
+        &HashMap::new(),
+        &[
+            "backup",
+            "create",
+            "--out",
+            out_dir.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(written >= 2, "the load wrote {written} times");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+
+    let backup = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (code, _, text) = json(
+        &home_path,
+        &HashMap::new(),
+        &["backup", "verify", backup.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{text}");
+    let fresh = tempfile::tempdir().unwrap();
+    write(fresh.path().join(".config/kafclaw/tomb.rr"), "");
+    std::fs::copy(
+        home_path.join(".config/kafclaw/tomb.rr"),
+        fresh.path().join(".config/kafclaw/tomb.rr"),
+    )
+    .unwrap();
+    chmod(&fresh.path().join(".config/kafclaw/tomb.rr"), 0o600);
+    let (code, _, text) = json(
+        fresh.path(),
+        &HashMap::new(),
+        &["backup", "restore", backup.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{text}");
+    let (code, out, err) = run(fresh.path(), &HashMap::new(), &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let fresh_path = fresh.path().to_path_buf();
+    let mut restored = Gateway::start_in(fresh, Options::default());
+    restored.signal("TERM");
+    assert!(restored.wait_exit(Duration::from_secs(10)).success());
+    let (code, out, err) = run(&fresh_path, &HashMap::new(), &["token", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let tokens: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        !tokens.as_array().unwrap().is_empty(),
+        "tokens written before the backup are restored"
+    );
+}
