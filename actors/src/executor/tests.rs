@@ -233,6 +233,19 @@ fn raw_command(program: &str, args: &[&str], cwd: &Path) -> CheckedCommand {
 }
 
 /// Live (not zombie) processes whose process group is `pgid`.
+/// Live members of `pgid` once SIGKILL has had time to land: a killed process stays runnable for
+/// a moment after `kill` returns, so poll with a deadline instead of looking once.
+fn members_after_kill(pgid: i32) -> Vec<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let members = live_members_of_group(pgid);
+        if members.is_empty() || std::time::Instant::now() > deadline {
+            return members;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn live_members_of_group(pgid: i32) -> Vec<i32> {
     let mut members = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
@@ -276,7 +289,7 @@ async fn timeout_kills_the_whole_process_group_including_grandchildren() {
     let pids: Vec<i32> = out.split_whitespace().map(|p| p.parse().unwrap()).collect();
     assert_eq!(pids.len(), 2, "{out:?}");
     let (pgid, grandchild) = (pids[0], pids[1]);
-    assert_eq!(live_members_of_group(pgid), Vec::<i32>::new());
+    assert_eq!(members_after_kill(pgid), Vec::<i32>::new());
     let state = fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
     assert!(
         state.is_empty()
@@ -306,7 +319,7 @@ async fn stragglers_are_killed_after_a_normal_exit() {
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(live_members_of_group(pgid), Vec::<i32>::new());
+    assert_eq!(members_after_kill(pgid), Vec::<i32>::new());
 }
 
 #[actix_rt::test]
