@@ -512,12 +512,7 @@ fn backup_restores_into_a_fresh_home_that_starts_and_verifies() {
         &["backup", "create", "--out", out, "--include-key"],
     );
     assert_eq!(code, 0, "{text}");
-    let backup = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let backup = only_backup(out_dir.path());
     let backup_str = backup.to_str().unwrap();
     let all = crate::harness::all_bytes(&backup);
     assert!(
@@ -614,20 +609,8 @@ fn a_running_gateway_is_backed_up_through_the_control_socket() {
 
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).success());
-    let backup = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let fresh = tempfile::tempdir().unwrap();
-    write(fresh.path().join(".config/kafclaw/tomb.rr"), "");
-    std::fs::copy(
-        home_path.join(".config/kafclaw/tomb.rr"),
-        fresh.path().join(".config/kafclaw/tomb.rr"),
-    )
-    .unwrap();
-    chmod(&fresh.path().join(".config/kafclaw/tomb.rr"), 0o600);
+    let backup = only_backup(out_dir.path());
+    let fresh = fresh_home_with_key_of(&home_path);
     let (code, doc, text) = json(
         fresh.path(),
         &HashMap::new(),
@@ -734,26 +717,14 @@ fn a_backup_taken_under_write_load_restores_into_a_gateway_that_starts() {
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).success());
 
-    let backup = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let backup = only_backup(out_dir.path());
     let (code, _, text) = json(
         &home_path,
         &HashMap::new(),
         &["backup", "verify", backup.to_str().unwrap()],
     );
     assert_eq!(code, 0, "{text}");
-    let fresh = tempfile::tempdir().unwrap();
-    write(fresh.path().join(".config/kafclaw/tomb.rr"), "");
-    std::fs::copy(
-        home_path.join(".config/kafclaw/tomb.rr"),
-        fresh.path().join(".config/kafclaw/tomb.rr"),
-    )
-    .unwrap();
-    chmod(&fresh.path().join(".config/kafclaw/tomb.rr"), 0o600);
+    let fresh = fresh_home_with_key_of(&home_path);
     let (code, _, text) = json(
         fresh.path(),
         &HashMap::new(),
@@ -773,4 +744,25 @@ fn a_backup_taken_under_write_load_restores_into_a_gateway_that_starts() {
         !tokens.as_array().unwrap().is_empty(),
         "tokens written before the backup are restored"
     );
+}
+
+/// The one backup directory `backup create --out DIR` made in `dir`.
+fn only_backup(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+/// A fresh home holding a copy of `home`'s vault key file (0600), as an operator restoring on a
+/// new host would have installed it.
+fn fresh_home_with_key_of(home: &Path) -> tempfile::TempDir {
+    let fresh = tempfile::tempdir().unwrap();
+    let key = fresh.path().join(".config/kafclaw/tomb.rr");
+    write(key.clone(), "");
+    std::fs::copy(home.join(".config/kafclaw/tomb.rr"), &key).unwrap();
+    chmod(&key, 0o600);
+    fresh
 }
