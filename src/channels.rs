@@ -153,8 +153,6 @@ pub struct ChannelEdge {
     pub whatsapp: Option<WhatsAppEdge>,
     /// Bridges by name.
     pub bridges: HashMap<String, BridgeEdge>,
-    /// Every channel's slot by name (for `/api/v1/channels` and control messages).
-    pub slots: BTreeMap<String, Slot<ChannelBridge>>,
 }
 
 /// WhatsApp's webhook secrets and channel.
@@ -179,7 +177,7 @@ pub struct BridgeEdge {
 
 impl ChannelEdge {
     /// The edge for the running channels.
-    pub fn new(settings: &ChannelsSettings, slots: BTreeMap<String, Slot<ChannelBridge>>) -> Self {
+    pub fn new(settings: &ChannelsSettings, slots: &BTreeMap<String, Slot<ChannelBridge>>) -> Self {
         let slot = |name: &str| slots.get(name).cloned().unwrap_or_default();
         let whatsapp = settings.whatsapp.as_ref().and_then(|wa| {
             Some(WhatsAppEdge {
@@ -202,11 +200,7 @@ impl ChannelEdge {
                 ))
             })
             .collect();
-        Self {
-            whatsapp,
-            bridges,
-            slots,
-        }
+        Self { whatsapp, bridges }
     }
 }
 

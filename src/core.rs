@@ -127,7 +127,7 @@ pub fn resolve_secrets(settings: &mut Settings, vault: &Vault) -> Result<(), Cor
         let from_env = matches!(
             settings.origin(key),
             Origin::Env(_) | Origin::EnvFile(..) | Origin::Flag(_)
-        ) && settings.origins.contains_key(key);
+        );
         if from_env {
             continue;
         }

@@ -146,8 +146,7 @@ async fn serve(
         channel_settings,
         control,
     } = services;
-    let channel_edge =
-        crate::channels::ChannelEdge::new(&channel_settings, control.channels.clone());
+    let channel_edge = crate::channels::ChannelEdge::new(&channel_settings, &control.channels);
 
     let gw = &settings.gateway;
     let (gateway_listener, dashboard_listener) =
@@ -184,14 +183,12 @@ async fn serve(
         mode,
         provider_configured: settings.provider_configured(),
         auth_failures: AtomicU64::new(0),
-        lockout: control.lockout.clone(),
         audit: audit.clone(),
         vault: vault.clone(),
         audit_dir: home.audit_dir(),
         audit_key: audit_key.clone(),
         approvals: approvals.clone(),
         agent: agent.clone(),
-        surface: control.surface.clone(),
         channels: channel_edge,
         monitor: monitor.clone(),
         signals: signals.clone(),

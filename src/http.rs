@@ -28,7 +28,6 @@ mod webhooks;
 
 use auth::{AuthFailure, Authenticator};
 use error::ApiError;
-use lockout::Lockout;
 
 /// What every handler can reach. Addresses of actors and read-only configuration only.
 pub struct AppState {
@@ -50,8 +49,6 @@ pub struct AppState {
     pub provider_configured: bool,
     /// Failed authentications since start (for `/metrics`).
     pub auth_failures: AtomicU64,
-    /// Per-IP failure counting and lockout (shared with the incident responder).
-    pub lockout: std::sync::Arc<Lockout>,
     /// The audit chainer.
     pub audit: Slot<AuditChainer>,
     /// The secret vault.
@@ -64,8 +61,6 @@ pub struct AppState {
     pub approvals: Slot<kafclaw_actors::approval::Approvals>,
     /// The agent.
     pub agent: Slot<kafclaw_actors::agent::Agent>,
-    /// The runtime tool surface (restrictions, blocks).
-    pub surface: kafclaw_actors::agent::ToolSurface,
     /// The channels' webhook secrets and actors.
     pub channels: crate::channels::ChannelEdge,
     /// The incident monitor.
@@ -325,7 +320,7 @@ async fn edge(
     if req.headers().contains_key(header::AUTHORIZATION) {
         let locked = req.app_data::<web::Data<AppState>>().and_then(|state| {
             let ip = req.peer_addr()?.ip();
-            state.lockout.check(ip, Instant::now())
+            state.control.lockout.check(ip, Instant::now())
         });
         if let Some(left) = locked {
             // Tarpit: the answer waits (an async sleep costs no CPU), so a storm on keep-alive

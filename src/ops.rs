@@ -194,7 +194,8 @@ impl OpsContext {
     }
 }
 
-fn vault_err(e: impl std::fmt::Display) -> OpError {
+/// A refusal by the vault, the token registry or the approvals (bad name, unknown id, …).
+fn invalid(e: impl std::fmt::Display) -> OpError {
     OpError::Invalid(e.to_string())
 }
 
@@ -217,7 +218,7 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 })
                 .await
                 .map_err(mailbox)?
-                .map_err(vault_err)?;
+                .map_err(invalid)?;
             ctx.audit(
                 AuditKind::SecretChanged,
                 &name,
@@ -232,7 +233,7 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 .send(ListSecrets)
                 .await
                 .map_err(mailbox)?
-                .map_err(vault_err)?;
+                .map_err(invalid)?;
             Ok(json!(list))
         }
         Operation::SecretRm { name } => {
@@ -241,7 +242,7 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 .send(RemoveSecret { name: name.clone() })
                 .await
                 .map_err(mailbox)?
-                .map_err(vault_err)?;
+                .map_err(invalid)?;
             if !removed {
                 return Err(OpError::Invalid(format!("no secret named {name}")));
             }
@@ -259,23 +260,19 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 .send(RotateKey)
                 .await
                 .map_err(mailbox)?
-                .map_err(vault_err)?;
+                .map_err(invalid)?;
             ctx.audit(AuditKind::SecretChanged, "vault.key", json!({"action": "rotate_key", "old_key_id": rotation.old_key_id, "new_key_id": rotation.new_key_id, "resealed": rotation.resealed}))
                 .await?;
             Ok(json!(rotation))
         }
         Operation::TokenCreate { scope, ttl, name } => {
-            let scope: Scope = scope.parse().map_err(vault_err)?;
+            let scope: Scope = scope.parse().map_err(invalid)?;
             let ttl = ttl
                 .as_deref()
                 .map(token::parse_ttl)
                 .transpose()
-                .map_err(vault_err)?;
-            let issued = ctx
-                .tokens
-                .create(scope, ttl, name)
-                .await
-                .map_err(vault_err)?;
+                .map_err(invalid)?;
+            let issued = ctx.tokens.create(scope, ttl, name).await.map_err(invalid)?;
             let record = &issued.record;
             ctx.audit(
                 AuditKind::TokenCreated,
@@ -291,7 +288,7 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
             }))
         }
         Operation::TokenList => {
-            let list = ctx.tokens.list().map_err(vault_err)?;
+            let list = ctx.tokens.list().map_err(invalid)?;
             Ok(json!(list
                 .iter()
                 .map(|r| json!({
@@ -342,7 +339,7 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 .send(kafclaw_actors::approval::ListApprovals)
                 .await
                 .map_err(|_| OpError::Unavailable("approvals unavailable".into()))?
-                .map_err(vault_err)?;
+                .map_err(invalid)?;
             Ok(json!(list))
         }
         Operation::ApprovalDecide { id, approved } => {
@@ -358,7 +355,7 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 })
                 .await
                 .map_err(|_| OpError::Unavailable("approvals unavailable".into()))?
-                .map_err(vault_err)?;
+                .map_err(invalid)?;
             Ok(json!(record))
         }
         Operation::BackupCreate { out, sealed_key } => {
@@ -384,7 +381,7 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
         }
         Operation::PairingDeny { channel, code } => pairing_decide(channel, code, false, ctx).await,
         Operation::TokenRevoke { name } => {
-            let record = ctx.tokens.revoke(&name).await.map_err(vault_err)?;
+            let record = ctx.tokens.revoke(&name).await.map_err(invalid)?;
             ctx.audit(
                 AuditKind::TokenRevoked,
                 &record.name,

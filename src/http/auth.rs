@@ -199,7 +199,7 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
         .ok_or_else(|| ApiError::internal("application state missing"))?;
     let ip = req.peer_addr().map(|a| a.ip());
     if let Some(ip) = ip {
-        if let Some(left) = state.lockout.check(ip, Instant::now()) {
+        if let Some(left) = state.control.lockout.check(ip, Instant::now()) {
             return Err(ApiError::LockedOut {
                 retry_after_seconds: left.as_secs().max(1),
             });
@@ -234,7 +234,7 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
             let client = ip.map(|i| i.to_string()).unwrap_or_default();
             // Count before any await, so concurrent failures from one IP cannot slip past the
             // threshold while earlier ones are still being audited.
-            let outcome = ip.map(|ip| state.lockout.record_failure(ip, Instant::now()));
+            let outcome = ip.map(|ip| state.control.lockout.record_failure(ip, Instant::now()));
             state.note_auth_failure(&client, req.path(), &failure);
             state
                 .signals

@@ -95,7 +95,7 @@ async fn collect(state: &AppState) -> Snapshot {
             flatten(&tree.root.children, &mut flat);
             flat
         });
-    let channels = futures_util::future::join_all(state.channels.slots.iter().map(
+    let channels = futures_util::future::join_all(state.control.channels.iter().map(
         |(name, slot)| async move {
             let info = match slot.addr() {
                 Some(addr) => addr

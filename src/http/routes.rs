@@ -68,7 +68,7 @@ pub async fn status(
         .count();
     let restarts: u32 = children.iter().map(|c| c.restarts).sum();
     let mut channels = Vec::new();
-    for (name, slot) in &state.channels.slots {
+    for (name, slot) in &state.control.channels {
         let info = match slot.addr() {
             Some(addr) => addr
                 .send(kafclaw_actors::channel::GetChannelInfo)
@@ -316,7 +316,7 @@ pub async fn inject_panic(
         name => {
             let channel = name
                 .strip_prefix("channel:")
-                .and_then(|c| state.channels.slots.get(c))
+                .and_then(|c| state.control.channels.get(c))
                 .and_then(|slot| slot.addr())
                 .ok_or(ApiError::NotFound)?;
             channel.do_send(InjectPanic("test hook".into()));

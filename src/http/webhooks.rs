@@ -151,7 +151,7 @@ pub async fn channels(
 ) -> Result<HttpResponse, ApiError> {
     let tree = state.supervisor.send(GetSupervisionTree).await.ok();
     let mut out = Vec::new();
-    for (name, slot) in &state.channels.slots {
+    for (name, slot) in &state.control.channels {
         let child = tree.as_ref().and_then(|t| {
             t.root
                 .children
