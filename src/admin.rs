@@ -610,3 +610,69 @@ impl Handler<RequestAction> for Responder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafclaw_actors::audit::{AuditError, AuditReceipt};
+
+    /// An audit log whose appends fail (a full disk).
+    struct FailingAudit;
+    impl Actor for FailingAudit {
+        type Context = Context<Self>;
+    }
+    impl Handler<AppendRecord> for FailingAudit {
+        type Result = Result<AuditReceipt, AuditError>;
+        fn handle(&mut self, _: AppendRecord, _: &mut Context<Self>) -> Self::Result {
+            Err(AuditError::Write("disk full".into()))
+        }
+    }
+
+    #[actix_rt::test]
+    async fn nothing_is_applied_when_the_control_message_cannot_be_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StoreDb::temporary().unwrap();
+        let tokens = TokenRegistry::open(
+            &db,
+            kafclaw_actors::token::TokenHashKey::from_bytes([1; 32]),
+        )
+        .unwrap();
+        let ctx = ControlContext {
+            channels: BTreeMap::new(),
+            surface: ToolSurface::default(),
+            tokens,
+            monitor: Slot::default(),
+            lockout: Arc::new(Lockout::new(crate::http::lockout::LockoutPolicy {
+                max_failures: 10,
+                window: Duration::from_secs(60),
+                lockout: Duration::from_secs(300),
+            })),
+            audit: FailingAudit.start().recipient(),
+            home: Home::new(dir.path()),
+            db: db.clone(),
+        };
+        let restrict = ControlMessage::RestrictTools {
+            max_tier: Some(0),
+            deny: None,
+        };
+        let err = apply(restrict, "admin", &ctx).await.unwrap_err();
+        assert!(matches!(err, ControlError::Unavailable(_)), "{err}");
+        assert_eq!(
+            ctx.surface.restriction(),
+            Restriction::default(),
+            "not applied"
+        );
+        let saved = db
+            .tree(TreeName::Settings)
+            .unwrap()
+            .get(SURFACE_KEY)
+            .unwrap();
+        assert!(saved.is_none(), "nothing persisted");
+
+        let rotate = ControlMessage::RotateGatewayToken {
+            grace_seconds: None,
+        };
+        assert!(apply(rotate, "admin", &ctx).await.is_err());
+        assert!(ctx.tokens.list().unwrap().is_empty(), "no token was issued");
+    }
+}

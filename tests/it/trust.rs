@@ -209,6 +209,17 @@ async fn scoped_tokens_are_enforced_and_revocation_is_live() {
     }
     let (code, _, err) = kafclaw(&gw.home_path(), &["token", "revoke", "no-such-token"]);
     assert_eq!(code, 2, "{err}");
+    let audit =
+        std::fs::read_to_string(gw.home_path().join(".kafclaw/audit/audit-000001.jsonl")).unwrap();
+    for kind in [
+        "token.created",
+        "token.revoked",
+        "token.first_used",
+        "auth.scope_denied",
+    ] {
+        assert!(audit.contains(&format!("\"{kind}\"")), "{kind} not audited");
+    }
+    assert!(!audit.contains(&read_token) && !audit.contains(&chat_token));
 }
 
 #[tokio::test]
