@@ -134,7 +134,20 @@ async fn main() {
         black_box(report);
     }
     let sandbox = per_second(n, started.elapsed());
-    println!("sandbox run (echo):       {sandbox:>12.0} runs/s");
+    println!(
+        "sandbox run (echo):       {sandbox:>12.0} runs/s (kernel jail: {})",
+        jail.enforces()
+    );
+    let open = KernelJail::unconfined(&work_repo);
+    let started = Instant::now();
+    for _ in 0..n {
+        let report = run_sandboxed(&checked, &work_repo, &open, &limits)
+            .await
+            .expect("echo runs");
+        black_box(report);
+    }
+    let unconfined = per_second(n, started.elapsed());
+    println!("sandbox run, no Landlock: {unconfined:>12.0} runs/s");
 
     let addr = executor.start();
     let started = Instant::now();

@@ -67,7 +67,7 @@ pub fn check(settings: &Settings, defaults: Option<&Settings>, report: &mut Repo
         report.fail(
             "exec_restrict_workspace",
             format!(
-                "{RESTRICT} is false (set in {}): exec may touch any path",
+                "{RESTRICT} is false (set in {}): exec arguments may name any path; only the kernel sandbox, when on, still confines the children",
                 settings.origin(RESTRICT)
             ),
             "`kafclaw security fix --yes` (or set KAFCLAW_TOOLS_EXEC_RESTRICT_WORKSPACE=true)",
