@@ -24,6 +24,7 @@ pub mod backup;
 pub mod bind;
 pub mod channels;
 pub mod files;
+pub mod hard_links;
 pub mod report;
 pub mod secrets;
 pub mod tools;

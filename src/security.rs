@@ -18,7 +18,8 @@ use kafclaw_actors::store::TreeName;
 use kafclaw_actors::vault::{SecretValue, AUDIT_KEY_NAME};
 
 use crate::checks::{
-    self, backup, bind, channels, files, secrets, tools, workspace, Create, Report, TrustState,
+    self, backup, bind, channels, files, hard_links, secrets, tools, workspace, Create, Report,
+    TrustState,
 };
 use crate::cli::SecurityCommand;
 use crate::control::{self, Answer};
@@ -92,6 +93,7 @@ fn posture(
     channels::check_policy(&settings, report);
     let defaults = checks::default_settings();
     tools::check(&settings, defaults.as_ref(), report);
+    hard_links::check(home, &settings, report);
     report.pass(
         "skills",
         "no skill runtime in this build (nothing to scope or isolate)",

@@ -18,7 +18,9 @@ use kafclaw_actors::channel::dispatch::{http_client, DispatchTarget, Dispatcher}
 use kafclaw_actors::channel::outbox::Backoff;
 use kafclaw_actors::channel::pairing::PairingSettings;
 use kafclaw_actors::channel::{ChannelBridge, ChannelConfig, ChannelKind, ChannelLinks};
-use kafclaw_actors::executor::{ExecSettings, ToolExecutor};
+use kafclaw_actors::executor::{
+    kernel_support, ExecSettings, ExecutorLinks, SandboxStatus, ToolExecutor,
+};
 use kafclaw_actors::incident::{IncidentMonitor, MonitorLinks, WebhookKey};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::policy::PolicySettings;
@@ -355,18 +357,28 @@ fn start_executor(
         .map_err(|e| format!("tools.policy: {e}"))?;
     let workspace = settings.workspace(home);
     let work_repo = settings.work_repo(home);
-    let high_risk = signals.clone().recipient();
+    let links = ExecutorLinks {
+        audit: audit.clone(),
+        high_risk: Some(signals.clone().recipient()),
+    };
     let (first, warnings) = ToolExecutor::new(
         &exec_settings,
         policy.clone(),
-        &workspace,
-        &work_repo,
+        (&workspace, &work_repo),
         home,
-        audit.clone(),
-        Some(high_risk),
-    );
+        kernel_support(),
+        links,
+    )
+    .map_err(|e| e.to_string())?;
     for warning in warnings {
         tracing::warn!(?warning, "tools.exec.allow: program not usable");
+    }
+    // Said once, at start: how exec children are confined.
+    match first.sandbox() {
+        SandboxStatus::Landlock { .. } => {
+            tracing::info!(sandbox = %first.sandbox(), "exec sandbox")
+        }
+        other => tracing::warn!(sandbox = %other, "exec sandbox"),
     }
     // The executor is `Clone`: every (re)start gets a fresh copy of the one built and checked
     // here (programs resolved to absolute paths once, at startup).

@@ -66,6 +66,8 @@ pub fn run(home: &Home, env: &HashMap<String, String>, json: bool) -> i32 {
         );
     }
 
+    sandbox(&settings, &mut report);
+
     let running = checks::gateway_running(home);
     let live = if running {
         ask_gateway(&settings)
@@ -117,6 +119,27 @@ pub fn run(home: &Home, env: &HashMap<String, String>, json: bool) -> i32 {
         ),
     );
     report.print(json)
+}
+
+/// One line: how exec children are confined on this machine (`tools.exec.sandbox`).
+fn sandbox(settings: &Settings, report: &mut Report) {
+    use kafclaw_actors::executor::{kernel_support, SandboxStatus};
+    let mode = checks::tools::sandbox_mode(settings);
+    match SandboxStatus::decide(mode, kernel_support()) {
+        Ok(status @ SandboxStatus::Landlock { .. }) => {
+            report.pass("exec_sandbox", status.to_string())
+        }
+        Ok(status) => report.warn(
+            "exec_sandbox",
+            status.to_string(),
+            "`kafclaw security check` explains the exec sandbox",
+        ),
+        Err(e) => report.fail(
+            "exec_sandbox",
+            e.to_string(),
+            "set tools.exec.sandbox to auto, or run on a kernel with Landlock",
+        ),
+    }
 }
 
 fn channels(settings: &Settings, live: Option<&Value>, report: &mut Report) {

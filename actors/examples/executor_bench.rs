@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use kafclaw_actors::audit::{AppendRecord, AuditError, AuditReceipt};
 use kafclaw_actors::executor::{
-    run_sandboxed, ExecSettings, ExecuteTool, HighRiskDenied, OutcomeStatus, ToolExecutor,
+    kernel_support, run_sandboxed, ExecSettings, ExecuteTool, ExecutorLinks, HighRiskDenied,
+    KernelJail, OutcomeStatus, SandboxMode, SandboxStatus, ToolExecutor,
 };
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::policy::{decide, PolicyInput, PolicySettings, Restriction, SenderKind};
@@ -94,11 +95,18 @@ async fn main() {
     let (executor, _) = ToolExecutor::new(
         &ExecSettings::default(),
         PolicySettings::default(),
-        &workspace,
-        &work_repo,
+        (&workspace, &work_repo),
         &home,
-        NullAudit.start().recipient(),
-        Some(NullSignals.start().recipient()),
+        kernel_support(),
+        ExecutorLinks {
+            audit: NullAudit.start().recipient(),
+            high_risk: Some(NullSignals.start().recipient()),
+        },
+    )
+    .expect("the default allow-list holds no launcher");
+    let jail = KernelJail::new(
+        &SandboxStatus::decide(SandboxMode::Auto, kernel_support()).expect("auto always decides"),
+        executor.checker().confinement(),
     );
     let checker = executor.checker().clone();
 
@@ -120,13 +128,26 @@ async fn main() {
     let limits = ExecSettings::default().sandbox_limits();
     let started = Instant::now();
     for _ in 0..n {
-        let report = run_sandboxed(&checked, &work_repo, &limits)
+        let report = run_sandboxed(&checked, &work_repo, &jail, &limits)
             .await
             .expect("echo runs");
         black_box(report);
     }
     let sandbox = per_second(n, started.elapsed());
-    println!("sandbox run (echo):       {sandbox:>12.0} runs/s");
+    println!(
+        "sandbox run (echo):       {sandbox:>12.0} runs/s (kernel jail: {})",
+        jail.enforces()
+    );
+    let open = KernelJail::unconfined(&work_repo);
+    let started = Instant::now();
+    for _ in 0..n {
+        let report = run_sandboxed(&checked, &work_repo, &open, &limits)
+            .await
+            .expect("echo runs");
+        black_box(report);
+    }
+    let unconfined = per_second(n, started.elapsed());
+    println!("sandbox run, no Landlock: {unconfined:>12.0} runs/s");
 
     let addr = executor.start();
     let started = Instant::now();

@@ -1,8 +1,8 @@
 //! The tool executor: policy decision, audit, and confined execution of the agent's tools.
 //!
 //! Owns: the [`ToolExecutor`] actor and its messages, the `exec` checker (`command`, `rules`,
-//! `paths`, `check`), the sandbox (the only code in KafClaw that spawns a process), and the
-//! file tools.
+//! `launchers`, `paths`, `git`, `check`), the sandbox (the only code in KafClaw that spawns a
+//! process, and its Landlock confinement), and the file tools.
 //! Must not: run anything through a shell; run a tool whose decision is not durably audited;
 //! put a tool's output, a file's content or the child's environment in the audit log.
 //!
@@ -33,6 +33,8 @@ use crate::supervisor::{Ping, Pong};
 mod check;
 mod command;
 mod files;
+mod git;
+mod launchers;
 mod paths;
 mod rules;
 mod sandbox;
@@ -40,10 +42,16 @@ mod sandbox;
 pub use check::{CheckedCommand, CommandChecker};
 pub use command::{Denial, MAX_ARGS, MAX_COMMAND_BYTES};
 pub use files::{DirEntryInfo, FileLimits, FileToolError, FileTools, WriteReport};
+pub use launchers::{
+    classify, classify_name, refused as refused_launchers, RefusedProgram, Verdict,
+};
 pub use paths::{Confinement, SecretRule};
-pub use rules::{AllowList, AllowListWarning, ProgramRule, DEFAULT_ALLOW, FIXED_PATH};
+pub use rules::{
+    AllowList, AllowListWarning, AllowedProgram, ProgramRule, DEFAULT_ALLOW, FIXED_PATH,
+};
 pub use sandbox::{
-    run as run_sandboxed, Captured, ExecReport, ExitState, SandboxError, SandboxLimits,
+    kernel_support, run as run_sandboxed, Captured, ChildAccess, ExecReport, ExitState, KernelJail,
+    KernelSupport, LandlockUnavailable, SandboxError, SandboxLimits, SandboxMode, SandboxStatus,
 };
 
 #[cfg(test)]
@@ -75,6 +83,8 @@ pub struct ExecSettings {
     pub max_read_bytes: u64,
     /// The largest content `write_file`/`edit_file` writes, bytes.
     pub max_write_bytes: usize,
+    /// `tools.exec.sandbox`: kernel confinement of every child (Landlock).
+    pub sandbox: SandboxMode,
 }
 
 impl Default for ExecSettings {
@@ -92,6 +102,7 @@ impl Default for ExecSettings {
             max_processes: limits.processes,
             max_read_bytes: files.max_read_bytes,
             max_write_bytes: files.max_write_bytes,
+            sandbox: SandboxMode::default(),
         }
     }
 }
@@ -210,6 +221,25 @@ pub enum ExecutorError {
     TaskFailed(String),
 }
 
+/// Why the executor cannot be built (the gateway refuses to start, exit 2, with this line).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorSetupError {
+    /// `tools.exec.allow` names programs that start other programs.
+    #[error("refusing to start: tools.exec.allow names launchers, programs that start other programs: {}; remove them from tools.exec.allow", launcher_list(.0))]
+    Launchers(Vec<RefusedProgram>),
+    /// `tools.exec.sandbox = landlock` without kernel support.
+    #[error(transparent)]
+    Landlock(#[from] LandlockUnavailable),
+}
+
+fn launcher_list(refused: &[RefusedProgram]) -> String {
+    refused
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The executor actor. Cheap to clone (the state is shared), so a supervisor factory can
 /// hand out fresh instances.
 #[derive(Clone)]
@@ -229,21 +259,40 @@ struct Inner {
     policy: PolicySettings,
     /// The child's `HOME`: the work repo.
     child_home: PathBuf,
+    /// What the kernel lets every child touch.
+    jail: KernelJail,
+    /// How children are confined (for `status` and the start-up line).
+    sandbox: SandboxStatus,
+}
+
+/// Where the executor works and what it reports to.
+pub struct ExecutorLinks {
+    /// The audit log.
+    pub audit: Recipient<AppendRecord>,
+    /// The incident monitor's signal.
+    pub high_risk: Option<Recipient<HighRiskDenied>>,
 }
 
 impl ToolExecutor {
     /// An executor for `workspace` (read) and `work_repo` (read, write, default working
-    /// directory), never touching `home`'s secret paths. Allow-list names that cannot be
-    /// resolved are dropped and returned as warnings.
+    /// directory), never touching `home`'s secret paths, its children confined as
+    /// `settings.sandbox` and `kernel` say. A launcher on the allow-list or a required
+    /// Landlock the kernel lacks is an error; other allow-list names that cannot be resolved
+    /// are dropped and returned as warnings.
     pub fn new(
         settings: &ExecSettings,
         policy: PolicySettings,
-        workspace: &Path,
-        work_repo: &Path,
+        roots: (&Path, &Path),
         home: &Home,
-        audit: Recipient<AppendRecord>,
-        high_risk: Option<Recipient<HighRiskDenied>>,
-    ) -> (Self, Vec<AllowListWarning>) {
+        kernel: KernelSupport,
+        links: ExecutorLinks,
+    ) -> Result<(Self, Vec<AllowListWarning>), ExecutorSetupError> {
+        let (workspace, work_repo) = roots;
+        let refused = launchers::refused(&settings.allow);
+        if !refused.is_empty() {
+            return Err(ExecutorSetupError::Launchers(refused));
+        }
+        let sandbox = SandboxStatus::decide(settings.sandbox, kernel)?;
         let confinement = Confinement::new(workspace, work_repo, home);
         let (checker, warnings) = CommandChecker::new(
             &settings.allow,
@@ -251,26 +300,32 @@ impl ToolExecutor {
             settings.restrict_workspace,
         );
         let child_home = confinement.work_repo().to_path_buf();
+        let jail = KernelJail::new(&sandbox, &confinement);
         let inner = Inner {
             checker,
             files: FileTools::new(confinement, settings.file_limits()),
             limits: settings.sandbox_limits(),
             policy,
             child_home,
+            jail,
+            sandbox,
         };
-        (
-            Self {
-                inner: Arc::new(inner),
-                audit,
-                high_risk,
-            },
-            warnings,
-        )
+        let executor = Self {
+            inner: Arc::new(inner),
+            audit: links.audit,
+            high_risk: links.high_risk,
+        };
+        Ok((executor, warnings))
     }
 
     /// The command checker in force.
     pub fn checker(&self) -> &CommandChecker {
         &self.inner.checker
+    }
+
+    /// How children are confined.
+    pub fn sandbox(&self) -> &SandboxStatus {
+        &self.inner.sandbox
     }
 }
 
@@ -569,7 +624,7 @@ async fn run(
         Prepared::File(call) => call,
         Prepared::Exec(command) => {
             return Ok(
-                match sandbox::run(&command, &inner.child_home, &inner.limits).await {
+                match sandbox::run(&command, &inner.child_home, &inner.jail, &inner.limits).await {
                     Ok(report) => {
                         let record = json!({
                             "argv": command.argv,

@@ -1,9 +1,15 @@
 //! Tool policy (CONTRACT §4): nothing looser than the built-in defaults — external senders at
 //! tier 0, no extra programs on the exec allow-list, and `tools.exec.restrict_workspace` on
-//! (off is a FAIL; `security fix` turns it back on in config.json).
+//! (off is a FAIL; `security fix` turns it back on in config.json). No launcher on the
+//! allow-list (FAIL: the gateway refuses to start with one), and the kernel confining exec
+//! children (`tools.exec.sandbox`: off is a FAIL — it removes the only layer that does not
+//! depend on parsing arguments the way each program does; auto without Landlock is a WARN).
 
 use serde_json::Value;
 
+use kafclaw_actors::executor::{
+    kernel_support, refused_launchers, ExecSettings, KernelSupport, SandboxMode, SandboxStatus,
+};
 use kafclaw_actors::paths::Home;
 
 use super::{at, Change, Report};
@@ -54,11 +60,14 @@ pub fn check(settings: &Settings, defaults: Option<&Settings>, report: &mut Repo
         );
     }
 
+    launchers(&allowed(tools), report);
+    sandbox(settings, kernel_support(), report);
+
     if at(tools, "exec.restrict_workspace") == &Value::Bool(false) {
         report.fail(
             "exec_restrict_workspace",
             format!(
-                "{RESTRICT} is false (set in {}): exec may touch any path",
+                "{RESTRICT} is false (set in {}): exec arguments may name any path; only the kernel sandbox, when on, still confines the children",
                 settings.origin(RESTRICT)
             ),
             "`kafclaw security fix --yes` (or set KAFCLAW_TOOLS_EXEC_RESTRICT_WORKSPACE=true)",
@@ -68,6 +77,55 @@ pub fn check(settings: &Settings, defaults: Option<&Settings>, report: &mut Repo
             "exec_restrict_workspace",
             "exec is confined to the workspace and work repo",
         );
+    }
+}
+
+/// FAILs every launcher on the allow-list (the gateway would refuse to start).
+fn launchers(allow: &[String], report: &mut Report) {
+    let refused = refused_launchers(allow);
+    if refused.is_empty() {
+        report.pass(
+            "exec_launchers",
+            "no program on tools.exec.allow starts other programs",
+        );
+    } else {
+        let list: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        report.fail(
+            "exec_launchers",
+            format!("tools.exec.allow names launchers: {}", list.join("; ")),
+            "remove them from tools.exec.allow: allowing one hands out every program (the gateway refuses to start with one listed)",
+        );
+    }
+}
+
+/// The exec sandbox mode as this machine's kernel makes it.
+pub fn sandbox_mode(settings: &Settings) -> SandboxMode {
+    serde_json::from_value::<ExecSettings>(settings.tools["exec"].clone())
+        .map(|s| s.sandbox)
+        .unwrap_or_default()
+}
+
+/// PASS with Landlock, WARN for auto without it, FAIL for off or a required Landlock missing.
+fn sandbox(settings: &Settings, kernel: KernelSupport, report: &mut Report) {
+    match SandboxStatus::decide(sandbox_mode(settings), kernel) {
+        Ok(status @ SandboxStatus::Landlock { .. }) => {
+            report.pass("exec_sandbox", status.to_string())
+        }
+        Ok(status @ SandboxStatus::PathChecksOnly { .. }) => report.warn(
+            "exec_sandbox",
+            status.to_string(),
+            "run on a kernel with Landlock (Linux 5.13+, lsm=landlock) so the kernel confines exec children",
+        ),
+        Ok(status @ SandboxStatus::Off) => report.fail(
+            "exec_sandbox",
+            status.to_string(),
+            "set tools.exec.sandbox to auto (KAFCLAW_TOOLS_EXEC_SANDBOX=auto)",
+        ),
+        Err(e) => report.fail(
+            "exec_sandbox",
+            e.to_string(),
+            "run on a kernel with Landlock, or set tools.exec.sandbox to auto",
+        ),
     }
 }
 

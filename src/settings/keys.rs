@@ -121,6 +121,10 @@ pub const KEYS: &[KeySpec] = &[
     ),
     k("tools.exec.restrict_workspace", Kind::Bool),
     k(
+        "tools.exec.sandbox",
+        Kind::OneOf(&["auto", "landlock", "off"]),
+    ),
+    k(
         "tools.exec.max_output_bytes",
         Kind::UInt {
             min: 1024,

@@ -5,6 +5,7 @@
 mod agent;
 mod auth;
 mod channels;
+mod confinement;
 mod harness;
 mod incidents;
 mod limits;

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use super::command::{self, Denial};
 use super::tests::Fixture;
+use Denial::{PathOutsideRoots, ProtectedPath, SecretPath};
 
 fn s(text: &str) -> String {
     text.to_string()
@@ -342,15 +343,169 @@ fn working_directories_outside_the_roots_are_denied() {
 }
 
 #[test]
-fn git_outside_a_repository_in_the_roots_is_denied() {
+fn git_without_a_pinned_repository_or_outside_it_is_denied() {
     let f = Fixture::new();
-    // The workspace is no repository: git would walk up to whatever the host has.
+    // No .git in the work repo: git would walk up to whatever the host has.
+    check(&f, "git status", None, &Denial::GitNoRepository);
     check(
         &f,
         "git status",
         Some("../workspace"),
-        &Denial::GitRepositoryOutsideRoots,
+        &Denial::GitNoRepository,
     );
+    if !f.git_init() {
+        return;
+    }
+    check(
+        &f,
+        "git status",
+        Some("../workspace"),
+        &Denial::GitOutsideWorkRepo(f.workspace.display().to_string()),
+    );
+    std::fs::create_dir_all(f.work_repo.join("planted/objects")).unwrap();
+    std::fs::create_dir_all(f.work_repo.join("planted/refs")).unwrap();
+    std::fs::write(f.work_repo.join("planted/HEAD"), "ref: refs/heads/main\n").unwrap();
+    check(
+        &f,
+        "git blame file.txt",
+        Some("planted/refs"),
+        &Denial::GitDirectoryWorkingDir(s("planted")),
+    );
+    // The pinned repository's own directory is fine.
+    assert!(f.checker().check("git status", Some(".git")).is_ok());
+}
+
+/// A checker that also allows `find` and `sed` (real, with their rules) and two programs
+/// KafClaw does not know (`dd`, `cp`, as `/bin/true`: they may write).
+fn wider_checker(f: &Fixture) -> super::CommandChecker {
+    let mut checker = f.checker();
+    let list = checker.allow_list_mut();
+    for (name, path) in [
+        ("find", "/usr/bin/find"),
+        ("sed", "/usr/bin/sed"),
+        ("dd", "/bin/true"),
+        ("cp", "/bin/true"),
+        ("curl", "/bin/true"),
+        ("sort", "/bin/true"),
+        ("sdiff", "/bin/true"),
+        ("dir", "/bin/true"),
+    ] {
+        list.insert_for_test(name, std::path::Path::new(path));
+    }
+    checker
+}
+
+#[test]
+fn launchers_made_safe_by_a_rule_lose_their_program_running_forms() {
+    let f = Fixture::new();
+    let checker = wider_checker(&f);
+    for (command, option) in [
+        ("find . -exec id {} +", "-exec"),
+        ("find . -name x -execdir id {} +", "-execdir"),
+        ("find . -ok id {} +", "-ok"),
+        ("find . -okdir id {} +", "-okdir"),
+        ("find . -delete", "-delete"),
+        ("find . -fprint out", "-fprint"),
+        ("find . -fprint0 out", "-fprint0"),
+        ("find . -fprintf out %p", "-fprintf"),
+        ("find . -fls out", "-fls"),
+        ("find -L .", "-L"),
+        ("find . -follow", "-follow"),
+        ("find -files0-from list", "-files0-from"),
+        ("find -- . -exec id {} +", "-exec"),
+        ("sed -i s/a/b/ file.txt", "-i"),
+        ("sed -ni s/a/b/ file.txt", "-ni"),
+        ("sed --in-place s/a/b/ file.txt", "--in-place"),
+        ("sed --in-pl s/a/b/ file.txt", "--in-pl"),
+        ("sed --sandbox s/a/b/ file.txt", "--sandbox"),
+    ] {
+        let program = command.split(' ').next().unwrap_or_default();
+        match checker.check(command, None) {
+            Err(d) => assert_eq!(d, opt(program, option), "{command}"),
+            Ok(c) => panic!("{command:?} was allowed: {c:?}"),
+        }
+    }
+    let sed = checker.check("sed -n 1p file.txt", None).unwrap();
+    assert_eq!(sed.argv, ["sed", "--sandbox", "-n", "1p", "file.txt"]);
+    assert!(!sed.access.write_work_repo && !sed.access.network);
+    let find = checker.check("find . -name file.txt", None).unwrap();
+    assert!(!find.access.write_work_repo);
+}
+
+#[test]
+fn name_value_arguments_are_path_checked_and_writers_stay_out_of_git_metadata() {
+    let f = Fixture::new();
+    let checker = wider_checker(&f);
+    for (command, expected) in [
+        ("dd if=/etc/passwd", PathOutsideRoots(s("/etc/passwd"))),
+        (
+            "dd if=../../.config/kafclaw/tomb.rr",
+            SecretPath(s("../../.config/kafclaw/tomb.rr")),
+        ),
+        ("dd of=.git/config", ProtectedPath(s(".git/config"))),
+        ("cp file.txt .git/config", ProtectedPath(s(".git/config"))),
+        ("cp file.txt .git", ProtectedPath(s(".git"))),
+        ("cp file.txt .gitconfig", ProtectedPath(s(".gitconfig"))),
+        ("cp -t .config file.txt", ProtectedPath(s(".config"))),
+        (
+            "cp --target-directory=.git file.txt",
+            ProtectedPath(s(".git")),
+        ),
+    ] {
+        match checker.check(command, None) {
+            Err(d) => assert_eq!(d, expected, "{command}"),
+            Ok(c) => panic!("{command:?} was allowed: {c:?}"),
+        }
+    }
+    // A writer gets the work repo read-write from the kernel; a reader does not.
+    assert!(
+        checker
+            .check("cp file.txt copy.txt", None)
+            .unwrap()
+            .access
+            .write_work_repo
+    );
+    assert!(
+        !checker
+            .check("cat file.txt", None)
+            .unwrap()
+            .access
+            .write_work_repo
+    );
+    assert!(
+        !checker
+            .check("grep -r x .", None)
+            .unwrap()
+            .access
+            .write_work_repo
+    );
+}
+
+#[actix_rt::test]
+async fn sed_runs_with_its_sandbox_so_e_w_and_r_commands_fail() {
+    let f = Fixture::new();
+    let checker = wider_checker(&f);
+    let jail = super::KernelJail::unconfined(&f.work_repo);
+    for script in [
+        "1e touch ran",
+        "s/one/x/w ran",
+        "1r ../config.json",
+        "1R file.txt",
+        "1W ran",
+    ] {
+        let checked = checker
+            .check(&format!("sed '{script}' file.txt"), None)
+            .unwrap();
+        let report = super::sandbox::run(&checked, &f.work_repo, &jail, &Default::default())
+            .await
+            .unwrap();
+        assert_ne!(report.status, super::ExitState::Code(0), "{script}");
+        assert!(
+            String::from_utf8_lossy(&report.stderr.bytes).contains("sandbox"),
+            "{script}: {report:?}"
+        );
+        assert!(!f.work_repo.join("ran").exists(), "{script}");
+    }
 }
 
 #[test]

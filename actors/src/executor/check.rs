@@ -1,31 +1,18 @@
 //! The whole `exec` check: from the model's `command` and `working_dir` to a
-//! [`CheckedCommand`] or a [`Denial`]. Pure except for path resolution.
+//! [`CheckedCommand`] or a [`Denial`]. Pure except for path resolution (and reading the
+//! pinned git config for an old git, see `git`).
 //!
-//! Order: syntax scan → split → globs → program (bare name on the allow-list) → argument rules
-//! → working directory → every path-like argument → (git) the repository git would use.
+//! Order: syntax scan → split → globs → program (bare name on the allow-list, launchers never
+//! are) → argument rules → working directory → every path-like argument → (git) the pinned
+//! repository, its environment and overrides.
 
 use std::path::{Path, PathBuf};
 
 use super::command::{self, Denial};
+use super::git::GitPin;
 use super::paths::{Confinement, SecretRule};
 use super::rules::{AllowList, AllowListWarning, ProgramRule};
-
-/// `git -c` overrides put in front of every git command: repository configuration must not
-/// run programs (the agent cannot write `.git/` or `.gitconfig`, but an existing repository
-/// might carry such settings).
-const GIT_SAFETY_ARGS: &[&str] = &[
-    "--no-pager",
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "core.pager=cat",
-    "-c",
-    "protocol.allow=never",
-];
-/// Put right after `diff`, `log` and `show`: no external diff program, no textconv filter.
-const GIT_DIFF_SAFETY_ARGS: &[&str] = &["--no-ext-diff", "--no-textconv"];
+use super::sandbox::{self, ChildAccess};
 
 /// A command that passed every check: run `program` with `argv[1..]` in `cwd`, never a shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +23,10 @@ pub struct CheckedCommand {
     pub argv: Vec<String>,
     /// The canonical working directory.
     pub cwd: PathBuf,
+    /// Variables the child gets besides `PATH`, `HOME` and `LANG` (git's pinning).
+    pub env: Vec<(String, String)>,
+    /// What the kernel lets the child do beyond reading the roots.
+    pub access: ChildAccess,
 }
 
 /// Checks `exec` commands against the allow-list, the argument rules and the confinement.
@@ -47,6 +38,8 @@ pub struct CommandChecker {
     confinement: Confinement,
     /// `tools.exec.restrict_workspace`: paths must resolve inside the roots.
     restrict_workspace: bool,
+    /// What the allowed git can do (probed once).
+    git: GitPin,
 }
 
 impl CommandChecker {
@@ -57,11 +50,18 @@ impl CommandChecker {
         restrict_workspace: bool,
     ) -> (Self, Vec<AllowListWarning>) {
         let (allow, warnings) = AllowList::resolve(allow);
+        let git = match allow.get("git") {
+            Some(git) => {
+                GitPin::from_version_output(sandbox::program_version(&git.path).as_deref())
+            }
+            None => GitPin::from_version_output(None),
+        };
         (
             Self {
                 allow,
                 confinement,
                 restrict_workspace,
+                git,
             },
             warnings,
         )
@@ -78,6 +78,13 @@ impl CommandChecker {
         &mut self.allow
     }
 
+    /// Test-only: pretend the allowed git is this one.
+    #[cfg(test)]
+    pub(crate) fn set_git_for_test(&mut self, path: &Path) {
+        self.allow.insert_for_test("git", path);
+        self.git = GitPin::from_version_output(sandbox::program_version(path).as_deref());
+    }
+
     /// The confinement in force.
     pub fn confinement(&self) -> &Confinement {
         &self.confinement
@@ -89,46 +96,49 @@ impl CommandChecker {
         command: &str,
         working_dir: Option<&str>,
     ) -> Result<CheckedCommand, Denial> {
-        let argv = command::split(command)?;
-        let name = argv[0].as_str();
-        let rule = ProgramRule::for_name(name);
+        let mut argv = command::split(command)?;
+        let name = argv[0].clone();
+        let allowed = self.allow.get(&name);
+        let rule = allowed.map_or_else(|| ProgramRule::for_name(&name), |p| p.rule);
         if !rule.allows_globs() {
             if let Some(g) = argv.iter().find_map(|a| command::glob_char(a)) {
                 return Err(Denial::Glob(g));
             }
         }
         if name.contains('/') {
-            return Err(Denial::ProgramPath(name.to_string()));
+            return Err(Denial::ProgramPath(name));
         }
-        let Some(program) = self.allow.get(name) else {
-            return Err(Denial::ProgramNotAllowed(name.to_string()));
+        let Some(program) = allowed else {
+            return Err(Denial::ProgramNotAllowed(name));
         };
-        rule.check(name, &argv[1..])?;
+        rule.check(&name, &argv[1..])?;
         let cwd = self.working_dir(working_dir)?;
+        // A program that may write must not run inside git metadata: it could create files
+        // there that no argument names (`curl -O`).
+        if rule.writes_work_repo() && self.confinement.is_protected(&cwd) {
+            return Err(Denial::ProtectedPath(
+                working_dir.unwrap_or_default().to_string(),
+            ));
+        }
         for arg in &argv[1..] {
-            self.check_path_arg(arg, &cwd)?;
+            self.check_path_arg(arg, &cwd, rule)?;
         }
-        let mut argv = argv;
+        let mut env = Vec::new();
         if rule == ProgramRule::Git {
-            self.check_git_repository(&cwd)?;
-            argv.splice(1..1, GIT_SAFETY_ARGS.iter().map(|s| s.to_string()));
-            let sub = argv[1..]
-                .iter()
-                .position(|a| !a.starts_with('-') && !a.contains('='))
-                .map(|i| i + 1);
-            if let Some(sub) = sub {
-                if matches!(argv[sub].as_str(), "diff" | "log" | "show") {
-                    argv.splice(
-                        sub + 1..sub + 1,
-                        GIT_DIFF_SAFETY_ARGS.iter().map(|s| s.to_string()),
-                    );
-                }
-            }
+            env = self
+                .git
+                .pin(self.confinement.work_repo(), &cwd, &mut argv)?;
         }
+        argv.splice(1..1, rule.injected_args().iter().map(|s| s.to_string()));
         Ok(CheckedCommand {
-            program: program.to_path_buf(),
+            program: program.path.clone(),
             argv,
             cwd,
+            env,
+            access: ChildAccess {
+                write_work_repo: rule.writes_work_repo(),
+                network: rule.uses_network(),
+            },
         })
     }
 
@@ -163,24 +173,33 @@ impl CommandChecker {
     }
 
     /// Checks every part of `arg` that may name a path: the argument itself, the value of
-    /// `--opt=value`, and every suffix of a single-dash cluster (`-f/etc/shadow`).
-    fn check_path_arg(&self, arg: &str, cwd: &Path) -> Result<(), Denial> {
+    /// `--opt=value` or `name=value` (`dd if=…`), and every suffix of a single-dash cluster
+    /// (`-f/etc/shadow`).
+    fn check_path_arg(&self, arg: &str, cwd: &Path, rule: ProgramRule) -> Result<(), Denial> {
         if let Some(rest) = arg.strip_prefix("--") {
             if let Some((_, value)) = rest.split_once('=') {
-                return self.check_candidate(value, cwd);
+                return self.check_candidate(value, cwd, rule);
             }
             return Ok(());
         }
         if arg.len() > 1 && arg.starts_with('-') {
             for (i, _) in arg.char_indices().skip(2) {
-                self.check_candidate(&arg[i..], cwd)?;
+                self.check_candidate(&arg[i..], cwd, rule)?;
             }
             return Ok(());
         }
-        self.check_candidate(arg, cwd)
+        if let Some((_, value)) = arg.split_once('=') {
+            self.check_candidate(value, cwd, rule)?;
+        }
+        self.check_candidate(arg, cwd, rule)
     }
 
-    fn check_candidate(&self, candidate: &str, cwd: &Path) -> Result<(), Denial> {
+    fn check_candidate(
+        &self,
+        candidate: &str,
+        cwd: &Path,
+        rule: ProgramRule,
+    ) -> Result<(), Denial> {
         if candidate.is_empty() {
             return Ok(());
         }
@@ -190,33 +209,16 @@ impl CommandChecker {
         if !looks_like_path {
             return Ok(());
         }
-        self.confinement
-            .check_read(
-                candidate,
-                cwd,
-                self.restrict_workspace,
-                SecretRule::AlsoAncestors,
-            )
-            .map(|_| ())
-    }
-
-    /// The repository git would discover from `cwd` must be inside the roots: walk up from
-    /// `cwd` and find a `.git` before leaving them.
-    fn check_git_repository(&self, cwd: &Path) -> Result<(), Denial> {
-        if !self.restrict_workspace {
-            return Ok(());
+        let resolved = self.confinement.check_read(
+            candidate,
+            cwd,
+            self.restrict_workspace,
+            SecretRule::AlsoAncestors,
+        )?;
+        // A program that may write must not be pointed at git metadata or configuration.
+        if rule.writes_work_repo() && self.confinement.is_protected(&resolved) {
+            return Err(Denial::ProtectedPath(candidate.to_string()));
         }
-        let roots = self.confinement.read_roots();
-        let mut dir = Some(cwd);
-        while let Some(d) = dir {
-            if !roots.iter().any(|r| d.starts_with(r)) {
-                break;
-            }
-            if std::fs::symlink_metadata(d.join(".git")).is_ok() {
-                return Ok(());
-            }
-            dir = d.parent();
-        }
-        Err(Denial::GitRepositoryOutsideRoots)
+        Ok(())
     }
 }

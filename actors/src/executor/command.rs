@@ -95,8 +95,16 @@ pub enum Denial {
     GitSubcommandNotAllowed(String),
     /// `git branch` asked to do something other than list branches.
     GitBranchNotListing(String),
-    /// The repository `git` would use is outside the allowed roots.
-    GitRepositoryOutsideRoots,
+    /// The work repo has no repository of its own (a real `.git` directory) to pin git to.
+    GitNoRepository,
+    /// git asked to run outside the work repo (its working tree).
+    GitOutsideWorkRepo(String),
+    /// The working directory is, lies inside, or holds a git directory other than the work
+    /// repo's own.
+    GitDirectoryWorkingDir(String),
+    /// The pinned repository's configuration cannot be neutralized for this git (an
+    /// include, a per-worktree config, an odd filter name).
+    GitConfigUnpinnable(String),
     /// A path escapes the roots through `..`.
     PathTraversal(String),
     /// A path resolves (symlinks followed) outside the allowed roots.
@@ -171,9 +179,20 @@ impl fmt::Display for Denial {
             Denial::GitBranchNotListing(a) => {
                 write!(f, "git branch may only list branches (refused {a:?})")
             }
-            Denial::GitRepositoryOutsideRoots => write!(
+            Denial::GitNoRepository => write!(
                 f,
-                "git would use a repository outside the workspace and work repo"
+                "git is refused: the work repo has no repository of its own (.git directory) to pin git to, and git never discovers one"
+            ),
+            Denial::GitOutsideWorkRepo(p) => {
+                write!(f, "git runs only inside the work repo, not in {p:?}")
+            }
+            Denial::GitDirectoryWorkingDir(p) => write!(
+                f,
+                "working directory {p:?} is, lies inside, or holds a git directory other than the work repo's own; git would read its configuration"
+            ),
+            Denial::GitConfigUnpinnable(what) => write!(
+                f,
+                "git is refused: this git cannot ignore work-tree .gitattributes, and the work repo's configuration has {what}, whose filters cannot be turned off"
             ),
             Denial::PathTraversal(p) => write!(f, "path {p:?} escapes the allowed roots through '..'"),
             Denial::PathOutsideRoots(p) => {

@@ -9,7 +9,8 @@
 //! anyway). A secret path is refused even when a misconfigured root contains it, and so is any
 //! *ancestor* of a secret path for `exec` (a recursive `grep` or `ls` of the home would read or
 //! list it). Existing files are also compared by device and inode with the secret files, so a
-//! hard link to `tomb.rr` inside the work repo is refused too.
+//! hard link to `tomb.rr` inside the work repo is refused too. The gateway's control socket
+//! counts as a secret: it takes operator commands from any process of the gateway's user.
 //!
 //! Architecture Invariant: a check happens on the path that will be used; a race with another
 //! process that swaps a directory for a symlink between check and use is out of scope (no tool
@@ -50,7 +51,9 @@ impl Confinement {
     pub fn new(workspace: &Path, work_repo: &Path, home: &Home) -> Self {
         let work = resolve_lenient(work_repo);
         let mut secrets = Vec::new();
-        for secret in home.secret_paths() {
+        // The control socket answers operator commands to any process of the gateway's user.
+        let control = home.state_dir().join("control.sock");
+        for secret in home.secret_paths().into_iter().chain([control]) {
             let resolved = resolve_lenient(&secret);
             if resolved != secret {
                 secrets.push(resolved);
@@ -67,6 +70,18 @@ impl Confinement {
     /// The canonical work repo (default working directory, write root).
     pub fn work_repo(&self) -> &Path {
         &self.write_root
+    }
+
+    /// The canonical workspace (a read root).
+    pub fn workspace(&self) -> &Path {
+        self.read_roots
+            .first()
+            .map_or(self.write_root.as_path(), PathBuf::as_path)
+    }
+
+    /// The secret paths, as named by the home and as resolved.
+    pub fn secrets(&self) -> &[PathBuf] {
+        &self.secrets
     }
 
     /// The canonical read roots.
@@ -107,6 +122,14 @@ impl Confinement {
             return Err(Denial::ProtectedPath(raw.to_string()));
         }
         Ok(resolved)
+    }
+
+    /// Whether a resolved path inside the work repo is git metadata or configuration (no
+    /// tool may write it).
+    pub fn is_protected(&self, resolved: &Path) -> bool {
+        resolved
+            .strip_prefix(&self.write_root)
+            .is_ok_and(is_protected)
     }
 
     /// Whether a resolved path is a secret, under one, or (with [`SecretRule::AlsoAncestors`])

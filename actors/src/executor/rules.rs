@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::command::Denial;
+use super::launchers::{self, RefusedProgram, Verdict};
 
 /// The fixed search path for allowed programs (and the child's `PATH`).
 pub const FIXED_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -39,6 +40,18 @@ const DENIED_LONG_ALL: &[&str] = &[
     "--pre",
     "--pre-glob",
     "--hostname-bin",
+    // Options that name a program to run, in programs that are not launchers otherwise
+    // (`sort`, `diff3`/`sdiff`) or that are refused anyway (belt and braces).
+    "--compress-program",
+    "--diff-program",
+    "--use-compress-program",
+    "--to-command",
+    "--rsh-command",
+    "--rmt-command",
+    "--info-script",
+    "--new-volume-script",
+    "--checkpoint-action",
+    "--rsync-path",
 ];
 /// Single-dash words in the style of `find` that run programs or delete files.
 const DENIED_WORDS_ALL: &[&str] = &["-exec", "-execdir", "-ok", "-okdir", "-delete"];
@@ -106,10 +119,78 @@ const GIT_BRANCH_VALUE_OPTIONS: &[&str] = &[
     "--format",
 ];
 
+/// Words refused anywhere in a `find` command: they run programs, delete, write files, or
+/// follow symlinks out of the tree (`-L`, `-follow`), or read the start points from a file.
+const FIND_DENIED_WORDS: &[&str] = &[
+    "-exec",
+    "-execdir",
+    "-ok",
+    "-okdir",
+    "-delete",
+    "-fprint",
+    "-fprint0",
+    "-fprintf",
+    "-fls",
+    "-L",
+    "-follow",
+    "-files0-from",
+];
+
+/// Programs known to only read (and print): the kernel gives them the work repo read-only.
+const READERS: &[&str] = &[
+    "cat",
+    "head",
+    "tail",
+    "wc",
+    "echo",
+    "pwd",
+    "printf",
+    "stat",
+    "du",
+    "tree",
+    "sort",
+    "uniq",
+    "cut",
+    "tr",
+    "diff",
+    "cmp",
+    "comm",
+    "md5sum",
+    "sha1sum",
+    "sha256sum",
+    "sha512sum",
+    "b2sum",
+    "basename",
+    "dirname",
+    "realpath",
+    "readlink",
+    "nl",
+    "tac",
+    "od",
+    "xxd",
+    "hexdump",
+    "strings",
+    "column",
+    "join",
+    "paste",
+    "fold",
+    "fmt",
+    "expand",
+    "unexpand",
+    "jq",
+    "date",
+    "true",
+    "false",
+    "file",
+    "dir",
+    "vdir",
+];
+
 /// The rule set of one program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgramRule {
-    /// `git`: read subcommands only, no configuration or repository switches.
+    /// `git`: read subcommands only, no configuration or repository switches; pinned to the
+    /// work repo's own repository (see `git`).
     Git,
     /// `rg`: no preprocessors, no decompression helpers, no following symlinks.
     Ripgrep,
@@ -117,6 +198,12 @@ pub enum ProgramRule {
     Grep,
     /// `ls`: no dereferencing (`ls -RL` would walk a symlink out of the tree).
     Ls,
+    /// `find`: none of the words that run programs, delete, write or follow symlinks.
+    Find,
+    /// `sed`: always `--sandbox` (no `e`, `w`, `r` commands), never `-i`.
+    Sed,
+    /// A program known to only read: normal flags, minus the refused-for-all options.
+    Reader,
     /// Everything else on the allow-list: normal flags, minus the refused-for-all options.
     Plain,
 }
@@ -128,8 +215,31 @@ impl ProgramRule {
             "git" => ProgramRule::Git,
             "rg" => ProgramRule::Ripgrep,
             "grep" => ProgramRule::Grep,
-            "ls" => ProgramRule::Ls,
+            // `dir` and `vdir` are `ls` with other defaults.
+            "ls" | "dir" | "vdir" => ProgramRule::Ls,
+            "find" => ProgramRule::Find,
+            "sed" => ProgramRule::Sed,
+            n if READERS.contains(&n) => ProgramRule::Reader,
             _ => ProgramRule::Plain,
+        }
+    }
+
+    /// Whether the kernel lets the program write the work repo. Only programs KafClaw does
+    /// not know get write access; every known rule reads.
+    pub fn writes_work_repo(self) -> bool {
+        self == ProgramRule::Plain
+    }
+
+    /// Whether the kernel lets the program open TCP connections or listen (no rule does).
+    pub fn uses_network(self) -> bool {
+        false
+    }
+
+    /// Arguments put right after `argv[0]` (before the model's): `sed --sandbox`.
+    pub fn injected_args(self) -> &'static [&'static str] {
+        match self {
+            ProgramRule::Sed => &["--sandbox"],
+            _ => &[],
         }
     }
 
@@ -144,9 +254,10 @@ impl ProgramRule {
             ProgramRule::Grep => &["--dereference-recursive"],
             // `wc --files0-from=F` reads the names of the files to open from F, past every
             // path check. (Not refused for grep: its `--file` would read as an abbreviation.)
-            ProgramRule::Plain => &["--files0-from"],
+            ProgramRule::Plain | ProgramRule::Reader => &["--files0-from"],
             ProgramRule::Ls => &["--dereference"],
-            ProgramRule::Git => &[],
+            ProgramRule::Sed => &["--in-place", "--sandbox"],
+            ProgramRule::Git | ProgramRule::Find => &[],
         }
     }
 
@@ -155,7 +266,8 @@ impl ProgramRule {
             ProgramRule::Ripgrep => &['z', 'L'],
             ProgramRule::Grep => &['R'],
             ProgramRule::Ls => &['L'],
-            ProgramRule::Git | ProgramRule::Plain => &[],
+            ProgramRule::Sed => &['i'],
+            ProgramRule::Git | ProgramRule::Plain | ProgramRule::Reader | ProgramRule::Find => &[],
         }
     }
 
@@ -163,6 +275,14 @@ impl ProgramRule {
     pub fn check(self, program: &str, args: &[String]) -> Result<(), Denial> {
         match self {
             ProgramRule::Git => check_git(args),
+            // `find` has no end of options: every word counts, wherever it is.
+            ProgramRule::Find => match args
+                .iter()
+                .find(|a| FIND_DENIED_WORDS.contains(&a.as_str()))
+            {
+                Some(word) => Err(denied(program, word)),
+                None => Ok(()),
+            },
             _ => {
                 for arg in options(args) {
                     check_common(program, arg, self.denied_long(), self.denied_short())?;
@@ -294,11 +414,20 @@ fn check_git_branch(args: &[String]) -> Result<(), Denial> {
     Ok(())
 }
 
+/// One allowed program: where it is and the rule its arguments follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedProgram {
+    /// The canonical path of the executable found first on [`FIXED_PATH`].
+    pub path: PathBuf,
+    /// Its rule, chosen from the name and the canonical target (see `launchers`).
+    pub rule: ProgramRule,
+}
+
 /// Allowed program names, each resolved once to a canonical absolute path.
 #[derive(Clone, Debug, Default)]
 pub struct AllowList {
-    /// Name → canonical path of the executable found first on [`FIXED_PATH`].
-    programs: BTreeMap<String, PathBuf>,
+    /// Name → the program.
+    programs: BTreeMap<String, AllowedProgram>,
 }
 
 /// A configured name that could not be allowed.
@@ -308,11 +437,13 @@ pub enum AllowListWarning {
     InvalidName(String),
     /// No executable of that name on [`FIXED_PATH`].
     NotFound(String),
+    /// The program starts other programs (the gateway refuses to start with one listed).
+    Launcher(RefusedProgram),
 }
 
 impl AllowList {
-    /// Resolves `names` against [`FIXED_PATH`]; names not found or not valid are dropped and
-    /// returned as warnings.
+    /// Resolves `names` against [`FIXED_PATH`]; names not found, not valid or launchers are
+    /// dropped and returned as warnings.
     pub fn resolve(names: &[String]) -> (Self, Vec<AllowListWarning>) {
         let mut programs = BTreeMap::new();
         let mut warnings = Vec::new();
@@ -321,19 +452,29 @@ impl AllowList {
                 warnings.push(AllowListWarning::InvalidName(name.clone()));
                 continue;
             }
-            match find_executable(name) {
-                Some(path) => {
-                    programs.insert(name.clone(), path);
+            let Some(path) = find_executable(name) else {
+                warnings.push(AllowListWarning::NotFound(name.clone()));
+                continue;
+            };
+            match launchers::classify(name, &path) {
+                Verdict::Tool(rule) => {
+                    programs.insert(name.clone(), AllowedProgram { path, rule });
                 }
-                None => warnings.push(AllowListWarning::NotFound(name.clone())),
+                Verdict::Launcher(why) => {
+                    warnings.push(AllowListWarning::Launcher(RefusedProgram {
+                        name: name.clone(),
+                        target: Some(path),
+                        why,
+                    }))
+                }
             }
         }
         (Self { programs }, warnings)
     }
 
-    /// The resolved path of an allowed name.
-    pub fn get(&self, name: &str) -> Option<&Path> {
-        self.programs.get(name).map(PathBuf::as_path)
+    /// The allowed program of a name.
+    pub fn get(&self, name: &str) -> Option<&AllowedProgram> {
+        self.programs.get(name)
     }
 
     /// The allowed names.
@@ -345,7 +486,11 @@ impl AllowList {
     /// installed).
     #[cfg(test)]
     pub(crate) fn insert_for_test(&mut self, name: &str, path: &Path) {
-        self.programs.insert(name.to_string(), path.to_path_buf());
+        let program = AllowedProgram {
+            path: path.to_path_buf(),
+            rule: ProgramRule::for_name(name),
+        };
+        self.programs.insert(name.to_string(), program);
     }
 }
 
@@ -357,7 +502,8 @@ fn is_bare_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
 }
 
-fn find_executable(name: &str) -> Option<PathBuf> {
+/// The canonical path of the first executable `name` on [`FIXED_PATH`].
+pub(super) fn find_executable(name: &str) -> Option<PathBuf> {
     FIXED_PATH.split(':').find_map(|dir| {
         let candidate = Path::new(dir).join(name);
         let meta = fs::metadata(&candidate).ok()?;

@@ -1,8 +1,10 @@
 //! Running a [`CheckedCommand`]: the only place in KafClaw that spawns a process.
 //!
-//! Owns: the child's environment (cleared, then exactly `PATH`, `HOME`, `LANG`), its process
-//! group, its resource limits, the wall-clock timeout that kills the whole group, and the
-//! capped capture of its output.
+//! Owns: the child's environment (cleared, then exactly `PATH`, `HOME`, `LANG`, plus the
+//! checker's pinning variables for git), its process group, its resource limits, its kernel
+//! confinement (`kernel`: Landlock, applied between fork and exec), the wall-clock timeout
+//! that kills the whole group, and the capped capture of its output. Also the one-off probe of
+//! an allowed program's version at start.
 //! Must not: decide whether a command may run (the checker did).
 //!
 //! The child is its own process-group leader (`process_group(0)`), so on timeout one
@@ -18,6 +20,13 @@
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+mod kernel;
+
+pub use kernel::{
+    kernel_support, ChildAccess, KernelJail, KernelSupport, LandlockUnavailable, SandboxMode,
+    SandboxStatus,
+};
 
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -109,14 +118,20 @@ pub enum SandboxError {
     /// Waiting for the child failed.
     #[error("cannot wait for the child: {0}")]
     Wait(String),
+    /// The kernel confinement could not be prepared; nothing was started.
+    #[error("{0}")]
+    Confine(#[from] kernel::RulesetFailed),
 }
 
-/// Runs `command` with `home` as `HOME` under `limits`, never through a shell.
+/// Runs `command` with `home` as `HOME`, confined by `jail`, under `limits`, never through a
+/// shell.
 pub async fn run(
     command: &CheckedCommand,
     home: &Path,
+    jail: &KernelJail,
     limits: &SandboxLimits,
 ) -> Result<ExecReport, SandboxError> {
+    let ruleset = jail.ruleset(&command.program, command.access)?;
     let mut cmd = Command::new(&command.program);
     if let Some(arg0) = command.argv.first() {
         cmd.arg0(arg0);
@@ -127,15 +142,22 @@ pub async fn run(
         .env("PATH", FIXED_PATH)
         .env("HOME", home)
         .env("LANG", "C.UTF-8")
+        .envs(command.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
     set_rlimits_before_exec(&mut cmd, limits);
+    if let Some(fd) = &ruleset {
+        confine_before_exec(&mut cmd, kernel::raw(fd));
+    }
 
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| SandboxError::Spawn {
+    let spawned = cmd.spawn();
+    // The child holds its own restriction now; the parent's copy of the ruleset can go.
+    drop(ruleset);
+    let mut child = spawned.map_err(|e| SandboxError::Spawn {
         program: command.program.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -236,6 +258,53 @@ fn exit_state(status: ExitStatus) -> ExitState {
     }
 }
 
+/// Installs the Landlock restriction, applied in the child after the resource limits.
+#[allow(unsafe_code)]
+fn confine_before_exec(cmd: &mut Command, ruleset: std::os::fd::RawFd) {
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // `restrict_in_child`, which issues two system calls on a descriptor the parent keeps open
+    // until `spawn` returned, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || kernel::restrict_in_child(ruleset));
+    }
+}
+
+/// `program --version`'s first line, with a cleared environment and a 5 s deadline: how the
+/// checker learns what the allowed git can do, once, at start.
+pub fn program_version(program: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(program)
+        .arg("--version")
+        .env_clear()
+        .env("PATH", FIXED_PATH)
+        .env("LANG", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()?
+        .take(4096)
+        .read_to_string(&mut out)
+        .ok()?;
+    out.lines().next().map(str::to_string)
+}
+
 /// Installs the resource limits, applied in the child between fork and exec.
 #[allow(unsafe_code)]
 fn set_rlimits_before_exec(cmd: &mut Command, limits: &SandboxLimits) {
@@ -268,3 +337,6 @@ fn set_rlimits_before_exec(cmd: &mut Command, limits: &SandboxLimits) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -72,6 +72,11 @@ impl Fixture {
         CommandChecker::new(&allow, confinement, true).0
     }
 
+    /// The kernel jail a gateway on this machine would use for the fixture's roots (`auto`).
+    pub fn jail(&self) -> KernelJail {
+        KernelJail::new(&auto_status(), &self.confinement())
+    }
+
     pub fn files(&self) -> FileTools {
         FileTools::new(self.confinement(), FileLimits::default())
     }
@@ -84,6 +89,17 @@ impl Fixture {
             .map(|s| s.success())
             .unwrap_or(false)
     }
+}
+
+/// What `tools.exec.sandbox = auto` means on this machine.
+pub(super) fn auto_status() -> SandboxStatus {
+    SandboxStatus::decide(SandboxMode::Auto, kernel_support()).unwrap()
+}
+
+/// A jail (as `auto` makes it here) whose workspace and work repo are `dir`.
+fn jail_in(dir: &Path) -> KernelJail {
+    let home = Home::new(dir.join("no-such-home"));
+    KernelJail::new(&auto_status(), &Confinement::new(dir, dir, &home))
 }
 
 fn fast_limits() -> SandboxLimits {
@@ -101,9 +117,14 @@ async fn check_runs(fixture: &Fixture, command: &str, expected_stdout: &str) {
         .checker()
         .check(command, None)
         .unwrap_or_else(|d| panic!("{command:?} was denied: {d}"));
-    let report = sandbox::run(&checked, &fixture.work_repo, &fast_limits())
-        .await
-        .unwrap();
+    let report = sandbox::run(
+        &checked,
+        &fixture.work_repo,
+        &fixture.jail(),
+        &fast_limits(),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.status, ExitState::Code(0), "{command:?}: {report:?}");
     assert_eq!(
         String::from_utf8_lossy(&report.stdout.bytes),
@@ -145,7 +166,7 @@ async fn git_status_runs_in_a_real_repository() {
     check_runs(&f, "git rev-parse --is-inside-work-tree", "true\n").await;
     let checked = f.checker().check("git status --short", None).unwrap();
     assert_eq!(&checked.argv[..2], &["git", "--no-pager"]);
-    let report = sandbox::run(&checked, &f.work_repo, &fast_limits())
+    let report = sandbox::run(&checked, &f.work_repo, &f.jail(), &fast_limits())
         .await
         .unwrap();
     assert_eq!(report.status, ExitState::Code(0), "{report:?}");
@@ -229,6 +250,8 @@ fn raw_command(program: &str, args: &[&str], cwd: &Path) -> CheckedCommand {
         program,
         argv,
         cwd: cwd.to_path_buf(),
+        env: Vec::new(),
+        access: ChildAccess::default(),
     }
 }
 
@@ -281,7 +304,9 @@ async fn timeout_kills_the_whole_process_group_including_grandchildren() {
         ..SandboxLimits::default()
     };
     let started = std::time::Instant::now();
-    let report = sandbox::run(&cmd, dir.path(), &limits).await.unwrap();
+    let report = sandbox::run(&cmd, dir.path(), &jail_in(dir.path()), &limits)
+        .await
+        .unwrap();
     assert!(report.timed_out);
     assert_eq!(report.status, ExitState::Signal(9));
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -311,7 +336,7 @@ async fn stragglers_are_killed_after_a_normal_exit() {
         &["-c", "sleep 30 >/dev/null 2>&1 & echo $$"],
         dir.path(),
     );
-    let report = sandbox::run(&cmd, dir.path(), &fast_limits())
+    let report = sandbox::run(&cmd, dir.path(), &jail_in(dir.path()), &fast_limits())
         .await
         .unwrap();
     assert!(!report.timed_out);
@@ -334,7 +359,9 @@ async fn output_over_the_cap_is_truncated_marked_and_drained() {
         max_output_bytes: 1000,
         ..fast_limits()
     };
-    let report = sandbox::run(&cmd, dir.path(), &limits).await.unwrap();
+    let report = sandbox::run(&cmd, dir.path(), &jail_in(dir.path()), &limits)
+        .await
+        .unwrap();
     assert_eq!(report.status, ExitState::Code(0));
     assert_eq!(report.stdout.bytes.len(), 1000);
     assert!(report.stdout.truncated);
@@ -349,9 +376,14 @@ async fn output_over_the_cap_is_truncated_marked_and_drained() {
 async fn the_child_environment_is_exactly_path_home_and_lang() {
     let dir = tempfile::tempdir().unwrap();
     let cmd = raw_command("/usr/bin/env", &[], dir.path());
-    let report = sandbox::run(&cmd, Path::new("/work-repo-home"), &fast_limits())
-        .await
-        .unwrap();
+    let report = sandbox::run(
+        &cmd,
+        Path::new("/work-repo-home"),
+        &jail_in(dir.path()),
+        &fast_limits(),
+    )
+    .await
+    .unwrap();
     let out = String::from_utf8_lossy(&report.stdout.bytes).into_owned();
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort();
@@ -373,7 +405,8 @@ async fn rlimits_exit_codes_and_signals_are_reported() {
         let cmd = raw_command("/bin/sh", &["-c", script], dir.path());
         let limits = limits.clone();
         let home = dir.path().to_path_buf();
-        async move { sandbox::run(&cmd, &home, &limits).await.unwrap() }
+        let jail = jail_in(dir.path());
+        async move { sandbox::run(&cmd, &home, &jail, &limits).await.unwrap() }
     };
     let report = run("ulimit -n; ulimit -t").await;
     assert_eq!(String::from_utf8_lossy(&report.stdout.bytes), "256\n30\n");
@@ -628,12 +661,15 @@ fn harness(fail_audit: bool, allow: &[&str]) -> Harness {
     let (executor, _) = ToolExecutor::new(
         &settings,
         PolicySettings::default(),
-        &fixture.workspace,
-        &fixture.work_repo,
+        (&fixture.workspace, &fixture.work_repo),
         &fixture.home,
-        recorder.start().recipient(),
-        Some(signals.start().recipient()),
-    );
+        kernel_support(),
+        ExecutorLinks {
+            audit: recorder.start().recipient(),
+            high_risk: Some(signals.start().recipient()),
+        },
+    )
+    .unwrap();
     Harness {
         fixture,
         executor: executor.start(),

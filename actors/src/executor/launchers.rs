@@ -1,0 +1,271 @@
+//! Launchers: programs that start other programs. The one classification of `tools.exec.allow`
+//! used by the executor (a refused name never resolves), by the gateway's start (exit 2, one
+//! line naming each) and by `kafclaw security check` (FAIL).
+//!
+//! Owns: the table of launcher families and the few launchers a [`ProgramRule`] makes safe
+//! (`git`, `find`, `sed`).
+//! Must not: run the program it classifies (it reads at most the first bytes of the file).
+//!
+//! A name is classified three ways and refused if any says so: by the configured name, by the
+//! file name of the canonical target (`awk` → `/etc/alternatives/awk` → `mawk`; an `ls` that
+//! is a symlink to `busybox`), and by inode against every launcher found on the system's
+//! search path (a hard link named `ls` to `busybox`). Version suffixes are part of a family
+//! (`python3.11`, `perl5.36`, `gcc-12`). A script (`#!`) is refused as run by its interpreter.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::rules::ProgramRule;
+
+/// One family of launchers and why none of them may be allowed.
+struct Family {
+    names: &'static [&'static str],
+    why: &'static str,
+}
+
+/// Every launcher family. A name here can never be on the allow-list.
+const FAMILIES: &[Family] = &[
+    Family {
+        names: &[
+            "sh", "bash", "dash", "zsh", "ksh", "mksh", "pdksh", "ash", "csh", "tcsh", "fish",
+            "rbash", "yash", "posh", "elvish", "xonsh", "nu",
+        ],
+        why: "a shell runs any program",
+    },
+    Family {
+        names: &["busybox", "toybox"],
+        why: "a multi-call binary is every program at once, shells included",
+    },
+    Family {
+        names: &[
+            "python", "python2", "python3", "pypy", "pypy3", "perl", "ruby", "irb", "node",
+            "nodejs", "deno", "bun", "php", "lua", "luajit", "tclsh", "wish", "expect",
+            "rscript", "r", "julia", "guile", "racket", "ocaml", "erl", "escript", "elixir",
+            "iex", "pwsh", "raku", "rakudo", "groovy", "jshell", "java", "scala", "kotlin",
+            "swift", "gnuplot", "sqlite3", "psql", "mysql",
+        ],
+        why: "an interpreter runs any program its script names",
+    },
+    Family {
+        names: &["awk", "gawk", "mawk", "nawk", "original-awk"],
+        why: "awk runs programs from its script (system(), pipes) and writes files",
+    },
+    Family {
+        names: &[
+            "env", "xargs", "nice", "nohup", "timeout", "stdbuf", "time", "setsid", "strace",
+            "ltrace", "gdb", "lldb", "valgrind", "sudo", "su", "doas", "runuser", "pkexec",
+            "sg", "newgrp", "chroot", "unshare", "nsenter", "setpriv", "capsh", "prlimit",
+            "flock", "watch", "script", "ionice", "chrt", "taskset", "numactl", "systemd-run",
+            "run-parts", "parallel", "unbuffer", "faketime", "fakeroot", "firejail", "bwrap",
+            "proot", "catchsegv", "dbus-run-session", "start-stop-daemon", "daemonize", "tmux",
+            "screen", "entr", "chpst", "runcon", "setarch", "linux32", "linux64",
+        ],
+        why: "runs the program named in its arguments",
+    },
+    Family {
+        names: &[
+            "ssh", "scp", "sftp", "rsh", "rlogin", "rsync", "ssh-agent", "ssh-add",
+            "ssh-keygen", "git-shell",
+        ],
+        why: "runs programs through a remote shell, -e/-S/ProxyCommand or a loaded library",
+    },
+    Family {
+        names: &[
+            "tar", "bsdtar", "cpio", "pax", "unzip", "7z", "7za", "7zr", "patch",
+        ],
+        why: "runs programs named by its options (--to-command, --use-compress-program, -I, --checkpoint-action, --rsh-command) or writes files its arguments do not name",
+    },
+    Family {
+        names: &[
+            "vi", "vim", "nvim", "view", "vimdiff", "rvim", "ex", "ed", "red", "emacs", "nano",
+            "pico", "less", "more", "most", "pg", "man", "info", "editor", "pager",
+            "sensible-editor", "sensible-pager", "sensible-browser", "xdg-open",
+            "x-www-browser", "www-browser", "lynx", "links", "w3m",
+        ],
+        why: "an editor, pager or browser runs a shell on request",
+    },
+    Family {
+        names: &[
+            "make", "gmake", "bmake", "cmake", "ninja", "meson", "scons", "cargo", "rustc",
+            "go", "gcc", "g++", "cc", "c++", "clang", "clang++", "tcc", "ld", "npm", "npx",
+            "yarn", "pnpm", "pip", "pip3", "pipx", "uv", "poetry", "gem", "bundle", "rake",
+            "mvn", "gradle", "ant", "dotnet",
+        ],
+        why: "a build tool or compiler runs what its inputs name (recipes, build scripts, plugins, linkers)",
+    },
+    Family {
+        names: &["m4", "dc"],
+        why: "its input language runs shell commands (syscmd, !)",
+    },
+    Family {
+        names: &["nc", "ncat", "netcat", "socat", "openssl"],
+        why: "runs programs (-e, EXEC:, engines) or relays to other hosts",
+    },
+];
+
+/// Prefixes of the dynamic loader's names (`ld-linux-x86-64.so.2 /any/program`).
+const LOADER_PREFIXES: &[&str] = &["ld-linux", "ld.so", "ld-musl"];
+
+/// Directories searched for launchers whose inode an allowed program might share.
+const LAUNCHER_DIRS: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+
+/// How `exec` may treat one program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A tool: allowed with this argument rule.
+    Tool(ProgramRule),
+    /// A launcher: never allowed, for this reason.
+    Launcher(String),
+}
+
+/// An allow-list name refused as a launcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedProgram {
+    /// The name as configured.
+    pub name: String,
+    /// Where it resolves, when it does.
+    pub target: Option<PathBuf>,
+    /// Why it is a launcher.
+    pub why: String,
+}
+
+impl std::fmt::Display for RefusedProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Some(t) if t.file_name().is_some_and(|n| n != self.name.as_str()) => {
+                write!(f, "{} ({}): {}", self.name, t.display(), self.why)
+            }
+            _ => write!(f, "{}: {}", self.name, self.why),
+        }
+    }
+}
+
+/// The family `name` belongs to, version suffixes included.
+fn family_of(name: &str) -> Option<&'static Family> {
+    let name = name.to_ascii_lowercase();
+    if LOADER_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Some(&LOADER);
+    }
+    FAMILIES
+        .iter()
+        .find(|f| f.names.iter().any(|n| same_family(&name, n)))
+}
+
+const LOADER: Family = Family {
+    names: &[],
+    why: "the dynamic loader runs the program named in its arguments",
+};
+
+/// `name` is `base` or `base` plus a version suffix (`3`, `3.11`, `-12`, `5.36`).
+fn same_family(name: &str, base: &str) -> bool {
+    let Some(rest) = name.strip_prefix(base) else {
+        return false;
+    };
+    let rest = rest.strip_prefix(['-', '.']).unwrap_or(rest);
+    rest.is_empty()
+        || (rest.starts_with(|c: char| c.is_ascii_digit())
+            && rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
+/// Classifies one name alone (no file system): a launcher, or a tool with its rule.
+pub fn classify_name(name: &str) -> Verdict {
+    match family_of(name) {
+        Some(f) => Verdict::Launcher(f.why.to_string()),
+        None => Verdict::Tool(ProgramRule::for_name(name)),
+    }
+}
+
+/// Classifies `name` resolved to the canonical file `target` (see the module doc).
+pub fn classify(name: &str, target: &Path) -> Verdict {
+    if let Verdict::Launcher(why) = classify_name(name) {
+        return Verdict::Launcher(why);
+    }
+    let target_name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Verdict::Launcher(why) = classify_name(&target_name) {
+        return Verdict::Launcher(why);
+    }
+    if let Some(interpreter) = script_interpreter(target) {
+        return Verdict::Launcher(format!(
+            "a script run by {interpreter}, which runs whatever the script says"
+        ));
+    }
+    if let Some(launcher) = same_inode_launcher(target) {
+        return Verdict::Launcher(format!(
+            "the same file as {launcher}: {}",
+            family_of(&launcher).map_or("a launcher", |f| f.why)
+        ));
+    }
+    let by_target = ProgramRule::for_name(&target_name);
+    if by_target != ProgramRule::Plain {
+        return Verdict::Tool(by_target);
+    }
+    Verdict::Tool(ProgramRule::for_name(name))
+}
+
+/// The interpreter of a `#!` script (`/usr/bin/env python3` counts as `python3`).
+fn script_interpreter(path: &Path) -> Option<String> {
+    let mut head = [0u8; 256];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    let text = String::from_utf8_lossy(line);
+    let mut words = text.split_whitespace();
+    let first = words.next().unwrap_or("(none)");
+    let base = Path::new(first)
+        .file_name()
+        .map_or(first.to_string(), |n| n.to_string_lossy().into_owned());
+    if base == "env" {
+        if let Some(next) = words.find(|w| !w.starts_with('-')) {
+            return Some(next.to_string());
+        }
+    }
+    Some(base)
+}
+
+/// The launcher on the system's search path that is the very file `target` (same device and
+/// inode), if any.
+fn same_inode_launcher(target: &Path) -> Option<String> {
+    let meta = fs::metadata(target).ok()?;
+    let id = (meta.dev(), meta.ino());
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.names.iter())
+        .find_map(|name| {
+            LAUNCHER_DIRS.iter().find_map(|dir| {
+                let m = fs::metadata(Path::new(dir).join(name)).ok()?;
+                ((m.dev(), m.ino()) == id).then(|| name.to_string())
+            })
+        })
+}
+
+/// The names in `allow` that are launchers, each with where it resolves (when it does).
+pub fn refused(allow: &[String]) -> Vec<RefusedProgram> {
+    allow
+        .iter()
+        .filter_map(|name| {
+            let target = super::rules::find_executable(name);
+            let verdict = match &target {
+                Some(t) => classify(name, t),
+                None => classify_name(name),
+            };
+            match verdict {
+                Verdict::Launcher(why) => Some(RefusedProgram {
+                    name: name.clone(),
+                    target,
+                    why,
+                }),
+                Verdict::Tool(_) => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
