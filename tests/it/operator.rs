@@ -791,3 +791,44 @@ fn fresh_home_with_key_of(home: &Path) -> tempfile::TempDir {
     chmod(&key, 0o600);
     fresh
 }
+
+#[test]
+fn the_control_socket_closes_silent_connections_and_caps_them() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let home = initialised();
+    let home_path = home.path().to_path_buf();
+    let mut gw = Gateway::start_in(home, Options::default());
+    let socket = home_path.join(".kafclaw/control.sock");
+    let started = std::time::Instant::now();
+    let idle: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    // A normal command still works meanwhile (at worst after the silent ones' deadline).
+    let (code, out, err) = run(&home_path, &HashMap::new(), &["token", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Every silent connection gets one JSON line (busy, or timeout after the read deadline)
+    // and is closed.
+    let (mut busy, mut timed_out) = (0, 0);
+    for mut conn in idle {
+        conn.set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)
+            .expect("closed by the gateway within the deadline");
+        let doc: Value = serde_json::from_str(answer.trim()).unwrap();
+        assert_eq!(doc["status"], "error", "{answer}");
+        match doc["code"].as_str() {
+            Some("busy") => busy += 1,
+            Some("timeout") => timed_out += 1,
+            other => panic!("unexpected answer {other:?}: {answer}"),
+        }
+    }
+    assert!(busy >= 200 - 32, "{busy} refused as busy");
+    assert!(timed_out <= 32, "{timed_out} held a slot");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (code, out, err) = run(&home_path, &HashMap::new(), &["token", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+}
