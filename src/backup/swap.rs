@@ -79,6 +79,9 @@ pub struct KillHook {
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     after: Option<u32>,
     done: u32,
+    /// Unit tests: return an error (no roll-back) after this step, as if killed.
+    #[cfg(test)]
+    pub(super) stop_after: Option<u32>,
 }
 
 impl KillHook {
@@ -93,11 +96,20 @@ impl KillHook {
             let _ = env;
             None
         };
-        Self { after, done: 0 }
+        Self {
+            after,
+            done: 0,
+            #[cfg(test)]
+            stop_after: None,
+        }
     }
 
-    fn step(&mut self) {
+    fn step(&mut self) -> Result<(), String> {
         self.done += 1;
+        #[cfg(test)]
+        if self.stop_after == Some(self.done) {
+            return Err(format!("stopped after step {}", self.done));
+        }
         #[cfg(feature = "test-hooks")]
         if self.after == Some(self.done) {
             let me = rustix::process::getpid();
@@ -106,6 +118,7 @@ impl KillHook {
                 std::thread::park();
             }
         }
+        Ok(())
     }
 }
 
@@ -137,7 +150,7 @@ fn rename(from: &Path, to: &Path) -> Result<(), String> {
 /// why. A hook may kill the process between steps (tests).
 pub fn execute(home: &Home, mut journal: Journal, hook: &mut KillHook) -> Result<(), String> {
     write_journal(home, &journal)?;
-    hook.step();
+    hook.step()?;
     if let Err(e) = forward(&journal, hook) {
         return match rollback(home, &journal) {
             Ok(()) => Err(format!("{e}; the previous home was put back")),
@@ -146,16 +159,16 @@ pub fn execute(home: &Home, mut journal: Journal, hook: &mut KillHook) -> Result
     }
     journal.state = State::Committed;
     write_journal(home, &journal)?;
-    hook.step();
+    hook.step()?;
     let _ = std::fs::remove_dir_all(&journal.staging);
     Ok(())
 }
 
-fn forward(journal: &Journal, hook: &mut KillHook) -> Result<(), String> {
+pub(super) fn forward(journal: &Journal, hook: &mut KillHook) -> Result<(), String> {
     for item in &journal.items {
         if let (Some(from), true) = (&item.copy_from, item.has_staged) {
             copy_file(from, &item.staged)?;
-            hook.step();
+            hook.step()?;
         }
     }
     for item in &journal.items {
@@ -165,11 +178,11 @@ fn forward(journal: &Journal, hook: &mut KillHook) -> Result<(), String> {
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
             rename(&item.live, &item.saved)?;
-            hook.step();
+            hook.step()?;
         }
         if item.has_staged {
             rename(&item.staged, &item.live)?;
-            hook.step();
+            hook.step()?;
         }
     }
     Ok(())
