@@ -39,6 +39,8 @@ use crate::ops::Operation;
 mod archive;
 mod config_diff;
 mod create;
+mod destination;
+mod files;
 mod layout;
 mod manifest;
 mod restore;
@@ -49,7 +51,8 @@ mod swap;
 mod tests;
 mod verify;
 
-pub use create::{audit_head, create, destination, Destination, Inputs};
+pub use create::{audit_head, create, Inputs};
+pub use destination::{destination, Destination};
 pub use seal::{open_key, seal_key};
 
 /// The value that replaces every secret in a backed-up config.json.

@@ -62,7 +62,7 @@ fn append_all<W: Write>(
     builder
         .append_data(&mut h, MANIFEST, manifest)
         .map_err(|e| format!("cannot write {MANIFEST}: {e}"))?;
-    for path in super::create::walk(build) {
+    for path in super::files::walk(build) {
         let name = path
             .strip_prefix(build)
             .map_err(|e| e.to_string())?

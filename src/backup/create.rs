@@ -1,9 +1,7 @@
-//! `backup create`: one archive file at exactly the operator's path (or a dated one inside an
-//! existing directory), written from a private build directory next to it.
+//! `backup create`: one archive file at the checked [`Destination`], written from a private
+//! build directory next to it.
 //!
-//! Owns: choosing and checking the destination (never inside the workspace, the work repo or
-//! the home's secret paths; never in a directory that group or others can read or write; never
-//! over an existing file), the build (audit segments cut after their last complete record, the
+//! Owns: the build (audit segments cut after their last complete record, the
 //! store export, the redacted config, the workspace identity files, the sealed key), the
 //! authenticated manifest, and recording the backup for `security check`.
 //! Must not: put a secret value in clear into a backup, or leave a partial archive under the
@@ -22,96 +20,11 @@ use kafclaw_actors::fsutil::{self, DIR_MODE, FILE_MODE};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::StoreDb;
 
+use super::destination::Destination;
+use super::files::{random_tag, read_private_regular, walk, write_new, PrivateDir};
 use super::layout::{self, Part, AUDIT, CONFIG, SEALED_KEY, STORE, WORKSPACE};
 use super::manifest::{self, Listed};
 use super::{Summary, REDACTED};
-use crate::settings::Settings;
-
-/// Where `create` writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Destination {
-    /// The archive file (does not exist yet).
-    pub file: PathBuf,
-    /// zstd-compress (the name ends in `.zst`).
-    pub compress: bool,
-}
-
-/// Resolves `--out` (absolute) into the archive to write, or why not. Without `--out`, a dated
-/// archive in `~/.kafclaw/backups/`; an existing directory gets a dated archive inside it;
-/// any other path is the archive itself.
-pub fn destination(
-    out: Option<&Path>,
-    home: &Home,
-    settings: &Settings,
-) -> Result<Destination, String> {
-    let default = home.state_dir().join("backups");
-    let out = out.unwrap_or(&default);
-    if out == default {
-        fsutil::create_private_dir(out)
-            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    }
-    let file = if out.is_dir() {
-        out.join(format!("kafclaw-backup-{}.tar.zst", stamp()))
-    } else {
-        out.to_path_buf()
-    };
-    if std::fs::symlink_metadata(&file).is_ok() {
-        return Err(format!(
-            "{} already exists; a backup never replaces a file (choose a new name)",
-            file.display()
-        ));
-    }
-    let parent = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fsutil::create_private_dir(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    let real = parent
-        .canonicalize()
-        .map_err(|e| format!("cannot resolve {}: {e}", parent.display()))?;
-    let mode = fsutil::mode_of(&real).map_err(|e| format!("{}: {e}", real.display()))?;
-    if mode & 0o066 != 0 {
-        return Err(format!(
-            "{} is readable or writable by group or others (mode {mode:04o}); write backups into a directory only you can read (chmod 700)",
-            real.display()
-        ));
-    }
-    let forbidden = [
-        ("the agent workspace", settings.workspace(home)),
-        ("the work repo", settings.work_repo(home)),
-        ("the store", home.store_dir()),
-        ("the audit log", home.audit_dir()),
-        ("the key directory", home.config_dir()),
-    ];
-    for (what, root) in forbidden {
-        let root = root.canonicalize().unwrap_or(root);
-        if real.starts_with(&root) {
-            return Err(format!(
-                "{} is inside {what} ({}), which tools or other sessions can read; write backups elsewhere",
-                file.display(),
-                root.display()
-            ));
-        }
-    }
-    let compress = file.extension().is_some_and(|e| e == "zst");
-    Ok(Destination { file, compress })
-}
-
-/// UTC now as `YYYYMMDDTHHMMSS.mmmZ` (names of backups, staging and pre-restore copies).
-pub fn stamp() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
 
 /// What goes into a backup besides the store.
 pub struct Inputs {
@@ -186,29 +99,6 @@ fn build_and_write(
     summary.path = dest.file.clone();
     summary.files = files.len();
     Ok(summary)
-}
-
-trait PrivateDir {
-    fn mode_private(&mut self) -> &mut Self;
-}
-
-impl PrivateDir for std::fs::DirBuilder {
-    fn mode_private(&mut self) -> &mut Self {
-        use std::os::unix::fs::DirBuilderExt;
-        self.mode(DIR_MODE)
-    }
-}
-
-/// A private directory that must not exist yet.
-pub fn create_new_private_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new().mode_private().create(path)
-}
-
-/// Eight random bytes in hex (names of temporary files and directories).
-pub fn random_tag() -> Result<String, String> {
-    let mut r = [0u8; 8];
-    getrandom::fill(&mut r).map_err(|e| format!("no randomness: {e}"))?;
-    Ok(hex::encode(r))
 }
 
 fn fill(
@@ -310,38 +200,6 @@ fn copy_identity(workspace: &Path, to: &Path) -> Result<Vec<String>, String> {
     Ok(copied)
 }
 
-/// The bytes of `path` if it is a regular file (not a link) of at most `max` bytes.
-pub fn read_private_regular(path: &Path, max: u64) -> Option<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let flags =
-        rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > max {
-        return None;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits() as i32)
-        .open(path)
-        .ok()?;
-    let opened = file.metadata().ok()?;
-    if !opened.is_file() || opened.len() > max {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    (&mut file).take(max).read_to_end(&mut bytes).ok()?;
-    Some(bytes)
-}
-
-/// Creates `path` (0600, must not exist) holding `bytes`, fsynced.
-pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut file = fsutil::create_private_new(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 /// Replaces every secret setting's string value with [`REDACTED`]; collects their keys.
 fn redact(value: &mut Value, prefix: &str, redacted: &mut Vec<String>) {
     use crate::settings::keys::{self, Kind};
@@ -375,27 +233,6 @@ fn tighten(dir: &Path) {
         let mode = if entry.is_dir() { DIR_MODE } else { FILE_MODE };
         let _ = fsutil::set_mode(&entry, mode);
     }
-}
-
-/// Every file and directory under `dir` (not following symlinks), sorted.
-pub fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                out.extend(walk(&path));
-                out.push(path);
-            } else if kind.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// BLAKE3 and size of every file under the build directory `dir`, by name, streaming; every

@@ -127,7 +127,7 @@ mod swap_rollback {
 
     fn tree(root: &Path) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        for path in crate::backup::create::walk(root) {
+        for path in crate::backup::files::walk(root) {
             let rel = path.strip_prefix(root).unwrap().display().to_string();
             let content = std::fs::read_to_string(&path).unwrap_or_else(|_| "<dir>".into());
             out.insert(rel, content);

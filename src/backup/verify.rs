@@ -15,7 +15,7 @@ use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::StoreDb;
 use kafclaw_actors::vault::{Vault, AUDIT_KEY_NAME, BACKUP_KEY_NAME};
 
-use super::create::{random_tag, read_private_regular, write_new};
+use super::files::{create_new_private_dir, random_tag, read_private_regular, write_new};
 use super::layout::{SEALED_KEY, STORE};
 use super::manifest::MacCheck;
 use super::staging::{self, Staged};
@@ -312,7 +312,7 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new() -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!("kafclaw-verify-{}", random_tag()?));
-        super::create::create_new_private_dir(&dir)
+        create_new_private_dir(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(Self(dir))
     }
