@@ -15,8 +15,11 @@ const KEY_AAD: &[u8] = b"kafclaw-backup-key-1";
 const ARGON_M_KIB: u32 = 19_456;
 const ARGON_T: u32 = 2;
 const ARGON_P: u32 = 1;
-/// The most memory a sealed key may ask Argon2id for (a crafted one must not exhaust memory).
-const ARGON_M_KIB_MAX: u32 = 1 << 20;
+/// The most memory (256 MiB) and passes a sealed key may ask Argon2id for: a crafted one must
+/// not exhaust memory or time.
+const ARGON_M_KIB_MAX: u32 = 1 << 18;
+const ARGON_T_MAX: u32 = 10;
+const ARGON_P_MAX: u32 = 8;
 
 /// Seals the vault key file's bytes under `passphrase`.
 pub fn seal_key(key_file: &[u8], passphrase: &str) -> Result<String, String> {
@@ -78,7 +81,7 @@ pub fn open_key(sealed: &str, passphrase: &str) -> Result<zeroize::Zeroizing<Vec
             .ok_or_else(|| format!("the sealed key lacks {name}"))
     };
     let (m, t, p) = (cost("m_cost_kib")?, cost("t_cost")?, cost("p_cost")?);
-    if m > ARGON_M_KIB_MAX || t > 16 || p > 16 {
+    if m > ARGON_M_KIB_MAX || t > ARGON_T_MAX || p > ARGON_P_MAX {
         return Err("the sealed key asks for an unreasonable key-derivation cost".into());
     }
     let key = derive(passphrase, &salt, m, t, p)?;

@@ -225,3 +225,14 @@ mod swap_rollback {
         assert!(steps_seen >= 8, "only {steps_seen} steps");
     }
 }
+
+#[test]
+fn a_sealed_key_asking_for_an_unreasonable_cost_is_refused_before_deriving() {
+    let sealed = crate::backup::seal_key(b"key file bytes", "pw").unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&sealed).unwrap();
+    v["m_cost_kib"] = serde_json::json!(u32::MAX);
+    let started = std::time::Instant::now();
+    let err = crate::backup::open_key(&v.to_string(), "pw").unwrap_err();
+    assert!(err.contains("unreasonable"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}
