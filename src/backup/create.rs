@@ -145,7 +145,8 @@ fn fill(
 /// Copies `from` up to and including its last newline (a record being appended is left out),
 /// streaming.
 fn copy_complete_lines(from: &Path, to: &Path) -> Result<(), String> {
-    let mut src = File::open(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    let mut src = super::files::open_regular(from)
+        .map_err(|e| format!("cannot read {}: {e}", from.display()))?;
     let dst = fsutil::create_private_new(to)
         .map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let mut out = BufWriter::new(dst);

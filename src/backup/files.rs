@@ -73,6 +73,22 @@ pub fn read_private_regular(path: &Path, max: u64) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// Opens `path` for reading if it is a regular file: not following a final symlink, without
+/// blocking on a FIFO, refusing anything else.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags =
+        rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
 /// Creates `path` (0600, must not exist) holding `bytes`, fsynced.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut file = fsutil::create_private_new(path)

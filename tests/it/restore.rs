@@ -782,6 +782,27 @@ fn create_refuses_shared_directories_and_the_workspace_and_writes_exactly_the_pa
     );
     assert_eq!(code, 0, "{text}");
     assert_eq!(status(&doc, "manifest"), "pass");
+    // A FIFO among the live audit segments makes create fail, not hang.
+    let fifo = home.path().join(".kafclaw/audit/audit-000009.jsonl");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let (code, _, text) = json(
+        home.path(),
+        &no_env(),
+        &[
+            "backup",
+            "create",
+            "--out",
+            private.path().join("c.tar").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2, "{text}");
 }
 
 /// Restores into a fresh home; the gateway starts on it.
