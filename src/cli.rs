@@ -123,27 +123,42 @@ pub enum SecurityCommand {
 /// `kafclaw backup …`.
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
-    /// Write a backup directory (store export, audit log, sanitized config.json, manifest).
+    /// Write one backup archive (store export, audit log, sanitized config.json, workspace
+    /// identity files, authenticated manifest).
     Create {
-        /// Directory to create the backup in (default ~/.kafclaw/backups).
+        /// The archive to write (tar; zstd-compressed when the name ends in .zst). An existing
+        /// directory gets a dated archive inside it. Default: ~/.kafclaw/backups/. Refused
+        /// inside the workspace or work repo and in a directory group or others can read.
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
         /// Include the vault key, encrypted with KAFCLAW_BACKUP_PASSPHRASE.
         #[arg(long)]
         include_key: bool,
     },
-    /// Check a backup's checksums and the audit chain inside it.
+    /// Check a backup (archive or directory): entries, manifest MAC, checksums, audit chain.
     Verify {
-        /// The backup directory.
+        /// The backup archive or directory.
         path: PathBuf,
+        /// Accept a manifest that cannot be authenticated (no MAC, or no backup key) with a
+        /// warning instead of failing.
+        #[arg(long)]
+        unauthenticated: bool,
     },
-    /// Restore a backup into the home (--home DIR); refuses a non-empty target unless --force.
+    /// Restore a backup into the home (--home DIR): staged and checked first, then swapped in;
+    /// the previous state is kept as ~/.kafclaw/pre-restore-<time>/ until the gateway starts.
     Restore {
-        /// The backup directory.
+        /// The backup archive or directory.
         path: PathBuf,
         /// Replace an existing store, audit log and config.json.
         #[arg(long)]
         force: bool,
+        /// Take the backup's security-relevant settings that differ from the current ones
+        /// (each is printed; audited).
+        #[arg(long)]
+        accept_config: bool,
+        /// Restore a backup whose manifest cannot be authenticated (audited, warned).
+        #[arg(long)]
+        unauthenticated: bool,
     },
 }
 

@@ -6,6 +6,11 @@
 //! inside the 0700 state directory, and every connection's peer uid (SO_PEERCRED) must equal the
 //! gateway's own uid. The protocol is one JSON [`Operation`] line in, one JSON answer line out;
 //! secret values travel in that line only, never in argv or a URL.
+//!
+//! Bounds: at most [`MAX_CONNECTIONS`] connections are served at once (one more is answered
+//! `{"status":"error","code":"busy",…}` and closed, and the client retries for a while), and
+//! the request line must arrive within [`READ_DEADLINE`] (else `{"status":"error",
+//! "code":"timeout",…}` and close), so silent clients cannot hold the socket.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -24,6 +29,14 @@ use crate::ops::{self, OpError, Operation, OpsContext};
 
 /// Longest accepted request line (a secret value travels in it).
 const MAX_LINE: usize = 1 << 20;
+/// How long a connection may take to send its request line (the CLI sends it at once).
+pub const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long writing an answer may take (a client that never reads is dropped).
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the client keeps retrying while the gateway answers "busy".
+const BUSY_RETRY: Duration = Duration::from_secs(20);
 
 /// The socket's path.
 pub fn socket_path(home: &Home) -> PathBuf {
@@ -43,12 +56,22 @@ pub fn serve(home: &Home, state: web::Data<AppState>) -> std::io::Result<()> {
         std::fs::remove_file(&path)?;
     }
     let listener = UnixListener::bind(&path)?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     actix_web::rt::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    actix_web::rt::spawn(handle(stream, state.clone()));
-                }
+                Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let state = state.clone();
+                        actix_web::rt::spawn(async move {
+                            handle(stream, state).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        actix_web::rt::spawn(refuse_busy(stream));
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "control socket accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -57,6 +80,25 @@ pub fn serve(home: &Home, state: web::Data<AppState>) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+fn error_line(code: &str, error: &str) -> Value {
+    json!({"status": "error", "code": code, "error": error})
+}
+
+/// One JSON line to a connection beyond [`MAX_CONNECTIONS`], then close.
+async fn refuse_busy(stream: UnixStream) {
+    tracing::warn!("control socket: too many connections, one refused");
+    let answer = error_line("busy", "too many control connections; try again");
+    let (_, mut write) = stream.into_split();
+    let _ = tokio::time::timeout(WRITE_DEADLINE, answer_to(&mut write, &answer)).await;
+}
+
+async fn answer_to(write: &mut tokio::net::unix::OwnedWriteHalf, answer: &Value) {
+    let mut bytes = answer.to_string().into_bytes();
+    bytes.push(b'\n');
+    let _ = write.write_all(&bytes).await;
+    let _ = write.shutdown().await;
 }
 
 async fn handle(stream: UnixStream, state: web::Data<AppState>) {
@@ -69,21 +111,25 @@ async fn handle(stream: UnixStream, state: web::Data<AppState>) {
     } else {
         let mut line = Vec::new();
         let mut reader = tokio::io::BufReader::new(read.take(MAX_LINE as u64 + 1));
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(_) if line.len() > MAX_LINE => {
+        let read = tokio::time::timeout(READ_DEADLINE, reader.read_until(b'\n', &mut line)).await;
+        match read {
+            Err(_) => {
+                tracing::warn!("control socket: no request within the deadline, closed");
+                error_line("timeout", "no request line within the deadline")
+            }
+            Ok(Ok(_)) if line.len() > MAX_LINE => {
                 json!({"status": "error", "error": "request too large"})
             }
-            Ok(_) => match serde_json::from_slice::<Operation>(&line) {
+            Ok(Ok(_)) => match serde_json::from_slice::<Operation>(&line) {
                 Ok(op) => execute(op, &state, own).await,
                 Err(e) => json!({"status": "error", "error": format!("invalid request: {e}")}),
             },
-            Err(e) => json!({"status": "error", "error": format!("cannot read the request: {e}")}),
+            Ok(Err(e)) => {
+                json!({"status": "error", "error": format!("cannot read the request: {e}")})
+            }
         }
     };
-    let mut bytes = answer.to_string().into_bytes();
-    bytes.push(b'\n');
-    let _ = write.write_all(&bytes).await;
-    let _ = write.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_DEADLINE, answer_to(&mut write, &answer)).await;
 }
 
 async fn execute(op: Operation, state: &AppState, uid: u32) -> Value {
@@ -116,8 +162,32 @@ pub enum Answer {
     Error(String),
 }
 
-/// Client side: sends `op` to a running gateway. `Ok(None)` when no gateway listens.
+/// Client side: sends `op` to a running gateway. `Ok(None)` when no gateway listens. While
+/// the gateway answers "busy" (all connections taken), retries for up to [`BUSY_RETRY`].
 pub fn send(home: &Home, op: &Operation) -> Result<Option<Answer>, String> {
+    let started = std::time::Instant::now();
+    loop {
+        let value = match send_once(home, op)? {
+            None => return Ok(None),
+            Some(v) => v,
+        };
+        if value["code"] == "busy" && started.elapsed() < BUSY_RETRY {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let error = value["error"]
+            .as_str()
+            .unwrap_or("request failed")
+            .to_string();
+        return Ok(Some(match value["status"].as_str() {
+            Some("ok") => Answer::Ok(value["result"].clone()),
+            Some("failed") => Answer::Failed(error),
+            _ => Answer::Error(error),
+        }));
+    }
+}
+
+fn send_once(home: &Home, op: &Operation) -> Result<Option<Value>, String> {
     let path = socket_path(home);
     let mut stream = match StdUnixStream::connect(&path) {
         Ok(s) => s,
@@ -134,22 +204,16 @@ pub fn send(home: &Home, op: &Operation) -> Result<Option<Answer>, String> {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
     let mut line = serde_json::to_vec(op).map_err(|e| e.to_string())?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| format!("cannot talk to the gateway: {e}"))?;
+    // A "busy" gateway may close before reading: its answer line is still there to read.
+    let written = stream.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(|e| format!("cannot read the gateway's answer: {e}"))?;
-    let value: Value =
-        serde_json::from_str(&answer).map_err(|_| "malformed answer from the gateway")?;
-    let error = value["error"]
-        .as_str()
-        .unwrap_or("request failed")
-        .to_string();
-    Ok(Some(match value["status"].as_str() {
-        Some("ok") => Answer::Ok(value["result"].clone()),
-        Some("failed") => Answer::Failed(error),
-        _ => Answer::Error(error),
-    }))
+    let read = BufReader::new(stream).read_line(&mut answer);
+    match (written, read) {
+        (Err(e), _) if answer.is_empty() => return Err(format!("cannot talk to the gateway: {e}")),
+        (_, Err(e)) => return Err(format!("cannot read the gateway's answer: {e}")),
+        _ => {}
+    }
+    serde_json::from_str(&answer)
+        .map(Some)
+        .map_err(|_| "malformed answer from the gateway".to_string())
 }

@@ -284,6 +284,9 @@ async fn serve(
     };
     tracing::info!(gateway = %gateway_addr, dashboard = %dashboard_addr, mode, "ready");
     println!("ready gateway={gateway_addr} dashboard={dashboard_addr}");
+    for removed in crate::backup::started(&home) {
+        tracing::info!(path = %removed.display(), "restored home started: pre-restore copy removed");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
 

@@ -60,6 +60,17 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         eprintln!("kafclaw: no home directory: pass --home DIR or set KAFCLAW_HOME");
         return 2;
     };
+    // A restore killed half-way is rolled back before anything reads the home.
+    if !matches!(cli.command, cli::Command::Version) {
+        match backup::recover(&home) {
+            Ok(Some(line)) => eprintln!("kafclaw: {line}"),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("kafclaw: cannot finish an interrupted restore: {e}");
+                return 2;
+            }
+        }
+    }
     // The operator checks load settings themselves: a broken config is a finding, not a crash.
     let operator = match &cli.command {
         cli::Command::Doctor(a) => Some(doctor::run(&home, &env, cli.json, a.fix)),

@@ -98,10 +98,16 @@ pub enum Operation {
     },
     /// Write a backup (`kafclaw backup create` while the gateway holds the store).
     BackupCreate {
-        /// Directory to create the backup in.
+        /// The archive file to write (checked by the CLI with `backup::destination`).
         out: std::path::PathBuf,
         /// The vault key file, already sealed with the operator's passphrase by the CLI.
         sealed_key: Option<String>,
+        /// zstd-compress the archive.
+        #[serde(default)]
+        compress: bool,
+        /// The workspace whose identity files are carried.
+        #[serde(default)]
+        workspace: Option<std::path::PathBuf>,
     },
 }
 
@@ -358,23 +364,12 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 .map_err(invalid)?;
             Ok(json!(record))
         }
-        Operation::BackupCreate { out, sealed_key } => {
-            let home = ctx.home.clone();
-            let db = ctx.db.clone();
-            let summary = tokio::task::spawn_blocking(move || {
-                crate::backup::create(&home, &db, &out, sealed_key)
-            })
-            .await
-            .map_err(|_| OpError::Unavailable("the backup was interrupted".into()))?
-            .map_err(OpError::Unavailable)?;
-            ctx.audit(
-                AuditKind::BackupCreated,
-                &summary.path.display().to_string(),
-                crate::backup::audit_data(&summary),
-            )
-            .await?;
-            Ok(json!(summary))
-        }
+        Operation::BackupCreate {
+            out,
+            sealed_key,
+            compress,
+            workspace,
+        } => backup_create(out, sealed_key, compress, workspace, ctx).await,
         Operation::PairingPending { channel } => pairing_pending(channel, ctx).await,
         Operation::PairingApprove { channel, code } => {
             pairing_decide(channel, code, true, ctx).await
@@ -492,4 +487,51 @@ fn unix_rfc3339(seconds: i64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
         .map(kafclaw_actors::clock::to_rfc3339)
+}
+
+/// `backup create` on the running gateway's store; the manifest's MAC key comes from the vault
+/// (created on the first backup).
+async fn backup_create(
+    out: std::path::PathBuf,
+    sealed_key: Option<String>,
+    compress: bool,
+    workspace: Option<std::path::PathBuf>,
+    ctx: &OpsContext,
+) -> Result<Value, OpError> {
+    let vault = ctx
+        .vault
+        .addr()
+        .ok_or_else(|| OpError::Unavailable("vault unavailable".into()))?;
+    let key = vault
+        .send(kafclaw_actors::vault::GetOrCreateRandom {
+            name: kafclaw_actors::vault::BACKUP_KEY_NAME.to_string(),
+            len: 32,
+        })
+        .await
+        .map_err(|_| OpError::Unavailable("vault unavailable".into()))?
+        .map_err(|e| OpError::Unavailable(e.to_string()))?;
+    let backup_key = crate::backup::backup_key_bytes(key.expose()).map_err(OpError::Unavailable)?;
+    let home = ctx.home.clone();
+    let db = ctx.db.clone();
+    let dest = crate::backup::Destination {
+        file: out,
+        compress,
+    };
+    let inputs = crate::backup::Inputs {
+        sealed_key,
+        backup_key,
+        workspace,
+    };
+    let summary =
+        tokio::task::spawn_blocking(move || crate::backup::create(&home, &db, &dest, inputs))
+            .await
+            .map_err(|_| OpError::Unavailable("the backup was interrupted".into()))?
+            .map_err(OpError::Unavailable)?;
+    ctx.audit(
+        AuditKind::BackupCreated,
+        &summary.path.display().to_string(),
+        crate::backup::audit_data(&summary),
+    )
+    .await?;
+    Ok(json!(summary))
 }

@@ -207,6 +207,9 @@ pub enum AuditKind {
     /// A backup archive was written.
     #[serde(rename = "backup.created")]
     BackupCreated,
+    /// A backup was restored into this home (with the flags that let it through).
+    #[serde(rename = "backup.restored")]
+    BackupRestored,
     /// A torn tail of the audit log was repaired (`kafclaw audit repair`).
     #[serde(rename = "audit.repaired")]
     AuditRepaired,
@@ -245,6 +248,7 @@ impl AuditKind {
             AuditKind::IncidentOpened => "incident.opened",
             AuditKind::IncidentUpdated => "incident.updated",
             AuditKind::BackupCreated => "backup.created",
+            AuditKind::BackupRestored => "backup.restored",
             AuditKind::AuditRepaired => "audit.repaired",
             AuditKind::SupervisorChildFailed => "supervisor.child_failed",
             AuditKind::ConfigFixed => "config.fixed",

@@ -51,6 +51,9 @@ use seal::SealedRecord;
 pub const RESERVED_PREFIX: &str = "kafclaw.";
 /// The audit chain's BLAKE3 key (CONTRACT §7); rotating the vault key never changes it.
 pub const AUDIT_KEY_NAME: &str = "kafclaw.audit_key";
+/// The key of the backup manifests' BLAKE3 MAC, created on the first backup; rotating the vault
+/// key never changes it, so older backups stay verifiable.
+pub const BACKUP_KEY_NAME: &str = "kafclaw.backup_key";
 /// Longest secret name.
 pub const MAX_NAME_LEN: usize = 128;
 /// Largest secret value (a PEM chain fits; a file dump does not).

@@ -13,6 +13,7 @@ mod metrics;
 mod model_server;
 mod operator;
 mod pairing;
+mod restore;
 mod startup;
 mod supervision;
 mod trust;

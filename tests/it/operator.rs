@@ -498,7 +498,11 @@ fn backup_restores_into_a_fresh_home_that_starts_and_verifies() {
         &format!(r#"{{"providers":{{"openai":{{"model":"m","api_key":"{API_KEY}"}}}}}}"#),
     );
     let out_dir = tempfile::tempdir().unwrap();
-    let out = out_dir.path().to_str().unwrap();
+    chmod(out_dir.path(), 0o700);
+    // `--out FILE` writes exactly FILE: one archive (uncompressed here, so the bytes below are
+    // the files' bytes).
+    let file = out_dir.path().join("nightly.tar");
+    let out = file.to_str().unwrap();
     let (code, _, _) = run(
         home.path(),
         &HashMap::new(),
@@ -513,16 +517,18 @@ fn backup_restores_into_a_fresh_home_that_starts_and_verifies() {
     );
     assert_eq!(code, 0, "{text}");
     let backup = only_backup(out_dir.path());
+    assert_eq!(backup, file, "the archive is exactly the path given");
     let backup_str = backup.to_str().unwrap();
-    let all = crate::harness::all_bytes(&backup);
+    let all = std::fs::read(&backup).unwrap();
     assert!(
         !crate::harness::contains(&all, SECRET) && !crate::harness::contains(&all, API_KEY),
         "no secret in clear in a backup"
     );
-    let cfg = std::fs::read_to_string(backup.join("config.json")).unwrap();
-    assert!(cfg.contains("<redacted: in vault>"));
-    assert_eq!(mode(&backup), 0o700);
-    assert_eq!(mode(&backup.join("MANIFEST.json")), 0o600);
+    assert!(crate::harness::contains(&all, "<redacted: in vault>"));
+    assert_eq!(mode(&backup), 0o600);
+    // The same path again is refused: a backup never replaces a file.
+    let (code, _, _) = json(home.path(), &pass, &["backup", "create", "--out", out]);
+    assert_eq!(code, 2);
     // The backup is recorded for security check.
     let (_, doc, _) = json(home.path(), &HashMap::new(), &["security", "check"]);
     assert_eq!(status(&doc, "backup"), "pass");
@@ -547,32 +553,49 @@ fn backup_restores_into_a_fresh_home_that_starts_and_verifies() {
     assert_eq!(code, 0, "{text}");
 
     let fresh_path = fresh.path().to_path_buf();
+    assert_eq!(
+        pre_restore_copies(&fresh_path),
+        1,
+        "the forced restore kept the state it replaced"
+    );
     let mut gw = Gateway::start_in(fresh, Options::default());
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).success());
+    assert_eq!(
+        pre_restore_copies(&fresh_path),
+        0,
+        "pre-restore copies go once the restored home has started"
+    );
     let (code, out, err) = run(&fresh_path, &HashMap::new(), &["audit", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(secret_names(&fresh_path).contains("gateway.auth_token"));
 
-    // A damaged backup fails verification.
-    let manifest_files: Value =
-        serde_json::from_str(&std::fs::read_to_string(backup.join("MANIFEST.json")).unwrap())
-            .unwrap();
-    let victim = manifest_files["files"]
-        .as_object()
+    // A damaged backup fails verification (here in its directory form, still accepted).
+    let dir = crate::restore::unpack(&backup);
+    let victim = std::fs::read_dir(dir.path().join("audit"))
         .unwrap()
-        .keys()
-        .find(|k| k.starts_with("audit/"))
+        .next()
         .unwrap()
-        .clone();
+        .unwrap()
+        .path();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
-        .open(backup.join(&victim))
+        .open(&victim)
         .unwrap();
     f.write_all(b"x").unwrap();
-    let (code, doc, _) = json(home.path(), &pass, &["backup", "verify", backup_str]);
+    let dir_str = dir.path().to_str().unwrap();
+    let (code, doc, _) = json(home.path(), &pass, &["backup", "verify", dir_str]);
     assert_eq!(code, 1);
-    assert_eq!(status(&doc, "checksums"), "fail");
+    assert_eq!(status(&doc, "entries"), "fail", "{doc:#}");
+}
+
+/// How many `pre-restore-*` copies a home keeps.
+fn pre_restore_copies(home: &Path) -> usize {
+    std::fs::read_dir(home.join(".kafclaw"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pre-restore-"))
+        .count()
 }
 
 #[test]
@@ -582,6 +605,7 @@ fn a_running_gateway_is_backed_up_through_the_control_socket() {
     let home_path = home.path().to_path_buf();
     let mut gw = Gateway::start_in(home, Options::default());
     let out_dir = tempfile::tempdir().unwrap();
+    chmod(out_dir.path(), 0o700);
     let out = out_dir.path().to_str().unwrap();
     let (code, doc, text) = json(
         &home_path,
@@ -699,6 +723,7 @@ fn a_backup_taken_under_write_load_restores_into_a_gateway_that_starts() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let out_dir = tempfile::tempdir().unwrap();
+    chmod(out_dir.path(), 0o700);
     let (code, _, text) = json(
         &home_path,
         &HashMap::new(),
@@ -746,7 +771,7 @@ fn a_backup_taken_under_write_load_restores_into_a_gateway_that_starts() {
     );
 }
 
-/// The one backup directory `backup create --out DIR` made in `dir`.
+/// The one backup archive `backup create --out DIR` made in `dir`.
 fn only_backup(dir: &Path) -> PathBuf {
     std::fs::read_dir(dir)
         .unwrap()
@@ -765,4 +790,45 @@ fn fresh_home_with_key_of(home: &Path) -> tempfile::TempDir {
     std::fs::copy(home.join(".config/kafclaw/tomb.rr"), &key).unwrap();
     chmod(&key, 0o600);
     fresh
+}
+
+#[test]
+fn the_control_socket_closes_silent_connections_and_caps_them() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let home = initialised();
+    let home_path = home.path().to_path_buf();
+    let mut gw = Gateway::start_in(home, Options::default());
+    let socket = home_path.join(".kafclaw/control.sock");
+    let started = std::time::Instant::now();
+    let idle: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    // A normal command still works meanwhile (at worst after the silent ones' deadline).
+    let (code, out, err) = run(&home_path, &HashMap::new(), &["token", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Every silent connection gets one JSON line (busy, or timeout after the read deadline)
+    // and is closed.
+    let (mut busy, mut timed_out) = (0, 0);
+    for mut conn in idle {
+        conn.set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)
+            .expect("closed by the gateway within the deadline");
+        let doc: Value = serde_json::from_str(answer.trim()).unwrap();
+        assert_eq!(doc["status"], "error", "{answer}");
+        match doc["code"].as_str() {
+            Some("busy") => busy += 1,
+            Some("timeout") => timed_out += 1,
+            other => panic!("unexpected answer {other:?}: {answer}"),
+        }
+    }
+    assert!(busy >= 200 - 32, "{busy} refused as busy");
+    assert!(timed_out <= 32, "{timed_out} held a slot");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (code, out, err) = run(&home_path, &HashMap::new(), &["token", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
 }
