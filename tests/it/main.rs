@@ -5,6 +5,7 @@
 mod agent;
 mod auth;
 mod channels;
+mod edge;
 mod harness;
 mod incidents;
 mod limits;
