@@ -130,6 +130,9 @@ fn listen(settings: &Settings) -> Result<(TcpListener, TcpListener, Limits), Sta
         .map_err(|e| StartError::Other(format!("gateway.allowed_hosts: {e}")))?;
     let trusted_proxies = http::client::TrustedProxies::parse(&gw.trusted_proxies)
         .map_err(|e| StartError::Other(format!("gateway.trusted_proxies: {e}")))?;
+    if !gw.is_loopback() && gw.allowed_hosts.is_empty() {
+        tracing::warn!(host = %gw.host, "gateway.allowed_hosts is empty: requests that name this gateway by a DNS name (a reverse proxy, channel webhooks) are refused with 421; only its IP address and the loopback names are answered");
+    }
     let gateway = bind(&gw.host, gw.port, "gateway.port")?;
     let dashboard = bind(&gw.host, gw.dashboard_port, "gateway.dashboard_port")?;
     let workers = match gw.workers {

@@ -154,7 +154,11 @@ fn edge_lists_are_checked_entry_by_entry() {
     check_rejects(
         "KAFCLAW_GATEWAY_ALLOWED_HOSTS",
         "ok.example.com, https://bad.example.com",
-        &["gateway.allowed_hosts", "\"https://bad.example.com\"", "host name"],
+        &[
+            "gateway.allowed_hosts",
+            "\"https://bad.example.com\"",
+            "host name",
+        ],
     );
     check_rejects(
         "KAFCLAW_GATEWAY_TRUSTED_PROXIES",

@@ -283,6 +283,37 @@ fn allowed_hosts_with_and_without_a_port() {
 }
 
 #[test]
+fn a_remote_bind_answers_to_the_address_a_connection_arrived_on() {
+    let gw = Gateway::start(
+        Options::default()
+            .token()
+            .env("KAFCLAW_GATEWAY_HOST", "0.0.0.0")
+            .arg("--allow-root"),
+    );
+    let dash = port(&gw.dashboard);
+    let arrived = format!("127.0.0.3:{dash}");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    for (host, status) in [
+        (arrived.clone(), 200),
+        (format!("127.0.0.4:{dash}"), 421),
+        (format!("0.0.0.0:{dash}"), 421),
+        (format!("localhost:{dash}"), 200),
+        ("kafclaw.example.com".to_string(), 421),
+    ] {
+        let answer = exchange(
+            &arrived,
+            &request(
+                "GET",
+                "/api/v1/auth/verify",
+                &[&format!("Host: {host}"), &auth],
+                "",
+            ),
+        );
+        assert_eq!(answer.status, status, "Host {host}: {answer:?}");
+    }
+}
+
+#[test]
 fn browser_origins_cannot_change_state() {
     let gw = Gateway::start(
         Options::default().env("KAFCLAW_GATEWAY_CORS_ORIGINS", "https://ops.example.com"),

@@ -46,6 +46,8 @@ fn loopback_names_with_the_listeners_port() {
         "0x7f.0.0.1:18791",
         "127.000.000.001:18791",
         "sub.localhost:18791",
+        "0.0.0.0:18791",
+        "[::]:18791",
         "localhost.evil.example:18791",
     ] {
         check(&[], at, host, false);
