@@ -69,14 +69,23 @@ pub fn preflight(settings: &Settings, is_root: bool, allow_root: bool) -> Result
     }
 }
 
-fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
+/// Pending connections the kernel queues per listener (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
+
+fn bind(host: &str, port: u16, key: &str) -> Result<TcpListener, StartError> {
     let host_for_bind = host.trim_start_matches('[').trim_end_matches(']');
     let addr = (host_for_bind, port)
         .to_socket_addrs()
         .map_err(|e| StartError::Other(format!("cannot resolve gateway.host {host}: {e}")))?
         .next()
         .ok_or_else(|| StartError::Other(format!("gateway.host {host} resolves to nothing")))?;
-    TcpListener::bind(addr).map_err(|e| StartError::Other(format!("cannot bind {addr}: {e}")))
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| StartError::Other(format!("cannot bind {addr} ({key}): {e}")))?;
+    // std listens with a backlog of 128: a burst of connections (a flood that is refused at
+    // once) would fill it and make every other client's SYN wait for a retransmit.
+    rustix::net::listen(&listener, LISTEN_BACKLOG)
+        .map_err(|e| StartError::Other(format!("cannot listen on {addr} ({key}): {e}")))?;
+    Ok(listener)
 }
 
 /// Runs the gateway until SIGINT/SIGTERM (exit 0) or a permanent child is given up on (exit 1).
@@ -106,7 +115,53 @@ pub fn run(
     }
     let system = actix_rt::System::new();
     let passphrase = crate::core::passphrase(env);
-    system.block_on(serve(home, settings, core, passphrase))
+    let code = system.block_on(serve(home, settings, core, passphrase));
+    // Actors spawned but never polled (an early refusal) run their `started` on drop, outside
+    // the runtime, and panic there; one more turn of the runtime starts them inside it.
+    system.block_on(actix_rt::task::yield_now());
+    code
+}
+
+/// Binds both listeners (before anything is started, so a taken port costs nothing) and
+/// prepares the limits of the edge; the error is one line.
+fn listen(settings: &Settings) -> Result<(TcpListener, TcpListener, Limits), StartError> {
+    let gw = &settings.gateway;
+    let allowed_hosts = http::host::HostPattern::parse_all(&gw.allowed_hosts)
+        .map_err(|e| StartError::Other(format!("gateway.allowed_hosts: {e}")))?;
+    let trusted_proxies = http::client::TrustedProxies::parse(&gw.trusted_proxies)
+        .map_err(|e| StartError::Other(format!("gateway.trusted_proxies: {e}")))?;
+    if !gw.is_loopback() && gw.allowed_hosts.is_empty() {
+        tracing::warn!(host = %gw.host, "gateway.allowed_hosts is empty: requests that name this gateway by a DNS name (a reverse proxy, channel webhooks) are refused with 421; only its IP address and the loopback names are answered");
+    }
+    let gateway = bind(&gw.host, gw.port, "gateway.port")?;
+    let dashboard = bind(&gw.host, gw.dashboard_port, "gateway.dashboard_port")?;
+    let workers = match gw.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get().min(4))
+            .unwrap_or(1),
+        n => n,
+    };
+    let lockout = &settings.security.auth_lockout;
+    let limits = Limits {
+        max_body_bytes: gw.max_body_bytes,
+        webhook_max_body_bytes: gw.webhook_max_body_bytes,
+        request_timeout: Duration::from_secs(gw.request_timeout_seconds),
+        max_connections: gw.max_connections,
+        workers,
+        body_timeout: Duration::from_secs(gw.body_timeout_seconds),
+        max_connections_per_ip: gw.max_connections_per_ip,
+        max_unauthenticated_bodies: gw.max_unauthenticated_bodies,
+        allowed_hosts,
+        trusted_proxies: std::sync::Arc::new(trusted_proxies),
+        // As many audited refusals per client as failures before a lockout, and five times
+        // that from everyone, per lockout window.
+        refusal_audits: (
+            lockout.max_failures.max(1),
+            lockout.max_failures.max(1).saturating_mul(5),
+        ),
+        refusal_window: Duration::from_secs(lockout.window_seconds.max(1)),
+    };
+    Ok((gateway, dashboard, limits))
 }
 
 async fn serve(
@@ -116,6 +171,13 @@ async fn serve(
     passphrase: Option<kafclaw_actors::vault::SecretValue>,
 ) -> i32 {
     let started = Instant::now();
+    let (gateway_listener, dashboard_listener, limits) = match listen(&settings) {
+        Ok(bound) => bound,
+        Err(e) => {
+            eprintln!("kafclaw: {e}");
+            return 2;
+        }
+    };
     for dir in [settings.workspace(&home), settings.work_repo(&home)] {
         if let Err(e) = kafclaw_actors::fsutil::create_private_dir(&dir) {
             eprintln!("kafclaw: cannot create {}: {e}", dir.display());
@@ -149,14 +211,6 @@ async fn serve(
     let channel_edge = crate::channels::ChannelEdge::new(&channel_settings, &control.channels);
 
     let gw = &settings.gateway;
-    let (gateway_listener, dashboard_listener) =
-        match (bind(&gw.host, gw.port), bind(&gw.host, gw.dashboard_port)) {
-            (Ok(g), Ok(d)) => (g, d),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("kafclaw: {e}");
-                return 2;
-            }
-        };
     let (gateway_addr, dashboard_addr) = match (
         gateway_listener.local_addr(),
         dashboard_listener.local_addr(),
@@ -231,19 +285,6 @@ async fn serve(
             .await;
     }
 
-    let workers = match gw.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get().min(4))
-            .unwrap_or(1),
-        n => n,
-    };
-    let limits = Limits {
-        max_body_bytes: gw.max_body_bytes,
-        webhook_max_body_bytes: gw.webhook_max_body_bytes,
-        request_timeout: Duration::from_secs(gw.request_timeout_seconds),
-        max_connections: gw.max_connections,
-        workers,
-    };
     if let Err(e) = crate::control::serve(&home, state.clone()) {
         eprintln!("kafclaw: cannot open the control socket: {e}");
         return 2;

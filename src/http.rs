@@ -3,31 +3,41 @@
 //!
 //! Gateway port: `POST /chat`, channel webhooks, `GET /healthz`.
 //! Dashboard port: `/api/v1/*`, `GET /metrics`, `GET /healthz`.
+//! Every request passes `edge::edge` first (Host, Origin, caps, body deadline).
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::{from_fn, Next};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer, Resource};
-use tracing::Instrument;
 
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKind, AuditReceipt};
 use kafclaw_actors::store::Store;
 use kafclaw_actors::supervisor::{Slot, Supervisor};
 
 pub mod auth;
+pub mod body;
+pub mod client;
+pub mod conn;
+pub mod edge;
 pub mod error;
+pub mod host;
 pub mod lockout;
 pub mod metrics;
 pub mod routes;
 mod webhooks;
 
 use auth::{AuthFailure, Authenticator};
+use body::BodySlots;
+use client::TrustedProxies;
+use conn::ConnectionLimit;
+use edge::{edge, EdgePolicy};
 use error::ApiError;
+use host::{AllowedHosts, HostPattern};
+use lockout::AuditThrottle;
 
 /// What every handler can reach. Addresses of actors and read-only configuration only.
 pub struct AppState {
@@ -157,13 +167,53 @@ pub struct Limits {
     pub max_connections: usize,
     /// Worker threads per listener.
     pub workers: usize,
+    /// Deadline for a whole request body, from the complete head (408 after).
+    pub body_timeout: Duration,
+    /// Open connections per client key on each listener (0 = no cap).
+    pub max_connections_per_ip: usize,
+    /// Bodies read at once before anyone is authenticated (webhooks), per listener.
+    pub max_unauthenticated_bodies: usize,
+    /// `gateway.allowed_hosts`.
+    pub allowed_hosts: Vec<HostPattern>,
+    /// `gateway.trusted_proxies`.
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// How many refusals of a wrong `Host`/`Origin` are audited per client and in total,
+    /// per `refusal_window`.
+    pub refusal_audits: (u32, u32),
+    /// The window of `refusal_audits`.
+    pub refusal_window: Duration,
+}
+
+impl Limits {
+    /// The edge policy of one listener.
+    fn edge_policy(&self, refusals: &Arc<AuditThrottle>) -> web::Data<EdgePolicy> {
+        web::Data::new(EdgePolicy {
+            hosts: AllowedHosts::new(self.allowed_hosts.clone()),
+            proxies: self.trusted_proxies.clone(),
+            body_timeout: self.body_timeout,
+            refusals: refusals.clone(),
+        })
+    }
+
+    /// The unauthenticated-body slots of one listener.
+    fn body_slots(&self) -> BodySlots {
+        BodySlots(Arc::new(tokio::sync::Semaphore::new(
+            self.max_unauthenticated_bodies,
+        )))
+    }
+
+    /// The per-client connection cap of one listener.
+    fn connection_limit(&self) -> ConnectionLimit {
+        ConnectionLimit::new(self.max_connections_per_ip, self.trusted_proxies.clone())
+    }
 }
 
 /// Applies the limits shared by both listeners (a macro: `HttpServer`'s type parameters are
 /// not nameable without depending on actix-http directly).
 macro_rules! configure {
-    ($server:expr, $limits:expr $(,)?) => {
+    ($server:expr, $limits:expr, $connections:expr $(,)?) => {
         $server
+            .on_connect(move |io, ext| $connections.on_connect(io, ext))
             .workers($limits.workers)
             .max_connections($limits.max_connections)
             .client_request_timeout($limits.request_timeout)
@@ -181,12 +231,22 @@ pub fn serve(
     gateway: TcpListener,
     dashboard: TcpListener,
 ) -> std::io::Result<(Server, Server)> {
+    let refusals = Arc::new(AuditThrottle::new(
+        limits.refusal_audits.0,
+        limits.refusal_audits.1,
+        limits.refusal_window,
+    ));
     let gateway_state = state.clone();
     let gateway_limits = limits.clone();
+    let gateway_policy = limits.edge_policy(&refusals);
+    let gateway_slots = limits.body_slots();
+    let gateway_connections = limits.connection_limit();
     let gateway_server = configure!(
         HttpServer::new(move || {
             App::new()
                 .app_data(gateway_state.clone())
+                .app_data(gateway_policy.clone())
+                .app_data(gateway_slots.clone())
                 .app_data(json_config(gateway_limits.max_body_bytes))
                 .app_data(query_config())
                 .app_data(web::PayloadConfig::new(gateway_limits.max_body_bytes))
@@ -209,15 +269,21 @@ pub fn serve(
                 .default_service(web::to(not_found))
         }),
         limits,
+        gateway_connections,
     )
     .listen(gateway)?
     .run();
 
     let dashboard_limits = limits.clone();
+    let dashboard_policy = limits.edge_policy(&refusals);
+    let dashboard_slots = limits.body_slots();
+    let dashboard_connections = limits.connection_limit();
     let dashboard_server = configure!(
         HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(dashboard_policy.clone())
+                .app_data(dashboard_slots.clone())
                 .app_data(json_config(dashboard_limits.max_body_bytes))
                 .app_data(query_config())
                 .app_data(web::PayloadConfig::new(dashboard_limits.max_body_bytes))
@@ -241,6 +307,7 @@ pub fn serve(
                 .default_service(web::to(not_found))
         }),
         limits,
+        dashboard_connections,
     )
     .listen(dashboard)?
     .run();
@@ -299,126 +366,6 @@ fn json_config(limit: usize) -> web::JsonConfig {
 fn query_config() -> web::QueryConfig {
     web::QueryConfig::default()
         .error_handler(|err, _req| ApiError::BadRequest(format!("invalid query: {err}")).into())
-}
-
-static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// How long a locked-out client waits for its 429.
-const LOCKED_OUT_DELAY: Duration = Duration::from_millis(250);
-
-/// Edge middleware for every request: a request id (header and log span), the cross-origin
-/// rule (no wildcard; only listed origins), and headers that keep responses out of caches
-/// and sniffers.
-async fn edge(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let request_id = format!("r{id:x}");
-    // A locked-out client presenting credentials is refused before routing: during a storm
-    // its requests should cost as little as possible.
-    if req.headers().contains_key(header::AUTHORIZATION) {
-        let locked = req.app_data::<web::Data<AppState>>().and_then(|state| {
-            let ip = req.peer_addr()?.ip();
-            state.control.lockout.check(ip, Instant::now())
-        });
-        if let Some(left) = locked {
-            // Tarpit: the answer waits (an async sleep costs no CPU), so a storm on keep-alive
-            // connections slows to a trickle instead of taking CPU from everyone else.
-            actix_web::rt::time::sleep(LOCKED_OUT_DELAY).await;
-            return Err(ApiError::LockedOut {
-                retry_after_seconds: left.as_secs().max(1),
-            }
-            .into());
-        }
-    }
-    let allowed_origin = match cross_origin(&req) {
-        CrossOrigin::None => None,
-        CrossOrigin::Allowed(origin) => Some(origin),
-        CrossOrigin::Refused => return Err(ApiError::OriginNotAllowed.into()),
-    };
-    if req.method() == actix_web::http::Method::OPTIONS && allowed_origin.is_some() {
-        let origin = allowed_origin.unwrap_or_default();
-        let response = HttpResponse::NoContent()
-            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
-            .insert_header((
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                "authorization, content-type",
-            ))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
-            .insert_header((header::VARY, "Origin"))
-            .finish();
-        return Ok(req.into_response(response).map_into_right_body());
-    }
-    let span = tracing::debug_span!("request", id = %request_id, method = %req.method(), path = %req.path());
-    let res = next.call(req).instrument(span).await?;
-    // Safety net: an error produced inside actix (a body extractor's 413, a timeout) becomes
-    // the same JSON shape as our own errors, never a text body.
-    let is_error = res.status().is_client_error() || res.status().is_server_error();
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    let mut res = if is_error && !is_json {
-        let (req, response) = res.into_parts();
-        let replacement = error::json_for_status(response.status());
-        ServiceResponse::new(req, replacement).map_into_right_body()
-    } else {
-        res.map_into_left_body()
-    };
-    let headers = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert(header::HeaderName::from_static("x-request-id"), v);
-    }
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(origin) = allowed_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    Ok(res)
-}
-
-enum CrossOrigin {
-    /// No `Origin` header, or the same origin as the request's host.
-    None,
-    /// A listed origin.
-    Allowed(String),
-    /// Any other origin.
-    Refused,
-}
-
-fn cross_origin(req: &ServiceRequest) -> CrossOrigin {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return CrossOrigin::None;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return CrossOrigin::Refused;
-    };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let same_origin = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|rest| !host.is_empty() && rest == host);
-    if same_origin {
-        return CrossOrigin::None;
-    }
-    let listed = req
-        .app_data::<web::Data<AppState>>()
-        .is_some_and(|s| s.cors_origins.iter().any(|o| o == origin));
-    if listed {
-        CrossOrigin::Allowed(origin.to_string())
-    } else {
-        CrossOrigin::Refused
-    }
 }
 
 /// Test-only routes, compiled only with the `test-hooks` feature (never in a release build).

@@ -87,6 +87,7 @@ fn posture(
         }
     }
     bind::check(&settings, &trust, report);
+    bind::local_mode(&settings, &trust, report);
     files::check(home, Some(&settings), report);
     workspace::check(home, &settings, report);
     secrets::check(home, report);

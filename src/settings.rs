@@ -221,6 +221,16 @@ pub struct GatewaySettings {
     pub max_connections: usize,
     /// Workers per listener (0 = automatic).
     pub workers: usize,
+    /// Names (besides loopback and the local address) both listeners answer to.
+    pub allowed_hosts: Vec<String>,
+    /// Peers allowed to report the client address (`Forwarded`, `X-Forwarded-For`).
+    pub trusted_proxies: Vec<String>,
+    /// Deadline for a whole request body.
+    pub body_timeout_seconds: u64,
+    /// Open connections per client (IPv4 address, IPv6 /64) on each listener; 0 = no cap.
+    pub max_connections_per_ip: usize,
+    /// Bodies read at once before authentication (webhooks), per listener.
+    pub max_unauthenticated_bodies: usize,
 }
 
 impl GatewaySettings {
@@ -706,6 +716,12 @@ fn check(kind: Kind, raw: &Value) -> Result<Value, String> {
             )),
             _ => Err("expected a list of strings (comma-separated in the environment)".into()),
         },
+        Kind::HostList => check_each(check(Kind::List, raw)?, |e| {
+            crate::http::host::HostPattern::parse(e).map(|_| ())
+        }),
+        Kind::CidrList => check_each(check(Kind::List, raw)?, |e| {
+            crate::http::client::parse_cidr(e).map(|_| ())
+        }),
         Kind::OneOf(words) => match text.as_deref() {
             Some(w) if words.contains(&w) => Ok(Value::from(w)),
             _ => Err(format!(
@@ -731,6 +747,16 @@ fn check(kind: Kind, raw: &Value) -> Result<Value, String> {
             _ => Err(format!("{} is not an http:// or https:// URL", show(raw))),
         },
     }
+}
+
+/// Checks every entry of a list already checked as `Kind::List`.
+fn check_each(list: Value, entry: impl Fn(&str) -> Result<(), String>) -> Result<Value, String> {
+    if let Value::Array(items) = &list {
+        for item in items.iter().filter_map(Value::as_str) {
+            entry(item)?;
+        }
+    }
+    Ok(list)
 }
 
 fn uint(raw: &Value, text: Option<&str>) -> Option<u64> {

@@ -58,6 +58,25 @@ pub fn check(settings: &Settings, trust: &TrustState, report: &mut Report) {
     }
 }
 
+/// Local single-user mode (loopback bind, no token): WARN, because every local user and
+/// process is then admin over HTTP; the remedy says how to close it.
+pub fn local_mode(settings: &Settings, trust: &TrustState, report: &mut Report) {
+    let gw = &settings.gateway;
+    let token_in_vault = trust.running && trust.has_secret("gateway.auth_token");
+    if !gw.is_loopback() || gw.auth_token.is_some() || token_in_vault {
+        report.pass(
+            "local_mode",
+            "a gateway token is required (no tokenless local mode)",
+        );
+        return;
+    }
+    report.warn(
+        "local_mode",
+        format!("local single-user mode: loopback host {} without a gateway token, so every local user and process on this host is admin on the dashboard and can chat (run tools) without a token", gw.host),
+        "close it with a token: `head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=' | kafclaw secrets set gateway.auth_token`, then restart the gateway; operator commands (`kafclaw admin …`, `kafclaw approvals …`) keep working without it over the owner-only control socket",
+    );
+}
+
 fn strength(token: &Secret, report: &mut Report) {
     let len = token.char_len();
     if len < MIN_TOKEN_CHARS {

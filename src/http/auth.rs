@@ -1,9 +1,13 @@
 //! Authentication (CONTRACT §3.1): strict `Bearer` parsing, constant-time comparison, scopes
 //! declared by each route in its handler's signature.
 //!
-//! A handler that takes `Authorized<Read>` cannot run without a token permitting `read`;
-//! the check runs before any body is read. Rejections are cheap: no body parsing, no
-//! synchronous log write.
+//! A handler that takes `Authorized<Read>` cannot run without a token permitting `read`.
+//! Whatever else a protected handler takes from the request (path, query, body) is its second
+//! type parameter, `Authorized<Admin, web::Json<Body>>`, extracted only after authentication
+//! and the scope check: a wrong token answers 401 whatever the body. The edge's body gate opens
+//! here, so a body extractor outside `Authorized` fails closed. Rejections are cheap: no body
+//! parsing, no synchronous log write. Local mode trusts only a direct loopback client whose
+//! `Host` and `Origin` passed the edge (see `client::Client::is_local`).
 
 use std::marker::PhantomData;
 use std::net::IpAddr;
@@ -11,7 +15,7 @@ use std::time::Instant;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -20,6 +24,8 @@ use kafclaw_actors::audit::AuditKind;
 pub use kafclaw_actors::token::Scope;
 use kafclaw_actors::token::{TokenCheck, TokenRegistry};
 
+use super::body::BodyGate;
+use super::client::Client;
 use super::error::ApiError;
 use super::lockout::FailureOutcome;
 use super::AppState;
@@ -58,6 +64,11 @@ pub enum AuthFailure {
     Expired { name: String },
     /// A revoked token (or an admin token past its rotation grace period).
     Revoked { name: String },
+    /// The `Host` names no host of this listener (refused before authentication).
+    Host,
+    /// A browser `Origin` that is neither this listener nor listed (refused before
+    /// authentication).
+    Origin,
 }
 
 impl AuthFailure {
@@ -69,6 +80,8 @@ impl AuthFailure {
             AuthFailure::Unknown => "unknown_token",
             AuthFailure::Expired { .. } => "expired_token",
             AuthFailure::Revoked { .. } => "revoked_token",
+            AuthFailure::Host => "host",
+            AuthFailure::Origin => "origin",
         }
     }
     /// The token's name when it is known (never the token).
@@ -101,15 +114,16 @@ impl Authenticator {
         &self.tokens
     }
 
-    /// Authenticates one request from its `Authorization` headers and peer address.
+    /// Authenticates one request from its `Authorization` headers; `local_client` says the
+    /// request came straight from this host (a loopback peer, no forwarding header).
     pub fn authenticate(
         &self,
         authorization: &[&[u8]],
-        peer: Option<IpAddr>,
+        local_client: bool,
     ) -> Result<Principal, AuthFailure> {
         match authorization {
             [] => {
-                if self.local_mode && peer.is_some_and(|ip| ip.is_loopback()) {
+                if self.local_mode && local_client {
                     Ok(Principal {
                         name: "local".into(),
                         scope: Scope::Admin,
@@ -179,10 +193,13 @@ impl RequiredScope for Chat {
     const SCOPE: Scope = Scope::Chat;
 }
 
-/// Extractor: the caller, authenticated and permitted for `S`.
-pub struct Authorized<S: RequiredScope> {
+/// Extractor: the caller, authenticated and permitted for `S`, and then `T` (the handler's
+/// path, query or body: nothing of it is parsed before the caller is known).
+pub struct Authorized<S: RequiredScope, T = ()> {
     /// Who is calling.
     pub principal: Principal,
+    /// What the handler takes from the request besides the caller.
+    pub input: T,
     _scope: PhantomData<S>,
 }
 
@@ -197,7 +214,16 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| ApiError::internal("application state missing"))?;
-    let ip = req.peer_addr().map(|a| a.ip());
+    let resolved = req.extensions().get::<Client>().cloned();
+    let ip: Option<IpAddr> = resolved
+        .as_ref()
+        .map(|c| c.addr)
+        .or_else(|| req.peer_addr().map(|a| a.ip()));
+    let local_client = resolved.as_ref().is_some_and(Client::is_local);
+    let relayed_peer = resolved
+        .as_ref()
+        .filter(|c| c.relayed)
+        .map(|c| c.peer.to_string());
     if let Some(ip) = ip {
         if let Some(left) = state.control.lockout.check(ip, Instant::now()) {
             return Err(ApiError::LockedOut {
@@ -210,7 +236,7 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
         .get_all(header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .collect();
-    match state.auth.authenticate(&headers, ip) {
+    match state.auth.authenticate(&headers, local_client) {
         Ok(principal) => {
             if principal.first_use {
                 // Informational: the request does not wait for it.
@@ -236,18 +262,23 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
             // threshold while earlier ones are still being audited.
             let outcome = ip.map(|ip| state.control.lockout.record_failure(ip, Instant::now()));
             state.note_auth_failure(&client, req.path(), &failure);
+            // The monitor counts per key (an IPv6 client by its /64) and acts on that address.
+            let key = ip.map(|i| super::client::ClientKey::of(i).representative().to_string());
             state
                 .signals
                 .do_send(kafclaw_actors::incident::AuthFailureSignal {
-                    ip: client.clone(),
+                    ip: key.unwrap_or_default(),
                     at: OffsetDateTime::now_utc(),
                 });
-            let data = json!({
+            let mut data = json!({
                 "client": client,
                 "route": req.path(),
                 "reason": failure.as_str(),
                 "token_name": failure.token_name(),
             });
+            if let Some(relay) = relayed_peer {
+                data["peer"] = json!(relay);
+            }
             // Denying is the safe direction: the 401 goes out even if the audit log fails.
             let _ = state
                 .audit(AuditKind::AuthFailed, &client, req.path(), data)
@@ -268,36 +299,49 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
     }
 }
 
-impl<S: RequiredScope> FromRequest for Authorized<S> {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+impl<S: RequiredScope, T: FromRequest + 'static> FromRequest for Authorized<S, T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let req = req.clone();
+        // Taken now, read only once the caller is known to be allowed.
+        let mut payload = payload.take();
         Box::pin(async move {
-            let principal = authenticate(req.clone()).await?;
-            if principal.scope.permits(S::SCOPE) {
-                return Ok(Authorized {
-                    principal,
-                    _scope: PhantomData,
-                });
-            }
-            if let Some(state) = req.app_data::<web::Data<AppState>>() {
-                let data = json!({"route": req.path(), "scope": principal.scope.as_str(), "required": S::SCOPE.as_str()});
-                let _ = state
-                    .audit(
-                        AuditKind::AuthScopeDenied,
-                        &principal.name,
-                        req.path(),
-                        data,
-                    )
-                    .await;
-            }
-            Err(ApiError::Forbidden {
-                required: S::SCOPE.as_str(),
+            let principal = authorize::<S>(&req).await?;
+            BodyGate::open(&req);
+            let input = T::from_request(&req, &mut payload)
+                .await
+                .map_err(Into::into)?;
+            Ok(Authorized {
+                principal,
+                input,
+                _scope: PhantomData,
             })
         })
     }
+}
+
+/// Authenticates `req` and checks the scope `S`; a denial is audited before the 403.
+async fn authorize<S: RequiredScope>(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let principal = authenticate(req.clone()).await?;
+    if principal.scope.permits(S::SCOPE) {
+        return Ok(principal);
+    }
+    if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        let data = json!({"route": req.path(), "scope": principal.scope.as_str(), "required": S::SCOPE.as_str()});
+        let _ = state
+            .audit(
+                AuditKind::AuthScopeDenied,
+                &principal.name,
+                req.path(),
+                data,
+            )
+            .await;
+    }
+    Err(ApiError::Forbidden {
+        required: S::SCOPE.as_str(),
+    })
 }
 
 impl FromRequest for MaybeAuthorized {
@@ -310,7 +354,11 @@ impl FromRequest for MaybeAuthorized {
             let has_header = req.headers().contains_key(header::AUTHORIZATION);
             let local = req
                 .app_data::<web::Data<AppState>>()
-                .is_some_and(|s| s.auth.local_mode());
+                .is_some_and(|s| s.auth.local_mode())
+                && req
+                    .extensions()
+                    .get::<Client>()
+                    .is_some_and(Client::is_local);
             if !has_header && !local {
                 return Ok(MaybeAuthorized(None));
             }
@@ -360,39 +408,33 @@ mod tests {
     #[test]
     fn local_mode_only_for_loopback_peers_without_a_configured_token() {
         let local = Authenticator::new(registry(None), false, true);
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        let remote: IpAddr = "10.0.0.1".parse().unwrap();
-        assert!(local.authenticate(&[], Some(lo)).is_ok());
+        let lo = true;
+        let remote = false;
+        assert!(local.authenticate(&[], lo).is_ok());
+        assert_eq!(local.authenticate(&[], remote), Err(AuthFailure::Missing));
         assert_eq!(
-            local.authenticate(&[], Some(remote)),
-            Err(AuthFailure::Missing)
-        );
-        assert_eq!(
-            local.authenticate(&[b"Bearer wrong"], Some(lo)),
+            local.authenticate(&[b"Bearer wrong"], lo),
             Err(AuthFailure::Unknown),
             "a presented token must verify even in local mode"
         );
 
         let token = "t".repeat(43);
         let guarded = Authenticator::new(registry(Some(&token)), true, true);
-        assert_eq!(
-            guarded.authenticate(&[], Some(lo)),
-            Err(AuthFailure::Missing)
-        );
+        assert_eq!(guarded.authenticate(&[], lo), Err(AuthFailure::Missing));
         let header = format!("Bearer {token}");
         assert_eq!(
             guarded
-                .authenticate(&[header.as_bytes()], Some(lo))
+                .authenticate(&[header.as_bytes()], lo)
                 .unwrap()
                 .scope,
             Scope::Admin
         );
         assert_eq!(
-            guarded.authenticate(&[token.as_bytes()], Some(lo)),
+            guarded.authenticate(&[token.as_bytes()], lo),
             Err(AuthFailure::Malformed)
         );
         assert_eq!(
-            guarded.authenticate(&[header.as_bytes(), header.as_bytes()], Some(lo)),
+            guarded.authenticate(&[header.as_bytes(), header.as_bytes()], lo),
             Err(AuthFailure::Malformed),
             "two Authorization headers are refused"
         );

@@ -32,6 +32,15 @@ pub enum ApiError {
     /// A browser origin that is not in `gateway.cors_origins`.
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// The `Host` names no host this listener answers to (421).
+    #[error("misdirected request")]
+    MisdirectedRequest,
+    /// The body did not arrive within `gateway.body_timeout_seconds` (408, then close).
+    #[error("request body timeout")]
+    BodyTimeout,
+    /// The client already has `gateway.max_connections_per_ip` connections open (503).
+    #[error("too many connections from client")]
+    TooManyConnections,
     /// A dependency is not available (no provider, a child down); the message is generic.
     #[error("{0}")]
     Unavailable(String),
@@ -58,6 +67,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -86,6 +98,15 @@ impl ResponseError for ApiError {
                 response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
                 json!({"error": "too many failed authentications"})
             }
+            ApiError::BodyTimeout => {
+                response.force_close();
+                json!({"error": "request body timeout"})
+            }
+            ApiError::TooManyConnections => {
+                response.force_close();
+                response.insert_header((header::RETRY_AFTER, "1"));
+                json!({"error": "too many connections from client"})
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
                 json!({"error": "internal error"})
@@ -103,6 +124,7 @@ pub fn json_for_status(status: StatusCode) -> HttpResponse {
         StatusCode::NOT_FOUND => ApiError::NotFound,
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
         StatusCode::UNAUTHORIZED => ApiError::Unauthorized,
+        StatusCode::REQUEST_TIMEOUT => ApiError::BodyTimeout,
         s if s.is_server_error() => {
             return HttpResponse::build(s).json(json!({"error": "internal error"}))
         }

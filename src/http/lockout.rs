@@ -1,11 +1,26 @@
-//! Per-IP authentication-failure counting and lockout (CONTRACT §3.1): after
-//! `security.auth_lockout.max_failures` failures within `window_seconds` from one IP, that IP
-//! gets 429 with `Retry-After` for `lockout_seconds`, even with a correct token.
+//! Per-client authentication-failure counting and lockout (CONTRACT §3.1): after
+//! `security.auth_lockout.max_failures` failures within `window_seconds` of the first one from
+//! one client key (an IPv4 address, an IPv6 /64), that key gets 429 with `Retry-After` for
+//! `lockout_seconds`, even with a correct token. Also the rate at which refusals that are not
+//! authentication attempts (a wrong `Host`, a foreign `Origin`) are written to the audit log.
+//!
+//! Owns: bounded tables with O(1) work per event: a fixed capacity, and the oldest entry is
+//! evicted when a new key arrives at a full table (no scan under the lock).
+//! Must not: block, allocate per event beyond one new entry, or key by anything but
+//! [`ClientKey`].
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::client::ClientKey;
+
+#[cfg(test)]
+mod tests;
+
+/// Entries a table holds at most (~64 bytes each).
+pub const TABLE_CAPACITY: usize = 16_384;
 
 /// Lockout thresholds.
 #[derive(Clone, Copy, Debug)]
@@ -14,154 +29,222 @@ pub struct LockoutPolicy {
     pub max_failures: u32,
     /// Counting window.
     pub window: Duration,
-    /// How long a locked-out IP is refused.
+    /// How long a locked-out client is refused.
     pub lockout: Duration,
 }
 
 /// What a recorded failure led to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureOutcome {
-    /// Counted; the IP may keep trying.
+    /// Counted; the client may keep trying.
     Counted { failures_in_window: u32 },
-    /// This failure locked the IP out (reported once per lockout).
+    /// This failure locked the client out (reported once per lockout).
     LockedOut { retry_after: Duration },
 }
 
+/// A map with a fixed capacity that evicts its oldest key (by insertion) to admit a new one.
+struct BoundedTable<V> {
+    map: HashMap<ClientKey, V>,
+    /// Keys in insertion order; exactly the keys of `map`.
+    order: VecDeque<ClientKey>,
+    capacity: usize,
+}
+
+impl<V: Default> BoundedTable<V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&self, key: &ClientKey) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    fn entry(&mut self, key: ClientKey) -> &mut V {
+        if !self.map.contains_key(&key) {
+            if self.map.len() >= self.capacity {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.map.remove(&oldest);
+                }
+            }
+            self.order.push_back(key);
+        }
+        self.map.entry(key).or_default()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        debug_assert_eq!(self.map.len(), self.order.len());
+        self.map.len()
+    }
+}
+
 #[derive(Default)]
-struct IpRecord {
-    failures: VecDeque<Instant>,
+struct Record {
+    failures: u32,
+    window_start: Option<Instant>,
     locked_until: Option<Instant>,
 }
 
-/// The failure table. Bounded: entries with nothing recent are pruned as the table grows.
+/// The failure table.
 pub struct Lockout {
     policy: LockoutPolicy,
-    table: Mutex<HashMap<IpAddr, IpRecord>>,
+    table: Mutex<BoundedTable<Record>>,
 }
-
-const PRUNE_ABOVE: usize = 10_000;
 
 impl Lockout {
     /// An empty table.
     pub fn new(policy: LockoutPolicy) -> Self {
+        Self::with_capacity(policy, TABLE_CAPACITY)
+    }
+
+    /// An empty table holding at most `capacity` clients.
+    pub fn with_capacity(policy: LockoutPolicy, capacity: usize) -> Self {
         Self {
             policy,
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(BoundedTable::new(capacity)),
         }
     }
 
-    /// `Some(retry_after)` while `ip` is locked out.
+    /// `Some(retry_after)` while the client `ip` belongs to is locked out.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table
-            .get(&ip)
+            .get(&ClientKey::of(ip))
             .and_then(|r| r.locked_until)
             .and_then(|until| until.checked_duration_since(now))
             .filter(|left| !left.is_zero())
     }
 
-    /// Locks `ip` out for `duration` from `now` (an incident action); never shortens a lockout.
+    /// Locks `ip`'s key out for `duration` from `now` (an incident action); never shortens
+    /// a lockout.
     pub fn lock(&self, ip: IpAddr, duration: Duration, now: Instant) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let record = table.entry(ip).or_default();
+        let record = table.entry(ClientKey::of(ip));
         let until = now + duration;
         if record.locked_until.is_none_or(|u| u < until) {
             record.locked_until = Some(until);
         }
     }
 
-    /// Counts one failure from `ip`.
+    /// Counts one failure from `ip`'s key.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) -> FailureOutcome {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if table.len() > PRUNE_ABOVE {
-            let window = self.policy.window;
-            table.retain(|_, r| {
-                r.locked_until.is_some_and(|u| u > now)
-                    || r.failures
-                        .back()
-                        .is_some_and(|t| now.duration_since(*t) < window)
-            });
-        }
-        let record = table.entry(ip).or_default();
+        let record = table.entry(ClientKey::of(ip));
         if record.locked_until.is_some_and(|u| u > now) {
             return FailureOutcome::Counted {
-                failures_in_window: record.failures.len() as u32,
+                failures_in_window: record.failures,
             };
         }
         record.locked_until = None;
-        record.failures.push_back(now);
-        while record
-            .failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.policy.window)
-        {
-            record.failures.pop_front();
+        let expired = record
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) > self.policy.window);
+        if expired {
+            record.failures = 0;
+            record.window_start = Some(now);
         }
-        let count = record.failures.len() as u32;
-        if count >= self.policy.max_failures {
-            record.failures.clear();
+        record.failures += 1;
+        if record.failures >= self.policy.max_failures {
+            record.failures = 0;
+            record.window_start = None;
             record.locked_until = Some(now + self.policy.lockout);
             FailureOutcome::LockedOut {
                 retry_after: self.policy.lockout,
             }
         } else {
             FailureOutcome::Counted {
-                failures_in_window: count,
+                failures_in_window: record.failures,
             }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.lock().unwrap().len()
+    }
+}
+
+/// Whether one refusal is written to the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditDecision {
+    /// Audit it; `suppressed` earlier refusals of this client were not audited.
+    Audit { suppressed: u32 },
+    /// Over the rate: count it, do not audit it.
+    Suppress,
+}
+
+#[derive(Default)]
+struct Rate {
+    audited: u32,
+    suppressed: u32,
+    window_start: Option<Instant>,
+}
+
+impl Rate {
+    fn admit(&mut self, limit: u32, window: Duration, now: Instant) -> AuditDecision {
+        if self
+            .window_start
+            .is_none_or(|start| now.saturating_duration_since(start) > window)
+        {
+            self.window_start = Some(now);
+            self.audited = 0;
+        }
+        if self.audited < limit {
+            self.audited += 1;
+            AuditDecision::Audit {
+                suppressed: std::mem::take(&mut self.suppressed),
+            }
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            AuditDecision::Suppress
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// At most `per_client` audited refusals per client key and `total` from everyone within
+/// `window`: a flood of bad `Host`s costs no more audit appends than the lockout lets
+/// authentication failures cost, and it never locks anyone out (a rebinding page runs in the
+/// local operator's own browser, from 127.0.0.1).
+pub struct AuditThrottle {
+    per_client: u32,
+    total: u32,
+    window: Duration,
+    state: Mutex<(BoundedTable<Rate>, Rate)>,
+}
 
-    #[test]
-    fn locks_out_after_max_failures_in_window_and_expires() {
-        let lockout = Lockout::new(LockoutPolicy {
-            max_failures: 3,
-            window: Duration::from_secs(60),
-            lockout: Duration::from_secs(300),
-        });
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let other: IpAddr = "10.0.0.2".parse().unwrap();
-        let t0 = Instant::now();
-        assert_eq!(
-            lockout.record_failure(ip, t0),
-            FailureOutcome::Counted {
-                failures_in_window: 1
-            }
-        );
-        lockout.record_failure(ip, t0 + Duration::from_secs(1));
-        assert!(lockout.check(ip, t0 + Duration::from_secs(1)).is_none());
-        assert!(matches!(
-            lockout.record_failure(ip, t0 + Duration::from_secs(2)),
-            FailureOutcome::LockedOut { .. }
-        ));
-        let left = lockout.check(ip, t0 + Duration::from_secs(2)).unwrap();
-        assert_eq!(left, Duration::from_secs(300));
-        assert!(
-            lockout.check(other, t0).is_none(),
-            "other clients are unaffected"
-        );
-        assert!(lockout.check(ip, t0 + Duration::from_secs(303)).is_none());
+impl AuditThrottle {
+    /// A throttle with the given limits.
+    pub fn new(per_client: u32, total: u32, window: Duration) -> Self {
+        Self {
+            per_client,
+            total,
+            window,
+            state: Mutex::new((BoundedTable::new(TABLE_CAPACITY), Rate::default())),
+        }
     }
 
-    #[test]
-    fn failures_outside_the_window_do_not_count() {
-        let lockout = Lockout::new(LockoutPolicy {
-            max_failures: 2,
-            window: Duration::from_secs(10),
-            lockout: Duration::from_secs(30),
-        });
-        let ip: IpAddr = "::1".parse().unwrap();
-        let t0 = Instant::now();
-        lockout.record_failure(ip, t0);
-        assert_eq!(
-            lockout.record_failure(ip, t0 + Duration::from_secs(11)),
-            FailureOutcome::Counted {
-                failures_in_window: 1
+    /// Decides about one refusal from `ip`.
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> AuditDecision {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (table, global) = &mut *state;
+        let rate = table.entry(ClientKey::of(ip));
+        match rate.admit(self.per_client, self.window, now) {
+            AuditDecision::Suppress => AuditDecision::Suppress,
+            AuditDecision::Audit { suppressed } => {
+                match global.admit(self.total, self.window, now) {
+                    AuditDecision::Audit { .. } => AuditDecision::Audit { suppressed },
+                    AuditDecision::Suppress => {
+                        // Give the client's slot back: it was not audited.
+                        rate.audited -= 1;
+                        rate.suppressed = suppressed.saturating_add(1);
+                        AuditDecision::Suppress
+                    }
+                }
             }
-        );
+        }
     }
 }

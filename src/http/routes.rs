@@ -1,4 +1,6 @@
-//! Route handlers. Each declares its scope in its signature (`Authorized<Read>` …).
+//! Route handlers. Each declares its scope in its signature (`Authorized<Read>` …); a
+//! protected handler takes everything else it reads from the request (path, query, body)
+//! through `Authorized<S, T>`, so nothing is parsed before the caller is authenticated.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -171,10 +173,9 @@ pub struct TimelineParams {
 /// `GET /api/v1/timeline` (read): newest first.
 pub async fn timeline(
     state: web::Data<AppState>,
-    _caller: Authorized<Read>,
-    params: web::Query<TimelineParams>,
+    caller: Authorized<Read, web::Query<TimelineParams>>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = params.into_inner();
+    let params = caller.input.into_inner();
     if let Some(before) = &params.before {
         if before.is_empty() || u64::from_str_radix(before, 16).is_err() {
             return Err(ApiError::BadRequest("before must be an event id".into()));
@@ -219,11 +220,10 @@ const MAX_SESSION_CHARS: usize = 128;
 /// `POST /chat` (chat scope): one turn as the owner. Without a configured provider: 503.
 pub async fn chat(
     state: web::Data<AppState>,
-    caller: Authorized<Chat>,
-    query: web::Query<ChatQuery>,
-    body: web::Bytes,
+    caller: Authorized<Chat, (web::Query<ChatQuery>, web::Bytes)>,
 ) -> Result<HttpResponse, ApiError> {
     use kafclaw_actors::agent::{AgentError, RunTurn};
+    let (query, body) = caller.input;
     let query = query.into_inner();
     let (message, session) = if body.is_empty() {
         let message = query
@@ -301,10 +301,10 @@ fn rand_u64() -> u64 {
 #[cfg(feature = "test-hooks")]
 pub async fn inject_panic(
     state: web::Data<AppState>,
-    _caller: Authorized<super::auth::Admin>,
-    child: web::Path<String>,
+    caller: Authorized<super::auth::Admin, web::Path<String>>,
 ) -> Result<HttpResponse, ApiError> {
     use kafclaw_actors::supervisor::InjectPanic;
+    let child = caller.input;
     match child.as_str() {
         "store" => {
             let addr = state
@@ -351,10 +351,9 @@ pub struct DecisionBody {
 /// `POST /api/v1/approvals/{id}` (admin): `{"approved":bool}`; unknown id → 404.
 pub async fn decide_approval(
     state: web::Data<AppState>,
-    caller: Authorized<super::auth::Admin>,
-    id: web::Path<String>,
-    body: web::Json<DecisionBody>,
+    caller: Authorized<super::auth::Admin, (web::Path<String>, web::Json<DecisionBody>)>,
 ) -> Result<HttpResponse, ApiError> {
+    let (id, body) = caller.input;
     use kafclaw_actors::approval::{ApprovalError, DecideApproval};
     let addr = state
         .approvals
@@ -399,10 +398,9 @@ pub async fn incidents(
 /// `POST /api/v1/admin/control` (admin): one control message, audited with the token's name.
 pub async fn admin_control(
     state: web::Data<AppState>,
-    caller: Authorized<super::auth::Admin>,
-    body: web::Json<serde_json::Value>,
+    caller: Authorized<super::auth::Admin, web::Json<serde_json::Value>>,
 ) -> Result<HttpResponse, ApiError> {
-    let message = parse_control(body.into_inner())?;
+    let message = parse_control(caller.input.into_inner())?;
     let result = crate::admin::apply(message, &caller.principal.name, &state.control)
         .await
         .map_err(control_error)?;

@@ -1,7 +1,9 @@
 //! Channel webhooks (CONTRACT §5) and `GET /api/v1/channels`.
 //!
 //! Each inbound is authenticated by its own signature over the raw body, checked before any
-//! parsing; the 200 goes out only after the channel stored and flushed the message.
+//! parsing; the body is read through `SignedBody` (one of the listener's slots for bodies of
+//! unknown senders, under the whole-body deadline). The 200 goes out only after the channel
+//! stored and flushed the message.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -13,6 +15,8 @@ use kafclaw_actors::channel::{AcceptInbound, ChannelBridge, GetChannelInfo, Inbo
 use kafclaw_actors::supervisor::{GetSupervisionTree, Slot};
 
 use super::auth::{Authorized, Read};
+use super::body::SignedBody;
+use super::client::Client;
 use super::error::ApiError;
 use super::AppState;
 
@@ -59,7 +63,7 @@ pub async fn whatsapp_handshake(
 pub async fn whatsapp_inbound(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    SignedBody(body): SignedBody,
 ) -> Result<HttpResponse, ApiError> {
     let Some(wa) = &state.channels.whatsapp else {
         return Err(ApiError::NotFound);
@@ -85,7 +89,7 @@ pub async fn bridge_inbound(
     state: web::Data<AppState>,
     req: HttpRequest,
     name: web::Path<String>,
-    body: web::Bytes,
+    SignedBody(body): SignedBody,
 ) -> Result<HttpResponse, ApiError> {
     let Some(bridge) = state.channels.bridges.get(name.as_str()) else {
         return Err(ApiError::NotFound);
@@ -139,9 +143,14 @@ async fn accept(channel: &Slot<ChannelBridge>, message: InboundMessage) -> Resul
 }
 
 fn client(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+    use actix_web::HttpMessage;
+    match req.extensions().get::<Client>() {
+        Some(client) => client.addr.to_string(),
+        None => req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+    }
 }
 
 /// `GET /api/v1/channels` (read).

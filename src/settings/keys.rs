@@ -22,6 +22,10 @@ pub enum Kind {
     Url,
     /// A positive number.
     Float,
+    /// A list of host names or IP addresses, each with an optional `:port`.
+    HostList,
+    /// A list of CIDRs or IP addresses.
+    CidrList,
 }
 
 /// One settings key. `*` in a path segment matches one name (a bridge's name).
@@ -74,6 +78,26 @@ pub const KEYS: &[KeySpec] = &[
         },
     ),
     k("gateway.workers", Kind::UInt { min: 0, max: 64 }),
+    k("gateway.allowed_hosts", Kind::HostList),
+    k("gateway.trusted_proxies", Kind::CidrList),
+    k(
+        "gateway.body_timeout_seconds",
+        Kind::UInt { min: 1, max: 3600 },
+    ),
+    k(
+        "gateway.max_connections_per_ip",
+        Kind::UInt {
+            min: 0,
+            max: 1_000_000,
+        },
+    ),
+    k(
+        "gateway.max_unauthenticated_bodies",
+        Kind::UInt {
+            min: 1,
+            max: 100_000,
+        },
+    ),
     k("providers.openai.api_base", Kind::Url),
     k("providers.openai.model", Kind::Str),
     k("providers.openai.api_key", Kind::Secret),

@@ -150,6 +150,39 @@ fn bad_values_name_key_source_and_allowed() {
 }
 
 #[test]
+fn edge_lists_are_checked_entry_by_entry() {
+    check_rejects(
+        "KAFCLAW_GATEWAY_ALLOWED_HOSTS",
+        "ok.example.com, https://bad.example.com",
+        &[
+            "gateway.allowed_hosts",
+            "\"https://bad.example.com\"",
+            "host name",
+        ],
+    );
+    check_rejects(
+        "KAFCLAW_GATEWAY_TRUSTED_PROXIES",
+        "10.0.0.0/8,10.0.0.1/8",
+        &["gateway.trusted_proxies", "\"10.0.0.1/8\"", "host bits"],
+    );
+    check_rejects(
+        "KAFCLAW_GATEWAY_BODY_TIMEOUT_SECONDS",
+        "0",
+        &["gateway.body_timeout_seconds", "1-3600"],
+    );
+    let mut f = fixture();
+    f.env("KAFCLAW_GATEWAY_ALLOWED_HOSTS", "a.example, b.example:8443");
+    f.env("KAFCLAW_GATEWAY_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8");
+    let s = f.load().unwrap();
+    assert_eq!(s.gateway.allowed_hosts, ["a.example", "b.example:8443"]);
+    assert_eq!(s.gateway.trusted_proxies, ["127.0.0.1", "10.0.0.0/8"]);
+    let defaults = fixture().load().unwrap();
+    assert_eq!(defaults.gateway.body_timeout_seconds, 10);
+    assert!(defaults.gateway.allowed_hosts.is_empty());
+    assert!(defaults.gateway.trusted_proxies.is_empty());
+}
+
+#[test]
 fn a_bad_config_file_value_names_the_file() {
     let f = fixture();
     f.config(r#"{"gateway":{"port":"eighty"}}"#);

@@ -6,6 +6,7 @@ mod agent;
 mod auth;
 mod channels;
 mod confinement;
+mod edge;
 mod harness;
 mod incidents;
 mod limits;
