@@ -7,6 +7,7 @@ mod auth;
 mod channels;
 mod harness;
 mod incidents;
+mod lifecycle;
 mod limits;
 mod metrics;
 mod model_server;
