@@ -25,6 +25,19 @@ use crate::supervisor::{Ping, Pong, Slot};
 /// The channel name of turns that come from `POST /chat` (not a channel bridge).
 pub const API_CHANNEL: &str = "api";
 
+/// The stored session key of a `POST /chat` turn: `api:<principal>:<session>`, both parts
+/// percent-encoded (so neither holds a `:`), so the same `session` name from two principals
+/// (token names, or `local`) is two conversations, and no choice of names makes two pairs
+/// meet. Channel session keys start with their scope's name (`room:`, `user:`, …), never `api:`.
+pub fn api_session_key(principal: &str, session: &str) -> String {
+    use crate::channel::session::encode_component;
+    format!(
+        "{API_CHANNEL}:{}:{}",
+        encode_component(principal),
+        encode_component(session)
+    )
+}
+
 /// The tool surface in force at run time: the restriction set by control messages
 /// (`restrict_tools`, `lockdown`) and per-sender blocks. Shared with the admin side.
 #[derive(Clone, Default)]
