@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use kafclaw_actors::audit::{AuditKey, AuditKind, AuditLog};
+use kafclaw_actors::audit::{AuditKey, AuditKind, AuditLog, RecordedHead};
 use kafclaw_actors::clock;
 use kafclaw_actors::fsutil::{self, DIR_MODE, FILE_MODE};
 use kafclaw_actors::paths::Home;
@@ -182,8 +182,15 @@ fn create_offline(
     let mut settings = checks::load_settings(home, env).map_err(|e| e.to_string())?;
     let core = crate::core::open(home, &mut settings, env).map_err(|e| e.to_string())?;
     let summary = create(home, &core.db, out, sealed_key)?;
-    let mut log = AuditLog::open(&home.audit_dir(), core.audit_key.clone(), &settings.audit)
+    let recorded = RecordedHead::for_home(home, Some(&core.db))
         .map_err(|e| format!("the backup was written but cannot be audited: {e}"))?;
+    let mut log = AuditLog::open_recorded(
+        &home.audit_dir(),
+        core.audit_key.clone(),
+        &settings.audit,
+        recorded,
+    )
+    .map_err(|e| format!("the backup was written but cannot be audited: {e}"))?;
     log.append(
         AuditKind::BackupCreated,
         &checks::cli_actor(),
@@ -275,6 +282,9 @@ fn fill(
     }
     db.export_to(&dir.join("timeline.db"))
         .map_err(|e| e.to_string())?;
+    // The export may name a later audit head than the segments copied before it: the
+    // restored home must expect exactly the copied log.
+    record_copied_head(&dir.join("timeline.db"), &audit_dir)?;
 
     let mut redacted = Vec::new();
     if let Ok(text) = std::fs::read_to_string(home.config_file()) {
@@ -420,6 +430,24 @@ pub fn audit_head(dir: &Path) -> Value {
         }
     }
     json!({"seq": 0, "hash": kafclaw_actors::audit::GENESIS_PREV})
+}
+
+/// Sets the recorded audit head in the exported store at `store` to the head of the copied
+/// segments in `audit_dir`.
+fn record_copied_head(store: &Path, audit_dir: &Path) -> Result<(), String> {
+    let head = audit_head(audit_dir);
+    let head = kafclaw_actors::audit::AuditHead {
+        seq: head["seq"].as_u64().unwrap_or(0),
+        hash: head["hash"].as_str().unwrap_or_default().to_string(),
+    };
+    let db = StoreDb::open(store).map_err(|e| e.to_string())?;
+    // No head file in the archive: the store's record is the one that travels.
+    let recorded =
+        RecordedHead::new(store.join("no-head-file"), Some(&db)).map_err(|e| e.to_string())?;
+    recorded
+        .replace_in_store(&head)
+        .map_err(|e| e.to_string())?;
+    db.flush_blocking().map_err(|e| e.to_string())
 }
 
 /// Seals the vault key file's bytes under `passphrase`.
@@ -807,6 +835,18 @@ fn restore(
         removed.map_err(|e| format!("cannot remove {}: {e}", p.display()))?;
     }
     home.ensure_state_dirs().map_err(|e| e.to_string())?;
+    // A head file from the replaced log would name records the restored one never had; the
+    // restored store carries the head of the restored log.
+    match std::fs::remove_file(home.audit_head_file()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot remove {}: {e}",
+                home.audit_head_file().display()
+            ))
+        }
+    }
     copy_tree(&path.join("timeline.db"), &home.store_dir())?;
     let mut segments = 0;
     for entry in std::fs::read_dir(path.join("audit"))

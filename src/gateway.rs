@@ -138,6 +138,7 @@ async fn serve(
         audit,
         audit_key,
         audit_sink: _,
+        audit_head,
         approvals,
         agent,
         tokens,
@@ -345,6 +346,7 @@ async fn serve(
             serde_json::json!({"exit_code": exit_code}),
         )
         .await;
+    write_head_file(&audit, &audit_head).await;
     if let Some(addr) = store.addr() {
         let _ = addr.send(Flush).await;
     }
@@ -372,5 +374,25 @@ async fn record(
         .await;
     if !matches!(result, Ok(Ok(_))) {
         tracing::error!(kind, "cannot record a timeline event");
+    }
+}
+
+/// Writes the chain's durable head to `~/.kafclaw/audit.head` (a clean stop): cutting records
+/// from the segments afterwards is then visible even without the store.
+async fn write_head_file(
+    audit: &kafclaw_actors::supervisor::Slot<kafclaw_actors::audit::AuditChainer>,
+    recorded: &kafclaw_actors::audit::RecordedHead,
+) {
+    let Some(addr) = audit.addr() else {
+        tracing::error!("the audit chainer is not running; the head file is not written");
+        return;
+    };
+    match addr.send(kafclaw_actors::audit::GetHead).await {
+        Ok(head) => {
+            if let Err(e) = recorded.write_file(&head) {
+                tracing::error!(error = %e, "cannot write the audit head file");
+            }
+        }
+        Err(_) => tracing::error!("the audit chainer is not running; the head file is not written"),
     }
 }

@@ -13,7 +13,7 @@ use kafclaw_actors::agent::{
     ToolSurface,
 };
 use kafclaw_actors::approval::Approvals;
-use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay};
+use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay, RecordedHead};
 use kafclaw_actors::channel::dispatch::{http_client, DispatchTarget, Dispatcher};
 use kafclaw_actors::channel::outbox::Backoff;
 use kafclaw_actors::channel::pairing::PairingSettings;
@@ -54,6 +54,9 @@ pub struct Services {
     pub audit_key: AuditKey,
     /// Appends to the current audit chainer (survives chainer restarts).
     pub audit_sink: Recipient<AppendRecord>,
+    /// The audit head recorded apart from the segments (the head file is written at a clean
+    /// stop).
+    pub audit_head: RecordedHead,
     /// Tool approvals.
     pub approvals: Slot<Approvals>,
     /// The agent.
@@ -90,13 +93,14 @@ pub fn start(
         store,
         vault,
         audit,
+        audit_head,
         relay,
         approvals,
         monitor_slot,
         signals,
     } = trust_children(
         &mut tree, home, settings, &db, vault, passphrase, &audit_key,
-    );
+    )?;
 
     let executor = start_executor(&mut tree, home, settings, relay.clone(), &signals)?;
 
@@ -196,6 +200,7 @@ pub fn start(
         audit,
         audit_key,
         audit_sink: relay,
+        audit_head,
         approvals,
         agent,
         tokens,
@@ -212,6 +217,7 @@ struct Trust {
     store: Slot<Store>,
     vault: Slot<SecretVault>,
     audit: Slot<AuditChainer>,
+    audit_head: RecordedHead,
     relay: Recipient<AppendRecord>,
     approvals: Slot<Approvals>,
     monitor_slot: Slot<IncidentMonitor>,
@@ -226,7 +232,7 @@ fn trust_children(
     vault: kafclaw_actors::vault::Vault,
     passphrase: Option<SecretValue>,
     audit_key: &AuditKey,
-) -> Trust {
+) -> Result<Trust, String> {
     // The trust core first: store, vault, audit.
     let store_db = db.clone();
     let store = tree.child(
@@ -250,12 +256,19 @@ fn trust_children(
     let audit_dir = home.audit_dir();
     let audit_settings = settings.audit.clone();
     let chain_key = audit_key.clone();
+    let audit_head = RecordedHead::for_home(home, Some(db)).map_err(|e| e.to_string())?;
+    let chain_head = audit_head.clone();
     let audit = tree.child(
         "audit",
         RestartPolicy::Permanent,
         Box::new(move || {
-            AuditChainer::open(&audit_dir, chain_key.clone(), &audit_settings)
-                .map_err(|e| e.to_string())
+            AuditChainer::open_recorded(
+                &audit_dir,
+                chain_key.clone(),
+                &audit_settings,
+                chain_head.clone(),
+            )
+            .map_err(|e| e.to_string())
         }),
     );
     let relay = AuditRelay::new(audit.clone())
@@ -282,15 +295,16 @@ fn trust_children(
         }),
     );
 
-    Trust {
+    Ok(Trust {
         store,
         vault,
         audit,
+        audit_head,
         relay,
         approvals,
         monitor_slot,
         signals,
-    }
+    })
 }
 
 /// The trust core alone, for operator commands run without a gateway: nothing that talks to
@@ -329,7 +343,7 @@ pub fn start_offline(
     let mut tree = SupervisorBuilder::new(settings.supervisor.clone());
     let trust = trust_children(
         &mut tree, home, settings, &db, vault, passphrase, &audit_key,
-    );
+    )?;
     let (supervisor, _events) = tree.start()?;
     Ok(OfflineServices {
         supervisor,
