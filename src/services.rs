@@ -18,6 +18,7 @@ use kafclaw_actors::channel::dispatch::{http_client, DispatchTarget, Dispatcher}
 use kafclaw_actors::channel::outbox::Backoff;
 use kafclaw_actors::channel::pairing::PairingSettings;
 use kafclaw_actors::channel::{ChannelBridge, ChannelConfig, ChannelKind, ChannelLinks};
+use kafclaw_actors::drain::Drain;
 use kafclaw_actors::executor::{ExecSettings, ToolExecutor};
 use kafclaw_actors::incident::{IncidentMonitor, MonitorLinks, WebhookKey};
 use kafclaw_actors::paths::Home;
@@ -71,6 +72,10 @@ pub struct Services {
     pub channel_settings: ChannelsSettings,
     /// What control messages act on (channels, tool surface, lockout, tokens, …).
     pub control: ControlContext,
+    /// The stop gate of the agent's turns and the channels' hand-overs.
+    pub drain: Drain,
+    /// Every channel's dispatcher (told to finish its sends at a stop).
+    pub dispatchers: Vec<Slot<Dispatcher>>,
 }
 
 /// Starts every child under one supervisor (inside an actix system). `core.vault` serves the
@@ -119,12 +124,14 @@ pub fn start(
     .map_err(|e| e.to_string())?;
     let surface = ToolSurface::default();
     crate::admin::restore_surface(&db, &surface);
+    let drain = Drain::new();
     let links = AgentLinks {
         executor,
         approvals: approvals.clone(),
         store: store.clone(),
         surface: surface.clone(),
         usage: Some(signals.clone().recipient()),
+        drain: drain.clone(),
     };
     let agent_settings = AgentSettings {
         max_tool_iterations: settings.model.max_tool_iterations,
@@ -145,13 +152,14 @@ pub fn start(
     );
 
     let channel_settings = ChannelsSettings::from_settings(settings)?;
-    let channels = start_channels(
+    let (channels, dispatchers) = start_channels(
         &mut tree,
         &db,
         &channel_settings,
         &agent,
         relay.clone(),
         &signals,
+        &drain,
     )?;
 
     let lockout = &settings.security.auth_lockout;
@@ -208,6 +216,8 @@ pub fn start(
         signals,
         channel_settings,
         control,
+        drain,
+        dispatchers,
     })
 }
 
@@ -398,7 +408,8 @@ fn start_channels(
     agent: &Slot<Agent>,
     audit: Recipient<AppendRecord>,
     signals: &Addr<Forward<IncidentMonitor>>,
-) -> Result<BTreeMap<String, Slot<ChannelBridge>>, String> {
+    drain: &Drain,
+) -> Result<ChannelSlots, String> {
     let mut configs: Vec<(ChannelConfig, DispatchTarget)> = Vec::new();
     if let Some(wa) = &settings.whatsapp {
         let token = wa.access_token.as_ref().map(|t| t.expose()).unwrap_or("");
@@ -456,6 +467,7 @@ fn start_channels(
             agent: router.clone().recipient(),
             audit: audit.clone(),
             unknown_senders: Some(signals.clone().recipient()),
+            drain: drain.clone(),
         };
         let channel_db = db.clone();
         tree.child_on_own_thread(
@@ -481,8 +493,14 @@ fn start_channels(
             }),
         );
     }
-    Ok(channel_slots.into_iter().collect())
+    Ok((
+        channel_slots.into_iter().collect(),
+        dispatch_slots.into_values().collect(),
+    ))
 }
+
+/// Every channel bridge by name, and every dispatcher.
+type ChannelSlots = (BTreeMap<String, Slot<ChannelBridge>>, Vec<Slot<Dispatcher>>);
 
 /// The model provider's client, or `None` when no model is configured.
 fn provider_client(settings: &Settings) -> Result<Option<ChatClient>, String> {

@@ -221,6 +221,9 @@ pub struct GatewaySettings {
     pub max_connections: usize,
     /// Workers per listener (0 = automatic).
     pub workers: usize,
+    /// How long SIGTERM/SIGINT waits for in-flight turns, tool runs and reply sends before the
+    /// process exits anyway (what did not finish stays in the inbox).
+    pub shutdown_grace_seconds: u64,
 }
 
 impl GatewaySettings {

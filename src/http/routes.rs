@@ -289,6 +289,9 @@ pub async fn chat(
         }
         Err(AgentError::Budget(message)) => Err(ApiError::BudgetExceeded(message)),
         Err(AgentError::Provider(message)) => Err(ApiError::BadGateway(message)),
+        Err(AgentError::ShuttingDown) => Err(ApiError::Unavailable(
+            "the gateway is shutting down; nothing was run, send it again".into(),
+        )),
         Err(other) => Err(ApiError::internal(other)),
     }
 }

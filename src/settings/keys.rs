@@ -74,6 +74,10 @@ pub const KEYS: &[KeySpec] = &[
         },
     ),
     k("gateway.workers", Kind::UInt { min: 0, max: 64 }),
+    k(
+        "gateway.shutdown_grace_seconds",
+        Kind::UInt { min: 1, max: 300 },
+    ),
     k("providers.openai.api_base", Kind::Url),
     k("providers.openai.model", Kind::Str),
     k("providers.openai.api_key", Kind::Secret),

@@ -16,6 +16,7 @@ use super::{
     run_turn, system_prompt, Budget, SessionHistory, ToolResult, ToolRunner, TurnContext, TurnError,
 };
 use crate::approval::{ApprovalOutcome, Approvals, RequestApproval};
+use crate::drain::Drain;
 use crate::executor::{ExecuteTool, OutcomeStatus, ToolExecutor};
 use crate::policy::{Restriction, SenderKind, Tool};
 use crate::provider::{ChatClient, ToolCall, Usage};
@@ -116,6 +117,9 @@ pub struct AgentLinks {
     pub surface: ToolSurface,
     /// Token usage per turn, for the incident monitor's spike detection.
     pub usage: Option<Recipient<crate::incident::TokenUsageSignal>>,
+    /// The stop gate: a turn is work in flight from its session's turn to its reply; once
+    /// closed, turns not yet started answer [`AgentError::ShuttingDown`].
+    pub drain: Drain,
 }
 
 /// Agent settings (`model.*`, paths).
@@ -230,6 +234,10 @@ pub enum AgentError {
     /// The provider failed (a clean message, no keys or URLs).
     #[error("{0}")]
     Provider(String),
+    /// The gateway is stopping and the turn had not started: nothing of it ran (a channel
+    /// message stays in the inbox for the next start).
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     /// Something else; the detail is logged.
     #[error("the agent could not answer: {0}")]
     Internal(String),
@@ -250,6 +258,11 @@ impl Handler<RunTurn> for Agent {
         Box::pin(async move {
             // One turn at a time per session, in arrival order (tokio's mutex is FIFO).
             let _turn = lock.lock().await;
+            // Checked once it is this turn's turn: a turn queued behind one that is draining
+            // does not start.
+            let Some(_work) = links.drain.begin() else {
+                return Err(AgentError::ShuttingDown);
+            };
             run_one(client, history, budget, links, settings, msg).await
         })
     }
