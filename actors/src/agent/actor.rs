@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{
     run_turn, system_prompt, Budget, SessionHistory, ToolResult, ToolRunner, TurnContext, TurnError,
 };
-use crate::approval::{ApprovalOutcome, Approvals, RequestApproval};
+use crate::approval::{ApprovalOutcome, Approvals, RequestApproval, WithdrawForTurn};
 use crate::drain::Drain;
 use crate::executor::{ExecuteTool, OutcomeStatus, ToolExecutor};
 use crate::policy::{Restriction, SenderKind, Tool};
@@ -418,6 +418,29 @@ impl ExecutorTools {
     }
 }
 
+impl ExecutorTools {
+    /// Resolves once the operator's runtime restriction forbids `tool` (of `tier`) for this
+    /// turn's sender: a restriction applied while the call waits for an approval.
+    async fn restricted_meanwhile(&self, tool: &str, tier: u8) {
+        loop {
+            tokio::time::sleep(RESTRICTION_POLL).await;
+            let (restriction, blocked) = self
+                .links
+                .surface
+                .restriction_for(&self.turn.channel, &self.turn.sender_id);
+            if blocked
+                || restriction.denied_tools.contains(tool)
+                || restriction.max_tier.is_some_and(|max| tier > max)
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// How often a call waiting for an approval looks at the runtime restriction.
+const RESTRICTION_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl ToolRunner for ExecutorTools {
     async fn run(&self, call: ToolCall) -> ToolResult {
         let outcome = match self.execute(self.call(&call, None)).await {
@@ -438,6 +461,7 @@ impl ToolRunner for ExecutorTools {
             return ToolResult::denied("approval required, but approvals are unavailable");
         };
         let tier = crate::policy::Tool::from_name(&call.name).map_or(2, |t| t.tier());
+        let trace_id = self.turn.trace_id.clone();
         let request = RequestApproval {
             tool: call.name.clone(),
             tier,
@@ -447,7 +471,23 @@ impl ToolRunner for ExecutorTools {
             session: self.turn.session.clone(),
             trace_id: self.turn.trace_id.clone(),
         };
-        match approvals.send(request).await {
+        let waiting = approvals.send(request);
+        tokio::pin!(waiting);
+        let answer = tokio::select! {
+            answer = &mut waiting => answer,
+            () = self.restricted_meanwhile(&call.name, tier) => {
+                // Nobody may approve it any more: withdraw the request and decide again, so
+                // the model gets the restriction as the result (audited as a denial).
+                let withdraw = WithdrawForTurn { trace_id, tool: call.name.clone() };
+                let _ = approvals.send(withdraw).await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), waiting).await;
+                return match self.execute(self.call(&call, None)).await {
+                    Ok(outcome) => ToolResult::output(outcome.content),
+                    Err(e) => ToolResult::denied(format!("the tool could not run: {e}")),
+                };
+            }
+        };
+        match answer {
             Ok(Ok(ApprovalOutcome::Approved { id, .. })) => {
                 match self.execute(self.call(&call, Some(id))).await {
                     Ok(outcome) => ToolResult::output(outcome.content),

@@ -129,3 +129,52 @@ async fn the_denial_is_audited_as_a_decision() {
     assert_eq!(decided[0]["data"]["decision"], "deny");
     assert_eq!(decided[0]["data"]["sender_kind"], "owner");
 }
+
+#[tokio::test]
+async fn a_lockdown_while_an_owner_waits_for_an_approval_ends_the_wait() {
+    // The owner's configured limit asks for an approval; the lockdown that follows means nobody
+    // may give it: the request is withdrawn, audited, and the turn goes on with the reason.
+    let server = ModelServer::start(vec![
+        model_server::tool_call("write_file", json!({"path": "w.txt", "content": "x"})),
+        model_server::text("done", 1, 1),
+    ]);
+    let gw = Gateway::start(with_model(&server).env("KAFCLAW_TOOLS_POLICY_MAX_TIER_OWNER", "0"));
+    let turn = tokio::spawn({
+        let url = gw.gw_url("/chat");
+        async move {
+            let res = crate::harness::client()
+                .post(url)
+                .header("Authorization", format!("Bearer {TOKEN}"))
+                .timeout(TURN)
+                .json(&json!({"message": "write"}))
+                .send()
+                .await
+                .expect("the turn ends once the lockdown withdraws the approval");
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    });
+    let start = std::time::Instant::now();
+    loop {
+        let pending = admin_get(&gw, "/api/v1/approvals").await;
+        if pending.as_array().is_some_and(|a| a.len() == 1) {
+            break;
+        }
+        assert!(start.elapsed() < TURN, "no approval request appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    control(&gw, json!({"type": "lockdown", "reason": "drill"})).await;
+    let (status, body) = turn.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reply"], "done");
+    assert_denied_by_operator(&last_tool_result(&server.seen()[1]), "withdrawn");
+    assert_eq!(admin_get(&gw, "/api/v1/approvals").await, json!([]));
+    assert!(!gw.home_path().join(".kafclaw/work-repo/w.txt").exists());
+    let audit =
+        std::fs::read_to_string(gw.home_path().join(".kafclaw/audit/audit-000001.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"approval.decided\"") && l.contains("\"actor\":\"restriction\"")),
+        "the withdrawal is on the record"
+    );
+}
