@@ -133,3 +133,25 @@ async fn the_same_token_keeps_its_session() {
     assert!(messages_text(&seen[3]).contains("default-one"));
     assert!(!messages_text(&seen[3]).contains("remember-me-123"));
 }
+
+#[tokio::test]
+async fn the_query_string_form_is_bound_to_the_principal_too() {
+    let server = ModelServer::start(vec![]);
+    server.fallback(model_server::text("noted", 1, 1));
+    let (gw, alice, bob) = two_callers(&server);
+    let post = |token: String, query: &'static str| {
+        crate::harness::client()
+            .post(format!("{}?{query}", gw.gw_url("/chat")))
+            .header("Authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let res = post(alice, "message=alice-secret-77&session=q")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = post(bob, "message=hello&session=q").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["session"], "q");
+    assert!(!messages_text(&server.seen()[1]).contains("alice-secret-77"));
+}
