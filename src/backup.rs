@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use kafclaw_actors::audit::{AuditKind, AuditLog};
+use kafclaw_actors::audit::{AuditKind, AuditLog, RecordedHead};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::vault::BACKUP_KEY_NAME;
 
@@ -272,8 +272,15 @@ fn create_offline(
         workspace,
     };
     let summary = create(home, &core.db, dest, inputs)?;
-    let mut log = AuditLog::open(&home.audit_dir(), core.audit_key.clone(), &settings.audit)
+    let recorded = RecordedHead::for_home(home, Some(&core.db))
         .map_err(|e| format!("the backup was written but cannot be audited: {e}"))?;
+    let mut log = AuditLog::open_recorded(
+        &home.audit_dir(),
+        core.audit_key.clone(),
+        &settings.audit,
+        recorded,
+    )
+    .map_err(|e| format!("the backup was written but cannot be audited: {e}"))?;
     log.append(
         AuditKind::BackupCreated,
         &checks::cli_actor(),

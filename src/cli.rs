@@ -257,7 +257,13 @@ pub enum AuditCommand {
         from: Option<u64>,
     },
     /// Cut a torn last line (after a crash) and record that it was done. Gateway must be stopped.
-    Repair,
+    /// Refuses a log that ends before its recorded head unless --accept-missing is given.
+    Repair {
+        /// Accept that the records after the log's last one are gone (they were cut from the
+        /// end): the repair record names them and the chain goes on after it.
+        #[arg(long)]
+        accept_missing: bool,
+    },
 }
 
 /// `kafclaw gateway`.

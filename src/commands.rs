@@ -7,6 +7,7 @@ use std::io::Read;
 
 use serde_json::Value;
 
+use kafclaw_actors::audit::{AuditError, RecordedHead, RepairOptions};
 use kafclaw_actors::paths::Home;
 
 use crate::cli::{ApprovalsCommand, AuditCommand, PairingCommand, SecretsCommand, TokenCommand};
@@ -216,7 +217,7 @@ pub fn audit(cmd: AuditCommand, ctx: CommandEnv<'_>) -> i32 {
                 )
             })
         }
-        AuditCommand::Repair => repair(ctx),
+        AuditCommand::Repair { accept_missing } => repair(ctx, accept_missing),
     }
 }
 
@@ -232,7 +233,12 @@ fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
         Ok(core) => core,
         Err(e) => return Outcome::Error(e.to_string()),
     };
-    match kafclaw_actors::audit::verify(&ctx.home.audit_dir(), &core.audit_key, from) {
+    let recorded = match RecordedHead::for_home(ctx.home, Some(&core.db)).and_then(|h| h.read()) {
+        Ok(recorded) => recorded,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let dir = ctx.home.audit_dir();
+    match kafclaw_actors::audit::verify_against(&dir, &core.audit_key, from, recorded.as_ref()) {
         Ok(report) => Outcome::Done(serde_json::json!({
             "records": report.records,
             "head_seq": report.head_seq,
@@ -243,7 +249,7 @@ fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
     }
 }
 
-fn repair(mut ctx: CommandEnv<'_>) -> i32 {
+fn repair(mut ctx: CommandEnv<'_>, accept_missing: bool) -> i32 {
     if control::socket_path(ctx.home).exists()
         && control::send(ctx.home, &Operation::SecretList)
             .ok()
@@ -260,32 +266,73 @@ fn repair(mut ctx: CommandEnv<'_>) -> i32 {
             return 2;
         }
     };
-    match kafclaw_actors::audit::repair(&ctx.home.audit_dir(), &core.audit_key, &ctx.settings.audit)
-    {
-        Ok(report) => {
-            let value = serde_json::json!({
-                "segment": report.segment,
-                "bytes_cut": report.bytes_cut,
-                "newline_restored": report.newline_restored,
-                "record_seq": report.record.as_ref().map(|r| r.seq),
-            });
-            if ctx.json {
-                println!("{value}");
-            } else if report.segment.is_none() {
-                println!("nothing to repair");
-            } else {
-                println!(
-                    "repaired {}: cut {} bytes; recorded as audit.repaired",
-                    report.segment.unwrap_or_default(),
-                    report.bytes_cut
-                );
-            }
+    let options = match RecordedHead::for_home(ctx.home, Some(&core.db)) {
+        Ok(recorded) => RepairOptions {
+            recorded: Some(recorded),
+            accept_missing,
+        },
+        Err(e) => {
+            eprintln!("kafclaw: {e}");
+            return 2;
+        }
+    };
+    let dir = ctx.home.audit_dir();
+    let repaired =
+        kafclaw_actors::audit::repair(&dir, &core.audit_key, &ctx.settings.audit, &options);
+    let flushed = core.db.flush_blocking();
+    match (repaired, flushed) {
+        (Ok(report), Ok(())) => {
+            print_repair(&report, ctx.json);
             0
         }
-        Err(e) => {
+        (Ok(_), Err(e)) => {
+            eprintln!("kafclaw: the repair is done but the store could not be flushed: {e}");
+            2
+        }
+        // A chain short of its recorded head is a finding, not a usage error: exit 1.
+        (Err(e @ (AuditError::TailMissing { .. } | AuditError::HeadMismatch { .. })), _) => {
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string()})
+                );
+            } else {
+                println!("FAIL {e}");
+            }
+            1
+        }
+        (Err(e), _) => {
             eprintln!("kafclaw: {e}");
             2
         }
+    }
+}
+
+fn print_repair(report: &kafclaw_actors::audit::RepairReport, json: bool) {
+    if json {
+        let value = serde_json::json!({
+            "segment": report.segment,
+            "bytes_cut": report.bytes_cut,
+            "newline_restored": report.newline_restored,
+            "record_seq": report.record.as_ref().map(|r| r.seq),
+            "missing": report.missing,
+        });
+        println!("{value}");
+        return;
+    }
+    let Some(segment) = &report.segment else {
+        println!("nothing to repair");
+        return;
+    };
+    println!(
+        "repaired {segment}: cut {} bytes; recorded as audit.repaired",
+        report.bytes_cut
+    );
+    if let Some(missing) = report.missing {
+        println!(
+            "accepted: records after seq {} are missing (the recorded head was record {}); the chain goes on from the repair record",
+            missing.after_seq, missing.recorded_seq
+        );
     }
 }
 

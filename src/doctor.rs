@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use kafclaw_actors::audit::{AuditKey, AuditKind, AuditLog};
+use kafclaw_actors::audit::{AuditKey, AuditKind, AuditLog, RecordedHead};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::TreeName;
 use kafclaw_actors::vault::AUDIT_KEY_NAME;
@@ -375,10 +375,13 @@ impl<'a> Fixer<'a> {
             .expose()
             .try_into()
             .map_err(|_| "the audit key is not 32 bytes".to_string())?;
-        let mut log = AuditLog::open(
+        let recorded = RecordedHead::for_home(self.home, self.trust().db.as_ref())
+            .map_err(|e| e.to_string())?;
+        let mut log = AuditLog::open_recorded(
             &self.home.audit_dir(),
             AuditKey::from_bytes(bytes),
             audit_settings,
+            recorded,
         )
         .map_err(|e| e.to_string())?;
         let actor = checks::cli_actor();

@@ -9,6 +9,7 @@ use actix_web::web;
 use tokio::signal::unix::{signal, SignalKind};
 
 use kafclaw_actors::audit::AuditKind;
+use kafclaw_actors::channel::dispatch::{Dispatcher, FinishSends};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::{Flush, RecordEvent, Store};
 use kafclaw_actors::supervisor::{RestartPolicy, SupervisionEvent};
@@ -200,6 +201,7 @@ async fn serve(
         audit,
         audit_key,
         audit_sink: _,
+        audit_head,
         approvals,
         agent,
         tokens,
@@ -207,6 +209,8 @@ async fn serve(
         signals,
         channel_settings,
         control,
+        drain,
+        dispatchers,
     } = services;
     let channel_edge = crate::channels::ChannelEdge::new(&channel_settings, &control.channels);
 
@@ -363,40 +367,149 @@ async fn serve(
     };
 
     tracing::info!(exit_code, "shutting down");
-    let graceful = exit_code == 0;
-    let stopping = futures_util::future::join_all(handles.iter().map(|h| h.stop(graceful)));
-    if tokio::time::timeout(Duration::from_secs(8), stopping)
-        .await
-        .is_err()
-    {
-        tracing::warn!("listeners did not stop within 8 s; closing");
+    let stop = Stop {
+        began: tokio::time::Instant::now(),
+        grace: Duration::from_secs(gw.shutdown_grace_seconds),
+    };
+    if exit_code == 0 {
+        let work = Draining {
+            listeners: &handles,
+            drain: &drain,
+            dispatchers: &dispatchers,
+        };
+        work.finish(stop.drain_deadline(), &mut sigint, &mut sigterm)
+            .await;
+    } else {
+        drain.close();
+        futures_util::future::join_all(handles.iter().map(|h| h.stop(false))).await;
     }
-    crate::control::remove_socket(&home);
-    if let Err(e) = tokens.persist_last_used().await {
-        tracing::warn!(error = %e, "cannot persist token last-use times");
+    let finished = Finishing {
+        home: &home,
+        tokens: &tokens,
+        store: &store,
+        state: &state,
+        audit: &audit,
+        audit_head: &audit_head,
+        db: &db,
+    };
+    // The final records and flushes fit in the same bound: the contract's exit within it.
+    match tokio::time::timeout_at(stop.hard_deadline(), finished.run(exit_code)).await {
+        Ok(code) => code,
+        Err(_) => {
+            tracing::error!("the final audit record and flushes did not finish within gateway.shutdown_grace_seconds");
+            1
+        }
     }
-    record(
-        &store,
-        "gateway.stopped",
-        serde_json::json!({"exit_code": exit_code}),
-    )
-    .await;
-    let _ = state
-        .audit(
-            AuditKind::GatewayStopped,
-            "system",
-            "gateway",
-            serde_json::json!({"exit_code": exit_code}),
-        )
-        .await;
-    if let Some(addr) = store.addr() {
-        let _ = addr.send(Flush).await;
+}
+
+/// The time budget of a stop: `gateway.shutdown_grace_seconds` from the signal to the exit.
+struct Stop {
+    /// When the stop began (the signal).
+    began: tokio::time::Instant,
+    /// `gateway.shutdown_grace_seconds`.
+    grace: Duration,
+}
+
+impl Stop {
+    /// In-flight work is waited for until here; the rest of the grace is kept for the final
+    /// audit record and flushes (a tenth of it, between 250 ms and 1 s).
+    fn drain_deadline(&self) -> tokio::time::Instant {
+        let reserve = (self.grace / 10).clamp(Duration::from_millis(250), Duration::from_secs(1));
+        self.began + self.grace.saturating_sub(reserve)
     }
-    if let Err(e) = db.flush().await {
-        tracing::error!(error = %e, "final store flush failed");
-        return 1;
+
+    /// The process exits by here.
+    fn hard_deadline(&self) -> tokio::time::Instant {
+        self.began + self.grace
     }
-    exit_code
+}
+
+/// What a graceful stop waits for.
+struct Draining<'a> {
+    /// Both HTTP servers.
+    listeners: &'a [actix_web::dev::ServerHandle],
+    /// The gate of turns and channel hand-overs.
+    drain: &'a kafclaw_actors::drain::Drain,
+    /// Every channel's dispatcher.
+    dispatchers: &'a [kafclaw_actors::supervisor::Slot<Dispatcher>],
+}
+
+impl Draining<'_> {
+    /// Stops accepting (listeners closed, no new turn or channel hand-over), then waits until
+    /// the turns, tool runs and HTTP requests in flight are done and the dispatchers have sent
+    /// what those turns queued, or until `deadline`, or a second signal. What did not finish
+    /// stays durable: its channel message is still in the inbox for the next start.
+    async fn finish(
+        &self,
+        deadline: tokio::time::Instant,
+        sigint: &mut tokio::signal::unix::Signal,
+        sigterm: &mut tokio::signal::unix::Signal,
+    ) {
+        self.drain.close();
+        let listeners = futures_util::future::join_all(self.listeners.iter().map(|h| h.stop(true)));
+        let work = async {
+            self.drain.idle().await;
+            // Mailboxes are FIFO: the `DispatchNow` of every finished turn is handled first.
+            let finishing = self
+                .dispatchers
+                .iter()
+                .filter_map(|slot| slot.addr())
+                .map(|addr| addr.send(FinishSends));
+            futures_util::future::join_all(finishing).await;
+        };
+        let everything = futures_util::future::join(listeners, work);
+        let finished = tokio::select! {
+            done = tokio::time::timeout_at(deadline, everything) => done.is_ok(),
+            _ = sigint.recv() => false,
+            _ = sigterm.recv() => false,
+        };
+        if finished {
+            tracing::info!("in-flight work finished");
+            return;
+        }
+        tracing::warn!(
+            in_flight = self.drain.active(),
+            "in-flight work did not finish in time; unfinished channel messages stay in the inbox for the next start"
+        );
+        let forced = futures_util::future::join_all(self.listeners.iter().map(|h| h.stop(false)));
+        let _ = tokio::time::timeout(Duration::from_millis(100), forced).await;
+    }
+}
+
+/// The final steps of a stop, after the drain.
+struct Finishing<'a> {
+    home: &'a Home,
+    tokens: &'a kafclaw_actors::token::TokenRegistry,
+    store: &'a kafclaw_actors::supervisor::Slot<Store>,
+    state: &'a web::Data<AppState>,
+    audit: &'a kafclaw_actors::supervisor::Slot<kafclaw_actors::audit::AuditChainer>,
+    audit_head: &'a kafclaw_actors::audit::RecordedHead,
+    db: &'a kafclaw_actors::store::StoreDb,
+}
+
+impl Finishing<'_> {
+    /// Last-use times, the `gateway.stopped` records, the head file, the store flush.
+    async fn run(&self, exit_code: i32) -> i32 {
+        crate::control::remove_socket(self.home);
+        if let Err(e) = self.tokens.persist_last_used().await {
+            tracing::warn!(error = %e, "cannot persist token last-use times");
+        }
+        let data = serde_json::json!({"exit_code": exit_code});
+        record(self.store, "gateway.stopped", data.clone()).await;
+        let _ = self
+            .state
+            .audit(AuditKind::GatewayStopped, "system", "gateway", data)
+            .await;
+        write_head_file(self.audit, self.audit_head).await;
+        if let Some(addr) = self.store.addr() {
+            let _ = addr.send(Flush).await;
+        }
+        if let Err(e) = self.db.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+            return 1;
+        }
+        exit_code
+    }
 }
 
 async fn record(
@@ -416,5 +529,25 @@ async fn record(
         .await;
     if !matches!(result, Ok(Ok(_))) {
         tracing::error!(kind, "cannot record a timeline event");
+    }
+}
+
+/// Writes the chain's durable head to `~/.kafclaw/audit.head` (a clean stop): cutting records
+/// from the segments afterwards is then visible even without the store.
+async fn write_head_file(
+    audit: &kafclaw_actors::supervisor::Slot<kafclaw_actors::audit::AuditChainer>,
+    recorded: &kafclaw_actors::audit::RecordedHead,
+) {
+    let Some(addr) = audit.addr() else {
+        tracing::error!("the audit chainer is not running; the head file is not written");
+        return;
+    };
+    match addr.send(kafclaw_actors::audit::GetHead).await {
+        Ok(head) => {
+            if let Err(e) = recorded.write_file(&head) {
+                tracing::error!(error = %e, "cannot write the audit head file");
+            }
+        }
+        Err(_) => tracing::error!("the audit chainer is not running; the head file is not written"),
     }
 }

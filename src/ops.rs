@@ -323,8 +323,13 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
         Operation::AuditVerify { from } => {
             let dir = ctx.audit_dir.clone();
             let key = ctx.audit_key.clone();
+            // The recorded head is read before the segments: records appended meanwhile only
+            // make the segments longer than it.
+            let recorded = kafclaw_actors::audit::RecordedHead::for_home(&ctx.home, Some(&ctx.db))
+                .and_then(|head| head.read())
+                .map_err(|e| OpError::Failed(e.to_string()))?;
             let report = tokio::task::spawn_blocking(move || {
-                kafclaw_actors::audit::verify(&dir, &key, from)
+                kafclaw_actors::audit::verify_against(&dir, &key, from, recorded.as_ref())
             })
             .await
             .map_err(|_| OpError::Unavailable("verification was interrupted".into()))?

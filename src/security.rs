@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use kafclaw_actors::audit::AuditKey;
+use kafclaw_actors::audit::{AuditKey, RecordedHead};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::TreeName;
 use kafclaw_actors::vault::{SecretValue, AUDIT_KEY_NAME};
@@ -143,7 +143,7 @@ fn deep_checks(home: &Home, settings: &Settings, trust: &TrustState, report: &mu
         );
     } else {
         match &trust.vault {
-            Some(vault) => audit_chain(home, vault, report),
+            Some(vault) => audit_chain(home, vault, trust.db.as_ref(), report),
             None => report.fail(
                 "audit_chain",
                 format!(
@@ -207,7 +207,12 @@ fn deep_checks(home: &Home, settings: &Settings, trust: &TrustState, report: &mu
     leak_scan(home, settings, trust, report);
 }
 
-fn audit_chain(home: &Home, vault: &kafclaw_actors::vault::Vault, report: &mut Report) {
+fn audit_chain(
+    home: &Home,
+    vault: &kafclaw_actors::vault::Vault,
+    db: Option<&kafclaw_actors::store::StoreDb>,
+    report: &mut Report,
+) {
     let key = match vault.get(AUDIT_KEY_NAME) {
         Ok(Some(key)) => key,
         Ok(None) => {
@@ -231,7 +236,20 @@ fn audit_chain(home: &Home, vault: &kafclaw_actors::vault::Vault, report: &mut R
         );
         return;
     };
-    match kafclaw_actors::audit::verify(&home.audit_dir(), &AuditKey::from_bytes(bytes), None) {
+    // The segments must reach the head recorded apart from them (the store, the head file).
+    let recorded = match RecordedHead::for_home(home, db).and_then(|h| h.read()) {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            report.fail(
+                "audit_chain",
+                e.to_string(),
+                "keep a copy of the audit directory and the store for investigation",
+            );
+            return;
+        }
+    };
+    let key = AuditKey::from_bytes(bytes);
+    match kafclaw_actors::audit::verify_against(&home.audit_dir(), &key, None, recorded.as_ref()) {
         Ok(r) => report.pass("audit_chain", format!("ok {} records, head {}", r.records, r.head_hash)),
         Err(e) => report.fail(
             "audit_chain",

@@ -13,7 +13,7 @@ use kafclaw_actors::agent::{
     ToolSurface,
 };
 use kafclaw_actors::approval::Approvals;
-use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay};
+use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay, RecordedHead};
 use kafclaw_actors::channel::dispatch::{http_client, DispatchTarget, Dispatcher};
 use kafclaw_actors::channel::outbox::Backoff;
 use kafclaw_actors::channel::pairing::PairingSettings;
@@ -21,6 +21,7 @@ use kafclaw_actors::channel::{ChannelBridge, ChannelConfig, ChannelKind, Channel
 use kafclaw_actors::executor::{
     kernel_support, ExecSettings, ExecutorLinks, SandboxStatus, ToolExecutor,
 };
+use kafclaw_actors::drain::Drain;
 use kafclaw_actors::incident::{IncidentMonitor, MonitorLinks, WebhookKey};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::policy::PolicySettings;
@@ -56,6 +57,9 @@ pub struct Services {
     pub audit_key: AuditKey,
     /// Appends to the current audit chainer (survives chainer restarts).
     pub audit_sink: Recipient<AppendRecord>,
+    /// The audit head recorded apart from the segments (the head file is written at a clean
+    /// stop).
+    pub audit_head: RecordedHead,
     /// Tool approvals.
     pub approvals: Slot<Approvals>,
     /// The agent.
@@ -70,6 +74,10 @@ pub struct Services {
     pub channel_settings: ChannelsSettings,
     /// What control messages act on (channels, tool surface, lockout, tokens, …).
     pub control: ControlContext,
+    /// The stop gate of the agent's turns and the channels' hand-overs.
+    pub drain: Drain,
+    /// Every channel's dispatcher (told to finish its sends at a stop).
+    pub dispatchers: Vec<Slot<Dispatcher>>,
 }
 
 /// Starts every child under one supervisor (inside an actix system). `core.vault` serves the
@@ -92,13 +100,14 @@ pub fn start(
         store,
         vault,
         audit,
+        audit_head,
         relay,
         approvals,
         monitor_slot,
         signals,
     } = trust_children(
         &mut tree, home, settings, &db, vault, passphrase, &audit_key,
-    );
+    )?;
 
     let executor = start_executor(&mut tree, home, settings, relay.clone(), &signals)?;
 
@@ -117,12 +126,14 @@ pub fn start(
     .map_err(|e| e.to_string())?;
     let surface = ToolSurface::default();
     crate::admin::restore_surface(&db, &surface);
+    let drain = Drain::new();
     let links = AgentLinks {
         executor,
         approvals: approvals.clone(),
         store: store.clone(),
         surface: surface.clone(),
         usage: Some(signals.clone().recipient()),
+        drain: drain.clone(),
     };
     let agent_settings = AgentSettings {
         max_tool_iterations: settings.model.max_tool_iterations,
@@ -143,13 +154,14 @@ pub fn start(
     );
 
     let channel_settings = ChannelsSettings::from_settings(settings)?;
-    let channels = start_channels(
+    let (channels, dispatchers) = start_channels(
         &mut tree,
         &db,
         &channel_settings,
         &agent,
         relay.clone(),
         &signals,
+        &drain,
     )?;
 
     let lockout = &settings.security.auth_lockout;
@@ -198,6 +210,7 @@ pub fn start(
         audit,
         audit_key,
         audit_sink: relay,
+        audit_head,
         approvals,
         agent,
         tokens,
@@ -205,6 +218,8 @@ pub fn start(
         signals,
         channel_settings,
         control,
+        drain,
+        dispatchers,
     })
 }
 
@@ -214,6 +229,7 @@ struct Trust {
     store: Slot<Store>,
     vault: Slot<SecretVault>,
     audit: Slot<AuditChainer>,
+    audit_head: RecordedHead,
     relay: Recipient<AppendRecord>,
     approvals: Slot<Approvals>,
     monitor_slot: Slot<IncidentMonitor>,
@@ -228,7 +244,7 @@ fn trust_children(
     vault: kafclaw_actors::vault::Vault,
     passphrase: Option<SecretValue>,
     audit_key: &AuditKey,
-) -> Trust {
+) -> Result<Trust, String> {
     // The trust core first: store, vault, audit.
     let store_db = db.clone();
     let store = tree.child(
@@ -252,12 +268,19 @@ fn trust_children(
     let audit_dir = home.audit_dir();
     let audit_settings = settings.audit.clone();
     let chain_key = audit_key.clone();
+    let audit_head = RecordedHead::for_home(home, Some(db)).map_err(|e| e.to_string())?;
+    let chain_head = audit_head.clone();
     let audit = tree.child(
         "audit",
         RestartPolicy::Permanent,
         Box::new(move || {
-            AuditChainer::open(&audit_dir, chain_key.clone(), &audit_settings)
-                .map_err(|e| e.to_string())
+            AuditChainer::open_recorded(
+                &audit_dir,
+                chain_key.clone(),
+                &audit_settings,
+                chain_head.clone(),
+            )
+            .map_err(|e| e.to_string())
         }),
     );
     let relay = AuditRelay::new(audit.clone())
@@ -284,15 +307,16 @@ fn trust_children(
         }),
     );
 
-    Trust {
+    Ok(Trust {
         store,
         vault,
         audit,
+        audit_head,
         relay,
         approvals,
         monitor_slot,
         signals,
-    }
+    })
 }
 
 /// The trust core alone, for operator commands run without a gateway: nothing that talks to
@@ -331,7 +355,7 @@ pub fn start_offline(
     let mut tree = SupervisorBuilder::new(settings.supervisor.clone());
     let trust = trust_children(
         &mut tree, home, settings, &db, vault, passphrase, &audit_key,
-    );
+    )?;
     let (supervisor, _events) = tree.start()?;
     Ok(OfflineServices {
         supervisor,
@@ -396,7 +420,8 @@ fn start_channels(
     agent: &Slot<Agent>,
     audit: Recipient<AppendRecord>,
     signals: &Addr<Forward<IncidentMonitor>>,
-) -> Result<BTreeMap<String, Slot<ChannelBridge>>, String> {
+    drain: &Drain,
+) -> Result<ChannelSlots, String> {
     let mut configs: Vec<(ChannelConfig, DispatchTarget)> = Vec::new();
     if let Some(wa) = &settings.whatsapp {
         let token = wa.access_token.as_ref().map(|t| t.expose()).unwrap_or("");
@@ -454,6 +479,7 @@ fn start_channels(
             agent: router.clone().recipient(),
             audit: audit.clone(),
             unknown_senders: Some(signals.clone().recipient()),
+            drain: drain.clone(),
         };
         let channel_db = db.clone();
         tree.child_on_own_thread(
@@ -479,8 +505,14 @@ fn start_channels(
             }),
         );
     }
-    Ok(channel_slots.into_iter().collect())
+    Ok((
+        channel_slots.into_iter().collect(),
+        dispatch_slots.into_values().collect(),
+    ))
 }
+
+/// Every channel bridge by name, and every dispatcher.
+type ChannelSlots = (BTreeMap<String, Slot<ChannelBridge>>, Vec<Slot<Dispatcher>>);
 
 /// The model provider's client, or `None` when no model is configured.
 fn provider_client(settings: &Settings) -> Result<Option<ChatClient>, String> {

@@ -231,6 +231,9 @@ pub struct GatewaySettings {
     pub max_connections_per_ip: usize,
     /// Bodies read at once before authentication (webhooks), per listener.
     pub max_unauthenticated_bodies: usize,
+    /// How long SIGTERM/SIGINT waits for in-flight turns, tool runs and reply sends before the
+    /// process exits anyway (what did not finish stays in the inbox).
+    pub shutdown_grace_seconds: u64,
 }
 
 impl GatewaySettings {

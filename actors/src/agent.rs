@@ -22,7 +22,9 @@ pub mod prompt;
 pub mod router;
 pub mod turn;
 
-pub use actor::{Agent, AgentError, AgentLinks, AgentSettings, RunTurn, ToolSurface, TurnReply};
+pub use actor::{
+    api_session_key, Agent, AgentError, AgentLinks, AgentSettings, RunTurn, ToolSurface, TurnReply,
+};
 pub use budget::{
     utc_today, Budget, BudgetError, BudgetExceeded, BudgetLimit, BudgetSettings, UsageTotals,
 };

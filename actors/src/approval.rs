@@ -128,6 +128,22 @@ pub struct DecideApproval {
     pub actor: String,
 }
 
+/// The actor of the withdrawals made by [`WithdrawForTurn`] (audited as `approval.decided`).
+pub const RESTRICTION_ACTOR: &str = "restriction";
+
+/// Denies the pending requests of one turn for one tool because the operator's runtime restriction
+/// (`lockdown`, `restrict_tools`) now forbids them: the waiting turn goes on at once instead of
+/// waiting for an approval nobody may give. Each is audited like an operator's denial, with
+/// the actor [`RESTRICTION_ACTOR`]. Answers how many were withdrawn.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<usize, ApprovalError>")]
+pub struct WithdrawForTurn {
+    /// The turn's trace id.
+    pub trace_id: String,
+    /// The tool whose requests are withdrawn.
+    pub tool: String,
+}
+
 /// The approvals actor (permanent child).
 pub struct Approvals {
     db: StoreDb,
@@ -332,6 +348,48 @@ impl Handler<DecideApproval> for Approvals {
                     }
                     Ok(record)
                 }),
+        )
+    }
+}
+
+impl Handler<WithdrawForTurn> for Approvals {
+    type Result = ResponseActFuture<Self, Result<usize, ApprovalError>>;
+
+    fn handle(&mut self, msg: WithdrawForTurn, ctx: &mut Context<Self>) -> Self::Result {
+        let ids: Vec<String> = match self.pending() {
+            Ok(pending) => pending
+                .into_iter()
+                .filter(|r| {
+                    r.trace_id == msg.trace_id
+                        && r.tool == msg.tool
+                        && self.waiting.contains_key(&r.id)
+                })
+                .map(|r| r.id)
+                .collect(),
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        // The same path as an operator's denial: audited first, then the waiter is answered.
+        let me = ctx.address();
+        Box::pin(
+            async move {
+                let mut withdrawn = 0;
+                for id in ids {
+                    let decision = DecideApproval {
+                        id,
+                        approved: false,
+                        actor: RESTRICTION_ACTOR.to_string(),
+                    };
+                    match me.send(decision).await {
+                        Ok(Ok(_)) => withdrawn += 1,
+                        // Decided meanwhile by an operator: nothing left to withdraw.
+                        Ok(Err(ApprovalError::NotFound(_))) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Err(ApprovalError::AuditFailed),
+                    }
+                }
+                Ok(withdrawn)
+            }
+            .into_actor(self),
         )
     }
 }

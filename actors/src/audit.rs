@@ -4,7 +4,9 @@
 //! the repair of a torn tail.
 //! Must not: hold a secret value in a record (names only), answer an append before the record
 //! is durable, or silently drop or truncate anything (a torn tail is repaired only on the
-//! operator's explicit `kafclaw audit repair`, which is itself audited).
+//! operator's explicit `kafclaw audit repair`, which is itself audited; a tail that lost whole
+//! records is noticed against the head recorded apart from the segments, [`RecordedHead`],
+//! and accepted only with `kafclaw audit repair --accept-missing`).
 //!
 //! # Files
 //!
@@ -13,6 +15,10 @@
 //! from 1), each created with mode 0600 and only ever appended to. A new segment is started
 //! before a write once the current one holds at least [`AuditSettings::segment_max_bytes`];
 //! a batch is never split, so a segment may exceed the limit by one batch.
+//!
+//! The head of the chain (`seq`, `hash`) is also recorded where the segments are not: in the
+//! store with every group commit and in `~/.kafclaw/audit.head` at a clean stop (see
+//! [`RecordedHead`]). Opening, verifying and repairing compare the segments with it.
 //!
 //! # Record format
 //!
@@ -72,6 +78,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 mod chainer;
+mod head;
 mod log;
 mod record;
 mod repair;
@@ -82,10 +89,11 @@ mod verify;
 mod tests;
 
 pub use chainer::{AuditChainer, GetHead};
+pub use head::RecordedHead;
 pub use log::AuditLog;
 pub use record::GENESIS_PREV;
-pub use repair::{repair, RepairReport};
-pub use verify::{verify, VerifyError, VerifyReport};
+pub use repair::{repair, Missing, RepairOptions, RepairReport};
+pub use verify::{verify, verify_against, VerifyError, VerifyReport};
 
 /// The 32-byte key of the keyed-BLAKE3 chain. Generated once and held sealed by the vault
 /// (rotating the vault key never changes it); the caller hands the plaintext bytes in.
@@ -323,6 +331,34 @@ pub enum AuditError {
     KeyMismatch {
         /// The head record's sequence number.
         seq: u64,
+    },
+    /// The segments end before the head recorded apart from them: whole records were cut from
+    /// the end. Nothing is appended (that would hide the cut) until the operator accepts it.
+    #[error(
+        "audit records after seq {after_seq} are missing (the recorded head is record          {recorded_seq}); run `kafclaw audit verify`, and `kafclaw audit repair          --accept-missing` to continue the chain after them"
+    )]
+    TailMissing {
+        /// The last record the segments hold (0 when none).
+        after_seq: u64,
+        /// The recorded head's sequence number.
+        recorded_seq: u64,
+    },
+    /// The segments' last record has the recorded head's seq but another hash: the log was
+    /// rewritten from there.
+    #[error(
+        "audit record {seq} is not the recorded head: the log was rewritten; run `kafclaw audit verify`"
+    )]
+    HeadMismatch {
+        /// The record's sequence number.
+        seq: u64,
+    },
+    /// The head recorded apart from the segments cannot be read.
+    #[error("cannot read the recorded audit head ({place}): {reason}")]
+    HeadUnreadable {
+        /// Where: `store` or the head file's path.
+        place: String,
+        /// Why.
+        reason: String,
     },
 }
 

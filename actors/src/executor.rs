@@ -461,9 +461,13 @@ async fn execute(
         exit: None,
     };
     match decision {
-        Decision::Deny(_) => {
+        Decision::Deny(why) => {
             let reason = reason.unwrap_or_default();
-            if tier == Some(2) {
+            // An owner stopped by the operator's own restriction is not a high-risk attempt:
+            // counting it would block the owner's sender after a lockdown is lifted.
+            let operator_restricted = msg.sender == SenderKind::Owner
+                && matches!(why, DenyReason::AboveRestriction { .. });
+            if tier == Some(2) && !operator_restricted {
                 let signal = HighRiskDenied {
                     sender_id: msg.sender_id.clone(),
                     sender: msg.sender,

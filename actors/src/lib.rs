@@ -26,6 +26,7 @@ pub mod approval;
 pub mod audit;
 pub mod channel;
 pub mod clock;
+pub mod drain;
 pub mod executor;
 pub mod fsutil;
 pub mod incident;

@@ -41,6 +41,11 @@ impl Home {
     pub fn audit_dir(&self) -> PathBuf {
         self.state_dir().join("audit")
     }
+    /// `~/.kafclaw/audit.head`, the audit chain's head written at a clean stop (0600); kept
+    /// outside `audit/` so that cutting records from the segments cannot cut it too.
+    pub fn audit_head_file(&self) -> PathBuf {
+        self.state_dir().join("audit.head")
+    }
     /// `~/.kafclaw/workspace`, the agent workspace (0700).
     pub fn default_workspace(&self) -> PathBuf {
         self.state_dir().join("workspace")
@@ -74,6 +79,7 @@ impl Home {
             self.config_file(),
             self.store_dir(),
             self.audit_dir(),
+            self.audit_head_file(),
             self.config_dir(),
         ]
     }

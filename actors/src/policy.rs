@@ -5,9 +5,11 @@
 //! Must not: do I/O, allocate on the decision path, or know how a tool runs.
 //!
 //! Order of the rules (first match wins): a blocked sender is denied; a tool in the runtime
-//! deny set is denied; a tier above the runtime restriction, then a tier above the sender's
-//! configured maximum, is denied for an external sender and needs approval for an owner;
-//! everything else is allowed.
+//! deny set is denied; a tier above the runtime restriction (`lockdown`, `restrict_tools`, an
+//! incident's per-sender limit) is denied for every sender, owners included — the operator
+//! restricted it, so no approval could lift it and none is asked for; a tier above the
+//! sender's configured maximum is denied for an external sender and needs approval for an
+//! owner; everything else is allowed.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -93,7 +95,8 @@ pub enum DenyReason {
     SenderBlocked,
     /// The tool is in the runtime deny set.
     ToolDenied,
-    /// The tier is above the runtime restriction (external sender).
+    /// The tier is above the runtime restriction (any sender: the operator's `lockdown` or
+    /// `restrict_tools`, or an incident's limit on this sender).
     AboveRestriction {
         /// The tool's tier.
         tier: u8,
@@ -122,7 +125,7 @@ impl fmt::Display for DenyReason {
             DenyReason::ToolDenied => write!(f, "tool is disabled by the current restriction"),
             DenyReason::AboveRestriction { tier, max } => write!(
                 f,
-                "tier {tier} tools are restricted to tier {max} at the moment"
+                "tier {tier} tools are restricted to tier {max} by the operator (lockdown or restrict_tools)"
             ),
             DenyReason::AboveSenderLimit { tier, max } => write!(
                 f,
@@ -166,13 +169,11 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
     if input.restriction.denied_tools.contains(input.tool) {
         return Decision::Deny(DenyReason::ToolDenied);
     }
-    let over = |reason: DenyReason| match input.sender {
-        SenderKind::Owner => Decision::NeedsApproval,
-        SenderKind::External => Decision::Deny(reason),
-    };
+    // The runtime restriction binds everyone: an approval would let an owner's turn wait on
+    // an operator for something the operator has just switched off.
     if let Some(max) = input.restriction.max_tier {
         if input.tier > max {
-            return over(DenyReason::AboveRestriction {
+            return Decision::Deny(DenyReason::AboveRestriction {
                 tier: input.tier,
                 max,
             });
@@ -183,10 +184,13 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
         SenderKind::External => input.settings.max_tier_external,
     };
     if input.tier > max {
-        return over(DenyReason::AboveSenderLimit {
-            tier: input.tier,
-            max,
-        });
+        return match input.sender {
+            SenderKind::Owner => Decision::NeedsApproval,
+            SenderKind::External => Decision::Deny(DenyReason::AboveSenderLimit {
+                tier: input.tier,
+                max,
+            }),
+        };
     }
     Decision::Allow
 }

@@ -60,6 +60,8 @@ pub enum TreeName {
     Incidents,
     /// Token usage counters.
     Usage,
+    /// The audit chain's head as of the last group commit (recorded apart from the segments).
+    Audit,
 }
 
 impl TreeName {
@@ -75,6 +77,7 @@ impl TreeName {
             TreeName::Approvals => "approvals",
             TreeName::Incidents => "incidents",
             TreeName::Usage => "usage",
+            TreeName::Audit => "audit",
         }
     }
 }
@@ -386,6 +389,12 @@ impl KvTree {
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))?;
         self.insert(key, bytes)?;
+        Ok(())
+    }
+    /// Makes this tree's writes durable, on the calling thread (command-line tools, blocking
+    /// tasks).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.tree.flush()?;
         Ok(())
     }
     /// Makes this tree's writes durable (see [`StoreDb::flush`] for why it is blocking).

@@ -117,6 +117,9 @@ fn fill(
         copy_complete_lines(segment, &audit_dir.join(name))?;
     }
     db.export_to(&dir.join(STORE)).map_err(|e| e.to_string())?;
+    // The export may name a later audit head than the segments copied before it: the
+    // restored home must expect exactly the copied log.
+    record_copied_head(&dir.join(STORE), &audit_dir)?;
     let redacted = write_config(home, dir)?;
     let identity = inputs
         .workspace
@@ -261,6 +264,24 @@ fn hash_tree(dir: &Path) -> Result<BTreeMap<String, Listed>, String> {
         );
     }
     Ok(files)
+}
+
+/// Sets the recorded audit head in the exported store at `store` to the head of the copied
+/// segments in `audit_dir`.
+fn record_copied_head(store: &Path, audit_dir: &Path) -> Result<(), String> {
+    let head = audit_head(audit_dir);
+    let head = kafclaw_actors::audit::AuditHead {
+        seq: head["seq"].as_u64().unwrap_or(0),
+        hash: head["hash"].as_str().unwrap_or_default().to_string(),
+    };
+    let db = StoreDb::open(store).map_err(|e| e.to_string())?;
+    // No head file in the backup: the store's record is the one that travels.
+    let recorded = kafclaw_actors::audit::RecordedHead::new(store.join("no-head-file"), Some(&db))
+        .map_err(|e| e.to_string())?;
+    recorded
+        .replace_in_store(&head)
+        .map_err(|e| e.to_string())?;
+    db.flush_blocking().map_err(|e| e.to_string())
 }
 
 /// `{"seq","hash"}` of the last record in the segments of `dir` (unverified).

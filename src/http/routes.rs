@@ -242,6 +242,8 @@ pub async fn chat(
         return Err(ApiError::Unavailable("no model provider configured".into()));
     }
     let principal = caller.principal;
+    // The caller's name for the session comes back in the response; the stored key is bound
+    // to the principal, so naming another caller's session opens an empty one of your own.
     let session = match session {
         Some(s)
             if s.is_empty()
@@ -252,9 +254,10 @@ pub async fn chat(
                 "session must be 1-{MAX_SESSION_CHARS} printable characters"
             )))
         }
-        Some(s) => format!("api:{s}"),
-        None => format!("api:{}", principal.name),
+        Some(s) => s,
+        None => principal.name.clone(),
     };
+    let session_key = kafclaw_actors::agent::api_session_key(&principal.name, &session);
     let trace_id = format!("tr-{:016x}", rand_u64());
     let agent = state
         .agent
@@ -262,7 +265,7 @@ pub async fn chat(
         .ok_or_else(|| ApiError::Unavailable("the agent is not running".into()))?;
     let reply = agent
         .send(RunTurn {
-            session: session.clone(),
+            session: session_key,
             sender: kafclaw_actors::policy::SenderKind::Owner,
             sender_id: principal.name,
             channel: kafclaw_actors::agent::actor::API_CHANNEL.into(),
@@ -274,7 +277,7 @@ pub async fn chat(
     match reply {
         Ok(turn) => Ok(HttpResponse::Ok().json(json!({
             "reply": turn.reply,
-            "session": turn.session.strip_prefix("api:").unwrap_or(&turn.session),
+            "session": session,
             "trace_id": turn.trace_id,
             "usage": {
                 "prompt_tokens": turn.usage.prompt_tokens,
@@ -286,6 +289,9 @@ pub async fn chat(
         }
         Err(AgentError::Budget(message)) => Err(ApiError::BudgetExceeded(message)),
         Err(AgentError::Provider(message)) => Err(ApiError::BadGateway(message)),
+        Err(AgentError::ShuttingDown) => Err(ApiError::Unavailable(
+            "the gateway is shutting down; nothing was run, send it again".into(),
+        )),
         Err(other) => Err(ApiError::internal(other)),
     }
 }

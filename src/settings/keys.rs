@@ -98,6 +98,10 @@ pub const KEYS: &[KeySpec] = &[
             max: 100_000,
         },
     ),
+    k(
+        "gateway.shutdown_grace_seconds",
+        Kind::UInt { min: 1, max: 300 },
+    ),
     k("providers.openai.api_base", Kind::Url),
     k("providers.openai.model", Kind::Str),
     k("providers.openai.api_key", Kind::Secret),

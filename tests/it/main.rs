@@ -9,6 +9,7 @@ mod confinement;
 mod edge;
 mod harness;
 mod incidents;
+mod lifecycle;
 mod limits;
 mod metrics;
 mod model_server;

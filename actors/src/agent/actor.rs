@@ -15,7 +15,8 @@ use serde_json::json;
 use super::{
     run_turn, system_prompt, Budget, SessionHistory, ToolResult, ToolRunner, TurnContext, TurnError,
 };
-use crate::approval::{ApprovalOutcome, Approvals, RequestApproval};
+use crate::approval::{ApprovalOutcome, Approvals, RequestApproval, WithdrawForTurn};
+use crate::drain::Drain;
 use crate::executor::{ExecuteTool, OutcomeStatus, ToolExecutor};
 use crate::policy::{Restriction, SenderKind, Tool};
 use crate::provider::{ChatClient, ToolCall, Usage};
@@ -24,6 +25,19 @@ use crate::supervisor::{Ping, Pong, Slot};
 
 /// The channel name of turns that come from `POST /chat` (not a channel bridge).
 pub const API_CHANNEL: &str = "api";
+
+/// The stored session key of a `POST /chat` turn: `api:<principal>:<session>`, both parts
+/// percent-encoded (so neither holds a `:`), so the same `session` name from two principals
+/// (token names, or `local`) is two conversations, and no choice of names makes two pairs
+/// meet. Channel session keys start with their scope's name (`room:`, `user:`, …), never `api:`.
+pub fn api_session_key(principal: &str, session: &str) -> String {
+    use crate::channel::session::encode_component;
+    format!(
+        "{API_CHANNEL}:{}:{}",
+        encode_component(principal),
+        encode_component(session)
+    )
+}
 
 /// The tool surface in force at run time: the restriction set by control messages
 /// (`restrict_tools`, `lockdown`) and per-sender blocks. Shared with the admin side.
@@ -103,6 +117,9 @@ pub struct AgentLinks {
     pub surface: ToolSurface,
     /// Token usage per turn, for the incident monitor's spike detection.
     pub usage: Option<Recipient<crate::incident::TokenUsageSignal>>,
+    /// The stop gate: a turn is work in flight from its session's turn to its reply; once
+    /// closed, turns not yet started answer [`AgentError::ShuttingDown`].
+    pub drain: Drain,
 }
 
 /// Agent settings (`model.*`, paths).
@@ -217,6 +234,10 @@ pub enum AgentError {
     /// The provider failed (a clean message, no keys or URLs).
     #[error("{0}")]
     Provider(String),
+    /// The gateway is stopping and the turn had not started: nothing of it ran (a channel
+    /// message stays in the inbox for the next start).
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     /// Something else; the detail is logged.
     #[error("the agent could not answer: {0}")]
     Internal(String),
@@ -237,6 +258,11 @@ impl Handler<RunTurn> for Agent {
         Box::pin(async move {
             // One turn at a time per session, in arrival order (tokio's mutex is FIFO).
             let _turn = lock.lock().await;
+            // Checked once it is this turn's turn: a turn queued behind one that is draining
+            // does not start.
+            let Some(_work) = links.drain.begin() else {
+                return Err(AgentError::ShuttingDown);
+            };
             run_one(client, history, budget, links, settings, msg).await
         })
     }
@@ -392,6 +418,29 @@ impl ExecutorTools {
     }
 }
 
+impl ExecutorTools {
+    /// Resolves once the operator's runtime restriction forbids `tool` (of `tier`) for this
+    /// turn's sender: a restriction applied while the call waits for an approval.
+    async fn restricted_meanwhile(&self, tool: &str, tier: u8) {
+        loop {
+            tokio::time::sleep(RESTRICTION_POLL).await;
+            let (restriction, blocked) = self
+                .links
+                .surface
+                .restriction_for(&self.turn.channel, &self.turn.sender_id);
+            if blocked
+                || restriction.denied_tools.contains(tool)
+                || restriction.max_tier.is_some_and(|max| tier > max)
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// How often a call waiting for an approval looks at the runtime restriction.
+const RESTRICTION_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl ToolRunner for ExecutorTools {
     async fn run(&self, call: ToolCall) -> ToolResult {
         let outcome = match self.execute(self.call(&call, None)).await {
@@ -412,6 +461,7 @@ impl ToolRunner for ExecutorTools {
             return ToolResult::denied("approval required, but approvals are unavailable");
         };
         let tier = crate::policy::Tool::from_name(&call.name).map_or(2, |t| t.tier());
+        let trace_id = self.turn.trace_id.clone();
         let request = RequestApproval {
             tool: call.name.clone(),
             tier,
@@ -421,7 +471,23 @@ impl ToolRunner for ExecutorTools {
             session: self.turn.session.clone(),
             trace_id: self.turn.trace_id.clone(),
         };
-        match approvals.send(request).await {
+        let waiting = approvals.send(request);
+        tokio::pin!(waiting);
+        let answer = tokio::select! {
+            answer = &mut waiting => answer,
+            () = self.restricted_meanwhile(&call.name, tier) => {
+                // Nobody may approve it any more: withdraw the request and decide again, so
+                // the model gets the restriction as the result (audited as a denial).
+                let withdraw = WithdrawForTurn { trace_id, tool: call.name.clone() };
+                let _ = approvals.send(withdraw).await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), waiting).await;
+                return match self.execute(self.call(&call, None)).await {
+                    Ok(outcome) => ToolResult::output(outcome.content),
+                    Err(e) => ToolResult::denied(format!("the tool could not run: {e}")),
+                };
+            }
+        };
+        match answer {
             Ok(Ok(ApprovalOutcome::Approved { id, .. })) => {
                 match self.execute(self.call(&call, Some(id))).await {
                     Ok(outcome) => ToolResult::output(outcome.content),

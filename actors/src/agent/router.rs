@@ -5,7 +5,9 @@
 //! Must not: send over HTTP (the channel's dispatcher does) or decide access (the channel did).
 //!
 //! It answers the channel only after the reply is queued durably, so a crash before that hands
-//! the message over again (the turn may then run twice; the reply is never lost).
+//! the message over again (the turn may then run twice; the reply is never lost). A turn the
+//! agent refuses because the gateway is stopping is refused to the channel, which keeps the
+//! message pending for the next start.
 
 use std::collections::HashMap;
 
@@ -81,6 +83,9 @@ impl Handler<DeliverToAgent> for AgentRouter {
                     // Warned about once at startup; per message this would flood the log.
                     tracing::debug!(channel = %msg.channel, "no model provider configured; message stored but not answered");
                     return Ok(());
+                }
+                Ok(Err(AgentError::ShuttingDown)) => {
+                    return Err(DeliveryRefused("the gateway is shutting down".into()));
                 }
                 Ok(Err(AgentError::Internal(why))) => {
                     tracing::error!(channel = %msg.channel, %why, "turn failed");

@@ -724,3 +724,46 @@ fn a_turn_future_is_send_so_it_can_be_spawned() {
     );
     assert_send(&future);
 }
+
+mod api_sessions {
+    use proptest::prelude::*;
+
+    use super::super::api_session_key;
+
+    #[test]
+    fn the_key_is_bound_to_the_principal() {
+        let pairs = [
+            ("alice", "shared"),
+            ("bob", "shared"),
+            ("alice", "bob"),
+            ("bob", "alice"),
+            ("alice", "alice:x"),
+            ("alice:x", "y"),
+            ("a", "b:c"),
+            ("a:b", "c"),
+            ("env:KAFCLAW_GATEWAY_AUTH_TOKEN", "ops"),
+            ("env", "KAFCLAW_GATEWAY_AUTH_TOKEN:ops"),
+            ("local", "x%3Ay"),
+            ("local", "x:y"),
+        ];
+        let keys: std::collections::HashSet<String> =
+            pairs.iter().map(|(p, s)| api_session_key(p, s)).collect();
+        assert_eq!(keys.len(), pairs.len(), "{keys:?}");
+        for key in &keys {
+            assert!(key.starts_with("api:"), "{key}");
+            assert_eq!(key.matches(':').count(), 2, "two separators only: {key}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn distinct_pairs_never_share_a_key(
+            a in ".{0,12}", b in ".{0,12}", c in ".{0,12}", d in ".{0,12}"
+        ) {
+            prop_assume!((&a, &b) != (&c, &d));
+            prop_assert_ne!(api_session_key(&a, &b), api_session_key(&c, &d));
+        }
+    }
+}

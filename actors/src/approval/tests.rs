@@ -171,3 +171,72 @@ async fn requests_left_pending_by_a_restart_are_expired() {
         .start();
     assert!(fresh.send(ListApprovals).await.unwrap().unwrap().is_empty());
 }
+
+#[actix_rt::test]
+async fn a_withdrawn_request_is_denied_audited_and_answers_the_waiting_turn() {
+    let (approvals, kinds, _db) = start(Duration::from_secs(60), false);
+    let waiting = approvals.send(request("s1"));
+    let other_turn = approvals.send(RequestApproval {
+        trace_id: "t2".into(),
+        ..request("s2")
+    });
+    let pending = wait_for_pending(&approvals, 2).await;
+    // Another tool of the same turn, or another turn, is not touched.
+    let none = approvals
+        .send(WithdrawForTurn {
+            trace_id: "t1".into(),
+            tool: "write_file".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(none, 0);
+    let withdrawn = approvals
+        .send(WithdrawForTurn {
+            trace_id: "t1".into(),
+            tool: "exec".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(withdrawn, 1);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting turn is answered at once")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&outcome, ApprovalOutcome::Denied { by, .. } if by == RESTRICTION_ACTOR),
+        "{outcome:?}"
+    );
+    assert_eq!(*kinds.lock().unwrap(), vec![AuditKind::ApprovalDecided]);
+    let left = approvals.send(ListApprovals).await.unwrap().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_ne!(
+        left[0].id,
+        pending.iter().find(|r| r.trace_id == "t1").unwrap().id
+    );
+    drop(other_turn);
+}
+
+#[actix_rt::test]
+async fn a_withdrawal_that_cannot_be_audited_changes_nothing() {
+    let (approvals, _kinds, _db) = start(Duration::from_secs(60), true);
+    let _waiting = approvals.send(request("s1"));
+    wait_for_pending(&approvals, 1).await;
+    let result = approvals
+        .send(WithdrawForTurn {
+            trace_id: "t1".into(),
+            tool: "exec".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(result, Err(ApprovalError::AuditFailed)),
+        "{result:?}"
+    );
+    assert_eq!(
+        approvals.send(ListApprovals).await.unwrap().unwrap().len(),
+        1
+    );
+}

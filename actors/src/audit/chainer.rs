@@ -3,7 +3,9 @@
 //! Owns: the order of the chain (seq and hash are assigned in mailbox order) and group commit:
 //! records that arrive while a batch is being written wait in a buffer and go out together in
 //! the next batch, with one `fdatasync`. The write runs on tokio's blocking pool so the actor
-//! keeps accepting records meanwhile.
+//! keeps accepting records meanwhile. After the fsync and before any sender is answered, the
+//! batch's last record is noted as the recorded head (one store insert per batch, no extra
+//! fsync; see [`super::RecordedHead`]).
 //! Must not: answer a sender before its batch is durable, or run on after a failed write (it
 //! answers every waiter with [`AuditError::Write`] and stops, so the supervisor restarts it
 //! from what is on disk).
@@ -14,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::head::RecordedHead;
 use super::record::Chain;
 use super::segment::SegmentWriter;
 use super::{AppendRecord, AuditError, AuditHead, AuditKey, AuditLog, AuditReceipt, AuditSettings};
@@ -47,6 +50,8 @@ pub struct AuditChainer {
     failed: Option<String>,
     /// Whether a flush is already scheduled to run after the mailbox is drained.
     flush_scheduled: bool,
+    /// Where every durable batch's last record is noted, apart from the segments.
+    recorded: Option<RecordedHead>,
 }
 
 impl std::fmt::Debug for AuditChainer {
@@ -62,7 +67,7 @@ impl AuditChainer {
     /// A chainer appending to an open log.
     pub fn new(log: AuditLog) -> Self {
         let durable = Arc::new(Mutex::new(log.head()));
-        let (chain, writer) = log.into_parts();
+        let (chain, writer, recorded) = log.into_parts();
         Self {
             chain,
             writer: Some(writer),
@@ -71,13 +76,25 @@ impl AuditChainer {
             durable,
             failed: None,
             flush_scheduled: false,
+            recorded,
         }
     }
 
-    /// Opens the log in `dir` (see [`AuditLog::open`]) and builds a chainer on it; this is the
-    /// supervisor's factory for a fresh instance.
+    /// Opens the log in `dir` (see [`AuditLog::open`]) and builds a chainer on it.
     pub fn open(dir: &Path, key: AuditKey, settings: &AuditSettings) -> Result<Self, AuditError> {
         AuditLog::open(dir, key, settings).map(Self::new)
+    }
+
+    /// Opens the log in `dir` against its recorded head (see [`AuditLog::open_recorded`]) and
+    /// builds a chainer that records every batch's head there; this is the supervisor's
+    /// factory for a fresh instance.
+    pub fn open_recorded(
+        dir: &Path,
+        key: AuditKey,
+        settings: &AuditSettings,
+        recorded: RecordedHead,
+    ) -> Result<Self, AuditError> {
+        AuditLog::open_recorded(dir, key, settings, recorded).map(Self::new)
     }
 
     /// Flushes once the mailbox has been drained: actix polls the mailbox before spawned items,
@@ -107,8 +124,16 @@ impl AuditChainer {
         // failed), so senders do not wait for the actor to be polled again. If it panics, the
         // waiters are dropped and their senders see `Unavailable`: never a receipt.
         let durable = Arc::clone(&self.durable);
+        // Every pending record is in this batch, so the chain's head is the batch's last.
+        let (last_seq, last_hash) = self.chain.head();
+        let recorded = self.recorded.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let written = writer.write_batch(&batch);
+            let written = writer.write_batch(&batch).and_then(|()| match &recorded {
+                Some(recorded) => recorded
+                    .note(last_seq, &last_hash)
+                    .map_err(std::io::Error::other),
+                None => Ok(()),
+            });
             match &written {
                 Ok(()) => {
                     if let Some((last, _)) = waiters.last() {

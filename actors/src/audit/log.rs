@@ -3,13 +3,15 @@
 //! Owns: recovering the head of the chain when opening, and the fsync-per-append path used by
 //! command-line tools. The [`super::AuditChainer`] actor is built from an open [`AuditLog`] and
 //! reuses its chain and segment writer for group commits.
-//! Must not: append behind a torn or unverifiable tail (it refuses and names the repair).
+//! Must not: append behind a torn or unverifiable tail, or behind a tail that is short of the
+//! head recorded apart from the segments (it refuses and names the repair).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::head::RecordedHead;
 use super::record::{parse_line, Chain};
 use super::segment::{list_segments, read_tail, SegmentWriter, Tail};
 use super::{AuditError, AuditHead, AuditKey, AuditKind, AuditReceipt, AuditSettings};
@@ -27,6 +29,9 @@ pub struct AuditLog {
     buf: Vec<u8>,
     /// Set after a failed write: what reached the disk is unknown, so nothing more is appended.
     broken: Option<String>,
+    /// Where the head is recorded apart from the segments (`None`: not recorded, e.g. a copy
+    /// of the log in a backup).
+    recorded: Option<RecordedHead>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -47,6 +52,27 @@ impl AuditLog {
     /// [`AuditError::CorruptTail`] if its last line is not a record, and with
     /// [`AuditError::KeyMismatch`] if the last record does not verify with `key`.
     pub fn open(dir: &Path, key: AuditKey, settings: &AuditSettings) -> Result<Self, AuditError> {
+        Self::open_inner(dir, key, settings, None)
+    }
+
+    /// Like [`AuditLog::open`], and the segments must reach the head recorded in `recorded`
+    /// ([`AuditError::TailMissing`] / [`AuditError::HeadMismatch`] otherwise); every append
+    /// then records the new head there (after its fsync, before the receipt).
+    pub fn open_recorded(
+        dir: &Path,
+        key: AuditKey,
+        settings: &AuditSettings,
+        recorded: RecordedHead,
+    ) -> Result<Self, AuditError> {
+        Self::open_inner(dir, key, settings, Some(recorded))
+    }
+
+    fn open_inner(
+        dir: &Path,
+        key: AuditKey,
+        settings: &AuditSettings,
+        recorded: Option<RecordedHead>,
+    ) -> Result<Self, AuditError> {
         let open_error = |path: &Path, error: std::io::Error| AuditError::Open {
             path: path.to_path_buf(),
             reason: error.to_string(),
@@ -54,6 +80,9 @@ impl AuditLog {
         fsutil::create_private_dir(dir).map_err(|e| open_error(dir, e))?;
         let segments = list_segments(dir).map_err(|e| open_error(dir, e))?;
         let (head_seq, head_hash) = recover_head(&segments, &key)?;
+        if let Some(recorded) = &recorded {
+            recorded.check(head_seq, &head_hash)?;
+        }
         let (index, len) = match segments.last() {
             Some((index, path)) => {
                 let len = std::fs::metadata(path)
@@ -71,6 +100,7 @@ impl AuditLog {
             writer,
             buf: Vec::with_capacity(512),
             broken: None,
+            recorded,
         })
     }
 
@@ -99,6 +129,12 @@ impl AuditLog {
             self.broken = Some(error.to_string());
             return Err(AuditError::Write(error.to_string()));
         }
+        if let Some(recorded) = &self.recorded {
+            // One record per command-line append: make the recorded head durable with it.
+            let (seq, hash) = self.chain.head();
+            recorded.note(seq, &hash)?;
+            recorded.flush()?;
+        }
         Ok(receipt)
     }
 
@@ -116,9 +152,9 @@ impl AuditLog {
         &self.dir
     }
 
-    /// The chain and the writer, for the actor's group commit.
-    pub(crate) fn into_parts(self) -> (Chain, SegmentWriter) {
-        (self.chain, self.writer)
+    /// The chain, the writer and the recorded head, for the actor's group commit.
+    pub(crate) fn into_parts(self) -> (Chain, SegmentWriter, Option<RecordedHead>) {
+        (self.chain, self.writer, self.recorded)
     }
 }
 

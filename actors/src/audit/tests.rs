@@ -455,7 +455,13 @@ fn torn_tail_refuses_append_and_repair_fixes_it() {
     let refused = AuditChainer::open(&dir, key(), &AuditSettings::default());
     assert!(matches!(refused, Err(AuditError::TornTail { .. })));
 
-    let report = repair(&dir, &key(), &AuditSettings::default()).unwrap();
+    let report = repair(
+        &dir,
+        &key(),
+        &AuditSettings::default(),
+        &RepairOptions::default(),
+    )
+    .unwrap();
     assert_eq!(report.segment.as_deref(), Some("audit-000001.jsonl"));
     assert_eq!(report.bytes_cut, torn.len() as u64);
     assert!(!report.newline_restored);
@@ -469,7 +475,13 @@ fn torn_tail_refuses_append_and_repair_fixes_it() {
     assert_eq!(last["data"]["bytes_cut"], torn.len() as u64);
 
     // Nothing left to repair: nothing changes.
-    let again = repair(&dir, &key(), &AuditSettings::default()).unwrap();
+    let again = repair(
+        &dir,
+        &key(),
+        &AuditSettings::default(),
+        &RepairOptions::default(),
+    )
+    .unwrap();
     assert_eq!(again.segment, None);
     assert_eq!(check(&dir).unwrap(), verified);
     let mut log = open(&dir);
@@ -510,7 +522,13 @@ fn kill_during_appends_is_truncated_then_repaired() {
     drop(file);
 
     assert_eq!(check(&dir), Err(VerifyError::Truncated { after_seq: 4 }));
-    let report = repair(&dir, &key(), &AuditSettings::default()).unwrap();
+    let report = repair(
+        &dir,
+        &key(),
+        &AuditSettings::default(),
+        &RepairOptions::default(),
+    )
+    .unwrap();
     assert_eq!(report.bytes_cut, 30);
     assert_eq!(report.record.map(|r| r.seq), Some(5));
     let verified = check(&dir).unwrap();
@@ -529,7 +547,13 @@ fn torn_line_that_is_a_whole_record_gets_its_newline_back() {
         .set_len(len - 1)
         .unwrap();
     assert_eq!(check(&dir), Err(VerifyError::Truncated { after_seq: 1 }));
-    let report = repair(&dir, &key(), &AuditSettings::default()).unwrap();
+    let report = repair(
+        &dir,
+        &key(),
+        &AuditSettings::default(),
+        &RepairOptions::default(),
+    )
+    .unwrap();
     assert!(report.newline_restored);
     assert_eq!(report.bytes_cut, 0);
     assert_eq!(report.record.map(|r| r.seq), Some(3));

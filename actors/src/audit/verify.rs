@@ -6,9 +6,11 @@
 //! [`crate::audit`]): no JSON parser, no allocation per record.
 //! Must not: write anything.
 //!
-//! What verification cannot see on its own: records cut from the *end* of the log together with
-//! their newline (the result is a valid, shorter chain). Compare [`VerifyReport::head_seq`] and
-//! [`VerifyReport::head_hash`] with a head recorded elsewhere to catch that.
+//! What the segments cannot show on their own: records cut from the *end* of the log together
+//! with their newline (the result is a valid, shorter chain). [`verify_against`] also takes the
+//! head recorded apart from the segments ([`super::RecordedHead`]): segments that end before it
+//! are [`VerifyError::TailMissing`], and a record at its seq with another hash is
+//! [`VerifyError::HeadMismatch`].
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -16,9 +18,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::head::{decode, Head};
 use super::record::{parse_line, LineView};
 use super::segment::{list_segments, segment_name};
-use super::AuditKey;
+use super::{AuditHead, AuditKey};
 
 /// Read buffer per segment.
 const READ_BUFFER: usize = 1 << 20;
@@ -106,6 +109,25 @@ pub enum VerifyError {
         /// The last complete record.
         after_seq: u64,
     },
+    /// The segments end before the head recorded apart from them: whole records were cut.
+    #[error(
+        "records after seq {after_seq} are missing: the recorded head is record {recorded_seq}"
+    )]
+    TailMissing {
+        /// The last record the segments hold (0 when none).
+        after_seq: u64,
+        /// The recorded head's sequence number.
+        recorded_seq: u64,
+    },
+    /// The record at the recorded head's seq has another hash: the log was rewritten from there.
+    #[error("record {seq} is not the recorded head: the log was rewritten from there")]
+    HeadMismatch {
+        /// The record.
+        seq: u64,
+    },
+    /// The recorded head given to [`verify_against`] is not a seq and 64 hex digits.
+    #[error("the recorded audit head is malformed")]
+    HeadMalformed,
     /// `--from SEQ` names a record the log does not hold.
     #[error("record {from} is not in the audit log (head is record {head_seq})")]
     FromNotFound {
@@ -117,8 +139,24 @@ pub enum VerifyError {
 }
 
 /// Verifies the chain in `dir` with `key`, from the first record or from record `from`
-/// (whose `prev` is then trusted). Returns the first problem found.
+/// (whose `prev` is then trusted). Returns the first problem found. The segments alone: see
+/// [`verify_against`] for the log of a home.
 pub fn verify(dir: &Path, key: &AuditKey, from: Option<u64>) -> Result<VerifyReport, VerifyError> {
+    verify_against(dir, key, from, None)
+}
+
+/// Like [`verify`], and the segments must reach `recorded`, the head recorded apart from them
+/// (read it *before* calling, so that records appended meanwhile only make the log longer).
+pub fn verify_against(
+    dir: &Path,
+    key: &AuditKey,
+    from: Option<u64>,
+    recorded: Option<&AuditHead>,
+) -> Result<VerifyReport, VerifyError> {
+    let recorded = match recorded {
+        Some(head) => Some(decode(head).ok_or(VerifyError::HeadMalformed)?),
+        None => None,
+    };
     let io_error = |path: &Path, error: std::io::Error| VerifyError::Io {
         path: path.to_path_buf(),
         reason: error.to_string(),
@@ -139,6 +177,7 @@ pub fn verify(dir: &Path, key: &AuditKey, from: Option<u64>) -> Result<VerifyRep
         records: 0,
         bytes: 0,
         last_seq: 0,
+        recorded,
     };
     let first_index = match from {
         None => 1,
@@ -184,6 +223,13 @@ pub fn verify(dir: &Path, key: &AuditKey, from: Option<u64>) -> Result<VerifyRep
                 after_seq: walker.last_seq,
             });
         }
+    }
+    // Before `--from` is looked at: a cut tail may have taken record `from` with it.
+    if let Some(recorded) = recorded.filter(|r| walker.last_seq < r.seq) {
+        return Err(VerifyError::TailMissing {
+            after_seq: walker.last_seq,
+            recorded_seq: recorded.seq,
+        });
     }
     if !walker.anchored {
         return Err(VerifyError::FromNotFound {
@@ -273,6 +319,8 @@ struct Walker<'k> {
     bytes: u64,
     /// The last record read (verified or skipped before `from`).
     last_seq: u64,
+    /// The head recorded apart from the segments: the record at its seq must carry its hash.
+    recorded: Option<Head>,
 }
 
 /// What is wrong with one line, before it is turned into a [`VerifyError`].
@@ -285,6 +333,8 @@ enum Problem {
     ChainBroken(u64),
     /// Wrong hash.
     HashMismatch(u64),
+    /// The record at the recorded head's seq has another hash.
+    HeadMismatch(u64),
 }
 
 impl Problem {
@@ -311,6 +361,7 @@ impl Problem {
             Problem::SeqMismatch { found, .. } => VerifyError::Reordered { seq: found },
             Problem::ChainBroken(seq) => VerifyError::ChainBroken { seq },
             Problem::HashMismatch(seq) => VerifyError::HashMismatch { seq },
+            Problem::HeadMismatch(seq) => VerifyError::HeadMismatch { seq },
         }
     }
 }
@@ -369,6 +420,12 @@ impl Walker<'_> {
         }
         if view.prev != self.prev {
             return Err(Problem::ChainBroken(view.seq));
+        }
+        if self
+            .recorded
+            .is_some_and(|r| r.seq == view.seq && r.hash != view.hash)
+        {
+            return Err(Problem::HeadMismatch(view.seq));
         }
         self.prev = view.hash;
         self.next_seq = view.seq + 1;

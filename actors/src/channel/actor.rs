@@ -34,6 +34,7 @@ use super::pairing::{Pairing, PairingError, PairingRequest, PairingSettings, Pen
 use super::session::{encode_component, session_key};
 use super::{ChannelKind, InboundMessage, SenderKind};
 use crate::audit::{AppendRecord, AuditError, AuditKind};
+use crate::drain::Drain;
 use crate::store::{KvTree, StoreDb, StoreError, TreeName};
 use crate::supervisor::{Ping, Pong};
 
@@ -118,6 +119,9 @@ pub struct ChannelLinks {
     pub audit: Recipient<AppendRecord>,
     /// The incident monitor, told about dropped unknown senders (optional).
     pub unknown_senders: Option<Recipient<UnknownSenderDropped>>,
+    /// The stop gate: every message handed to the agent is work in flight until it is marked
+    /// done or put back; once closed, nothing more is handed over (it waits in the inbox).
+    pub drain: Drain,
 }
 
 /// An admitted message handed to the agent. The agent answers `Ok` once it has processed (or
@@ -477,9 +481,13 @@ impl ChannelBridge {
         Ok(())
     }
 
-    /// Hands every durable pending message to the agent, in arrival order.
+    /// Hands every durable pending message to the agent, in arrival order; nothing once the
+    /// gateway is stopping (the messages stay pending for the next start).
     fn pump(&mut self, ctx: &mut Context<Self>) {
         loop {
+            let Some(work) = self.links.drain.begin() else {
+                return;
+            };
             let record = match self.inbox.claim_next(&self.config.name, self.flushed_seq) {
                 Ok(Some(record)) => record,
                 Ok(None) => return,
@@ -518,12 +526,18 @@ impl ChannelBridge {
             let seq = record.seq;
             let request = self.links.agent.send(delivery);
             ctx.spawn(request.into_actor(self).map(move |answer, this, ctx| {
+                // In flight until the inbox says done or pending again.
+                let _work = work;
                 let name = this.config.name.clone();
                 match answer {
                     Ok(Ok(())) => {
                         if let Err(error) = this.inbox.mark_done(&name, seq) {
                             tracing::error!(channel = %name, %error, "inbox update failed");
                         }
+                    }
+                    Ok(Err(_)) if this.links.drain.is_closed() => {
+                        // Stopping: the message waits in the inbox for the next start.
+                        let _ = this.inbox.unclaim(&name, seq);
                     }
                     Ok(Err(refused)) => {
                         tracing::warn!(channel = %name, seq, %refused, "agent refused a message");

@@ -186,6 +186,14 @@ pub fn http_client() -> Result<reqwest::Client, DispatchError> {
 #[rtype(result = "Result<usize, DispatchError>")]
 pub struct DispatchNow;
 
+/// The gateway is stopping: answers once no reply is being sent by this dispatcher. Replies
+/// already due when it arrives (after a [`DispatchNow`] sent before it) go out first; from
+/// then on the timer no longer starts sends (retries wait in the durable outbox for the next
+/// start). The caller bounds the wait.
+#[derive(Message, Clone, Copy, Debug, Default)]
+#[rtype(result = "()")]
+pub struct FinishSends;
+
 /// Unix milliseconds from the system clock.
 pub fn unix_now_ms() -> i64 {
     let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
@@ -223,6 +231,10 @@ pub struct Dispatcher {
     ticking: bool,
     /// The bridge was unreachable at the last poll (logged once per outage).
     bridge_down: bool,
+    /// [`FinishSends`] arrived: timer ticks no longer poll.
+    stopping: bool,
+    /// Answered once nothing is in flight or reserved.
+    idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Dispatcher {
@@ -246,7 +258,18 @@ impl Dispatcher {
             backlog: false,
             ticking: false,
             bridge_down: false,
+            stopping: false,
+            idle_waiters: Vec::new(),
         })
+    }
+
+    /// Answers the [`FinishSends`] waiters once nothing is being sent or about to be.
+    fn notify_if_idle(&mut self) {
+        if self.in_flight == 0 && self.reserved == 0 {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
     }
 
     /// The same dispatcher with other settings (`max_in_flight` 0 counts as 1).
@@ -288,9 +311,13 @@ impl Dispatcher {
                     this.reserved -= free;
                     let records = match answer {
                         Ok(Ok(records)) => records,
-                        Ok(Err(error)) => return Err(DispatchError::Channel(error)),
+                        Ok(Err(error)) => {
+                            this.notify_if_idle();
+                            return Err(DispatchError::Channel(error));
+                        }
                         Err(_) => {
                             this.note_bridge(false);
+                            this.notify_if_idle();
                             return Err(DispatchError::BridgeUnavailable);
                         }
                     };
@@ -305,6 +332,7 @@ impl Dispatcher {
                         }
                         started += 1;
                     }
+                    this.notify_if_idle();
                     Ok(started)
                 }),
         )
@@ -373,6 +401,7 @@ impl Dispatcher {
                         this.backlog = false;
                         this.spawn_poll(ctx);
                     }
+                    this.notify_if_idle();
                 }),
         );
     }
@@ -448,7 +477,7 @@ impl Dispatcher {
 
     /// One timer tick: polls unless the previous tick's poll is still waiting.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.ticking {
+        if self.ticking || self.stopping {
             return;
         }
         self.ticking = true;
@@ -476,6 +505,20 @@ impl Handler<DispatchNow> for Dispatcher {
 
     fn handle(&mut self, _: DispatchNow, _: &mut Context<Self>) -> Self::Result {
         self.poll()
+    }
+}
+
+impl Handler<FinishSends> for Dispatcher {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FinishSends, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.idle_waiters.push(tx);
+        self.notify_if_idle();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

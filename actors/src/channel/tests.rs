@@ -1564,6 +1564,7 @@ mod bridge_actor {
             agent: agent.clone().recipient(),
             audit: FakeAudit(audit.clone()).start().recipient(),
             unknown_senders: Some(Monitor(signals.clone()).start().recipient()),
+            drain: Default::default(),
         };
         Harness {
             db,
@@ -2010,6 +2011,7 @@ mod bridge_actor_fail_closed {
             agent: NoAgent.start().recipient(),
             audit: DeadAudit.start().recipient(),
             unknown_senders: None,
+            drain: Default::default(),
         };
         for unknown in [UnknownSenders::Deny, UnknownSenders::Pairing] {
             let config = ChannelConfig {

@@ -646,6 +646,10 @@ struct Harness {
 }
 
 fn harness(fail_audit: bool, allow: &[&str]) -> Harness {
+    harness_with(fail_audit, allow, PolicySettings::default())
+}
+
+fn harness_with(fail_audit: bool, allow: &[&str], policy: PolicySettings) -> Harness {
     let fixture = Fixture::new();
     let recorder = Recorder {
         fail: fail_audit,
@@ -660,7 +664,7 @@ fn harness(fail_audit: bool, allow: &[&str]) -> Harness {
     };
     let (executor, _) = ToolExecutor::new(
         &settings,
-        PolicySettings::default(),
+        policy,
         (&fixture.workspace, &fixture.work_repo),
         &fixture.home,
         kernel_support(),
@@ -690,6 +694,14 @@ fn call(tool: &str, arguments: Value, sender: SenderKind) -> ExecuteTool {
         restriction: Restriction::default(),
         sender_blocked: false,
         approved_by: None,
+    }
+}
+
+/// The default policy with the owner's configured limit at `max`.
+fn owner_limit(max: u8) -> PolicySettings {
+    PolicySettings {
+        max_tier_owner: max,
+        ..PolicySettings::default()
     }
 }
 
@@ -796,17 +808,28 @@ async fn denied_exec_is_audited_and_signalled_as_high_risk() {
 
 #[actix_rt::test]
 async fn an_approved_call_runs_and_an_approved_denial_stays_denied() {
-    let h = harness(false, &["echo"]);
-    let mut restricted = call(
+    let h = harness_with(false, &["echo"], owner_limit(0));
+    let mut approved = call(
         "write_file",
         json!({"path": "approved.txt", "content": "x"}),
         SenderKind::Owner,
     );
-    restricted.restriction.max_tier = Some(0);
-    restricted.approved_by = Some("ap-1".into());
-    let outcome = h.executor.send(restricted).await.unwrap().unwrap();
+    approved.approved_by = Some("ap-1".into());
+    let outcome = h.executor.send(approved).await.unwrap().unwrap();
     assert_eq!(outcome.status, OutcomeStatus::Completed);
     assert!(h.fixture.work_repo.join("approved.txt").exists());
+
+    // An approval given before a lockdown does not carry the call through it.
+    let mut restricted = call(
+        "write_file",
+        json!({"path": "after-lockdown.txt", "content": "x"}),
+        SenderKind::Owner,
+    );
+    restricted.restriction.max_tier = Some(0);
+    restricted.approved_by = Some("ap-3".into());
+    let outcome = h.executor.send(restricted).await.unwrap().unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Denied);
+    assert!(!h.fixture.work_repo.join("after-lockdown.txt").exists());
 
     let mut external = call("exec", json!({"command": "echo hi"}), SenderKind::External);
     external.approved_by = Some("ap-2".into());
@@ -820,14 +843,13 @@ async fn an_approved_call_runs_and_an_approved_denial_stays_denied() {
 
 #[actix_rt::test]
 async fn approval_unknown_tools_and_bad_arguments_run_nothing() {
-    let h = harness(false, &["echo"]);
-    let mut restricted = call(
+    let h = harness_with(false, &["echo"], owner_limit(0));
+    let above_limit = call(
         "write_file",
         json!({"path": "a.txt", "content": "x"}),
         SenderKind::Owner,
     );
-    restricted.restriction.max_tier = Some(0);
-    let outcome = h.executor.send(restricted).await.unwrap().unwrap();
+    let outcome = h.executor.send(above_limit).await.unwrap().unwrap();
     assert_eq!(outcome.status, OutcomeStatus::ApprovalRequired);
     assert!(!h.fixture.work_repo.join("a.txt").exists());
     let outcome = h
@@ -932,4 +954,47 @@ fn settings_deserialize_with_defaults() {
     assert_eq!(s.max_output_bytes, 65_536);
     assert_eq!(s.allow.len(), 10);
     assert_eq!(s.sandbox_limits().timeout, Duration::from_secs(5));
+}
+
+#[actix_rt::test]
+async fn an_owner_above_the_runtime_restriction_is_denied_at_once_and_not_signalled() {
+    let h = harness(false, &["echo"]);
+    for (tool, args, max) in [
+        ("exec", json!({"command": "echo hi"}), 0),
+        ("exec", json!({"command": "echo hi"}), 1),
+        ("write_file", json!({"path": "w.txt", "content": "x"}), 0),
+        (
+            "edit_file",
+            json!({"path": "w.txt", "old_text": "a", "new_text": "b"}),
+            0,
+        ),
+    ] {
+        let mut restricted = call(tool, args, SenderKind::Owner);
+        restricted.restriction.max_tier = Some(max);
+        let outcome = h.executor.send(restricted).await.unwrap().unwrap();
+        assert_eq!(outcome.status, OutcomeStatus::Denied, "{tool} under {max}");
+        assert!(
+            outcome.content.contains("restricted to tier"),
+            "{tool}: {}",
+            outcome.content
+        );
+    }
+    assert!(!h.fixture.work_repo.join("w.txt").exists());
+    assert!(h
+        .records
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| r.data["decision"] == "deny"));
+    assert!(
+        h.signals.lock().unwrap().is_empty(),
+        "the operator's own restriction is not a high-risk attempt by the owner"
+    );
+
+    // An external sender stopped by the same restriction is still counted.
+    let mut external = call("exec", json!({"command": "echo hi"}), SenderKind::External);
+    external.restriction.max_tier = Some(0);
+    let outcome = h.executor.send(external).await.unwrap().unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Denied);
+    assert_eq!(h.signals.lock().unwrap().len(), 1);
 }

@@ -64,16 +64,19 @@ fn decision_matrix() {
         (External, WriteFile, &none, false, above_s(1, 0)),
         (External, EditFile, &none, false, above_s(1, 0)),
         (External, Exec, &none, false, above_s(2, 0)),
-        // Runtime restriction to tier 0 (lockdown).
+        // Runtime restriction to tier 0 (lockdown): denied for owners too, never an approval.
         (Owner, ReadFile, &tier0, false, Allow),
-        (Owner, WriteFile, &tier0, false, NeedsApproval),
-        (Owner, Exec, &tier0, false, NeedsApproval),
+        (Owner, ListDir, &tier0, false, Allow),
+        (Owner, WriteFile, &tier0, false, above_r(1, 0)),
+        (Owner, EditFile, &tier0, false, above_r(1, 0)),
+        (Owner, Exec, &tier0, false, above_r(2, 0)),
         (External, ReadFile, &tier0, false, Allow),
         (External, WriteFile, &tier0, false, above_r(1, 0)),
         (External, Exec, &tier0, false, above_r(2, 0)),
         // Runtime restriction to tier 1.
         (Owner, EditFile, &tier1, false, Allow),
-        (Owner, Exec, &tier1, false, NeedsApproval),
+        (Owner, WriteFile, &tier1, false, Allow),
+        (Owner, Exec, &tier1, false, above_r(2, 1)),
         (External, Exec, &tier1, false, above_r(2, 1)),
         (External, WriteFile, &tier1, false, above_s(1, 0)),
         // A denied tool, for everyone, whatever the tier.
@@ -154,4 +157,52 @@ fn tools_have_names_tiers_and_function_schemas() {
         }
     }
     assert_eq!(Tool::from_name("shell"), None);
+}
+
+#[test]
+fn a_runtime_restriction_is_never_an_approval_for_anyone() {
+    // Whatever the configured limits, a tier above the operator's restriction is a denial that
+    // names the restriction, for owners and external senders alike.
+    for (max_tier_owner, max_tier_external) in [(0, 0), (1, 0), (2, 0), (2, 2), (0, 2)] {
+        let settings = PolicySettings {
+            max_tier_owner,
+            max_tier_external,
+            approval_timeout_seconds: 120,
+        };
+        for max in 0..=2u8 {
+            let restriction = restriction(Some(max), &[]);
+            for tier in 0..=2u8 {
+                for sender in [Owner, External] {
+                    let input = PolicyInput {
+                        sender,
+                        channel: "api",
+                        tool: "t",
+                        tier,
+                        restriction: &restriction,
+                        sender_blocked: false,
+                        settings: &settings,
+                    };
+                    let decision = decide(&input);
+                    if tier > max {
+                        assert_eq!(
+                            decision,
+                            deny(DenyReason::AboveRestriction { tier, max }),
+                            "{sender:?} tier {tier} under max_tier {max} ({settings:?})"
+                        );
+                    } else {
+                        assert_ne!(
+                            decision,
+                            deny(DenyReason::AboveRestriction { tier, max }),
+                            "{sender:?} tier {tier} under max_tier {max}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let reason = DenyReason::AboveRestriction { tier: 2, max: 0 }.to_string();
+    assert!(
+        reason.contains("restricted") && reason.contains("operator"),
+        "{reason}"
+    );
 }

@@ -28,6 +28,9 @@ impl Ctx<'_> {
             (self.home.store_dir(), self.view.store_dir()),
             (self.home.audit_dir(), self.view.audit_dir()),
             (self.home.config_file(), self.view.config_file()),
+            // The replaced log's head file names records the restored log never had; the
+            // restored store carries the head of the restored log. (No staged one: moved away.)
+            (self.home.audit_head_file(), self.view.audit_head_file()),
         ]
         .into_iter()
         .map(|(live, staged)| Item {

@@ -60,6 +60,7 @@ fn links() -> ChannelLinks {
         agent: NullAgent.start().recipient(),
         audit: NullAudit.start().recipient(),
         unknown_senders: None,
+        drain: Default::default(),
     }
 }
 
@@ -750,4 +751,50 @@ fn example_bridge_signatures_match() {
         sign_bridge(secret, 1_700_000_000, &body),
         "v1=4e0fb99d622ab1ea899456244c0d4562c667a1adf05ba496a9bbd11c41df082a"
     );
+}
+
+#[actix_rt::test]
+async fn finish_sends_waits_for_what_is_in_flight_and_what_was_due_before_it() {
+    let server = TestServer::repeating(graph_ok().with_delay(Duration::from_millis(300))).await;
+    let h = Harness::new(ChannelKind::Whatsapp);
+    let dispatcher = h.dispatcher(whatsapp(&server), manual(2));
+    // Idle: answered at once.
+    tokio::time::timeout(Duration::from_secs(2), dispatcher.send(FinishSends))
+        .await
+        .expect("an idle dispatcher answers at once")
+        .unwrap();
+
+    let h = Harness::new(ChannelKind::Whatsapp);
+    let dispatcher = h.dispatcher(whatsapp(&server), manual(2));
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(h.enqueue("4915100000001", &format!("r{n}"), None).await);
+    }
+    // As the router does after a turn: DispatchNow, then (at the stop) FinishSends.
+    dispatcher.do_send(DispatchNow);
+    dispatcher.send(FinishSends).await.unwrap();
+    // Every reply due before FinishSends went out, the backlog beyond the slots included.
+    for id in ids {
+        assert_eq!(h.outbox.get(id).unwrap().unwrap().state, OutboxState::Sent);
+    }
+}
+
+#[actix_rt::test]
+async fn after_finish_sends_the_timer_starts_nothing() {
+    let server = TestServer::repeating(graph_ok()).await;
+    let h = Harness::new(ChannelKind::Whatsapp);
+    let settings = DispatchSettings {
+        poll_interval: Duration::from_millis(20),
+        max_in_flight: 2,
+    };
+    let dispatcher = h.dispatcher(whatsapp(&server), settings);
+    dispatcher.send(FinishSends).await.unwrap();
+    let id = h.enqueue("4915100000001", "late", None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.outbox.get(id).unwrap().unwrap().state,
+        OutboxState::Queued,
+        "it waits in the outbox for the next start"
+    );
+    assert_eq!(server.request_count(), 0);
 }
