@@ -18,10 +18,10 @@ use kafclaw_actors::channel::dispatch::{http_client, DispatchTarget, Dispatcher}
 use kafclaw_actors::channel::outbox::Backoff;
 use kafclaw_actors::channel::pairing::PairingSettings;
 use kafclaw_actors::channel::{ChannelBridge, ChannelConfig, ChannelKind, ChannelLinks};
+use kafclaw_actors::drain::Drain;
 use kafclaw_actors::executor::{
     kernel_support, ExecSettings, ExecutorLinks, SandboxStatus, ToolExecutor,
 };
-use kafclaw_actors::drain::Drain;
 use kafclaw_actors::incident::{IncidentMonitor, MonitorLinks, WebhookKey};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::policy::PolicySettings;
