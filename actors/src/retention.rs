@@ -85,19 +85,19 @@ pub fn prune_pass(
     let outbox = Outbox::over(state.clone(), Backoff::default());
     let journal = TurnJournal::new(state.clone());
     let mut report = PruneReport::default();
-    let mut timed =
-        |report: &mut PruneReport, work: &mut dyn FnMut() -> Result<bool, StoreError>| loop {
-            let started = Instant::now();
-            let more = work()?;
-            report.chunks += 1;
-            report.longest_chunk_us = report
-                .longest_chunk_us
-                .max(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-            between();
-            if !more {
-                return Ok::<(), StoreError>(());
-            }
-        };
+    let mut timed = |report: &mut PruneReport,
+                     work: &mut dyn FnMut() -> Result<bool, StoreError>| loop {
+        let started = Instant::now();
+        let more = work()?;
+        report.chunks += 1;
+        report.longest_chunk_us = report
+            .longest_chunk_us
+            .max(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        between();
+        if !more {
+            return Ok::<(), StoreError>(());
+        }
+    };
 
     let mut cursor = None;
     let (mut records, mut keys) = (0, 0);

@@ -5,6 +5,7 @@
 mod agent;
 mod auth;
 mod channels;
+mod exactly_once;
 mod harness;
 mod incidents;
 mod limits;

@@ -628,6 +628,16 @@ impl Actor for ChannelBridge {
             Ok(_) => {}
             Err(error) => tracing::error!(channel = %name, %error, "inbox recovery failed"),
         }
+        // Replies whose send was cut short wait a full resend wait for a receipt from now.
+        let resend = i64::try_from(self.config.resend_after.as_millis()).unwrap_or(i64::MAX);
+        let until = (self.clock)().saturating_mul(1000).saturating_add(resend);
+        match self.outbox.defer_sending(&name, until) {
+            Ok(n) if n > 0 => {
+                tracing::info!(channel = %name, n, "replies cut short wait for a receipt before they are sent again")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(channel = %name, %error, "outbox recovery failed"),
+        }
         self.pump(ctx);
     }
 }

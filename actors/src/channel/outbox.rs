@@ -434,6 +434,32 @@ impl Outbox {
         Ok(out)
     }
 
+    /// After a restart: every reply of `channel` found `sending` (its attempt's answer was lost
+    /// with the process) waits until at least `until_ms` — a full resend wait from now, since
+    /// no receipt could arrive while the gateway was down. Returns how many.
+    pub fn defer_sending(&self, channel: &str, until_ms: i64) -> Result<usize, StoreError> {
+        let mut deferred = 0;
+        for (key, _) in self.space.scan_all("outbox/due/")? {
+            let Some((at, id)) = parse_due(&key) else {
+                continue;
+            };
+            let Some(mut record) = self.get(id)? else {
+                continue;
+            };
+            if record.channel != channel
+                || record.state != OutboxState::Sending
+                || record.next_attempt_at != at
+                || at >= until_ms
+            {
+                continue;
+            }
+            record.next_attempt_at = until_ms;
+            self.write(&record, Some(at))?;
+            deferred += 1;
+        }
+        Ok(deferred)
+    }
+
     /// What the answer to attempt `attempt` on reply `id` changes (nothing written yet).
     /// `parts_accepted` counts the leading parts the provider has accepted so far.
     pub fn plan_attempt(
