@@ -276,3 +276,8 @@ impl Handler<PruneNow> for Pruner {
         })
     }
 }
+
+#[cfg(test)]
+pub(crate) mod simulation;
+#[cfg(test)]
+mod tests;

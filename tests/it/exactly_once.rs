@@ -396,6 +396,14 @@ async fn a_chat_retry_with_its_idempotency_key_gets_the_same_turn() {
     // The same key for another message is refused; bad keys are refused.
     let (status, body) = post_chat(&url, "k-1", "s", "something else").await.unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = post_chat(&url, "k-1", "other", "soak chat tool")
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "one key, one session: {body}"
+    );
     let (status, _) = post_chat(&url, "bad key", "s", "x").await.unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // Without a key, every request is a new turn (as before).
@@ -464,4 +472,43 @@ async fn first_state(gw: &Gateway, channel: &str) -> String {
         .first()
         .and_then(|r| r["state"].as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[test]
+fn the_example_bridge_shows_a_repeated_reply_once() {
+    // deploy/bridge-example/bridge.py de-duplicates on Idempotency-Key: the gateway repeats a
+    // reply (re-signed, same key) when a crash lost the bridge's 200.
+    let script = r#"
+import sys, threading, time, urllib.request, http.server
+sys.path.insert(0, sys.argv[1])
+import bridge
+got = []
+bridge.Outbound.secret = b"s"
+bridge.Outbound.on_reply = staticmethod(got.append)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), bridge.Outbound)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+def post(ts, key):
+    body = bridge.encode({"message_id": key, "chat_id": "c", "text": "hi"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.server_port}/", data=body, method="POST",
+        headers={"Content-Type": "application/json", "Idempotency-Key": key,
+                 "X-KafClaw-Timestamp": str(ts),
+                 "X-KafClaw-Signature": bridge.sign(b"s", str(ts), body)})
+    return urllib.request.urlopen(request).status
+now = int(time.time())
+print(post(now, "kafclaw-7"), post(now + 1, "kafclaw-7"), post(now + 2, "kafclaw-8"), len(got))
+"#;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/bridge-example");
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, dir])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200 200 200 2");
 }

@@ -252,19 +252,29 @@ impl Handler<RunTurn> for Agent {
         Box::pin(async move {
             // One turn at a time per session, in arrival order (tokio's mutex is FIFO).
             let _turn = lock.lock().await;
-            run_one(client, history, budget, links, settings, msg).await
+            let deps = Deps {
+                client,
+                history,
+                budget,
+                links,
+                settings,
+            };
+            run_one(&deps, msg).await
         })
     }
 }
 
-async fn run_one(
+/// What one turn runs with.
+struct Deps {
     client: ChatClient,
     history: SessionHistory,
     budget: Budget,
     links: AgentLinks,
     settings: AgentSettings,
-    msg: RunTurn,
-) -> Result<TurnReply, AgentError> {
+}
+
+async fn run_one(deps: &Deps, msg: RunTurn) -> Result<TurnReply, AgentError> {
+    let links = &deps.links;
     let journaled = match (&msg.turn_key, &links.journal) {
         (Some(key), Some(journal)) => Some((key.clone(), journal.clone())),
         _ => None,
@@ -302,17 +312,7 @@ async fn run_one(
         json!({"sender_kind": msg.sender.as_str(), "chars": msg.text.chars().count()}),
     )
     .await;
-    let outcome = turn(
-        &client,
-        &history,
-        &budget,
-        &links,
-        &settings,
-        &msg,
-        replay,
-        journaled.as_ref(),
-    )
-    .await?;
+    let outcome = turn(deps, &msg, replay, journaled.as_ref()).await?;
     for call in &outcome.model_calls {
         record(
             &links.store,
@@ -327,7 +327,7 @@ async fn run_one(
         )
         .await;
     }
-    conclude(&history, journaled.as_ref(), &msg, &outcome).await?;
+    conclude(&deps.history, journaled.as_ref(), &msg, &outcome).await?;
     // Spike detection quarantines channels; `/chat` (channel `api`) is not a channel bridge.
     if let Some(usage) = links.usage.as_ref().filter(|_| msg.channel != API_CHANNEL) {
         usage.do_send(crate::incident::TokenUsageSignal {
@@ -364,18 +364,16 @@ fn begin(journal: &TurnJournal, key: &TurnKey, msg: &RunTurn) -> Result<Resume, 
 }
 
 /// Runs the turn loop (journaled when `journaled` is set), recording a failure on the timeline.
-#[allow(clippy::too_many_arguments)]
 async fn turn(
-    client: &ChatClient,
-    history: &SessionHistory,
-    budget: &Budget,
-    links: &AgentLinks,
-    settings: &AgentSettings,
+    deps: &Deps,
     msg: &RunTurn,
     replay: Vec<Step>,
     journaled: Option<&(TurnKey, TurnJournal)>,
 ) -> Result<TurnOutcome, AgentError> {
-    let past = history
+    let (client, budget, links, settings) =
+        (&deps.client, &deps.budget, &deps.links, &deps.settings);
+    let past = deps
+        .history
         .load(&msg.session)
         .map_err(|e| AgentError::Internal(e.to_string()))?;
     let mut ctx = TurnContext::new(&msg.session, &msg.sender_id, &msg.channel, &msg.trace_id);

@@ -101,7 +101,7 @@ pub enum Resume {
 /// Why a journal operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    /// The turn key was used before for another message text.
+    /// The turn key was used before for another message text or session.
     #[error("the idempotency key was already used for another message")]
     KeyReused,
     /// The store failed.
@@ -175,7 +175,9 @@ impl TurnJournal {
     }
 
     /// Opens the turn `key`: a new turn gets its header (not yet durable), an interrupted one
-    /// its steps, a finished one its reply. `text` must be the text the key was first used for.
+    /// its steps, a finished one its reply. `text` and `session` must be those the key was first
+    /// used with (so two runs of one key always share a session, and with it the agent's
+    /// per-session queue: they never run at the same time).
     pub fn begin(
         &self,
         key: &TurnKey,
@@ -186,7 +188,7 @@ impl TurnJournal {
     ) -> Result<Resume, JournalError> {
         let hash = text_hash(text);
         if let Some(header) = self.space.get_json::<Header>(header_key(key))? {
-            if header.text_hash != hash {
+            if header.text_hash != hash || header.session != session {
                 return Err(JournalError::KeyReused);
             }
             return Ok(match header.state {
@@ -288,3 +290,6 @@ impl TurnJournal {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

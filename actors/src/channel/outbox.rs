@@ -647,3 +647,6 @@ fn parse_due(key: &[u8]) -> Option<(i64, u64)> {
     let id = fields.next()?.parse().ok()?;
     Some((at, id))
 }
+
+#[cfg(test)]
+mod tests;

@@ -281,14 +281,24 @@ mod whatsapp_edge {
             "statuses": [
                 { "id": "wamid.OUT1", "status": "delivered", "timestamp": "1700000001", "recipient_id": "4915112345678" },
                 { "id": "wamid.OUT2", "status": "failed", "timestamp": "1700000002", "recipient_id": "4915112345678",
-                  "errors": [{ "code": 131047, "title": "Re-engagement message" }] }
+                  "errors": [{ "code": 131047, "title": "Re-engagement message" }],
+                  "biz_opaque_callback_data": "kafclaw-12.1" },
+                { "id": "wamid.OUT3", "status": "sent", "timestamp": "1700000003", "recipient_id": "1",
+                  "biz_opaque_callback_data": "bad\u{0}data" }
             ]
         }));
         let batch = parse_webhook(&body).unwrap();
         assert!(batch.messages.is_empty());
-        assert_eq!(batch.statuses.len(), 2);
+        assert_eq!(batch.statuses.len(), 3);
         assert_eq!(batch.statuses[0].status, "delivered");
+        assert_eq!(batch.statuses[0].callback_data, None);
         assert_eq!(batch.statuses[1].errors[0].code, Some(131047));
+        // The reply tag is echoed back; one with control characters is dropped.
+        assert_eq!(
+            batch.statuses[1].callback_data.as_deref(),
+            Some("kafclaw-12.1")
+        );
+        assert_eq!(batch.statuses[2].callback_data, None);
 
         assert!(matches!(
             parse_webhook(b"not json"),

@@ -345,8 +345,8 @@ fn tally(world: &World, ledger: &Ledger, home: &std::path::Path, figures: &mut F
 
 pub fn print(figures: &Figures) {
     println!(
-        "crash soak: seed {} kills {} in {:.1} s; deliveries sent {} (incl. re-deliveries), \
-         acknowledged {}, lost {}; model requests {}, repeated {}, retried after a kill {}; \
+        "crash soak: seed {} kills {} in {:.1} s; deliveries sent {} (incl. re-deliveries, \
+         {:.0}/s), acknowledged {}, lost {}; model requests {}, repeated {}, retried after a kill {}; \
          tool calls {}, repeated {}, interrupted {}; whatsapp sends {}, sent twice {}; bridge \
          posts {}, accepted twice {}, repeats dropped by key {}; chat replies differing {}; \
          audit verified after {} kills",
@@ -354,6 +354,7 @@ pub fn print(figures: &Figures) {
         figures.kills,
         figures.seconds,
         figures.deliveries,
+        figures.deliveries as f64 / figures.seconds.max(0.001),
         figures.acknowledged,
         figures.lost,
         figures.model_requests,
