@@ -443,7 +443,17 @@ async fn status_shows_the_store_size_and_its_oldest_record() {
         kafclaw_actors::clock::parse_rfc3339(oldest).is_some(),
         "{oldest}"
     );
-    drop(gw);
+    // Without a gateway, `kafclaw status` reads the store itself.
+    let mut gw = gw;
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(15));
+    let (code, out, err) =
+        crate::harness::run(gw.home.path(), &Default::default(), &["status", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("MiB on disk, oldest record 20") && out.contains("retention 30 days"),
+        "{out}"
+    );
 }
 
 /// Kinds of the newest timeline events.

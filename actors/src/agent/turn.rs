@@ -16,7 +16,8 @@
 //! messages: tools that already ran are not undone, and the stored history stays as it was.
 //!
 //! Journaled turns ([`run_journaled_turn`]): every model answer is written to the [`TurnLog`]
-//! and synced before any tool it asks for runs (or before the reply); every tool call is
+//! and synced before any tool it asks for runs (a final answer is synced by the caller with the
+//! turn's conclusion, before the reply leaves); every tool call is
 //! written as started and synced before the tool runs, and its result written after. A resumed
 //! turn replays its journal first: journaled answers are not asked again, journaled results
 //! are not run again, and a call started without a journaled result is not run again either —
@@ -332,7 +333,12 @@ where
                     message: message.clone(),
                     usage: call.usage,
                 })?;
-                log.sync().await?;
+                if !message.tool_calls.is_empty() && !final_call {
+                    // Durable before the tools it asks for run. A final answer is made durable
+                    // with the turn's conclusion (history, journal done), before the reply is
+                    // queued or returned: until then nothing outside has seen it.
+                    log.sync().await?;
+                }
                 let usage = call.usage;
                 model_calls.push(call);
                 (message, usage)

@@ -11,8 +11,11 @@
 //! redelivery is audited again), then stored without text; admitted messages are stored as
 //! `pending` or `held` depending on the state; the store is flushed; only then is the answer
 //! sent (the webhook's 200). Messages are handed to the agent only after the flush that made
-//! them durable, in arrival order, through `Recipient<DeliverToAgent>`; the agent's `Ok` answer
-//! marks them done. A refusal or a closed mailbox puts them back to `pending` and retries later.
+//! them durable, in arrival order, through `Recipient<DeliverToAgent>`, and only after their
+//! claim (`processing`) is synced; the agent's `Ok` answer marks them done, and that is synced
+//! too. A refusal or a closed mailbox puts them back to `pending` and retries later. A message
+//! handed over again after a crash is safe: the agent's turn journal is keyed on
+//! `channel + message_id`, and the outbox keeps one reply per inbound message.
 //!
 //! States: `running` hands everything on; `observe` hands on owners only and holds the rest;
 //! `quarantined`, `disabled` and `failed` hand on nothing and send nothing, but still store,
