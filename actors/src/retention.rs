@@ -7,8 +7,12 @@
 //! blocking pool, outside every actor's mailbox, so a webhook never waits for it), its clock
 //! (injected by tests to simulate weeks) and [`store_stats`].
 //! Must not: remove anything live (a pending, held or processing message, a queued or sending
-//! reply), or anything younger than the retention; it only ever removes with the owning
-//! module's own prune functions, which compare-and-swap against what they read.
+//! reply), or anything younger than the retention; it only ever removes through the owning
+//! module's own prune functions, which remove finished records only.
+//!
+//! Pace: chunks of [`RetentionSettings::chunk`] keys, and after each a sleep of at least
+//! [`RetentionSettings::pause`] and [`RetentionSettings::duty`] times the chunk's own time, so a
+//! pass never takes more than a fifth of a core and adds little to the next webhook's fsync.
 //!
 //! Bound: with messages arriving at `r` per day, at most about `r × (retention + one
 //! interval)` records of each kind are kept (plus live ones), whatever the uptime.
@@ -34,8 +38,22 @@ pub struct RetentionSettings {
     pub retention: Duration,
     /// Time between two passes.
     pub interval: Duration,
-    /// Keys looked at per chunk (each chunk is one short blocking task).
+    /// Keys looked at per chunk (each chunk is one short blocking step and one batch).
     pub chunk: usize,
+    /// After every chunk the pass sleeps at least this long, and at least `duty` times as long
+    /// as the chunk took: it never takes more than a fraction of a core, and adds little to the
+    /// next fsync of a webhook (a backlog of weeks is worked off over minutes, not in a burst).
+    pub pause: Duration,
+    /// Sleep per unit of chunk work (4: the pass uses at most a fifth of one core).
+    pub duty: u32,
+}
+
+impl RetentionSettings {
+    /// What the pruner does between two chunks: sleep (see [`RetentionSettings::pause`]).
+    pub fn throttle(&self) -> impl FnMut(Duration) {
+        let (pause, duty) = (self.pause, self.duty);
+        move |took: Duration| std::thread::sleep(pause.max(took.saturating_mul(duty)))
+    }
 }
 
 impl Default for RetentionSettings {
@@ -43,7 +61,9 @@ impl Default for RetentionSettings {
         Self {
             retention: Duration::from_secs(30 * 86_400),
             interval: Duration::from_secs(600),
-            chunk: 256,
+            chunk: 64,
+            pause: Duration::from_millis(5),
+            duty: 4,
         }
     }
 }
@@ -68,13 +88,14 @@ pub struct PruneReport {
 }
 
 /// One pass over every kind at `now_ms`, chunk by chunk (synchronous: run it on the blocking
-/// pool). `between` runs after every chunk (the actor yields there).
+/// pool). `between` runs after every chunk with the chunk's duration (the pruner sleeps there,
+/// see [`RetentionSettings::pause`]).
 pub fn prune_pass(
     db: &StoreDb,
     state: &State,
     settings: &RetentionSettings,
     now_ms: i64,
-    mut between: impl FnMut(),
+    mut between: impl FnMut(Duration),
 ) -> Result<PruneReport, StoreError> {
     let retention_ms = i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX);
     let dedupe_ms = retention_ms.max(i64::try_from(MIN_DEDUPE.as_millis()).unwrap_or(i64::MAX));
@@ -89,11 +110,12 @@ pub fn prune_pass(
                      work: &mut dyn FnMut() -> Result<bool, StoreError>| loop {
         let started = Instant::now();
         let more = work()?;
+        let took = started.elapsed();
         report.chunks += 1;
         report.longest_chunk_us = report
             .longest_chunk_us
-            .max(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-        between();
+            .max(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        between(took);
         if !more {
             return Ok::<(), StoreError>(());
         }
@@ -133,17 +155,19 @@ pub fn prune_pass(
     })?;
     report.outbox_records = replies;
 
+    let mut cursor = None;
     let mut journals = 0;
     timed(&mut report, &mut || {
-        let (removed, more) = journal.prune(cutoff_ms, chunk)?;
+        let (removed, more) = journal.prune(cutoff_ms, &mut cursor, chunk)?;
         journals += removed;
         Ok(more)
     })?;
     report.journals = journals;
 
+    let mut cursor = None;
     let mut events = 0;
     timed(&mut report, &mut || {
-        let (removed, more) = prune_timeline(db, cutoff_ms, chunk)?;
+        let (removed, more) = prune_timeline(db, cutoff_ms, &mut cursor, chunk)?;
         events += removed;
         Ok(more)
     })?;
@@ -226,7 +250,8 @@ impl Pruner {
             (self.clock)(),
         );
         let pass = tokio::task::spawn_blocking(move || {
-            prune_pass(&db, &state, &settings, now, std::thread::yield_now)
+            let throttle = settings.throttle();
+            prune_pass(&db, &state, &settings, now, throttle)
         });
         ctx.spawn(pass.into_actor(self).map(|result, this, _| {
             this.running = false;
@@ -270,7 +295,7 @@ impl Handler<PruneNow> for Pruner {
             (self.clock)(),
         );
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || prune_pass(&db, &state, &settings, now, || {}))
+            tokio::task::spawn_blocking(move || prune_pass(&db, &state, &settings, now, |_| {}))
                 .await
                 .map_err(|e| StoreError::Io(format!("prune task failed: {e}")))?
         })

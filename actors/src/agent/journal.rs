@@ -246,35 +246,46 @@ impl TurnJournal {
         self.space.sync().await
     }
 
-    /// One chunk of a pruning pass: removes turns first started before `cutoff_ms` (their
-    /// header, steps and index entry), oldest first. Returns how many turns were removed and
-    /// whether older ones may remain.
-    pub fn prune(&self, cutoff_ms: i64, limit: usize) -> Result<(usize, bool), StoreError> {
-        let page = self.space.scan("t/", None, limit.max(1))?;
+    /// One chunk of a pruning pass: looks at up to `limit` turns after `cursor`, oldest first,
+    /// and removes those first started before `cutoff_ms` (header, steps and index entry), in
+    /// one batch. Returns how many turns were removed and whether older ones may remain.
+    pub fn prune(
+        &self,
+        cutoff_ms: i64,
+        cursor: &mut Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(usize, bool), StoreError> {
+        let page = self.space.scan("t/", cursor.as_deref(), limit.max(1))?;
+        let mut more = page.len() >= limit.max(1);
+        let mut batch = Batch::default();
         let mut removed = 0;
         for (index, _) in &page {
             let text = String::from_utf8_lossy(index);
-            let Some((at, key)) = text
+            let parsed = text
                 .strip_prefix("t/")
                 .and_then(|rest| rest.split_once('/'))
-            else {
-                self.space.delete(index)?;
-                continue;
-            };
-            if at.parse::<i64>().is_ok_and(|at| at >= cutoff_ms) {
-                return Ok((removed, false));
+                .map(|(at, key)| (at.parse::<i64>().ok(), key.to_string()));
+            if let Some((Some(at), _)) = &parsed {
+                if *at >= cutoff_ms {
+                    more = false;
+                    break;
+                }
             }
-            let key = TurnKey(key.to_string());
-            let mut batch = Batch::default();
+            *cursor = Some(index.clone());
+            batch.delete(index.clone());
+            let Some((_, key)) = parsed else { continue };
+            let key = TurnKey(key);
             for (step, _) in self.space.scan_all(step_prefix(&key))? {
                 batch.delete(step);
             }
             batch.delete(header_key(&key));
-            batch.delete(index.clone());
-            self.space.apply(batch)?;
             removed += 1;
         }
-        Ok((removed, page.len() >= limit.max(1)))
+        self.space.apply(batch)?;
+        if !more {
+            *cursor = None;
+        }
+        Ok((removed, more))
     }
 
     /// When the oldest journaled turn kept was started (unix ms).

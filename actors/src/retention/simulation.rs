@@ -135,7 +135,7 @@ pub fn simulate(messages: usize, days: usize, retention_days: i64) -> Simulated 
     let settings = RetentionSettings {
         retention: Duration::from_secs(retention_days as u64 * 86_400),
         interval: Duration::from_secs(86_400),
-        chunk: 256,
+        ..RetentionSettings::default()
     };
     let per_day = messages / days;
     let bound = per_day * (retention_days as usize + 1);
@@ -168,7 +168,7 @@ pub fn simulate(messages: usize, days: usize, retention_days: i64) -> Simulated 
         }
         let now = t0 + (day as i64 + 1) * DAY_MS;
         let started = Instant::now();
-        let report = prune_pass(&db, &state, &settings, now, || {}).unwrap();
+        let report = prune_pass(&db, &state, &settings, now, |_| {}).unwrap();
         out.pruning += started.elapsed();
         out.longest_chunk_us = out.longest_chunk_us.max(report.longest_chunk_us);
         let records = count(&state, Space::Inbox, "inbox/");

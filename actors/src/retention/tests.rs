@@ -27,11 +27,11 @@ fn dedupe_keys_outlive_a_short_retention_by_the_providers_retry_window() {
     let seq = drive(&db, &state, 1, t0);
     let inbox = Inbox::over(state.clone());
     // Two days on: the record is gone (retention 1 day), its idempotency key is not.
-    prune_pass(&db, &state, &settings, t0 + 2 * DAY_MS, || {}).unwrap();
+    prune_pass(&db, &state, &settings, t0 + 2 * DAY_MS, |_| {}).unwrap();
     assert!(inbox.get("whatsapp", seq).unwrap().is_none());
     assert!(inbox.known("whatsapp", "wamid.1").unwrap().is_some());
     // Past seven days it goes too.
-    let report = prune_pass(&db, &state, &settings, t0 + 8 * DAY_MS, || {}).unwrap();
+    let report = prune_pass(&db, &state, &settings, t0 + 8 * DAY_MS, |_| {}).unwrap();
     assert_eq!(report.dedupe_keys, 1);
     assert!(inbox.known("whatsapp", "wamid.1").unwrap().is_none());
 }
@@ -67,7 +67,7 @@ fn live_messages_are_never_pruned_whatever_their_age() {
         &state,
         &RetentionSettings::default(),
         400 * DAY_MS,
-        || {},
+        |_| {},
     )
     .unwrap();
     assert_eq!(report.inbox_records, 0);

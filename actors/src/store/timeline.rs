@@ -104,27 +104,37 @@ fn event_ms(value: &[u8]) -> Option<i64> {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
-/// Removes up to `limit` of the oldest events stamped before `cutoff_ms` (unix ms). Returns
-/// how many were removed and whether older events may remain (call again).
+/// One chunk of a pruning pass: looks at up to `limit` events after `cursor` (oldest first)
+/// and removes those stamped before `cutoff_ms` (unix ms), in one batch. Returns how many were
+/// removed and whether older events may remain (call again with the same cursor).
 pub fn prune_timeline(
     db: &StoreDb,
     cutoff_ms: i64,
+    cursor: &mut Option<Vec<u8>>,
     limit: usize,
 ) -> Result<(usize, bool), StoreError> {
     let tree = db.tree(TreeName::Timeline)?;
-    let page = tree.scan_after([], None, limit)?;
+    let page = tree.scan_after([], cursor.as_deref(), limit.max(1))?;
+    let mut batch = super::KvBatch::default();
     let mut removed = 0;
+    let mut more = page.len() >= limit.max(1);
     for (key, value) in &page {
         // Ids grow with time: the first event younger than the cutoff ends the pass. An
-        // unreadable event is old junk by the same order and goes too.
+        // unreadable event is old junk by the same order and goes too. Events are never
+        // rewritten, so a batch of removals cannot undo a live write.
         if event_ms(value).is_some_and(|ms| ms >= cutoff_ms) {
-            return Ok((removed, false));
+            more = false;
+            break;
         }
-        if let super::Swap::Done = tree.compare_and_swap(key, Some(value), None)? {
-            removed += 1;
-        }
+        batch.remove(key);
+        removed += 1;
+        *cursor = Some(key.clone());
     }
-    Ok((removed, page.len() == limit))
+    tree.apply(batch)?;
+    if !more {
+        *cursor = None;
+    }
+    Ok((removed, more))
 }
 
 /// When the oldest event kept was stamped (unix ms), if there is one.

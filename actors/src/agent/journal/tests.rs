@@ -91,9 +91,11 @@ fn pruning_removes_old_turns_whole_and_keeps_young_ones() {
         .unwrap();
     }
     assert_eq!(j.oldest_created_at().unwrap(), Some(1_000));
-    assert_eq!(j.prune(5_000, 1).unwrap(), (1, true));
-    assert_eq!(j.prune(5_000, 10).unwrap(), (1, false));
-    assert_eq!(j.prune(5_000, 10).unwrap(), (0, false));
+    let mut cursor = None;
+    assert_eq!(j.prune(5_000, &mut cursor, 1).unwrap(), (1, true));
+    assert_eq!(j.prune(5_000, &mut cursor, 10).unwrap(), (1, false));
+    assert_eq!(cursor, None, "a finished pass starts over next time");
+    assert_eq!(j.prune(5_000, &mut cursor, 10).unwrap(), (0, false));
     assert_eq!(j.oldest_created_at().unwrap(), Some(9_000));
     for i in 0..2 {
         let key = TurnKey::message("wa", &format!("m{i}"));

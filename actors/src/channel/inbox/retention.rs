@@ -2,14 +2,15 @@
 //! idempotency keys older than their own, longer horizon.
 //!
 //! Owns: bounded passes over [`Space::Inbox`](crate::store::Space::Inbox) that a background
-//! pruner calls chunk by chunk (a cursor carries the position), each removal a
-//! compare-and-swap against the value just read.
+//! pruner calls chunk by chunk (a cursor carries the position), one batch of removals per chunk
+//! (finished records are never written again, so a removal cannot undo a live write; keys
+//! without an arrival time are stamped with compare-and-swap).
 //! Must not: remove a record in a live state (`pending`, `held`, `processing`) whatever its
 //! age (nothing accepted is lost), or an idempotency key younger than its horizon (a
 //! redelivery inside the providers' retry window must stay a duplicate).
 
 use super::{decode_dedupe, encode_dedupe, Inbox, InboxRecord};
-use crate::store::{StoreError, Swap};
+use crate::store::{Batch, StoreError, Swap};
 
 /// What one chunk of a pass removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,6 +45,9 @@ impl Inbox {
         let mut out = InboxPruned::default();
         let page = self.space.scan("inbox/", cursor.as_deref(), limit.max(1))?;
         out.more = page.len() >= limit.max(1);
+        // One batch per chunk. Finished records are never written again by their channel, so
+        // removing them cannot undo a live write.
+        let mut batch = Batch::default();
         for (key, value) in &page {
             *cursor = Some(key.clone());
             let text = String::from_utf8_lossy(key);
@@ -65,34 +69,39 @@ impl Inbox {
             if !record.state.is_finished() {
                 continue;
             }
-            if self.space.compare_and_swap(key, Some(value), None)? == Swap::Done {
-                out.records += 1;
-                if record.received_at < dedupe_cutoff
-                    && self.remove_dedupe(&record, dedupe_cutoff)?
-                {
+            batch.delete(key);
+            out.records += 1;
+            if record.received_at < dedupe_cutoff {
+                if let Some(dedupe) = self.dedupe_of(&record, dedupe_cutoff)? {
+                    batch.delete(dedupe);
                     out.dedupe_keys += 1;
                 }
             }
         }
+        self.space.apply(batch)?;
         if !out.more {
             *cursor = None;
         }
         Ok(out)
     }
 
-    /// Removes the idempotency key of `record` if it still points at it.
-    fn remove_dedupe(&self, record: &InboxRecord, dedupe_cutoff: i64) -> Result<bool, StoreError> {
+    /// The idempotency key of `record`, if it still points at it and is past `dedupe_cutoff`.
+    fn dedupe_of(
+        &self,
+        record: &InboxRecord,
+        dedupe_cutoff: i64,
+    ) -> Result<Option<String>, StoreError> {
         let key = Self::dedupe_key(&record.channel, &record.message.message_id);
         let Some(value) = self.space.get(&key)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some((seq, at)) = decode_dedupe(&value) else {
-            return Ok(false);
+            return Ok(None);
         };
         if seq != record.seq || at.is_some_and(|at| at >= dedupe_cutoff) {
-            return Ok(false);
+            return Ok(None);
         }
-        Ok(self.space.compare_and_swap(&key, Some(&value), None)? == Swap::Done)
+        Ok(Some(key))
     }
 
     /// One chunk of a pass over the idempotency keys alone (needed when the records' retention

@@ -2,7 +2,7 @@
 //! retention, with their "one reply per inbound message" key.
 //!
 //! Owns: bounded passes over [`Space::Outbox`](crate::store::Space::Outbox) in id order (ids
-//! grow with time, so the first younger reply ends a pass), each removal one batch.
+//! grow with time, so the first younger reply ends a pass), one batch of removals per chunk.
 //! Must not: remove a reply that is still queued or sending, whatever its age.
 
 use super::{record_key, reply_key, Outbox, OutboxRecord};
@@ -31,19 +31,22 @@ impl Outbox {
             .space
             .scan("outbox/m/", cursor.as_deref(), limit.max(1))?;
         out.more = page.len() >= limit.max(1);
+        // One batch per chunk. A finished reply changes only by a late receipt; one that
+        // arrives for a reply older than the retention is dropped with it.
+        let mut batch = Batch::default();
         for (key, value) in &page {
-            *cursor = Some(key.clone());
             let Ok(record) = serde_json::from_slice::<OutboxRecord>(value) else {
+                *cursor = Some(key.clone());
                 continue;
             };
             if record.created_at >= cutoff_ms {
                 out.more = false;
                 break;
             }
+            *cursor = Some(key.clone());
             if !record.state.is_finished() {
                 continue;
             }
-            let mut batch = Batch::default();
             batch.delete(record_key(record.id));
             if let Some(message_id) = &record.message.reply_to {
                 let reply = reply_key(&record.channel, message_id);
@@ -51,11 +54,9 @@ impl Outbox {
                     batch.delete(reply);
                 }
             }
-            // A finished reply changes only by a late receipt; one that arrives for a reply
-            // older than the retention is dropped with it.
-            self.space.apply(batch)?;
             out.records += 1;
         }
+        self.space.apply(batch)?;
         if !out.more {
             *cursor = None;
         }
