@@ -7,7 +7,9 @@
 //! `Idempotency-Key`s, and the audit chain verifies after every kill.
 //!
 //! `cargo test` runs 10 kills. `tests/bench/crash_soak.sh` runs the long one: the environment
-//! variables `SOAK_KILLS` (default 10) and `SOAK_SEED` (default 12) set it up (read, never set).
+//! variables `SOAK_KILLS` (default 10), `SOAK_SEED` (default 12) and `SOAK_WORKERS` (senders
+//! per kind: 3 WhatsApp, 2 bridge, 2 `/chat` times this factor; default 1) set it up (read,
+//! never set).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -168,7 +170,9 @@ async fn load(
     let url = format!("http://{}", gw.gateway);
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
+    let factor = env_number("SOAK_WORKERS", 1).max(1) as usize;
     for (kind, workers) in [(Kind::WhatsApp, 3), (Kind::Bridge, 2), (Kind::Chat, 2)] {
+        let workers = workers * factor;
         for index in 0..workers {
             tasks.push(tokio::spawn(worker(
                 url.clone(),
