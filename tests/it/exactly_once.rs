@@ -16,7 +16,8 @@ mod soak;
 
 use fixture::*;
 
-const CRASH_ENV: &str = "KAFCLAW_TEST_CRASH_AT";
+#[cfg(feature = "test-hooks")]
+const CRASH_ENV: &str = kafclaw_actors::testpoint::CRASH_ENV;
 
 /// The servers around one gateway.
 struct World {
@@ -123,6 +124,8 @@ async fn a_kill_while_the_model_is_answering_asks_only_that_step_again() {
     );
 }
 
+/// (Crash points exist in `test-hooks` builds only.)
+#[cfg(feature = "test-hooks")]
 #[tokio::test]
 async fn a_kill_after_the_tool_ran_before_its_result_was_journaled_does_not_run_it_again() {
     let world = World::new();
@@ -173,6 +176,8 @@ async fn a_kill_after_the_tool_ran_before_its_result_was_journaled_does_not_run_
     assert_eq!(graph_sends(&world.graph)["wamid.toolcrash"].len(), 1);
 }
 
+/// (Crash points exist in `test-hooks` builds only.)
+#[cfg(feature = "test-hooks")]
 #[tokio::test]
 async fn a_kill_after_the_provider_accepted_a_send_waits_for_its_status_and_sends_once() {
     let world = World::new();
@@ -201,6 +206,8 @@ async fn a_kill_after_the_provider_accepted_a_send_waits_for_its_status_and_send
     assert_eq!(world.requests("soak accepted", 0), 1);
 }
 
+/// (Crash points exist in `test-hooks` builds only.)
+#[cfg(feature = "test-hooks")]
 #[tokio::test]
 async fn without_a_status_a_send_cut_short_is_repeated_only_after_the_resend_wait_with_its_ids() {
     let world = World::new();
@@ -240,6 +247,8 @@ async fn without_a_status_a_send_cut_short_is_repeated_only_after_the_resend_wai
     assert_eq!(posts[0].1, posts[1].1);
 }
 
+/// (Crash points exist in `test-hooks` builds only.)
+#[cfg(feature = "test-hooks")]
 #[tokio::test]
 async fn a_kill_between_mark_done_and_its_flush_does_not_run_the_turn_again() {
     let world = World::new();
