@@ -127,6 +127,43 @@ async fn a_kill_while_the_model_is_answering_asks_only_that_step_again() {
 /// (Crash points exist in `test-hooks` builds only.)
 #[cfg(feature = "test-hooks")]
 #[tokio::test]
+async fn a_kill_after_the_model_answered_before_the_answer_was_journaled_runs_nothing_twice() {
+    let world = World::new();
+    let text = "soak answered tool";
+    let mut gw = world.start(world.options(30).env(CRASH_ENV, "turn.model_answered"));
+    let url = format!("http://{}", gw.gateway);
+    assert_eq!(
+        post_whatsapp(&url, OWNERS[3], "wamid.answered", text)
+            .await
+            .unwrap(),
+        StatusCode::OK
+    );
+    gone(&mut gw);
+    assert!(
+        tool_decisions(gw.home.path()).is_empty(),
+        "nothing ran on a lost answer"
+    );
+
+    let gw = world.restart(&mut gw, world.options(30));
+    eventually("the reply", Duration::from_secs(15), || {
+        graph_sends(&world.graph).contains_key("wamid.answered")
+    })
+    .await;
+    // The lost answer is asked for again (nothing acted on it); the tool runs once.
+    assert_eq!(world.requests(text, 0), 2);
+    assert_eq!(world.requests(text, 1), 1);
+    let decisions = tool_decisions(gw.home.path());
+    assert_eq!(
+        decisions.values().copied().collect::<Vec<_>>(),
+        [1],
+        "{decisions:?}"
+    );
+    assert_eq!(graph_sends(&world.graph)["wamid.answered"].len(), 1);
+}
+
+/// (Crash points exist in `test-hooks` builds only.)
+#[cfg(feature = "test-hooks")]
+#[tokio::test]
 async fn a_kill_after_the_tool_ran_before_its_result_was_journaled_does_not_run_it_again() {
     let world = World::new();
     let text = "soak crash tool";
