@@ -39,6 +39,10 @@ pub struct WhatsAppSettings {
     /// Graph API version.
     #[serde(default = "default_api_version")]
     pub api_version: String,
+    /// Seconds a reply whose send was never answered waits for a status webhook before it is
+    /// sent again.
+    #[serde(default = "default_resend_after")]
+    pub resend_after_seconds: u64,
     /// Access policy.
     #[serde(flatten)]
     pub policy: ChannelPolicy,
@@ -63,9 +67,17 @@ pub struct BridgeSettings {
     /// Where replies are POSTed.
     #[serde(default)]
     pub outbound_url: String,
+    /// Seconds a reply whose send was never answered waits before it is sent again (the
+    /// bridge drops the repeat by its `Idempotency-Key`).
+    #[serde(default = "default_resend_after")]
+    pub resend_after_seconds: u64,
     /// Access policy.
     #[serde(flatten)]
     pub policy: ChannelPolicy,
+}
+
+fn default_resend_after() -> u64 {
+    30
 }
 
 fn default_true() -> bool {

@@ -296,6 +296,10 @@ pub fn serve(
                 .service(route_get("/api/v1/audit/head", routes::audit_head_route))
                 .service(route_get("/api/v1/approvals", routes::approvals))
                 .service(route_get("/api/v1/channels", webhooks::channels))
+                .service(route_get(
+                    "/api/v1/channels/{name}/outbox",
+                    webhooks::outbox,
+                ))
                 .service(route_get("/api/v1/incidents", routes::incidents))
                 .service(route_get("/metrics", metrics::metrics))
                 .service(route_post("/api/v1/admin/control", routes::admin_control))

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use kafclaw_actors::agent::{
     Agent, AgentLinks, AgentRouter, AgentSettings, Budget, BudgetSettings, SessionHistory,
-    ToolSurface,
+    ToolSurface, TurnJournal,
 };
 use kafclaw_actors::approval::Approvals;
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay, RecordedHead};
@@ -26,6 +26,7 @@ use kafclaw_actors::incident::{IncidentMonitor, MonitorLinks, WebhookKey};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::policy::PolicySettings;
 use kafclaw_actors::provider::{ChatClient, ProviderSettings};
+use kafclaw_actors::retention::{Pruner, RetentionSettings};
 use kafclaw_actors::store::{Store, StoreDb};
 use kafclaw_actors::supervisor::{
     Forward, RestartPolicy, Slot, SupervisionEvent, Supervisor, SupervisorBuilder,
@@ -112,8 +113,9 @@ pub fn start(
     let executor = start_executor(&mut tree, home, settings, relay.clone(), &signals)?;
 
     let client = provider_client(settings)?;
-    let history = SessionHistory::new(&db, settings.model.history_messages as usize)
-        .map_err(|e| e.to_string())?;
+    // The inbox, outbox, turn journal and history live behind the storage seam.
+    let state = db.state().map_err(|e| e.to_string())?;
+    let history = SessionHistory::over(state.clone(), settings.model.history_messages as usize);
     let limit = |n: u64| (n > 0).then_some(n);
     let budget = Budget::new(
         &db,
@@ -134,6 +136,8 @@ pub fn start(
         surface: surface.clone(),
         usage: Some(signals.clone().recipient()),
         drain: drain.clone(),
+        journal: Some(TurnJournal::new(state.clone())),
+        audit: Some(relay.clone()),
     };
     let agent_settings = AgentSettings {
         max_tool_iterations: settings.model.max_tool_iterations,
@@ -152,6 +156,8 @@ pub fn start(
             ))
         }),
     );
+
+    start_pruner(&mut tree, &db, settings);
 
     let channel_settings = ChannelsSettings::from_settings(settings)?;
     let (channels, dispatchers) = start_channels(
@@ -413,6 +419,21 @@ fn start_executor(
     ))
 }
 
+/// The background pruner (`store.retention_days`). Quarantined, not fatal, if it keeps
+/// failing: the gateway serves on with a store that grows.
+fn start_pruner(tree: &mut SupervisorBuilder, db: &StoreDb, settings: &Settings) {
+    let retention = RetentionSettings {
+        retention: Duration::from_secs(settings.store.retention_days.max(1) * 86_400),
+        ..RetentionSettings::default()
+    };
+    let db = db.clone();
+    tree.child(
+        "retention",
+        RestartPolicy::Quarantine,
+        Box::new(move || Pruner::new(&db, retention.clone()).map_err(|e| e.to_string())),
+    );
+}
+
 fn start_channels(
     tree: &mut SupervisorBuilder,
     db: &StoreDb,
@@ -433,6 +454,7 @@ fn start_channels(
                 policy: wa.policy.clone(),
                 pairing: PairingSettings::default(),
                 backoff: Backoff::default(),
+                resend_after: Duration::from_secs(wa.resend_after_seconds.max(1)),
             },
             DispatchTarget::WhatsApp {
                 graph_base: wa.graph_base.clone(),
@@ -452,6 +474,7 @@ fn start_channels(
                 policy: bridge.policy.clone(),
                 pairing: PairingSettings::default(),
                 backoff: Backoff::default(),
+                resend_after: Duration::from_secs(bridge.resend_after_seconds.max(1)),
             },
             DispatchTarget::Bridge {
                 outbound_url: bridge.outbound_url.clone(),

@@ -173,6 +173,8 @@ pub struct Settings {
     pub security: SecuritySettings,
     /// Audit segments.
     pub audit: kafclaw_actors::audit::AuditSettings,
+    /// What the store keeps.
+    pub store: StoreSettings,
     /// Logging.
     pub log: LogSettings,
     /// Channels (typed by `crate::channels`).
@@ -293,6 +295,13 @@ pub struct ModelSettings {
     pub max_tool_iterations: u32,
     /// History length per session.
     pub history_messages: u32,
+}
+
+/// `store.*`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StoreSettings {
+    /// Days finished records are kept (de-duplication keys at least 7).
+    pub retention_days: u64,
 }
 
 /// `paths.*` (empty = the default under `~/.kafclaw`).

@@ -1,5 +1,6 @@
 //! `kafclaw status` (CONTRACT §8): version, config file, providers (never keys), channels,
-//! token usage today, open incidents, audit head — and where each answer came from.
+//! token usage today, open incidents, the store's size and oldest record kept, audit head —
+//! and where each answer came from.
 //!
 //! Sources, in order: a running gateway (its control socket answers) is asked for
 //! `GET /api/v1/status` on its configured dashboard port, with the gateway token when one is
@@ -99,6 +100,15 @@ pub fn run(home: &Home, env: &HashMap<String, String>, json: bool) -> i32 {
                     "`GET /api/v1/incidents`; resolve with `kafclaw admin resolve-incident`",
                 ),
             }
+            let store = &v["store"];
+            report.pass(
+                "store",
+                store_line(
+                    store["size_bytes"].as_u64(),
+                    store["oldest_record"].as_str(),
+                    settings.store.retention_days,
+                ),
+            );
         }
         (None, true) => {
             report.warn(
@@ -107,7 +117,7 @@ pub fn run(home: &Home, env: &HashMap<String, String>, json: bool) -> i32 {
                 "set KAFCLAW_GATEWAY_AUTH_TOKEN (or a read token) and the dashboard port the gateway uses",
             );
         }
-        (None, false) => store_facts(home, &mut report),
+        (None, false) => store_facts(home, settings.store.retention_days, &mut report),
     }
     let head = crate::backup::audit_head(&home.audit_dir());
     report.pass(
@@ -183,7 +193,18 @@ fn channels(settings: &Settings, live: Option<&Value>, report: &mut Report) {
     }
 }
 
-fn store_facts(home: &Home, report: &mut Report) {
+/// `N MiB on disk, oldest record … (retention R days)`.
+fn store_line(size: Option<u64>, oldest: Option<&str>, retention_days: u64) -> String {
+    let size = size.map_or("size unknown".to_string(), |b| {
+        format!("{:.1} MiB on disk", b as f64 / (1024.0 * 1024.0))
+    });
+    let oldest = oldest.map_or("no record yet".to_string(), |t| {
+        format!("oldest record {t}")
+    });
+    format!("{size}, {oldest} (retention {retention_days} days)")
+}
+
+fn store_facts(home: &Home, retention_days: u64, report: &mut Report) {
     if !home.store_dir().exists() {
         report.pass("source", "no gateway running and no store yet");
         return;
@@ -224,6 +245,17 @@ fn store_facts(home: &Home, report: &mut Report) {
         "token_usage_today",
         format!("{tokens} tokens ({today}, UTC)"),
     );
+    match kafclaw_actors::retention::store_stats(&db) {
+        Ok(stats) => report.pass(
+            "store",
+            store_line(
+                Some(stats.size_bytes),
+                stats.oldest_record.as_deref(),
+                retention_days,
+            ),
+        ),
+        Err(e) => report.warn("store", e.to_string(), "`kafclaw doctor`"),
+    }
     let mut open = 0;
     if let Ok(tree) = db.tree(TreeName::Incidents) {
         let _ = tree.for_each(|_, v| {

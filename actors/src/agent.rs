@@ -10,14 +10,21 @@
 //! A turn, as the gateway runs it:
 //!
 //! ```text
-//! history.load(session) → system_prompt(workspace, sender, channel) → run_turn(…)
-//!     └─ per round: budget.check → provider call → budget.record → tools.run(call)…
-//! → history.append(session, outcome.new_messages) → reply
+//! journal.begin(turn key) ─ done → the stored reply (nothing runs again)
+//!     └─ new or interrupted → history.load(session) → system_prompt(…) → run_journaled_turn(…)
+//!          └─ per round: (journaled? replay) budget.check → provider call → journal + sync
+//!             → per tool call: (journaled? replay) journal "started" + sync → tools.run(call)
+//!             → journal result
+//! → history.append_turn(session, turn key, outcome.new_messages) → journal "done" → sync
+//! → reply
 //! ```
+//!
+//! Turns are idempotent on their key (channel + message id): see [`journal`].
 
 pub mod actor;
 pub mod budget;
 pub mod history;
+pub mod journal;
 pub mod prompt;
 pub mod router;
 pub mod turn;
@@ -29,11 +36,13 @@ pub use budget::{
     utc_today, Budget, BudgetError, BudgetExceeded, BudgetLimit, BudgetSettings, UsageTotals,
 };
 pub use history::{HistoryError, SessionHistory, DEFAULT_HISTORY_MESSAGES};
+pub use journal::{JournalError, Resume, Step, TurnJournal, TurnKey};
 pub use prompt::{system_prompt, IDENTITY_FILES, MAX_IDENTITY_FILE_BYTES};
 pub use router::AgentRouter;
 pub use turn::{
-    run_turn, ModelCall, ToolResult, ToolRunner, TurnContext, TurnError, TurnOutcome, Unmetered,
-    UsageGate, DEFAULT_MAX_TOOL_ITERATIONS,
+    run_journaled_turn, run_turn, ModelCall, NoLog, ToolResult, ToolRunner, TurnContext, TurnError,
+    TurnInput, TurnLog, TurnOutcome, Unmetered, UsageGate, DEFAULT_MAX_TOOL_ITERATIONS,
+    INTERRUPTED_RESULT,
 };
 
 #[cfg(test)]

@@ -228,6 +228,13 @@ pub enum AuditKind {
     /// never a value.
     #[serde(rename = "config.fixed")]
     ConfigFixed,
+    /// A tool call had started when the gateway stopped and its result was never recorded: it
+    /// is not run again, the model is told so.
+    #[serde(rename = "tool.interrupted")]
+    ToolInterrupted,
+    /// A reply was given up on (terminal answer, too many attempts, or a failure receipt).
+    #[serde(rename = "reply.failed")]
+    ReplyFailed,
 }
 
 impl AuditKind {
@@ -260,6 +267,8 @@ impl AuditKind {
             AuditKind::AuditRepaired => "audit.repaired",
             AuditKind::SupervisorChildFailed => "supervisor.child_failed",
             AuditKind::ConfigFixed => "config.fixed",
+            AuditKind::ToolInterrupted => "tool.interrupted",
+            AuditKind::ReplyFailed => "reply.failed",
         }
     }
 }

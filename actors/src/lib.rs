@@ -11,6 +11,7 @@
 //! ├── SecretVault      owns tomb.rr and the sealed secrets                           [permanent]
 //! ├── AuditChainer     owns ~/.kafclaw/audit; keyed-BLAKE3 chain, group commit      [permanent]
 //! ├── ToolExecutor     policy decision + sandboxed execution; never a shell          [permanent]
+//! ├── Pruner           removes finished records past store.retention_days            [quarantine]
 //! └── ChannelBridge(…) one per channel; quarantined when it exhausts its budget      [quarantine]
 //! ```
 //!
@@ -20,6 +21,10 @@
 // exec (`executor::sandbox`), which carries its SAFETY argument.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+// Lets code shared with the examples (`retention/simulation.rs`) name the crate the same way
+// inside and outside it.
+extern crate self as kafclaw_actors;
 
 pub mod agent;
 pub mod approval;
@@ -33,7 +38,9 @@ pub mod incident;
 pub mod paths;
 pub mod policy;
 pub mod provider;
+pub mod retention;
 pub mod store;
 pub mod supervisor;
+pub mod testpoint;
 pub mod token;
 pub mod vault;

@@ -13,8 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil;
 use crate::supervisor::{Ping, Pong};
 
+pub mod seam;
 mod timeline;
-pub use timeline::{GetTimeline, RecordEvent, TimelineEvent, TimelineQuery};
+pub use seam::{Batch, SledState, Space, SpaceRef, State, StateStore, Swap};
+pub use timeline::{
+    append_event, oldest_event_ms, prune_timeline, GetTimeline, RecordEvent, TimelineEvent,
+    TimelineQuery,
+};
 
 #[cfg(test)]
 mod tests;
@@ -62,6 +67,8 @@ pub enum TreeName {
     Usage,
     /// The audit chain's head as of the last group commit (recorded apart from the segments).
     Audit,
+    /// Turn journals (behind [`seam`]).
+    Journal,
 }
 
 impl TreeName {
@@ -78,6 +85,7 @@ impl TreeName {
             TreeName::Incidents => "incidents",
             TreeName::Usage => "usage",
             TreeName::Audit => "audit",
+            TreeName::Journal => "journal",
         }
     }
 }
@@ -232,6 +240,16 @@ impl StoreDb {
         Ok(self.db.generate_id()?)
     }
 
+    /// The storage seam over this store (inbox, outbox, journal, history).
+    pub fn state(&self) -> Result<State, StoreError> {
+        Ok(std::sync::Arc::new(SledState::new(self)?))
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Verifies the store's internal checksums (used by `security audit --deep`).
     pub fn verify_integrity(&self) -> Result<(), StoreError> {
         let checksum_before = self.db.checksum()?;
@@ -313,6 +331,20 @@ impl KvTree {
             .compare_and_swap(key.as_ref(), None as Option<&[u8]>, Some(value.as_ref()))?
             .is_ok())
     }
+    /// Sets `key` to `new` (`None` removes it) only if it holds `expected` (`None`: absent).
+    pub fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Swap, StoreError> {
+        Ok(
+            match self.tree.compare_and_swap(key.as_ref(), expected, new)? {
+                Ok(()) => Swap::Done,
+                Err(conflict) => Swap::Conflict(conflict.current.map(|v| v.to_vec())),
+            },
+        )
+    }
     /// Removes `key`, returning the previous value.
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree.remove(key.as_ref())?.map(|v| v.to_vec()))
@@ -326,6 +358,60 @@ impl KvTree {
     pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<KvPairs, StoreError> {
         self.tree
             .scan_prefix(prefix.as_ref())
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+    /// Up to `limit` pairs under `prefix` with keys strictly above `after`, in key order.
+    pub fn scan_after(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, StoreError> {
+        use std::ops::Bound;
+        let prefix = prefix.as_ref();
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        self.tree
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+    /// Up to `limit` pairs under `prefix` with keys strictly below `before`, in reverse order.
+    pub fn scan_before(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, StoreError> {
+        use std::ops::Bound;
+        let prefix = prefix.as_ref();
+        let end = match (before, prefix_end(prefix)) {
+            (Some(before), Some(end)) if before.to_vec() < end => Bound::Excluded(before.to_vec()),
+            (Some(before), None) => Bound::Excluded(before.to_vec()),
+            (_, Some(end)) => Bound::Excluded(end),
+            (_, None) => Bound::Unbounded,
+        };
+        if let Bound::Excluded(end) = &end {
+            if end.as_slice() <= prefix {
+                return Ok(Vec::new());
+            }
+        }
+        self.tree
+            .range::<Vec<u8>, _>((Bound::Included(prefix.to_vec()), end))
+            .rev()
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
             .map(|item| {
                 let (k, v) = item?;
                 Ok((k.to_vec(), v.to_vec()))
@@ -405,6 +491,18 @@ impl KvTree {
             .map_err(|e| StoreError::Io(format!("flush task failed: {e}")))??;
         Ok(())
     }
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None` when there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// The supervised owner of the store: answers timeline queries and flushes.

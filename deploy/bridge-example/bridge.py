@@ -28,6 +28,10 @@ import urllib.request
 
 WINDOW_SECONDS = 300  # accepted clock skew, both directions
 MAX_BODY_BYTES = 1024 * 1024
+# How long a reply's Idempotency-Key is remembered. KafClaw repeats a reply whose answer it
+# lost (a crash) after its resend wait (default 30 s) and retries failures for up to hours:
+# a day covers both. Persist the keys (a file, your database) if your bridge restarts.
+IDEMPOTENCY_SECONDS = 24 * 3600
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -71,13 +75,34 @@ class ReplayGuard:
         return None
 
 
+class Delivered:
+    """Idempotency-Keys of replies already delivered, remembered for IDEMPOTENCY_SECONDS."""
+
+    def __init__(self, keep: int = IDEMPOTENCY_SECONDS):
+        self.keep = keep
+        self.seen = {}  # key -> when first delivered
+        self.lock = threading.Lock()
+
+    def first_time(self, key: str, now=None) -> bool:
+        """True once per key: deliver the reply; False for a repeat: answer 200, do nothing."""
+        now = time.time() if now is None else now
+        with self.lock:
+            for old, at in list(self.seen.items()):
+                if at < now - self.keep:
+                    del self.seen[old]
+            if key in self.seen:
+                return False
+            self.seen[key] = now
+            return True
+
+
 class Outbound(http.server.BaseHTTPRequestHandler):
     """Receives KafClaw's replies: POST with the signed JSON
-    {"message_id","chat_id","text","reply_to"?}."""
+    {"message_id","chat_id","text","reply_to"?} and the header Idempotency-Key."""
 
     secret = b""
     guard = ReplayGuard()
-    delivered = set()  # message_ids already shown (the gateway delivers at least once)
+    delivered = Delivered()  # the gateway may repeat a reply after a crash: same key
     on_reply = None  # callable(dict), replaceable when adapting
 
     def do_POST(self):
@@ -99,9 +124,9 @@ class Outbound(http.server.BaseHTTPRequestHandler):
             chat_id, text = reply["chat_id"], reply["text"]
         except (ValueError, KeyError, TypeError):
             return self.answer(400, "bad body")
-        message_id = reply.get("message_id")
-        if message_id not in self.delivered:
-            self.delivered.add(message_id)
+        # Idempotency-Key (= message_id) is the same on every attempt at one reply.
+        key = self.headers.get("Idempotency-Key") or reply.get("message_id")
+        if not key or self.delivered.first_time(key):
             (self.on_reply or show)(reply)
         # 2xx = delivered. Answer 429/5xx (optionally with Retry-After: <seconds>) to have the
         # gateway retry later; any other 4xx is recorded as a terminal failure.

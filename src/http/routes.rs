@@ -114,6 +114,7 @@ pub async fn status(
         "open_incidents": open_incidents,
         "usage_today": usage,
         "audit_head": audit_head,
+        "store": kafclaw_actors::retention::store_stats(&state.db).ok(),
     });
     state.status_cache.put(uptime, body.clone());
     Ok(HttpResponse::Ok().json(body))
@@ -217,10 +218,41 @@ pub struct ChatQuery {
 /// Longest accepted session name.
 const MAX_SESSION_CHARS: usize = 128;
 
+/// Longest accepted `Idempotency-Key` of `POST /chat`.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+
+/// The turn key of a `/chat` request: its `Idempotency-Key` header, scoped to the caller.
+fn chat_turn_key(
+    req: &actix_web::HttpRequest,
+    principal: &str,
+) -> Result<Option<kafclaw_actors::agent::TurnKey>, ApiError> {
+    let Some(raw) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY_CHARS
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"
+            ))
+        })?;
+    Ok(Some(kafclaw_actors::agent::TurnKey::api(principal, key)))
+}
+
 /// `POST /chat` (chat scope): one turn as the owner. Without a configured provider: 503.
+/// With `Idempotency-Key`, the turn is journaled: a retry of the same request (same key,
+/// same message) resumes an interrupted turn or returns the finished turn's reply, and never
+/// asks the model again for an answer it already gave or runs a tool twice.
 pub async fn chat(
     state: web::Data<AppState>,
     caller: Authorized<Chat, (web::Query<ChatQuery>, web::Bytes)>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     use kafclaw_actors::agent::{AgentError, RunTurn};
     let (query, body) = caller.input;
@@ -244,6 +276,7 @@ pub async fn chat(
     let principal = caller.principal;
     // The caller's name for the session comes back in the response; the stored key is bound
     // to the principal, so naming another caller's session opens an empty one of your own.
+    let turn_key = chat_turn_key(&req, &principal.name)?;
     let session = match session {
         Some(s)
             if s.is_empty()
@@ -258,7 +291,14 @@ pub async fn chat(
         None => principal.name.clone(),
     };
     let session_key = kafclaw_actors::agent::api_session_key(&principal.name, &session);
-    let trace_id = format!("tr-{:016x}", rand_u64());
+    // A keyed turn keeps one trace across its retries.
+    let trace_id = match &turn_key {
+        Some(key) => format!(
+            "tr-{}",
+            &blake3::hash(key.as_str().as_bytes()).to_hex()[..16]
+        ),
+        None => format!("tr-{:016x}", rand_u64()),
+    };
     let agent = state
         .agent
         .addr()
@@ -271,6 +311,7 @@ pub async fn chat(
             channel: kafclaw_actors::agent::actor::API_CHANNEL.into(),
             text: message,
             trace_id,
+            turn_key,
         })
         .await
         .map_err(|_| ApiError::Unavailable("the agent is not running".into()))?;
@@ -288,6 +329,7 @@ pub async fn chat(
             Err(ApiError::Unavailable("no model provider configured".into()))
         }
         Err(AgentError::Budget(message)) => Err(ApiError::BudgetExceeded(message)),
+        Err(AgentError::KeyReused(message)) => Err(ApiError::BadRequest(message)),
         Err(AgentError::Provider(message)) => Err(ApiError::BadGateway(message)),
         Err(AgentError::ShuttingDown) => Err(ApiError::Unavailable(
             "the gateway is shutting down; nothing was run, send it again".into(),

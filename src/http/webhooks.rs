@@ -1,17 +1,23 @@
-//! Channel webhooks (CONTRACT §5) and `GET /api/v1/channels`.
+//! Channel webhooks (CONTRACT §5), `GET /api/v1/channels` and
+//! `GET /api/v1/channels/{name}/outbox`.
 //!
 //! Each inbound is authenticated by its own signature over the raw body, checked before any
 //! parsing; the body is read through `SignedBody` (one of the listener's slots for bodies of
 //! unknown senders, under the whole-body deadline). The 200 goes out only after the channel
-//! stored and flushed the message.
+//! stored and flushed the message. WhatsApp status webhooks (`statuses[]`: sent, delivered,
+//! read, failed, carrying the reply's id in `biz_opaque_callback_data`) are applied to the
+//! outbox before the 200, so Meta redelivers one the gateway could not record.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
 use kafclaw_actors::channel::bridge::{parse_bridge_message, verify_bridge, BridgeAuthError};
+use kafclaw_actors::channel::outbox::{reply_id, OutboxRecord, OutboxState};
 use kafclaw_actors::channel::whatsapp::{parse_webhook, verify_handshake, verify_signature};
-use kafclaw_actors::channel::{AcceptInbound, ChannelBridge, GetChannelInfo, InboundMessage};
+use kafclaw_actors::channel::{
+    AcceptInbound, ApplyReceipts, ChannelBridge, GetChannelInfo, GetOutbox, InboundMessage,
+};
 use kafclaw_actors::supervisor::{GetSupervisionTree, Slot};
 
 use super::auth::{Authorized, Read};
@@ -81,7 +87,34 @@ pub async fn whatsapp_inbound(
     for inbound in batch.messages {
         accept(&wa.channel, inbound.message).await?;
     }
+    if !batch.statuses.is_empty() {
+        apply_receipts(&wa.channel, batch.statuses).await?;
+    }
     Ok(HttpResponse::Ok().json(json!({"ok": true})))
+}
+
+async fn apply_receipts(
+    channel: &Slot<ChannelBridge>,
+    statuses: Vec<kafclaw_actors::channel::whatsapp::DeliveryStatus>,
+) -> Result<(), ApiError> {
+    let addr = channel
+        .addr()
+        .ok_or_else(|| ApiError::Unavailable("channel unavailable".into()))?;
+    match addr.send(ApplyReceipts { statuses }).await {
+        Ok(Ok(applied)) => {
+            tracing::debug!(
+                applied = applied.applied,
+                ignored = applied.ignored,
+                "delivery receipts"
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "channel could not record delivery receipts");
+            Err(ApiError::Unavailable("channel unavailable".into()))
+        }
+        Err(_) => Err(ApiError::Unavailable("channel unavailable".into())),
+    }
 }
 
 /// `POST /webhooks/bridge/{name}`: unknown bridge 404, bad or replayed signature 401.
@@ -200,4 +233,84 @@ pub async fn channels(
         });
     }
     Ok(HttpResponse::Ok().json(out))
+}
+
+/// Query of `GET /api/v1/channels/{name}/outbox`.
+#[derive(Deserialize)]
+pub struct OutboxParams {
+    /// At most this many (1-500, default 100).
+    limit: Option<usize>,
+    /// Only replies older than this reply id (`kafclaw-<n>`).
+    before: Option<String>,
+}
+
+/// `GET /api/v1/channels/{name}/outbox` (read): the channel's replies, newest first, with
+/// their delivery state (queued, sending, sent, delivered, read, failed with the provider's
+/// error code). Never the reply text.
+pub async fn outbox(
+    state: web::Data<AppState>,
+    _caller: Authorized<Read>,
+    name: web::Path<String>,
+    params: web::Query<OutboxParams>,
+) -> Result<HttpResponse, ApiError> {
+    let slot = state
+        .control
+        .channels
+        .get(name.as_str())
+        .ok_or(ApiError::NotFound)?;
+    let before = match params.before.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            kafclaw_actors::channel::outbox::parse_reply_tag(raw)
+                .filter(|(_, part)| *part == 0)
+                .map(|(id, _)| id)
+                .ok_or_else(|| ApiError::BadRequest("before must be a reply id".into()))?,
+        ),
+    };
+    let addr = slot
+        .addr()
+        .ok_or_else(|| ApiError::Unavailable("channel unavailable".into()))?;
+    let records = addr
+        .send(GetOutbox {
+            before,
+            limit: params.limit.unwrap_or(100),
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("channel unavailable".into()))?
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(records.iter().map(outbox_entry).collect::<Vec<_>>()))
+}
+
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .map(kafclaw_actors::clock::to_rfc3339)
+}
+
+fn outbox_entry(record: &OutboxRecord) -> serde_json::Value {
+    let mut entry = json!({
+        "id": reply_id(record.id),
+        "state": record.state.as_str(),
+        "to": record.message.to,
+        "reply_to": record.message.reply_to,
+        "attempts": record.attempts,
+        "parts": record.parts,
+        "parts_accepted": record.parts_accepted,
+        "chars": record.message.text.chars().count(),
+        "created_at": rfc3339_ms(record.created_at),
+        "updated_at": rfc3339_ms(record.updated_at.max(record.created_at)),
+        "last_error": record.last_error,
+    });
+    if !record.state.is_finished() {
+        entry["next_attempt_at"] = json!(rfc3339_ms(record.next_attempt_at));
+    }
+    if let OutboxState::Failed {
+        status,
+        code,
+        reason,
+    } = &record.state
+    {
+        entry["error"] = json!({"status": status, "code": code, "reason": reason});
+    }
+    entry
 }

@@ -226,6 +226,13 @@ pub const KEYS: &[KeySpec] = &[
     k("channels.whatsapp.unknown_senders", POLICY),
     k("channels.whatsapp.session_scope", SCOPE),
     k("channels.whatsapp.require_mention", Kind::Bool),
+    k(
+        "channels.whatsapp.resend_after_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
     k("channels.bridges.*.enabled", Kind::Bool),
     k("channels.bridges.*.secret", Kind::Secret),
     k("channels.bridges.*.outbound_url", Kind::Url),
@@ -235,6 +242,15 @@ pub const KEYS: &[KeySpec] = &[
     k("channels.bridges.*.unknown_senders", POLICY),
     k("channels.bridges.*.session_scope", SCOPE),
     k("channels.bridges.*.require_mention", Kind::Bool),
+    k(
+        "channels.bridges.*.resend_after_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    // Bounded state: what the background pruner keeps (de-duplication keys at least 7 days).
+    k("store.retention_days", Kind::UInt { min: 1, max: 3650 }),
     // Operator readiness, checked by `kafclaw security check` (runbook §5, §7).
     k("backup.max_age_days", Kind::UInt { min: 1, max: 3650 }),
     k("log.retention_days", Kind::UInt { min: 0, max: 3650 }),
@@ -308,7 +324,16 @@ pub const KEYS: &[KeySpec] = &[
 ];
 
 /// `KAFCLAW_*` variables that are not settings keys but are read by the program.
+#[cfg(not(feature = "test-hooks"))]
 pub const SPECIAL_ENV: &[&str] = &["KAFCLAW_HOME", "KAFCLAW_VAULT_PASSPHRASE"];
+/// `KAFCLAW_*` variables that are not settings keys but are read by the program (test-hooks
+/// builds also read the crash point of `kafclaw_actors::testpoint`).
+#[cfg(feature = "test-hooks")]
+pub const SPECIAL_ENV: &[&str] = &[
+    "KAFCLAW_HOME",
+    "KAFCLAW_VAULT_PASSPHRASE",
+    kafclaw_actors::testpoint::CRASH_ENV,
+];
 
 /// The spec of `key`, matching `*` segments.
 pub fn lookup(key: &str) -> Option<&'static KeySpec> {

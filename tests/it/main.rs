@@ -7,6 +7,7 @@ mod auth;
 mod channels;
 mod confinement;
 mod edge;
+mod exactly_once;
 mod harness;
 mod incidents;
 mod lifecycle;

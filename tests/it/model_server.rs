@@ -1,27 +1,26 @@
-//! A real local HTTP server that speaks the chat-completions protocol with scripted replies,
-//! standing in for a model provider. Records every request it receives.
+//! Local HTTP stand-ins for the model provider, the Graph API and bridge receivers, all the one
+//! test server of `kafclaw-actors` (`actors/src/provider/test_server.rs`), run on a thread of
+//! its own so that a test blocking its own runtime (waiting for a process) never stalls it.
+//! Records every request it receives.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-/// One recorded request.
+#[path = "../../actors/src/provider/test_server.rs"]
+mod test_server;
+
+pub use test_server::{turn_step, Recorded, Reply};
+
+/// One recorded request, as the tests read it.
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub path: String,
     pub authorization: Option<String>,
     pub body: serde_json::Value,
+    pub raw: Recorded,
 }
 
-/// One scripted answer.
-#[derive(Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub body: String,
-    pub delay: Duration,
-}
+type Pick = dyn Fn(usize, &Recorded) -> Option<Reply> + Send + Sync;
 
 #[derive(Default)]
 struct Shared {
@@ -31,64 +30,96 @@ struct Shared {
 }
 
 pub struct ModelServer {
+    /// `http://127.0.0.1:PORT/v1`.
     pub base: String,
     shared: Arc<Mutex<Shared>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for ModelServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// A text answer with usage.
 pub fn text(content: &str, prompt: u64, completion: u64) -> Reply {
-    ok(serde_json::json!({
-        "id": "c1", "object": "chat.completion", "model": "test",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-    }))
+    Reply::text(content, prompt, completion)
 }
 
-/// A tool call answer.
+/// A tool call answer (call id `call_1`).
 pub fn tool_call(name: &str, arguments: serde_json::Value) -> Reply {
-    ok(serde_json::json!({
-        "id": "c2", "object": "chat.completion", "model": "test",
-        "choices": [{"index": 0, "finish_reason": "tool_calls",
-                     "message": {"role": "assistant", "content": null, "tool_calls": [
-                        {"id": "call_1", "type": "function",
-                         "function": {"name": name, "arguments": arguments.to_string()}}]}}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-    }))
+    Reply::tool_calls(&[("call_1", name, &arguments.to_string())], 10, 5)
 }
 
+/// A 200 JSON answer.
 pub fn ok(body: serde_json::Value) -> Reply {
-    Reply {
-        status: 200,
-        body: body.to_string(),
-        delay: Duration::ZERO,
-    }
+    Reply::json(200, body)
 }
 
+/// An error status.
 pub fn status(code: u16) -> Reply {
-    Reply {
-        status: code,
-        body: r#"{"error":{"message":"scripted failure"}}"#.into(),
-        delay: Duration::ZERO,
-    }
+    Reply::error(code, "scripted failure")
 }
 
 impl ModelServer {
+    /// Answers with `script` in order, then with the fallback (or a fixed text).
     pub fn start(script: Vec<Reply>) -> ModelServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        Self::serve(script, Arc::new(|_, _| None))
+    }
+
+    /// Answers request `n` with `pick(n, request)` (the script and fallback when it says
+    /// `None`).
+    pub fn start_with(
+        pick: impl Fn(usize, &Recorded) -> Option<Reply> + Send + Sync + 'static,
+    ) -> ModelServer {
+        Self::serve(Vec::new(), Arc::new(pick))
+    }
+
+    fn serve(script: Vec<Reply>, pick: Arc<Pick>) -> ModelServer {
         let shared = Arc::new(Mutex::new(Shared {
             script: script.into(),
             ..Default::default()
         }));
         let state = shared.clone();
+        let (base_tx, base_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let state = state.clone();
-                std::thread::spawn(move || serve(stream, state));
-            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = test_server::TestServer::start(move |n, request| {
+                    let mut shared = state.lock().unwrap();
+                    shared.seen.push(Seen {
+                        path: request.target.clone(),
+                        authorization: request.header("authorization").map(str::to_string),
+                        body: request.json(),
+                        raw: request.clone(),
+                    });
+                    if let Some(reply) = pick(n, request) {
+                        return reply;
+                    }
+                    shared
+                        .script
+                        .pop_front()
+                        .or_else(|| shared.fallback.clone())
+                        .unwrap_or_else(|| text("(no scripted reply)", 1, 1))
+                })
+                .await;
+                let _ = base_tx.send(server.base_url());
+                let _ = stopped.await;
+            });
         });
-        ModelServer { base, shared }
+        let base = base_rx.recv().unwrap();
+        ModelServer {
+            base,
+            shared,
+            stop: Some(stop),
+        }
     }
 
     /// The answer once the script is used up.
@@ -99,67 +130,9 @@ impl ModelServer {
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.lock().unwrap().seen.clone()
     }
-}
 
-fn serve(stream: TcpStream, state: Arc<Mutex<Shared>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("")
-            .to_string();
-        let mut length = 0usize;
-        let mut authorization = None;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                let value = value.trim();
-                match name.to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.parse().unwrap_or(0),
-                    "authorization" => authorization = Some(value.to_string()),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let reply = {
-            let mut shared = state.lock().unwrap();
-            shared.seen.push(Seen {
-                path,
-                authorization,
-                body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-            });
-            shared
-                .script
-                .pop_front()
-                .or_else(|| shared.fallback.clone())
-                .unwrap_or_else(|| text("(no scripted reply)", 1, 1))
-        };
-        std::thread::sleep(reply.delay);
-        let response = format!(
-            "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
-            reply.status,
-            reply.body.len(),
-            reply.body
-        );
-        if writer.write_all(response.as_bytes()).is_err() {
-            return;
-        }
+    /// `http://127.0.0.1:PORT` (without `/v1`).
+    pub fn origin(&self) -> String {
+        self.base.trim_end_matches("/v1").to_string()
     }
 }

@@ -1,9 +1,11 @@
 //! The `Agent` actor: runs turns, one at a time per session and many sessions at once.
 //!
 //! Owns: per-session ordering (a FIFO lock per session: a slow model reply in one session never
-//! blocks another), the wiring of a turn to the tool executor and the approvals, the timeline
-//! events of a turn (one trace per message), and the persisted history.
-//! Must not: decide tool policy (the executor does) or talk HTTP to channels (their outboxes do).
+//! blocks another), the wiring of a turn to the tool executor and the approvals, the turn
+//! journal of keyed turns (a finished turn answers from it, an interrupted one resumes from
+//! it), the timeline events of a turn (one trace per message), and the persisted history.
+//! Must not: decide tool policy (the executor does), talk HTTP to channels (their outboxes do),
+//! or run a keyed turn's model call or tool before the journal step it depends on is durable.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,10 +14,13 @@ use std::sync::{Arc, RwLock};
 use actix::prelude::*;
 use serde_json::json;
 
+use super::journal::{JournalError, Resume, Step, TurnJournal, TurnKey};
 use super::{
-    run_turn, system_prompt, Budget, SessionHistory, ToolResult, ToolRunner, TurnContext, TurnError,
+    run_journaled_turn, system_prompt, Budget, SessionHistory, ToolResult, ToolRunner, TurnContext,
+    TurnError, TurnInput, TurnLog, TurnOutcome,
 };
 use crate::approval::{ApprovalOutcome, Approvals, RequestApproval, WithdrawForTurn};
+use crate::audit::{AppendRecord, AuditKind};
 use crate::drain::Drain;
 use crate::executor::{ExecuteTool, OutcomeStatus, ToolExecutor};
 use crate::policy::{Restriction, SenderKind, Tool};
@@ -120,6 +125,10 @@ pub struct AgentLinks {
     /// The stop gate: a turn is work in flight from its session's turn to its reply; once
     /// closed, turns not yet started answer [`AgentError::ShuttingDown`].
     pub drain: Drain,
+    /// The turn journal (keyed turns are journaled step by step).
+    pub journal: Option<TurnJournal>,
+    /// The audit log (`tool.interrupted`); without it an interrupted turn cannot resume.
+    pub audit: Option<Recipient<AppendRecord>>,
 }
 
 /// Agent settings (`model.*`, paths).
@@ -207,6 +216,9 @@ pub struct RunTurn {
     pub text: String,
     /// The message's trace id.
     pub trace_id: String,
+    /// The turn's idempotency key: channel + message id, or `/chat`'s `Idempotency-Key`.
+    /// With a key the turn is journaled and runs at most once; `None`: not journaled.
+    pub turn_key: Option<TurnKey>,
 }
 
 /// The answer to a [`RunTurn`].
@@ -238,6 +250,9 @@ pub enum AgentError {
     /// message stays in the inbox for the next start).
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The turn key was used before for another message.
+    #[error("{0}")]
+    KeyReused(String),
     /// Something else; the detail is logged.
     #[error("the agent could not answer: {0}")]
     Internal(String),
@@ -263,19 +278,59 @@ impl Handler<RunTurn> for Agent {
             let Some(_work) = links.drain.begin() else {
                 return Err(AgentError::ShuttingDown);
             };
-            run_one(client, history, budget, links, settings, msg).await
+            let deps = Deps {
+                client,
+                history,
+                budget,
+                links,
+                settings,
+            };
+            run_one(&deps, msg).await
         })
     }
 }
 
-async fn run_one(
+/// What one turn runs with.
+struct Deps {
     client: ChatClient,
     history: SessionHistory,
     budget: Budget,
     links: AgentLinks,
     settings: AgentSettings,
-    msg: RunTurn,
-) -> Result<TurnReply, AgentError> {
+}
+
+async fn run_one(deps: &Deps, msg: RunTurn) -> Result<TurnReply, AgentError> {
+    let links = &deps.links;
+    let journaled = match (&msg.turn_key, &links.journal) {
+        (Some(key), Some(journal)) => Some((key.clone(), journal.clone())),
+        _ => None,
+    };
+    let replay = match &journaled {
+        None => Vec::new(),
+        Some((key, journal)) => match begin(journal, key, &msg)? {
+            Resume::Fresh => Vec::new(),
+            Resume::Partial(steps) => {
+                record(
+                    &links.store,
+                    &msg,
+                    "turn.resumed",
+                    json!({"steps": steps.len()}),
+                )
+                .await;
+                steps
+            }
+            Resume::Done { reply, usage } => {
+                // Finished before: the same answer, nothing runs again.
+                record(&links.store, &msg, "turn.replayed", json!({})).await;
+                return Ok(TurnReply {
+                    reply,
+                    session: msg.session,
+                    trace_id: msg.trace_id,
+                    usage,
+                });
+            }
+        },
+    };
     record(
         &links.store,
         &msg,
@@ -283,42 +338,7 @@ async fn run_one(
         json!({"sender_kind": msg.sender.as_str(), "chars": msg.text.chars().count()}),
     )
     .await;
-    let past = history
-        .load(&msg.session)
-        .map_err(|e| AgentError::Internal(e.to_string()))?;
-    let mut ctx = TurnContext::new(&msg.session, &msg.sender_id, &msg.channel, &msg.trace_id);
-    ctx.max_tool_iterations = settings.max_tool_iterations;
-    ctx.system_prompt = Some(system_prompt(&settings.workspace, msg.sender, &msg.channel));
-    let tools = ExecutorTools {
-        links: links.clone(),
-        turn: msg.clone(),
-    };
-    let schemas = Tool::ALL.iter().map(|t| t.schema()).collect();
-    let outcome = match run_turn(
-        &client,
-        &tools,
-        &budget,
-        &ctx,
-        past,
-        msg.text.clone(),
-        schemas,
-    )
-    .await
-    {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            let kind = match &e {
-                TurnError::Budget(_) => "budget.exceeded",
-                _ => "model.failed",
-            };
-            record(&links.store, &msg, kind, json!({"error": e.to_string()})).await;
-            return Err(match e {
-                TurnError::Budget(b) => AgentError::Budget(b.to_string()),
-                TurnError::Provider(p) => AgentError::Provider(p.to_string()),
-                other => AgentError::Internal(other.to_string()),
-            });
-        }
-    };
+    let outcome = turn(deps, &msg, replay, journaled.as_ref()).await?;
     for call in &outcome.model_calls {
         record(
             &links.store,
@@ -333,13 +353,7 @@ async fn run_one(
         )
         .await;
     }
-    history
-        .append(&msg.session, &outcome.new_messages)
-        .map_err(|e| AgentError::Internal(e.to_string()))?;
-    history
-        .flush()
-        .await
-        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    conclude(&deps.history, journaled.as_ref(), &msg, &outcome).await?;
     // Spike detection quarantines channels; `/chat` (channel `api`) is not a channel bridge.
     if let Some(usage) = links.usage.as_ref().filter(|_| msg.channel != API_CHANNEL) {
         usage.do_send(crate::incident::TokenUsageSignal {
@@ -361,6 +375,150 @@ async fn run_one(
         trace_id: msg.trace_id,
         usage: outcome.usage,
     })
+}
+
+/// Opens the journal of a keyed turn.
+fn begin(journal: &TurnJournal, key: &TurnKey, msg: &RunTurn) -> Result<Resume, AgentError> {
+    let now_ms = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX);
+    journal
+        .begin(key, &msg.session, &msg.channel, &msg.text, now_ms)
+        .map_err(|e| match e {
+            JournalError::KeyReused => AgentError::KeyReused(e.to_string()),
+            JournalError::Store(store) => AgentError::Internal(store.to_string()),
+        })
+}
+
+/// Runs the turn loop (journaled when `journaled` is set), recording a failure on the timeline.
+async fn turn(
+    deps: &Deps,
+    msg: &RunTurn,
+    replay: Vec<Step>,
+    journaled: Option<&(TurnKey, TurnJournal)>,
+) -> Result<TurnOutcome, AgentError> {
+    let (client, budget, links, settings) =
+        (&deps.client, &deps.budget, &deps.links, &deps.settings);
+    let past = deps
+        .history
+        .load(&msg.session)
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
+    let mut ctx = TurnContext::new(&msg.session, &msg.sender_id, &msg.channel, &msg.trace_id);
+    ctx.max_tool_iterations = settings.max_tool_iterations;
+    ctx.system_prompt = Some(system_prompt(&settings.workspace, msg.sender, &msg.channel));
+    let tools = ExecutorTools {
+        links: links.clone(),
+        turn: msg.clone(),
+    };
+    let input = TurnInput {
+        history: past,
+        user_text: msg.text.clone(),
+        tool_schemas: Tool::ALL.iter().map(|t| t.schema()).collect(),
+        replay,
+    };
+    let result = match journaled {
+        Some((key, journal)) => {
+            let log = JournalLog::new(journal.clone(), key.clone(), input.replay.len(), links, msg);
+            run_journaled_turn(client, &tools, budget, &log, &ctx, input).await
+        }
+        None => run_journaled_turn(client, &tools, budget, &super::NoLog, &ctx, input).await,
+    };
+    result.map_err(|e| {
+        let kind = match &e {
+            TurnError::Budget(_) => "budget.exceeded",
+            TurnError::Provider(_) => "model.failed",
+            _ => "turn.failed",
+        };
+        let event = json!({"error": e.to_string()});
+        let store = links.store.clone();
+        let msg = msg.clone();
+        actix::spawn(async move { record(&store, &msg, kind, event).await });
+        match e {
+            TurnError::Budget(b) => AgentError::Budget(b.to_string()),
+            TurnError::Provider(p) => AgentError::Provider(p.to_string()),
+            other => AgentError::Internal(other.to_string()),
+        }
+    })
+}
+
+/// Appends the turn to the history (once per turn key) and marks its journal done, durably.
+async fn conclude(
+    history: &SessionHistory,
+    journaled: Option<&(TurnKey, TurnJournal)>,
+    msg: &RunTurn,
+    outcome: &TurnOutcome,
+) -> Result<(), AgentError> {
+    let internal = |e: &dyn std::fmt::Display| AgentError::Internal(e.to_string());
+    let key = journaled.map(|(key, _)| key.as_str());
+    history
+        .append_turn(&msg.session, key, &outcome.new_messages)
+        .map_err(|e| internal(&e))?;
+    if let Some((key, journal)) = journaled {
+        journal
+            .finish(key, &outcome.reply, outcome.usage)
+            .map_err(|e| internal(&e))?;
+    }
+    history.flush().await.map_err(|e| internal(&e))
+}
+
+/// The journal of one keyed turn as the turn loop writes it: steps numbered after the replayed
+/// ones, interruptions audited through the chainer.
+struct JournalLog {
+    journal: TurnJournal,
+    key: TurnKey,
+    next: std::sync::atomic::AtomicUsize,
+    audit: Option<Recipient<AppendRecord>>,
+    turn: RunTurn,
+}
+
+impl JournalLog {
+    fn new(
+        journal: TurnJournal,
+        key: TurnKey,
+        replayed: usize,
+        links: &AgentLinks,
+        turn: &RunTurn,
+    ) -> Self {
+        Self {
+            journal,
+            key,
+            next: std::sync::atomic::AtomicUsize::new(replayed),
+            audit: links.audit.clone(),
+            turn: turn.clone(),
+        }
+    }
+}
+
+impl TurnLog for JournalLog {
+    fn record(&self, step: Step) -> Result<(), crate::store::StoreError> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.journal.record(&self.key, n, &step)
+    }
+
+    async fn sync(&self) -> Result<(), crate::store::StoreError> {
+        self.journal.sync().await
+    }
+
+    async fn interrupted(&self, call: &ToolCall) -> Result<(), String> {
+        let audit = self.audit.as_ref().ok_or("the audit log is not linked")?;
+        let record = AppendRecord {
+            kind: AuditKind::ToolInterrupted,
+            actor: self.turn.sender_id.clone(),
+            subject: format!("tool:{}", call.name),
+            data: json!({
+                "call_id": call.id,
+                "tool": call.name,
+                "channel": self.turn.channel,
+                "session": self.turn.session,
+                "trace_id": self.turn.trace_id,
+                "retried": false,
+            }),
+        };
+        match audit.send(record).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 async fn record(store: &Slot<Store>, msg: &RunTurn, kind: &str, data: serde_json::Value) {

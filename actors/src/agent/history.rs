@@ -1,20 +1,29 @@
-//! Session history: the last `history_messages` messages of each session, in the store's
-//! `Sessions` tree, so that a restart continues the conversation.
+//! Session history: the last `history_messages` messages of each session, in
+//! [`Space::History`] of the storage seam, so that a restart continues the conversation.
 //!
-//! Owns: the stored form (one JSON array per session under `history/<session>`) and trimming,
-//! which never leaves a `tool` message without the assistant message that called it.
+//! Owns: the stored form (one JSON array per session under `history/<session>`, and under
+//! `turns/<session>` the keys of the last [`REMEMBERED_TURNS`] journaled turns appended, both
+//! written in one batch) and trimming, which never leaves a `tool` message without the
+//! assistant message that called it.
 //! Must not: store system prompts (they are rebuilt for every turn) or order turns: the
 //! caller runs at most one turn per session at a time (the agent's per-session queue), so a
-//! read-modify-write of one session never races with another of the same session.
+//! read-modify-write of one session never races with another of the same session. A journaled
+//! turn resumed after a crash appends its messages once: [`SessionHistory::append_turn`] skips a
+//! turn key it has already appended.
 
 use crate::provider::{Message, Role};
-use crate::store::{KvTree, StoreDb, StoreError, TreeName};
+use crate::store::{Batch, Space, SpaceRef, State, StoreDb, StoreError};
+
+/// How many appended turn keys a session remembers (for idempotent appends).
+pub const REMEMBERED_TURNS: usize = 16;
 
 /// Default bound on stored messages per session (`model.history_messages`).
 pub const DEFAULT_HISTORY_MESSAGES: usize = 40;
 
-/// Key prefix of a session's history in the `Sessions` tree.
+/// Key prefix of a session's history.
 const KEY_PREFIX: &str = "history/";
+/// Key prefix of a session's appended turn keys.
+const TURNS_PREFIX: &str = "turns/";
 
 /// What can go wrong reading or writing history.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +36,8 @@ pub enum HistoryError {
 /// The bounded, persisted history of every session. Cheap to clone.
 #[derive(Clone)]
 pub struct SessionHistory {
-    /// The `Sessions` tree.
-    tree: KvTree,
+    /// [`Space::History`] of the storage seam.
+    space: SpaceRef,
     /// At most this many messages are kept per session.
     max_messages: usize,
 }
@@ -36,7 +45,7 @@ pub struct SessionHistory {
 impl std::fmt::Debug for SessionHistory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionHistory")
-            .field("tree", &self.tree.name())
+            .field("space", &self.space.space())
             .field("max_messages", &self.max_messages)
             .finish()
     }
@@ -46,10 +55,15 @@ impl SessionHistory {
     /// History over `db`'s `Sessions` tree, keeping at most `max_messages` (at least 1) per
     /// session.
     pub fn new(db: &StoreDb, max_messages: usize) -> Result<Self, HistoryError> {
-        Ok(Self {
-            tree: db.tree(TreeName::Sessions)?,
+        Ok(Self::over(db.state()?, max_messages))
+    }
+
+    /// History over the storage seam.
+    pub fn over(state: State, max_messages: usize) -> Self {
+        Self {
+            space: SpaceRef::new(state, Space::History),
             max_messages: max_messages.max(1),
-        })
+        }
     }
 
     /// The bound on stored messages per session.
@@ -60,8 +74,8 @@ impl SessionHistory {
     /// The stored messages of `session`, oldest first; empty for an unknown session.
     pub fn load(&self, session: &str) -> Result<Vec<Message>, HistoryError> {
         Ok(self
-            .tree
-            .get_json::<Vec<Message>>(key(session))?
+            .space
+            .get_json::<Vec<Message>>(key(KEY_PREFIX, session))?
             .unwrap_or_default())
     }
 
@@ -73,29 +87,64 @@ impl SessionHistory {
         session: &str,
         messages: &[Message],
     ) -> Result<Vec<Message>, HistoryError> {
+        self.append_turn(session, None, messages)
+    }
+
+    /// Like [`SessionHistory::append`] for the turn `turn`: when that turn's messages were
+    /// appended before (a resumed turn), nothing changes. Not yet durable.
+    pub fn append_turn(
+        &self,
+        session: &str,
+        turn: Option<&str>,
+        messages: &[Message],
+    ) -> Result<Vec<Message>, HistoryError> {
+        let mut turns: Vec<String> = self
+            .space
+            .get_json(key(TURNS_PREFIX, session))?
+            .unwrap_or_default();
+        if turn.is_some_and(|t| turns.iter().any(|seen| seen == t)) {
+            return self.load(session);
+        }
         let mut stored = self.load(session)?;
         stored.extend(messages.iter().filter(|m| m.role != Role::System).cloned());
         let stored = trim(stored, self.max_messages);
-        self.tree.put_json(key(session), &stored)?;
+        let mut batch = Batch::default();
+        batch.put(
+            key(KEY_PREFIX, session),
+            crate::store::seam::encode(&stored)?,
+        );
+        if let Some(turn) = turn {
+            turns.push(turn.to_string());
+            let excess = turns.len().saturating_sub(REMEMBERED_TURNS);
+            turns.drain(..excess);
+            batch.put(
+                key(TURNS_PREFIX, session),
+                crate::store::seam::encode(&turns)?,
+            );
+        }
+        self.space.apply(batch)?;
         Ok(stored)
     }
 
     /// Forgets `session`.
     pub fn clear(&self, session: &str) -> Result<(), HistoryError> {
-        self.tree.remove(key(session))?;
+        let mut batch = Batch::default();
+        batch.delete(key(KEY_PREFIX, session));
+        batch.delete(key(TURNS_PREFIX, session));
+        self.space.apply(batch)?;
         Ok(())
     }
 
     /// Makes every history write so far durable.
     pub async fn flush(&self) -> Result<(), HistoryError> {
-        self.tree.flush().await?;
+        self.space.sync().await?;
         Ok(())
     }
 }
 
-fn key(session: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(KEY_PREFIX.len() + session.len());
-    key.extend_from_slice(KEY_PREFIX.as_bytes());
+fn key(prefix: &str, session: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + session.len());
+    key.extend_from_slice(prefix.as_bytes());
     key.extend_from_slice(session.as_bytes());
     key
 }

@@ -5,17 +5,21 @@
 //! Must not: send over HTTP (the channel's dispatcher does) or decide access (the channel did).
 //!
 //! It answers the channel only after the reply is queued durably, so a crash before that hands
-//! the message over again (the turn may then run twice; the reply is never lost). A turn the
-//! agent refuses because the gateway is stopping is refused to the channel, which keeps the
-//! message pending for the next start.
+//! the message over again. That is safe: the turn is keyed on channel + message id, so the
+//! agent answers a finished turn from its journal without asking the model, resumes an
+//! interrupted one from its last journaled step, and the outbox refuses a second reply to the
+//! same message. Turns run at most once per message; replies are queued exactly once.
+//! A turn the agent refuses because the gateway is stopping is refused to the channel, which
+//! keeps the message pending for the next start.
 
 use std::collections::HashMap;
 
 use actix::prelude::*;
 
-use super::{Agent, AgentError, RunTurn};
+use super::{Agent, AgentError, RunTurn, TurnKey};
 use crate::channel::actor::{ChannelBridge, DeliverToAgent, DeliveryRefused, EnqueueReply};
 use crate::channel::dispatch::{DispatchNow, Dispatcher};
+use crate::channel::outbox::Enqueued;
 use crate::channel::outbox::OutboundMessage;
 use crate::supervisor::{Ping, Pong, Slot};
 
@@ -71,6 +75,7 @@ impl Handler<DeliverToAgent> for AgentRouter {
                 channel: msg.channel.clone(),
                 text: msg.text.clone(),
                 trace_id: msg.trace_id.clone(),
+                turn_key: Some(TurnKey::message(&msg.channel, &msg.message_id)),
             };
             let text = match agent.send(turn).await {
                 Ok(Ok(reply)) => reply.reply,
@@ -91,6 +96,11 @@ impl Handler<DeliverToAgent> for AgentRouter {
                     tracing::error!(channel = %msg.channel, %why, "turn failed");
                     return Err(DeliveryRefused("the turn failed".into()));
                 }
+                Ok(Err(AgentError::KeyReused(why))) => {
+                    // A message id the channel stored once cannot change its text; refuse.
+                    tracing::error!(channel = %msg.channel, %why, "turn key reused");
+                    return Err(DeliveryRefused("the turn key was reused".into()));
+                }
                 Err(_) => return Err(DeliveryRefused("the agent is not running".into())),
             };
             let reply = OutboundMessage {
@@ -100,13 +110,15 @@ impl Handler<DeliverToAgent> for AgentRouter {
                 session: Some(msg.session_key.clone()),
             };
             match channel.send(EnqueueReply { message: reply }).await {
-                Ok(Ok(_)) => {
+                Ok(Ok(Enqueued::New(_))) => {
                     // Send now rather than at the next poll.
                     if let Some(dispatcher) = dispatcher {
                         dispatcher.do_send(DispatchNow);
                     }
                     Ok(())
                 }
+                // Queued by an earlier hand-over of this message: nothing more to do.
+                Ok(Ok(Enqueued::Duplicate(_))) => Ok(()),
                 _ => Err(DeliveryRefused("the reply could not be queued".into())),
             }
         })

@@ -14,6 +14,14 @@
 //! unanswered tool call).
 //! A failure (budget, accounting, provider) ends the turn with a [`TurnError`] and no new
 //! messages: tools that already ran are not undone, and the stored history stays as it was.
+//!
+//! Journaled turns ([`run_journaled_turn`]): every model answer is written to the [`TurnLog`]
+//! and synced before any tool it asks for runs (a final answer is synced by the caller with the
+//! turn's conclusion, before the reply leaves); every tool call is
+//! written as started and synced before the tool runs, and its result written after. A resumed
+//! turn replays its journal first: journaled answers are not asked again, journaled results
+//! are not run again, and a call started without a journaled result is not run again either —
+//! the model gets [`INTERRUPTED_RESULT`] and the interruption is audited (`tool.interrupted`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -21,10 +29,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::budget::{utc_today, Budget, BudgetError, BudgetExceeded};
+use super::journal::Step;
 use crate::provider::{
     ChatClient, ChatRequest, Message, ProviderError, ToolCall, ToolChoice, Usage,
 };
 use crate::store::StoreError;
+
+/// The result a tool call gets when it had started before a restart and its result was never
+/// recorded: it is not run again.
+pub const INTERRUPTED_RESULT: &str = "interrupted: the gateway restarted while this tool call was running, before its result was recorded. It was not run again, and whether it completed is unknown; check its effect before calling it again.";
 
 /// Default bound on tool rounds per message (`model.max_tool_iterations`).
 pub const DEFAULT_MAX_TOOL_ITERATIONS: u32 = 20;
@@ -124,6 +137,33 @@ impl UsageGate for Budget {
     }
 }
 
+/// Where a journaled turn writes its steps (the agent's [`super::TurnJournal`], in the gateway).
+pub trait TurnLog: Sync {
+    /// Writes the next step (not yet durable).
+    fn record(&self, step: Step) -> Result<(), StoreError>;
+    /// Makes every step written so far durable.
+    fn sync(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Audits (durably) that `call` was interrupted and is not run again; an error means the
+    /// record is not durable and the turn must stop.
+    fn interrupted(&self, call: &ToolCall) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// No journal: a turn that nobody can resume (a `/chat` request without an idempotency key).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLog;
+
+impl TurnLog for NoLog {
+    fn record(&self, _: Step) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn interrupted(&self, _: &ToolCall) -> Result<(), String> {
+        Err("no journal to resume from".into())
+    }
+}
+
 /// No limits and no counting (tests, benchmarks, a gateway without a store).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Unmetered;
@@ -181,6 +221,21 @@ pub enum TurnError {
     /// The provider failed (after its retries).
     #[error("the model could not answer: {0}")]
     Provider(#[from] ProviderError),
+    /// A step could not be journaled, so nothing further was done (fail closed).
+    #[error("the turn could not be recorded, so it was stopped; please try again later")]
+    Journal(#[source] StoreError),
+    /// The journal does not fit this turn (written by another version, or corrupt).
+    #[error("the turn's journal cannot be resumed")]
+    JournalMismatch,
+    /// An interrupted tool call could not be audited, so the turn stopped (fail closed).
+    #[error("the turn could not be resumed; please try again later")]
+    AuditUnavailable(String),
+}
+
+impl From<StoreError> for TurnError {
+    fn from(error: StoreError) -> Self {
+        TurnError::Journal(error)
+    }
 }
 
 impl From<BudgetError> for TurnError {
@@ -194,7 +249,7 @@ impl From<BudgetError> for TurnError {
 
 /// Runs one turn: `user_text` after `history` (stored messages, oldest first), with the tools
 /// described by `tool_schemas` (empty: the model gets no tools) run through `tools`, and every
-/// provider call gated and counted by `budget`.
+/// provider call gated and counted by `budget`. Not journaled.
 pub async fn run_turn<T, G>(
     client: &ChatClient,
     tools: &T,
@@ -208,18 +263,56 @@ where
     T: ToolRunner,
     G: UsageGate + ?Sized,
 {
-    let mut messages = Vec::with_capacity(history.len() + 4);
+    let input = TurnInput {
+        history,
+        user_text,
+        tool_schemas,
+        replay: Vec::new(),
+    };
+    run_journaled_turn(client, tools, budget, &NoLog, ctx, input).await
+}
+
+/// What a turn starts from.
+#[derive(Clone, Debug, Default)]
+pub struct TurnInput {
+    /// Stored messages of the session, oldest first.
+    pub history: Vec<Message>,
+    /// The user's text.
+    pub user_text: String,
+    /// Tool schemas for the model (empty: no tools).
+    pub tool_schemas: Vec<Value>,
+    /// Steps journaled by an interrupted run of this turn, in order (empty for a new turn).
+    pub replay: Vec<Step>,
+}
+
+/// Runs one journaled turn (see the module documentation): replays `input.replay`, then goes
+/// on, writing every new step to `log` and syncing it before the action that depends on it.
+pub async fn run_journaled_turn<T, G, L>(
+    client: &ChatClient,
+    tools: &T,
+    budget: &G,
+    log: &L,
+    ctx: &TurnContext,
+    input: TurnInput,
+) -> Result<TurnOutcome, TurnError>
+where
+    T: ToolRunner,
+    G: UsageGate + ?Sized,
+    L: TurnLog,
+{
+    let mut messages = Vec::with_capacity(input.history.len() + 4);
     if let Some(prompt) = &ctx.system_prompt {
         messages.push(Message::system(prompt.clone()));
     }
-    messages.extend(history);
+    messages.extend(input.history);
     let mut first_new = messages.len();
-    messages.push(Message::user(user_text));
+    messages.push(Message::user(input.user_text));
     let mut request = ChatRequest {
         messages,
-        tools: tool_schemas,
+        tools: input.tool_schemas,
         tool_choice: ToolChoice::Auto,
     };
+    let mut replay = input.replay.into_iter().peekable();
 
     let mut usage = Usage::default();
     let mut model_calls = Vec::new();
@@ -230,30 +323,28 @@ where
             request.tool_choice = ToolChoice::None;
             first_new += add_limit_note(&mut request.messages, ctx.max_tool_iterations);
         }
-        budget.check(ctx)?;
-        let started = Instant::now();
-        let response = client.complete(&request).await?;
-        let elapsed = started.elapsed();
-        if let Err(error) = budget.record(ctx, response.usage) {
-            // The call was made and its answer is good; the next check reads the store again
-            // and fails closed if it is still broken.
-            tracing::error!(trace_id = %ctx.trace_id, %error, "token usage not recorded");
-        }
-        usage += response.usage;
-        let mut message = response.message;
-        model_calls.push(ModelCall {
-            usage: response.usage,
-            elapsed,
-            tool_calls: message.tool_calls.iter().map(|c| c.name.clone()).collect(),
-        });
-        tracing::debug!(
-            trace_id = %ctx.trace_id,
-            session = %ctx.session,
-            prompt_tokens = response.usage.prompt_tokens,
-            completion_tokens = response.usage.completion_tokens,
-            tool_calls = message.tool_calls.len(),
-            "model call"
-        );
+        let (mut message, call_usage) = match replay.next() {
+            // Journaled: the model is not asked again.
+            Some(Step::Model { message, usage }) => (message, usage),
+            Some(_) => return Err(TurnError::JournalMismatch),
+            None => {
+                let (message, call) = ask_model(client, budget, ctx, &request).await?;
+                log.record(Step::Model {
+                    message: message.clone(),
+                    usage: call.usage,
+                })?;
+                if !message.tool_calls.is_empty() && !final_call {
+                    // Durable before the tools it asks for run. A final answer is made durable
+                    // with the turn's conclusion (history, journal done), before the reply is
+                    // queued or returned: until then nothing outside has seen it.
+                    log.sync().await?;
+                }
+                let usage = call.usage;
+                model_calls.push(call);
+                (message, usage)
+            }
+        };
+        usage += call_usage;
 
         if message.tool_calls.is_empty() || final_call {
             message.tool_calls.clear();
@@ -269,12 +360,15 @@ where
         iterations += 1;
         let calls = message.tool_calls.clone();
         request.messages.push(message);
+        let mut unsynced = false;
         for call in calls {
             let id = call.id.clone();
-            let result = tools.run(call).await;
-            request
-                .messages
-                .push(Message::tool_result(id, result.content));
+            let content = run_tool(tools, log, &mut replay, call, &mut unsynced).await?;
+            request.messages.push(Message::tool_result(id, content));
+        }
+        if unsynced {
+            // The next model call sees these results: they are durable first.
+            log.sync().await?;
         }
     };
 
@@ -287,6 +381,95 @@ where
         limit_hit,
         model_calls,
     })
+}
+
+/// One provider call: budget check, the call, usage record.
+async fn ask_model<G: UsageGate + ?Sized>(
+    client: &ChatClient,
+    budget: &G,
+    ctx: &TurnContext,
+    request: &ChatRequest,
+) -> Result<(Message, ModelCall), TurnError> {
+    budget.check(ctx)?;
+    let started = Instant::now();
+    let response = client.complete(request).await?;
+    let elapsed = started.elapsed();
+    crate::testpoint::hit("turn.model_answered");
+    if let Err(error) = budget.record(ctx, response.usage) {
+        // The call was made and its answer is good; the next check reads the store again
+        // and fails closed if it is still broken.
+        tracing::error!(trace_id = %ctx.trace_id, %error, "token usage not recorded");
+    }
+    let message = response.message;
+    tracing::debug!(
+        trace_id = %ctx.trace_id,
+        session = %ctx.session,
+        prompt_tokens = response.usage.prompt_tokens,
+        completion_tokens = response.usage.completion_tokens,
+        tool_calls = message.tool_calls.len(),
+        "model call"
+    );
+    let call = ModelCall {
+        usage: response.usage,
+        elapsed,
+        tool_calls: message.tool_calls.iter().map(|c| c.name.clone()).collect(),
+    };
+    Ok((message, call))
+}
+
+/// The result of one tool call: from the journal when it has one, [`INTERRUPTED_RESULT`]
+/// (audited) when it started but has none, else from running it — after its start is durable.
+/// `unsynced` is set when a result was written but not yet synced.
+async fn run_tool<T, L>(
+    tools: &T,
+    log: &L,
+    replay: &mut std::iter::Peekable<std::vec::IntoIter<Step>>,
+    call: ToolCall,
+    unsynced: &mut bool,
+) -> Result<String, TurnError>
+where
+    T: ToolRunner,
+    L: TurnLog,
+{
+    match replay.next() {
+        None => {}
+        Some(Step::ToolStarted { call_id, .. }) if call_id == call.id => {
+            return match replay.next() {
+                Some(Step::ToolResult {
+                    call_id, content, ..
+                }) if call_id == call.id => Ok(content),
+                Some(_) => Err(TurnError::JournalMismatch),
+                None => {
+                    log.interrupted(&call)
+                        .await
+                        .map_err(TurnError::AuditUnavailable)?;
+                    log.record(Step::ToolResult {
+                        call_id: call.id.clone(),
+                        content: INTERRUPTED_RESULT.to_string(),
+                        interrupted: true,
+                    })?;
+                    *unsynced = true;
+                    Ok(INTERRUPTED_RESULT.to_string())
+                }
+            };
+        }
+        Some(_) => return Err(TurnError::JournalMismatch),
+    }
+    log.record(Step::ToolStarted {
+        call_id: call.id.clone(),
+        tool: call.name.clone(),
+    })?;
+    log.sync().await?;
+    let id = call.id.clone();
+    let result = tools.run(call).await;
+    crate::testpoint::hit("tool.ran");
+    log.record(Step::ToolResult {
+        call_id: id,
+        content: result.content.clone(),
+        interrupted: false,
+    })?;
+    *unsynced = true;
+    Ok(result.content)
 }
 
 /// Tells the model, in the system prompt, that it must answer now. Returns how many messages

@@ -11,8 +11,11 @@
 //! redelivery is audited again), then stored without text; admitted messages are stored as
 //! `pending` or `held` depending on the state; the store is flushed; only then is the answer
 //! sent (the webhook's 200). Messages are handed to the agent only after the flush that made
-//! them durable, in arrival order, through `Recipient<DeliverToAgent>`; the agent's `Ok` answer
-//! marks them done. A refusal or a closed mailbox puts them back to `pending` and retries later.
+//! them durable, in arrival order, through `Recipient<DeliverToAgent>`, and only after their
+//! claim (`processing`) is synced; the agent's `Ok` answer marks them done, and that is synced
+//! too. A refusal or a closed mailbox puts them back to `pending` and retries later. A message
+//! handed over again after a crash is safe: the agent's turn journal is keyed on
+//! `channel + message_id`, and the outbox keeps one reply per inbound message.
 //!
 //! States: `running` hands everything on; `observe` hands on owners only and holds the rest;
 //! `quarantined`, `disabled` and `failed` hand on nothing and send nothing, but still store,
@@ -29,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{evaluate, normalize_sender, Access, ChannelPolicy, DropReason, RuntimeLists};
 use super::inbox::{Accepted, Inbox, InboxCounts, InboxRecord, InboxState, NewEntry};
-use super::outbox::{AttemptResult, Backoff, OutboundMessage, Outbox, OutboxError, OutboxRecord};
+use super::outbox::{Backoff, OutboundMessage, Outbox, OutboxError};
 use super::pairing::{Pairing, PairingError, PairingRequest, PairingSettings, PendingPairing};
 use super::session::{encode_component, session_key};
 use super::{ChannelKind, InboundMessage, SenderKind};
@@ -38,8 +41,13 @@ use crate::drain::Drain;
 use crate::store::{KvTree, StoreDb, StoreError, TreeName};
 use crate::supervisor::{Ping, Pong};
 
+mod replies;
+pub use replies::*;
+
 /// How long to wait before handing messages on again after the agent refused one.
 const AGENT_RETRY: Duration = Duration::from_secs(1);
+/// At most this many messages are claimed per hand-over (one sync covers their claims).
+const MAX_HANDOVER: usize = 64;
 
 /// The state of a channel (CONTRACT §3.3 `GET /api/v1/channels`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -108,6 +116,9 @@ pub struct ChannelConfig {
     pub pairing: PairingSettings,
     /// Its outbox retry schedule.
     pub backoff: Backoff,
+    /// How long a reply found `sending` (its answer lost) waits for a receipt before it is
+    /// sent again (`channels.whatsapp.resend_after_seconds`).
+    pub resend_after: Duration,
 }
 
 /// Where the channel sends what it produces.
@@ -302,36 +313,6 @@ pub struct DenyPairing {
 #[rtype(result = "Result<Vec<PendingPairing>, ChannelError>")]
 pub struct ListPairing;
 
-/// Queues a reply in the durable outbox (flushed before the answer); returns its id.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<u64, ChannelError>")]
-pub struct EnqueueReply {
-    /// The reply.
-    pub message: OutboundMessage,
-}
-
-/// Replies due for an attempt (leased); empty while the channel may not send.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<Vec<OutboxRecord>, ChannelError>")]
-pub struct TakeDueReplies {
-    /// Now, unix milliseconds.
-    pub now_ms: i64,
-    /// At most this many.
-    pub limit: usize,
-}
-
-/// The result of one send attempt (flushed before the answer).
-#[derive(Message, Debug)]
-#[rtype(result = "Result<OutboxRecord, ChannelError>")]
-pub struct RecordDelivery {
-    /// The outbox id.
-    pub id: u64,
-    /// What happened.
-    pub result: AttemptResult,
-    /// Now, unix milliseconds.
-    pub now_ms: i64,
-}
-
 /// One channel.
 pub struct ChannelBridge {
     /// Configuration.
@@ -360,6 +341,10 @@ pub struct ChannelBridge {
     flushed_seq: u64,
     /// A retry of the hand-over is already scheduled.
     retry_scheduled: bool,
+    /// Claims are being made durable; the next pump waits for them (arrival order).
+    handing_over: bool,
+    /// A pump was asked for while handing over: pump again when it is done.
+    pump_again: bool,
     /// Unix seconds (injected by tests).
     clock: fn() -> i64,
 }
@@ -449,6 +434,8 @@ impl ChannelBridge {
             unknown_senders_total: 0,
             flushed_seq,
             retry_scheduled: false,
+            handing_over: false,
+            pump_again: false,
             clock,
         })
     }
@@ -481,77 +468,140 @@ impl ChannelBridge {
         Ok(())
     }
 
-    /// Hands every durable pending message to the agent, in arrival order; nothing once the
-    /// gateway is stopping (the messages stay pending for the next start).
+    /// Claims every durable pending message the state hands on, makes the claims durable,
+    /// then hands them to the agent in arrival order (one hand-over batch at a time); nothing
+    /// once the gateway is stopping (the messages stay pending for the next start).
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.handing_over {
+            self.pump_again = true;
+            return;
+        }
+        let mut deliveries = Vec::new();
         loop {
             let Some(work) = self.links.drain.begin() else {
-                return;
+                break;
             };
             let record = match self.inbox.claim_next(&self.config.name, self.flushed_seq) {
                 Ok(Some(record)) => record,
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(error) => {
                     tracing::error!(channel = %self.config.name, %error, "inbox read failed");
                     self.schedule_retry(ctx);
-                    return;
+                    break;
                 }
             };
-            let allowed = record
-                .sender_kind
-                .is_some_and(|k| self.state.state.hands_on(k));
-            let (Some(kind), Some(session), Some(text), true) = (
-                record.sender_kind,
-                record.session_key.clone(),
-                record.message.text.clone(),
-                allowed,
-            ) else {
-                // Not for the agent now: back to pending, then held by the reconciliation.
-                let _ = self.inbox.unclaim(&record.channel, record.seq);
-                if let Err(error) = self.reconcile_queue() {
-                    tracing::error!(channel = %self.config.name, %error, "inbox update failed");
-                }
-                continue;
-            };
-            let delivery = DeliverToAgent {
-                channel: record.channel.clone(),
-                session_key: session,
-                sender_kind: kind,
-                sender_id: record.message.sender_id.clone(),
-                chat_id: record.message.chat_id.clone(),
-                message_id: record.message.message_id.clone(),
-                text,
-                trace_id: trace_id(&record.channel, &record.message.message_id),
-            };
-            let seq = record.seq;
-            let request = self.links.agent.send(delivery);
-            ctx.spawn(request.into_actor(self).map(move |answer, this, ctx| {
-                // In flight until the inbox says done or pending again.
-                let _work = work;
-                let name = this.config.name.clone();
-                match answer {
-                    Ok(Ok(())) => {
-                        if let Err(error) = this.inbox.mark_done(&name, seq) {
-                            tracing::error!(channel = %name, %error, "inbox update failed");
-                        }
-                    }
-                    Ok(Err(_)) if this.links.drain.is_closed() => {
-                        // Stopping: the message waits in the inbox for the next start.
-                        let _ = this.inbox.unclaim(&name, seq);
-                    }
-                    Ok(Err(refused)) => {
-                        tracing::warn!(channel = %name, seq, %refused, "agent refused a message");
-                        let _ = this.inbox.unclaim(&name, seq);
-                        this.schedule_retry(ctx);
-                    }
-                    Err(error) => {
-                        tracing::warn!(channel = %name, seq, %error, "agent unreachable");
-                        let _ = this.inbox.unclaim(&name, seq);
-                        this.schedule_retry(ctx);
+            match self.delivery_for(&record) {
+                Some(delivery) => deliveries.push((record.seq, delivery, work)),
+                None => {
+                    // Not for the agent now: back to pending, then held by the reconciliation.
+                    let _ = self.inbox.unclaim(&record.channel, record.seq);
+                    if let Err(error) = self.reconcile_queue() {
+                        tracing::error!(channel = %self.config.name, %error, "inbox update failed");
                     }
                 }
-            }));
+            }
+            if deliveries.len() >= MAX_HANDOVER {
+                self.pump_again = true;
+                break;
+            }
         }
+        if deliveries.is_empty() {
+            return;
+        }
+        self.handing_over = true;
+        let inbox = self.inbox.clone();
+        let synced = async move { inbox.sync().await };
+        ctx.spawn(synced.into_actor(self).map(move |synced, this, ctx| {
+            this.handing_over = false;
+            match synced {
+                Ok(()) => {
+                    for (seq, delivery, work) in deliveries {
+                        this.hand_over(seq, delivery, work, ctx);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(channel = %this.config.name, %error, "claims not durable; handing on later");
+                    for (seq, _, _) in &deliveries {
+                        let _ = this.inbox.unclaim(&this.config.name, *seq);
+                    }
+                    this.schedule_retry(ctx);
+                }
+            }
+            if std::mem::take(&mut this.pump_again) {
+                this.pump(ctx);
+            }
+        }));
+    }
+
+    /// The hand-over of a claimed record, if the current state passes it to the agent.
+    fn delivery_for(&self, record: &InboxRecord) -> Option<DeliverToAgent> {
+        let kind = record.sender_kind?;
+        if !self.state.state.hands_on(kind) {
+            return None;
+        }
+        Some(DeliverToAgent {
+            channel: record.channel.clone(),
+            session_key: record.session_key.clone()?,
+            sender_kind: kind,
+            sender_id: record.message.sender_id.clone(),
+            chat_id: record.message.chat_id.clone(),
+            message_id: record.message.message_id.clone(),
+            text: record.message.text.clone()?,
+            trace_id: trace_id(&record.channel, &record.message.message_id),
+        })
+    }
+
+    /// Hands one durably claimed message to the agent; its `Ok` marks the message done. The
+    /// hand-over is work in flight (`work`) until the inbox says done or pending again.
+    fn hand_over(
+        &mut self,
+        seq: u64,
+        delivery: DeliverToAgent,
+        work: crate::drain::Work,
+        ctx: &mut Context<Self>,
+    ) {
+        let request = self.links.agent.send(delivery);
+        ctx.spawn(request.into_actor(self).map(move |answer, this, ctx| {
+            let _work = work;
+            let name = this.config.name.clone();
+            match answer {
+                Ok(Ok(())) => this.finish(seq, ctx),
+                Ok(Err(_)) if this.links.drain.is_closed() => {
+                    // Stopping: the message waits in the inbox for the next start.
+                    let _ = this.inbox.unclaim(&name, seq);
+                }
+                Ok(Err(refused)) => {
+                    tracing::warn!(channel = %name, seq, %refused, "agent refused a message");
+                    let _ = this.inbox.unclaim(&name, seq);
+                    this.schedule_retry(ctx);
+                }
+                Err(error) => {
+                    tracing::warn!(channel = %name, seq, %error, "agent unreachable");
+                    let _ = this.inbox.unclaim(&name, seq);
+                    this.schedule_retry(ctx);
+                }
+            }
+        }));
+    }
+
+    /// Marks a processed message done and makes that durable (a crash before the sync hands
+    /// it on again; the agent's journal answers that from the finished turn).
+    fn finish(&mut self, seq: u64, ctx: &mut Context<Self>) {
+        let name = self.config.name.clone();
+        if let Err(error) = self.inbox.mark_done(&name, seq) {
+            tracing::error!(channel = %name, %error, "inbox update failed");
+            return;
+        }
+        crate::testpoint::hit("inbox.marked_done");
+        let inbox = self.inbox.clone();
+        ctx.spawn(
+            async move {
+                if let Err(error) = inbox.sync().await {
+                    tracing::warn!(channel = %name, %error, "inbox sync failed");
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
@@ -600,6 +650,16 @@ impl Actor for ChannelBridge {
             Ok(n) if n > 0 => tracing::info!(channel = %name, n, "unprocessed messages recovered"),
             Ok(_) => {}
             Err(error) => tracing::error!(channel = %name, %error, "inbox recovery failed"),
+        }
+        // Replies whose send was cut short wait a full resend wait for a receipt from now.
+        let resend = i64::try_from(self.config.resend_after.as_millis()).unwrap_or(i64::MAX);
+        let until = (self.clock)().saturating_mul(1000).saturating_add(resend);
+        match self.outbox.defer_sending(&name, until) {
+            Ok(n) if n > 0 => {
+                tracing::info!(channel = %name, n, "replies cut short wait for a receipt before they are sent again")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(channel = %name, %error, "outbox recovery failed"),
         }
         self.pump(ctx);
     }
@@ -664,6 +724,12 @@ impl Handler<AcceptInbound> for ChannelBridge {
         let audit = self.links.audit.clone();
         let pairing = self.pairing.clone();
         let sender_id = message.sender_id.clone();
+        let reply_parts = match &plan {
+            Plan::Drop {
+                reply: Some(reply), ..
+            } => self.parts(&reply.text),
+            _ => 1,
+        };
         let work = async move {
             let (entry, dropped) = match plan {
                 Plan::Admit(entry) => (entry, None),
@@ -699,7 +765,7 @@ impl Handler<AcceptInbound> for ChannelBridge {
             let held = entry.state == InboxState::Held;
             let accepted = inbox.accept(&name, &message, entry, now)?;
             if let (Accepted::New(_), Some((_, _, Some(reply)))) = (accepted, &dropped) {
-                outbox.enqueue(&name, reply.clone(), now.saturating_mul(1000))?;
+                outbox.enqueue(&name, reply.clone(), reply_parts, now.saturating_mul(1000))?;
             }
             db.flush().await?;
             Ok::<_, ChannelError>((accepted, held, dropped))
@@ -968,9 +1034,10 @@ impl Handler<ApprovePairing> for ChannelBridge {
             reply_to: None,
             session: None,
         };
+        let parts = self.parts(&notice.text);
         let saved = lists.save(&self.tree, &self.config.name).and_then(|()| {
             self.outbox
-                .enqueue(&self.config.name, notice, now.saturating_mul(1000))
+                .enqueue(&self.config.name, notice, parts, now.saturating_mul(1000))
         });
         if let Err(error) = saved {
             return Box::pin(fut::ready(Err(error.into())));
@@ -1008,38 +1075,5 @@ impl Handler<ListPairing> for ChannelBridge {
         Ok(self
             .pairing
             .pending(Some(&self.config.name), (self.clock)())?)
-    }
-}
-
-impl Handler<EnqueueReply> for ChannelBridge {
-    type Result = ResponseActFuture<Self, Result<u64, ChannelError>>;
-    fn handle(&mut self, msg: EnqueueReply, _: &mut Context<Self>) -> Self::Result {
-        let now_ms = (self.clock)().saturating_mul(1000);
-        match self.outbox.enqueue(&self.config.name, msg.message, now_ms) {
-            Ok(id) => self.audited(None, id),
-            Err(error) => Box::pin(fut::ready(Err(error.into()))),
-        }
-    }
-}
-
-impl Handler<TakeDueReplies> for ChannelBridge {
-    type Result = Result<Vec<OutboxRecord>, ChannelError>;
-    fn handle(&mut self, msg: TakeDueReplies, _: &mut Context<Self>) -> Self::Result {
-        if !self.state.state.sends() {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .outbox
-            .due(Some(&self.config.name), msg.now_ms, msg.limit)?)
-    }
-}
-
-impl Handler<RecordDelivery> for ChannelBridge {
-    type Result = ResponseActFuture<Self, Result<OutboxRecord, ChannelError>>;
-    fn handle(&mut self, msg: RecordDelivery, _: &mut Context<Self>) -> Self::Result {
-        match self.outbox.record_attempt(msg.id, msg.result, msg.now_ms) {
-            Ok(record) => self.audited(None, record),
-            Err(error) => Box::pin(fut::ready(Err(error.into()))),
-        }
     }
 }

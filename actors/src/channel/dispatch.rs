@@ -3,29 +3,30 @@
 //! WhatsApp Cloud API or a signed bridge's `outbound_url`), and records each attempt's result.
 //!
 //! Owns: the HTTP delivery of replies — the request shape per target ([`send`]), the
-//! in-flight limit, the poll schedule, and (in memory) how many parts of a reply were already
-//! accepted.
+//! in-flight limit and the poll schedule.
 //! Must not: decide retries or keep the schedule (the outbox does, from the [`AttemptResult`]
-//! recorded through [`RecordDelivery`]), talk to a bridge through a stale `Addr` (it holds a
-//! [`Slot`]), block its mailbox while a request is in flight, or put the access token, the
-//! bridge secret, the outbound URL's path or message text into a log line or an error.
+//! recorded through [`RecordDelivery`]), send a reply whose attempt is not durably recorded
+//! (it sends only what [`TakeDueReplies`] answered, and the bridge answers after the sync),
+//! talk to a bridge through a stale `Addr` (it holds a [`Slot`]), block its mailbox while a
+//! request is in flight, or put the access token, the bridge secret, the outbound URL's path or
+//! message text into a log line or an error.
 //!
 //! Flow: every [`DispatchSettings::poll_interval`] (and on [`DispatchNow`]) the dispatcher asks
 //! the bridge for at most as many due replies as it has free in-flight slots
-//! ([`TakeDueReplies`] leases them for [`super::outbox::LEASE_MS`]); each reply is sent by a
-//! future spawned on the actor's context; its result is classified with
-//! [`super::outbox::classify_http`] / [`super::outbox::classify_network_error`] (429 and
-//! `Retry-After` included) and recorded with [`RecordDelivery`]. When a poll filled every free
-//! slot, the next completion polls again at once instead of waiting for the timer.
+//! ([`TakeDueReplies`], excluding the replies it is still sending): the bridge records each as
+//! `sending` (attempt n) and syncs before answering. Each reply is sent by a future spawned on
+//! the actor's context, starting at its first part not yet accepted; the result is classified
+//! with [`super::outbox::classify_http`] / [`super::outbox::classify_network_error`] (429 and
+//! `Retry-After` included) and recorded with [`RecordDelivery`] (attempt number and parts
+//! accepted). When a poll filled every free slot, the next completion polls again at once.
 //!
-//! Delivery is at least once. Decision (multi-part replies and lost records): the dispatcher
-//! remembers, per outbox id, how many parts the channel already accepted, and a retry resumes at
-//! the first part not yet accepted; a reply whose every part was accepted but whose result could
-//! not be recorded (bridge restarting) is recorded as sent on its next attempt without sending
-//! anything again. That memory is not durable: after a restart of the dispatcher (or a crash of
-//! the process) a retried reply starts again at its first part, so earlier parts may arrive
-//! twice. Bridges receive a stable `message_id` per reply to de-duplicate on; WhatsApp has no
-//! idempotency key for sends, so a rare duplicate part is accepted there rather than a lost one.
+//! Exactly-once delivery across crashes: every send carries the reply's id — WhatsApp as
+//! `biz_opaque_callback_data` (`kafclaw-<id>`, `kafclaw-<id>.<part>` for later parts), which
+//! Meta echoes in its status webhooks; bridges as the `Idempotency-Key: kafclaw-<id>` header
+//! (and the body's `message_id`). A reply whose answer was lost (the process died after the
+//! provider accepted it) stays `sending` and is sent again only after the channel's
+//! `resend_after` (WhatsApp: `channels.whatsapp.resend_after_seconds`, default 30 s) has passed
+//! without a receipt for it; bridges drop the repeat by its key.
 //!
 //! The bridge's outbound request (documented for bridge authors in
 //! `deploy/bridge-example/README.md`):
@@ -33,6 +34,7 @@
 //! ```text
 //! POST {outbound_url}
 //! Content-Type: application/json
+//! Idempotency-Key: kafclaw-<outbox id>
 //! X-KafClaw-Timestamp: <unix seconds>
 //! X-KafClaw-Signature: v1=<hex HMAC-SHA256(secret, "{timestamp}.{raw body}")>
 //!
@@ -41,7 +43,7 @@
 //!
 //! `reply_to` (the bridge's own inbound `message_id` this answers) is omitted when there is none.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,7 +203,7 @@ pub fn unix_now_ms() -> i64 {
 }
 
 /// Delivers one channel's replies. Supervise it like the bridge (it answers [`Ping`]); a fresh
-/// instance forgets part progress (see the module documentation), nothing else.
+/// instance keeps nothing but the in-flight set (progress is in the outbox).
 pub struct Dispatcher {
     /// Builds and sends the requests; shared with the spawned deliveries.
     sender: Arc<send::Sender>,
@@ -216,15 +218,9 @@ pub struct Dispatcher {
     /// Slots promised to polls still waiting for the bridge's answer, so that overlapping polls
     /// never exceed `max_in_flight` together.
     reserved: usize,
-    /// Outbox ids being sent right now (a reply whose lease ran out while it was still in
-    /// flight is not started a second time).
+    /// Outbox ids being sent right now (excluded from polls: a reply whose lease ran out
+    /// while it was still in flight is not started a second time).
     active: HashSet<u64>,
-    /// Replies the bridge handed out again (leased to us) while their previous attempt was
-    /// still finishing here; they start as soon as that attempt is done, so the lease is
-    /// never wasted (it would otherwise delay the reply until the lease expires).
-    deferred: HashMap<u64, OutboxRecord>,
-    /// Parts already accepted, per outbox id, for replies not finished yet.
-    progress: HashMap<u64, usize>,
     /// The last poll filled every free slot: poll again as soon as one frees up.
     backlog: bool,
     /// A timer-driven poll is running (ticks do not pile up behind a slow bridge).
@@ -253,8 +249,6 @@ impl Dispatcher {
             in_flight: 0,
             reserved: 0,
             active: HashSet::new(),
-            deferred: HashMap::new(),
-            progress: HashMap::new(),
             backlog: false,
             ticking: false,
             bridge_down: false,
@@ -303,6 +297,7 @@ impl Dispatcher {
         let take = TakeDueReplies {
             now_ms: (self.clock)(),
             limit: free,
+            exclude: self.active.iter().copied().collect(),
         };
         Box::pin(
             addr.send(take)
@@ -326,10 +321,11 @@ impl Dispatcher {
                     let mut started = 0;
                     for record in records {
                         if this.active.contains(&record.id) {
-                            this.deferred.insert(record.id, record);
-                        } else {
-                            this.start(record, ctx);
+                            // Taken before our poll's exclusion list reached the bridge; the
+                            // attempt in flight records the outcome.
+                            continue;
                         }
+                        this.start(record, ctx);
                         started += 1;
                     }
                     this.notify_if_idle();
@@ -359,19 +355,24 @@ impl Dispatcher {
         let id = record.id;
         self.in_flight += 1;
         self.active.insert(id);
-        let from_part = self.progress.get(&id).copied().unwrap_or(0);
         let sender = Arc::clone(&self.sender);
         let clock = Arc::clone(&self.clock);
         let bridge = self.bridge.clone();
         let channel = record.channel.clone();
+        let attempt = record.attempts;
         let work = async move {
-            let delivery = sender.deliver(&record, from_part, &clock).await;
+            let delivery = sender.deliver(&record, &clock).await;
+            if delivery.result == AttemptResult::Sent {
+                crate::testpoint::hit("send.accepted");
+            }
             let recorded = match bridge.addr() {
                 None => Err(DispatchError::BridgeUnavailable),
                 Some(addr) => match addr
                     .send(RecordDelivery {
                         id,
+                        attempt,
                         result: delivery.result.clone(),
+                        parts_accepted: delivery.parts_done,
                         now_ms: clock(),
                     })
                     .await
@@ -387,16 +388,7 @@ impl Dispatcher {
                 .map(move |(delivery, recorded), this, ctx| {
                     this.in_flight -= 1;
                     this.active.remove(&id);
-                    let recorded_attempts = recorded.as_ref().ok().map(|r| r.attempts);
-                    this.finish(&channel, id, delivery, recorded);
-                    // Start the deferred copy only if it was handed out after this attempt was
-                    // recorded (same attempt count): a copy leased earlier (a lease that ran
-                    // out mid-send) is stale, and the bridge hands the reply out again when due.
-                    if let Some(next) = this.deferred.remove(&id) {
-                        if recorded_attempts == Some(next.attempts) {
-                            this.start(next, ctx);
-                        }
-                    }
+                    log_outcome(&channel, id, &delivery, recorded);
                     if this.backlog {
                         this.backlog = false;
                         this.spawn_poll(ctx);
@@ -404,65 +396,6 @@ impl Dispatcher {
                     this.notify_if_idle();
                 }),
         );
-    }
-
-    /// Updates part progress and logs the outcome of one attempt (no text, no secret).
-    fn finish(
-        &mut self,
-        channel: &str,
-        id: u64,
-        delivery: send::Delivery,
-        recorded: Result<OutboxRecord, DispatchError>,
-    ) {
-        match recorded {
-            Ok(record) => match &record.state {
-                OutboxState::Queued => {
-                    if delivery.parts_done > 0 {
-                        self.progress.insert(id, delivery.parts_done);
-                    }
-                    if let AttemptResult::Transient { reason, .. } = &delivery.result {
-                        tracing::warn!(
-                            channel,
-                            id,
-                            attempts = record.attempts,
-                            next_attempt_at = record.next_attempt_at,
-                            reason = reason.as_str(),
-                            "reply not delivered; retry scheduled"
-                        );
-                    }
-                }
-                OutboxState::Sent => {
-                    self.progress.remove(&id);
-                    tracing::debug!(channel, id, attempts = record.attempts, "reply delivered");
-                }
-                OutboxState::Failed { status, reason } => {
-                    self.progress.remove(&id);
-                    tracing::warn!(
-                        channel,
-                        id,
-                        attempts = record.attempts,
-                        status = status.map(i64::from),
-                        reason = reason.as_str(),
-                        "reply given up"
-                    );
-                }
-            },
-            Err(DispatchError::Channel(ChannelError::Outbox(
-                error @ (OutboxError::Finished(_) | OutboxError::UnknownId(_)),
-            ))) => {
-                // Finished or removed meanwhile: it will never be taken again.
-                self.progress.remove(&id);
-                tracing::warn!(channel, id, %error, "delivery result not recorded");
-            }
-            Err(error) => {
-                // The lease runs out and the reply is tried again; remember what was accepted so
-                // that the retry does not send it twice.
-                if delivery.parts_done > 0 {
-                    self.progress.insert(id, delivery.parts_done);
-                }
-                tracing::warn!(channel, id, %error, "delivery result could not be recorded");
-            }
-        }
     }
 
     /// Polls in the background, logging a failure.
@@ -488,6 +421,55 @@ impl Dispatcher {
             }
         });
         ctx.spawn(poll);
+    }
+}
+
+/// Logs the outcome of one attempt (no text, no secret).
+fn log_outcome(
+    channel: &str,
+    id: u64,
+    delivery: &send::Delivery,
+    recorded: Result<OutboxRecord, DispatchError>,
+) {
+    match recorded {
+        Ok(record) => match &record.state {
+            OutboxState::Queued | OutboxState::Sending => {
+                if let AttemptResult::Transient { reason, .. } = &delivery.result {
+                    tracing::warn!(
+                        channel,
+                        id,
+                        attempts = record.attempts,
+                        next_attempt_at = record.next_attempt_at,
+                        reason = reason.as_str(),
+                        "reply not delivered; retry scheduled"
+                    );
+                }
+            }
+            OutboxState::Sent | OutboxState::Delivered | OutboxState::Read => {
+                tracing::debug!(channel, id, attempts = record.attempts, "reply delivered");
+            }
+            OutboxState::Failed { status, reason, .. } => {
+                tracing::warn!(
+                    channel,
+                    id,
+                    attempts = record.attempts,
+                    status = status.map(i64::from),
+                    reason = reason.as_str(),
+                    "reply given up"
+                );
+            }
+        },
+        Err(DispatchError::Channel(ChannelError::Outbox(
+            error @ (OutboxError::Finished(_) | OutboxError::UnknownId(_)),
+        ))) => {
+            // A receipt finished it meanwhile, or a newer attempt superseded this one.
+            tracing::debug!(channel, id, %error, "delivery result not recorded");
+        }
+        Err(error) => {
+            // The reply stays `sending`; it is sent again after the channel's resend wait
+            // (the bridge's key or a receipt keeps that from doubling it).
+            tracing::warn!(channel, id, %error, "delivery result could not be recorded");
+        }
     }
 }
 

@@ -1,31 +1,39 @@
 //! The durable inbox of the channels (DESIGN "Data flow" step 2): every accepted message is
 //! stored, keyed by a monotonic sequence number, before it is acknowledged.
 //!
-//! Owns, in the `channels` tree:
+//! Owns, in the inbox space of the storage seam ([`Space::Inbox`]):
 //! - `inbox/<channel>/m/<seq>`: the [`InboxRecord`] (JSON);
 //! - `inbox/<channel>/i/<state>/<seq>`: an index of the records in the live states
 //!   (`pending`, `held`, `processing`), so queues are read in arrival order without a scan;
-//! - `dedupe/<channel>/<message id>`: the idempotency key, holding the sequence number.
+//! - `dedupe/<channel>/<message id>`: the idempotency key, holding the sequence number and
+//!   the arrival time (16 bytes, big-endian; stores written before carry the sequence only).
 //!
-//! A new message's record, index entry and idempotency key are written in one atomic batch,
-//! so a crash leaves either all three or none (a redelivery is then stored again, never lost,
-//! never doubled). Every state change moves the record and its index entry in one batch.
-//! Must not: flush (the caller flushes once before acknowledging, so flushes group), or have
-//! two writers for one channel: the check for the idempotency key and the batch are not one
-//! atomic step, so each channel's inbox is written only by its `ChannelBridge`.
+//! Everything lives in [`Space::Inbox`] behind the storage seam. A new message's record, index
+//! entry and idempotency key are written in one atomic batch, so a crash leaves either all
+//! three or none (a redelivery is then stored again, never lost, never doubled). Every state
+//! change moves the record and its index entry in one batch.
+//! Must not: flush (the caller syncs once before acknowledging or handing on, so syncs group),
+//! or have two writers for one channel: the check for the idempotency key and the batch are not
+//! one atomic step, so each channel's live records are written only by its `ChannelBridge` (the
+//! pruner only removes finished records, with compare-and-swap).
 //!
 //! States: `pending` → `processing` → `done`; `held` while a channel is quarantined or in
 //! observe mode (back to `pending`, in order, on release); `dropped` for refused messages (kept
-//! without their text, for de-duplication). After a restart [`Inbox::recover`] returns
-//! `processing` records to `pending`: processing is at-least-once here, and exactly-once for the
-//! agent because [`Inbox::mark_done`] is idempotent and the agent's idempotency key is
-//! `channel + message_id`.
+//! without their text, for de-duplication). A claim (`processing`) is made durable before the
+//! agent sees the message. After a restart [`Inbox::recover`] returns `processing` records to
+//! `pending`, so a message may be handed to the agent more than once: hand-over is
+//! at-least-once, and turns are exactly-once because the agent keys its turn journal on
+//! `channel + message_id` (a finished turn is not run again, an interrupted one resumes from its
+//! journal) and the outbox keeps at most one reply per inbound message.
 
 use serde::{Deserialize, Serialize};
 
 use super::session::encode_component;
 use super::{InboundMessage, SenderKind};
-use crate::store::{KvBatch, KvTree, StoreDb, StoreError, TreeName};
+use crate::store::{Batch, Space, SpaceRef, State, StoreDb, StoreError};
+
+mod retention;
+pub use retention::InboxPruned;
 
 /// Where a stored message stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +52,11 @@ pub enum InboxState {
 }
 
 impl InboxState {
+    /// Whether the record is finished (done or dropped): only finished records are pruned.
+    pub fn is_finished(self) -> bool {
+        matches!(self, InboxState::Done | InboxState::Dropped)
+    }
+
     fn index_name(self) -> Option<&'static str> {
         match self {
             InboxState::Pending => Some("pending"),
@@ -100,10 +113,8 @@ pub enum Accepted {
 /// The durable inbox of every channel.
 #[derive(Clone)]
 pub struct Inbox {
-    /// For sequence numbers.
-    db: StoreDb,
-    /// The `channels` tree.
-    tree: KvTree,
+    /// [`Space::Inbox`] of the storage seam.
+    space: SpaceRef,
 }
 
 fn seq_key(seq: u64) -> String {
@@ -113,10 +124,19 @@ fn seq_key(seq: u64) -> String {
 impl Inbox {
     /// The inbox over an open store.
     pub fn new(db: &StoreDb) -> Result<Self, StoreError> {
-        Ok(Self {
-            db: db.clone(),
-            tree: db.tree(TreeName::Channels)?,
-        })
+        Ok(Self::over(db.state()?))
+    }
+
+    /// The inbox over the storage seam.
+    pub fn over(state: State) -> Self {
+        Self {
+            space: SpaceRef::new(state, Space::Inbox),
+        }
+    }
+
+    /// Makes every inbox write so far durable (shared with concurrent callers).
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.space.sync().await
     }
 
     fn record_key(channel: &str, seq: u64) -> String {
@@ -138,10 +158,10 @@ impl Inbox {
     /// The sequence number under which `channel` + `message_id` was stored, if it was.
     pub fn known(&self, channel: &str, message_id: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
-            .tree
+            .space
             .get(Self::dedupe_key(channel, message_id))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map(u64::from_be_bytes))
+            .and_then(|v| decode_dedupe(&v))
+            .map(|(seq, _)| seq))
     }
 
     /// Stores a message unless `channel` + `message_id` is already known. Record, index entry
@@ -156,7 +176,7 @@ impl Inbox {
         if let Some(seq) = self.known(channel, &message.message_id)? {
             return Ok(Accepted::Duplicate(seq));
         }
-        let seq = self.db.next_id()?;
+        let seq = self.space.next_id()?;
         let mut message = message.clone();
         if entry.state == InboxState::Dropped {
             message.text = None;
@@ -171,25 +191,25 @@ impl Inbox {
             reason: entry.reason,
             received_at: now,
         };
-        let mut batch = KvBatch::default();
-        batch.insert(Self::record_key(channel, seq), encode(&record)?);
+        let mut batch = Batch::default();
+        batch.put(Self::record_key(channel, seq), encode(&record)?);
         if let Some(index) = entry.state.index_name() {
-            batch.insert(
+            batch.put(
                 format!("{}{}", Self::index_prefix(channel, index), seq_key(seq)),
                 [],
             );
         }
-        batch.insert(
+        batch.put(
             Self::dedupe_key(channel, &record.message.message_id),
-            seq.to_be_bytes(),
+            encode_dedupe(seq, now),
         );
-        self.tree.apply(batch)?;
+        self.space.apply(batch)?;
         Ok(Accepted::New(seq))
     }
 
     /// The record `seq` of `channel`.
     pub fn get(&self, channel: &str, seq: u64) -> Result<Option<InboxRecord>, StoreError> {
-        self.tree.get_json(Self::record_key(channel, seq))
+        self.space.get_json(Self::record_key(channel, seq))
     }
 
     fn indexed(&self, channel: &str, state: InboxState) -> Result<Vec<u64>, StoreError> {
@@ -198,8 +218,8 @@ impl Inbox {
         };
         let prefix = Self::index_prefix(channel, index);
         Ok(self
-            .tree
-            .scan_prefix(&prefix)?
+            .space
+            .scan_all(&prefix)?
             .into_iter()
             .filter_map(|(k, _)| std::str::from_utf8(&k[prefix.len()..]).ok()?.parse().ok())
             .collect())
@@ -234,22 +254,22 @@ impl Inbox {
         if reason.is_some() {
             record.reason = reason;
         }
-        let mut batch = KvBatch::default();
+        let mut batch = Batch::default();
         if let Some(index) = from.index_name() {
-            batch.remove(format!(
+            batch.delete(format!(
                 "{}{}",
                 Self::index_prefix(channel, index),
                 seq_key(seq)
             ));
         }
         if let Some(index) = to.index_name() {
-            batch.insert(
+            batch.put(
                 format!("{}{}", Self::index_prefix(channel, index), seq_key(seq)),
                 [],
             );
         }
-        batch.insert(Self::record_key(channel, seq), encode(&record)?);
-        self.tree.apply(batch)?;
+        batch.put(Self::record_key(channel, seq), encode(&record)?);
+        self.space.apply(batch)?;
         Ok(true)
     }
 
@@ -392,5 +412,24 @@ pub struct InboxCounts {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))
+    crate::store::seam::encode(value)
+}
+
+/// The value of an idempotency key: sequence number and arrival time (unix seconds).
+fn encode_dedupe(seq: u64, received_at: i64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&seq.to_be_bytes());
+    out[8..].copy_from_slice(&received_at.to_be_bytes());
+    out
+}
+
+/// Sequence number and arrival time of an idempotency key (`None` for the time in stores
+/// written before it was recorded).
+fn decode_dedupe(value: &[u8]) -> Option<(u64, Option<i64>)> {
+    let seq = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let at = value
+        .get(8..16)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(i64::from_be_bytes);
+    Some((seq, at))
 }

@@ -281,14 +281,24 @@ mod whatsapp_edge {
             "statuses": [
                 { "id": "wamid.OUT1", "status": "delivered", "timestamp": "1700000001", "recipient_id": "4915112345678" },
                 { "id": "wamid.OUT2", "status": "failed", "timestamp": "1700000002", "recipient_id": "4915112345678",
-                  "errors": [{ "code": 131047, "title": "Re-engagement message" }] }
+                  "errors": [{ "code": 131047, "title": "Re-engagement message" }],
+                  "biz_opaque_callback_data": "kafclaw-12.1" },
+                { "id": "wamid.OUT3", "status": "sent", "timestamp": "1700000003", "recipient_id": "1",
+                  "biz_opaque_callback_data": "bad\u{0}data" }
             ]
         }));
         let batch = parse_webhook(&body).unwrap();
         assert!(batch.messages.is_empty());
-        assert_eq!(batch.statuses.len(), 2);
+        assert_eq!(batch.statuses.len(), 3);
         assert_eq!(batch.statuses[0].status, "delivered");
+        assert_eq!(batch.statuses[0].callback_data, None);
         assert_eq!(batch.statuses[1].errors[0].code, Some(131047));
+        // The reply tag is echoed back; one with control characters is dropped.
+        assert_eq!(
+            batch.statuses[1].callback_data.as_deref(),
+            Some("kafclaw-12.1")
+        );
+        assert_eq!(batch.statuses[2].callback_data, None);
 
         assert!(matches!(
             parse_webhook(b"not json"),
@@ -1330,6 +1340,7 @@ mod durable_outbox {
             400,
             None,
             AttemptResult::Terminal {
+                code: None,
                 status: Some(400),
                 reason: "http status 400".into(),
             },
@@ -1338,6 +1349,7 @@ mod durable_outbox {
             401,
             Some("3"),
             AttemptResult::Terminal {
+                code: None,
                 status: Some(401),
                 reason: "http status 401".into(),
             },
@@ -1346,6 +1358,7 @@ mod durable_outbox {
             302,
             None,
             AttemptResult::Terminal {
+                code: None,
                 status: Some(302),
                 reason: "http status 302".into(),
             },
@@ -1377,6 +1390,18 @@ mod durable_outbox {
         check(40, 150_000, 300_000);
     }
 
+    const LEASE: i64 = 30_000;
+
+    /// Starts the next attempt on `id` at `now` (it must be the next due) and returns its
+    /// number.
+    #[track_caller]
+    fn start(outbox: &Outbox, id: u64, now: i64) -> u32 {
+        let taken = outbox.take_due(None, now, 1, &[], LEASE).unwrap();
+        let record = taken.iter().find(|r| r.id == id).expect("due");
+        assert_eq!(record.state, OutboxState::Sending);
+        record.attempts
+    }
+
     #[test]
     fn retries_respect_retry_after_and_give_up() {
         let db = StoreDb::temporary().unwrap();
@@ -1384,46 +1409,80 @@ mod durable_outbox {
             .unwrap()
             .with_random(|| 0);
         let t0 = 1_700_000_000_000;
-        let id = outbox.enqueue("wa", message(), t0).unwrap();
-        let due = outbox.due(None, t0, 10).unwrap();
-        assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
-        // Leased: not due again until the lease runs out.
-        assert!(outbox.due(None, t0 + 1, 10).unwrap().is_empty());
-        assert_eq!(outbox.due(None, t0 + LEASE_MS, 10).unwrap().len(), 1);
-
-        let r = outbox.record_attempt(id, transient(None), t0).unwrap();
-        assert_eq!(
-            (r.attempts, r.next_attempt_at, &r.state),
-            (1, t0 + 500, &OutboxState::Queued)
-        );
-        assert!(outbox.due(None, t0 + 499, 10).unwrap().is_empty());
-        // Retry-After beats a shorter backoff.
-        let r = outbox.record_attempt(id, transient(Some(30)), t0).unwrap();
-        assert_eq!(r.next_attempt_at, t0 + 30_000);
-        assert!(outbox.due(None, t0 + 29_999, 10).unwrap().is_empty());
-        assert_eq!(outbox.due(Some("wa"), t0 + 30_000, 10).unwrap().len(), 1);
+        let id = outbox.enqueue("wa", message(), 1, t0).unwrap().id();
+        assert_eq!(start(&outbox, id, t0), 1);
+        // Sending: not due again until the resend wait runs out, then a new attempt.
         assert!(outbox
-            .due(Some("other"), t0 + 30_000 + LEASE_MS, 10)
+            .take_due(None, t0 + 1, 10, &[], LEASE)
             .unwrap()
             .is_empty());
+        assert_eq!(start(&outbox, id, t0 + LEASE), 2);
+        // The answer to the superseded attempt 1 is not recorded.
+        assert!(matches!(
+            outbox.record_attempt(id, 1, AttemptResult::Sent, 1, t0),
+            Err(OutboxError::Finished(_))
+        ));
+
+        let r = outbox
+            .record_attempt(id, 2, transient(None), 0, t0)
+            .unwrap();
+        assert_eq!(
+            (r.attempts, r.next_attempt_at, &r.state),
+            (2, t0 + 1_000, &OutboxState::Queued)
+        );
+        assert!(outbox
+            .take_due(None, t0 + 999, 10, &[], LEASE)
+            .unwrap()
+            .is_empty());
+        // Retry-After beats a shorter backoff.
+        assert_eq!(start(&outbox, id, t0 + 1_000), 3);
+        let r = outbox
+            .record_attempt(id, 3, transient(Some(30)), 0, t0)
+            .unwrap();
+        assert_eq!(r.next_attempt_at, t0 + 30_000);
+        assert!(outbox
+            .take_due(None, t0 + 29_999, 10, &[], LEASE)
+            .unwrap()
+            .is_empty());
+        assert!(outbox
+            .take_due(Some("other"), t0 + 30_000, 10, &[], LEASE)
+            .unwrap()
+            .is_empty());
+        assert!(
+            outbox
+                .take_due(Some("wa"), t0 + 30_000, 10, &[id], LEASE)
+                .unwrap()
+                .is_empty(),
+            "an attempt in flight is not started twice"
+        );
+        assert_eq!(start(&outbox, id, t0 + 30_000), 4);
         // … and is capped at an hour.
         let r = outbox
-            .record_attempt(id, transient(Some(86_400)), t0)
+            .record_attempt(id, 4, transient(Some(86_400)), 0, t0)
             .unwrap();
         assert_eq!(r.next_attempt_at, t0 + 3_600_000);
-        for attempt in 4..10 {
-            let r = outbox.record_attempt(id, transient(None), t0).unwrap();
+        for attempt in 5..10 {
+            assert_eq!(start(&outbox, id, i64::MAX / 4), attempt);
+            let r = outbox
+                .record_attempt(id, attempt, transient(None), 0, t0)
+                .unwrap();
             assert_eq!(r.attempts, attempt);
             assert_eq!(r.state, OutboxState::Queued);
         }
-        let r = outbox.record_attempt(id, transient(None), t0).unwrap();
+        assert_eq!(start(&outbox, id, i64::MAX / 4), 10);
+        let r = outbox
+            .record_attempt(id, 10, transient(None), 0, t0)
+            .unwrap();
         assert_eq!(r.attempts, 10);
         assert!(
-            matches!(&r.state, OutboxState::Failed { status: None, reason } if reason.starts_with("gave up after 10 attempts"))
+            matches!(&r.state, OutboxState::Failed { status: None, reason, .. } if reason.starts_with("gave up after 10 attempts"))
         );
-        assert!(outbox.due(None, i64::MAX / 2, 10).unwrap().is_empty());
+        assert!(outbox
+            .take_due(None, i64::MAX / 2, 10, &[], LEASE)
+            .unwrap()
+            .is_empty());
         assert!(matches!(
-            outbox.record_attempt(id, AttemptResult::Sent, t0),
+            outbox.record_attempt(id, 10, AttemptResult::Sent, 1, t0),
             Err(OutboxError::Finished(_))
         ));
     }
@@ -1432,30 +1491,43 @@ mod durable_outbox {
     fn terminal_and_sent() {
         let db = StoreDb::temporary().unwrap();
         let outbox = Outbox::new(&db, Backoff::default()).unwrap();
-        let a = outbox.enqueue("wa", message(), 0).unwrap();
-        let b = outbox.enqueue("wa", message(), 0).unwrap();
+        let a = outbox.enqueue("wa", message(), 1, 0).unwrap().id();
+        let b = outbox.enqueue("wa", message(), 1, 0).unwrap().id();
         assert_eq!(outbox.queued("wa").unwrap().len(), 2);
+        assert!(
+            matches!(
+                outbox.record_attempt(a, 1, AttemptResult::Sent, 1, 0),
+                Err(OutboxError::Finished(_))
+            ),
+            "an answer without a recorded attempt is refused"
+        );
+        start(&outbox, a, 0);
         let r = outbox
-            .record_attempt(a, classify_http(400, None), 0)
+            .record_attempt(a, 1, classify_http(400, None), 0, 0)
             .unwrap();
         assert_eq!(
             r.state,
             OutboxState::Failed {
                 status: Some(400),
+                code: None,
                 reason: "http status 400".into()
             }
         );
+        start(&outbox, b, 0);
         assert_eq!(
             outbox
-                .record_attempt(b, classify_http(200, None), 0)
+                .record_attempt(b, 1, classify_http(200, None), 1, 0)
                 .unwrap()
                 .state,
             OutboxState::Sent
         );
         assert!(outbox.queued("wa").unwrap().is_empty());
-        assert!(outbox.due(None, 1_000_000, 10).unwrap().is_empty());
+        assert!(outbox
+            .take_due(None, 1_000_000, 10, &[], LEASE)
+            .unwrap()
+            .is_empty());
         assert!(matches!(
-            outbox.record_attempt(999_999, AttemptResult::Sent, 0),
+            outbox.record_attempt(999_999, 1, AttemptResult::Sent, 1, 0),
             Err(OutboxError::UnknownId(_))
         ));
     }
@@ -1553,6 +1625,7 @@ mod bridge_actor {
             },
             pairing: PairingSettings::default(),
             backoff: Backoff::default(),
+            resend_after: std::time::Duration::from_secs(30),
         }
     }
 
@@ -1609,8 +1682,22 @@ mod bridge_actor {
     }
 
     /// Lets the bridge's spawned hand-over futures and the agent's answers run.
+    /// (Claims are synced before the hand-over: wait, with a deadline, until nothing is
+    /// pending or processing.)
     async fn settle(bridge: &Addr<ChannelBridge>, h: &Harness) -> Vec<String> {
-        let _ = bridge.send(GetChannelInfo).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let info = bridge.send(GetChannelInfo).await.unwrap().unwrap();
+            if info.queue.pending == 0 && info.queue.processing == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "messages never settled: {:?}",
+                info.queue
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let delivered = h.delivered().await;
         let _ = bridge.send(GetChannelInfo).await;
         delivered
@@ -1751,6 +1838,7 @@ mod bridge_actor {
             .send(TakeDueReplies {
                 now_ms: NOW * 1000,
                 limit: 10,
+                exclude: Vec::new(),
             })
             .await
             .unwrap()
@@ -1762,6 +1850,7 @@ mod bridge_actor {
             .send(TakeDueReplies {
                 now_ms: NOW * 1000,
                 limit: 10,
+                exclude: Vec::new(),
             })
             .await
             .unwrap()
@@ -1770,7 +1859,9 @@ mod bridge_actor {
         let sent = bridge
             .send(RecordDelivery {
                 id: due[0].id,
+                attempt: due[0].attempts,
                 result: super::super::outbox::AttemptResult::Sent,
+                parts_accepted: 1,
                 now_ms: NOW * 1000,
             })
             .await
@@ -1904,6 +1995,7 @@ mod bridge_actor {
             .send(TakeDueReplies {
                 now_ms: NOW * 1000,
                 limit: 10,
+                exclude: Vec::new(),
             })
             .await
             .unwrap()
@@ -2024,6 +2116,7 @@ mod bridge_actor_fail_closed {
                 },
                 pairing: Default::default(),
                 backoff: Default::default(),
+                resend_after: std::time::Duration::from_secs(30),
             };
             let bridge = ChannelBridge::with_clock(config, &db, links.clone(), || 1_700_000_000)
                 .unwrap()
@@ -2045,6 +2138,7 @@ mod bridge_actor_fail_closed {
                 .send(TakeDueReplies {
                     now_ms: i64::MAX / 2,
                     limit: 10,
+                    exclude: Vec::new(),
                 })
                 .await
                 .unwrap()

@@ -167,6 +167,9 @@ pub struct DeliveryStatus {
     pub recipient_id: String,
     /// Error codes and titles Meta attached (failures only).
     pub errors: Vec<StatusErrorInfo>,
+    /// `biz_opaque_callback_data` as the send carried it (KafClaw puts the reply's tag there),
+    /// when present and clean.
+    pub callback_data: Option<String>,
 }
 
 /// One error of a failed [`DeliveryStatus`].
@@ -291,6 +294,8 @@ struct WireStatus {
     recipient_id: String,
     #[serde(default)]
     errors: Vec<WireStatusError>,
+    #[serde(default)]
+    biz_opaque_callback_data: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -393,6 +398,7 @@ pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, ParseError> {
                         title: e.title,
                     })
                     .collect(),
+                callback_data: wire.biz_opaque_callback_data.filter(|d| is_clean_id(d)),
             });
         }
     }

@@ -3,9 +3,11 @@
 //!
 //! Owns: accepting connections (keep-alive, one task per connection), recording every request
 //! (method, path with query, headers, body) and answering each with the reply a responder
-//! picks (status, headers, body, optional delay).
+//! picks (status, headers, body, optional delay); and [`turn_step`], which names the turn and
+//! step a chat-completions request belongs to, so tests can count model calls per message.
 //! Must not: be compiled into the library (it is `cfg(test)` here and `#[path]`-included by the
-//! example); it uses nothing of the crate so that both can share it.
+//! example and by the system tests, `tests/it/model_server.rs`, which run it on its own
+//! thread): it uses nothing of the crate so that all of them share this one server.
 
 #![allow(dead_code)]
 
@@ -139,6 +141,21 @@ impl Recorded {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// The turn and step a chat-completions request body belongs to: the text of its last user
+/// message (the message being answered) and how many assistant messages follow it (0 for the
+/// first model call of the turn, 1 after the first tool round, …). `None` for a body without a
+/// user message.
+pub fn turn_step(body: &serde_json::Value) -> Option<(String, usize)> {
+    let messages = body.get("messages")?.as_array()?;
+    let last_user = messages.iter().rposition(|m| m["role"] == "user")?;
+    let text = messages[last_user]["content"].as_str()?.to_string();
+    let step = messages[last_user..]
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .count();
+    Some((text, step))
 }
 
 type Responder = dyn Fn(usize, &Recorded) -> Reply + Send + Sync;

@@ -124,3 +124,106 @@ async fn concurrent_flushes_share_fsyncs_and_all_complete() {
     let reopened = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
     assert_eq!(reopened.tree(TreeName::Channels).unwrap().len(), 64);
 }
+
+mod seam {
+    use crate::store::{Batch, Space, StoreDb, Swap};
+
+    fn keys(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
+        pairs
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn operations_are_per_space_and_scans_stay_inside_their_prefix() {
+        let db = StoreDb::temporary().unwrap();
+        let state = db.state().unwrap();
+        for key in ["a/1", "a/2", "a/3", "ab/1", "b/1"] {
+            state.put(Space::Journal, key.as_bytes(), b"v").unwrap();
+        }
+        state.put(Space::History, b"a/9", b"other space").unwrap();
+        let all = state.scan(Space::Journal, b"a/", None, 10).unwrap();
+        assert_eq!(keys(&all), ["a/1", "a/2", "a/3"]);
+        let after = state.scan(Space::Journal, b"a/", Some(b"a/1"), 1).unwrap();
+        assert_eq!(keys(&after), ["a/2"]);
+        // A cursor below the prefix starts at the prefix; one past it finds nothing.
+        assert_eq!(
+            keys(&state.scan(Space::Journal, b"a/", Some(b"0"), 10).unwrap()).len(),
+            3
+        );
+        assert!(state
+            .scan(Space::Journal, b"a/", Some(b"a/\xff"), 10)
+            .unwrap()
+            .is_empty());
+        let back = state.scan_back(Space::Journal, b"a/", None, 2).unwrap();
+        assert_eq!(keys(&back), ["a/3", "a/2"]);
+        let before = state
+            .scan_back(Space::Journal, b"a/", Some(b"a/2"), 10)
+            .unwrap();
+        assert_eq!(keys(&before), ["a/1"]);
+        let beyond = state
+            .scan_back(Space::Journal, b"a/", Some(b"zzz"), 10)
+            .unwrap();
+        assert_eq!(keys(&beyond), ["a/3", "a/2", "a/1"]);
+        assert_eq!(
+            keys(&state.scan_back(Space::Journal, b"\xff", None, 10).unwrap()).len(),
+            0
+        );
+        assert_eq!(
+            state.get(Space::History, b"a/9").unwrap().as_deref(),
+            Some(&b"other space"[..])
+        );
+    }
+
+    #[test]
+    fn compare_and_swap_and_batches() {
+        let db = StoreDb::temporary().unwrap();
+        let state = db.state().unwrap();
+        let s = Space::Outbox;
+        assert_eq!(
+            state.compare_and_swap(s, b"k", None, Some(b"1")).unwrap(),
+            Swap::Done
+        );
+        assert_eq!(
+            state.compare_and_swap(s, b"k", None, Some(b"2")).unwrap(),
+            Swap::Conflict(Some(b"1".to_vec()))
+        );
+        assert_eq!(
+            state.compare_and_swap(s, b"k", Some(b"1"), None).unwrap(),
+            Swap::Done
+        );
+        assert_eq!(state.get(s, b"k").unwrap(), None);
+        let mut batch = Batch::default();
+        batch.put("x", "1");
+        batch.put("y", "2");
+        batch.delete("x");
+        state.apply(s, batch).unwrap();
+        assert_eq!(state.get(s, b"x").unwrap(), None);
+        assert_eq!(state.get(s, b"y").unwrap().as_deref(), Some(&b"2"[..]));
+        let (a, b) = (state.next_id().unwrap(), state.next_id().unwrap());
+        assert!(b > a);
+        assert!(state.size_bytes().unwrap() > 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_synced_write_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("timeline.db");
+        {
+            let db = StoreDb::open(&path).unwrap();
+            let state = db.state().unwrap();
+            state.put(Space::Inbox, b"claim", b"processing").unwrap();
+            state.sync().await.unwrap();
+        }
+        let db = StoreDb::open(&path).unwrap();
+        assert_eq!(
+            db.state()
+                .unwrap()
+                .get(Space::Inbox, b"claim")
+                .unwrap()
+                .as_deref(),
+            Some(&b"processing"[..])
+        );
+    }
+}

@@ -1,9 +1,13 @@
 //! Timeline events: what happened, newest first, queryable by trace and sender.
+//!
+//! Owns: the `timeline` tree (events keyed by a monotonic id, big-endian), its queries and its
+//! pruning (oldest first, up to a cutoff, in bounded chunks).
+//! Must not: hold a secret or message text beyond what an event's producer puts in `data`.
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{Store, StoreDb, StoreError, TreeName};
 
 /// One timeline event. Never holds a secret; message text only where the event is a message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,25 +67,88 @@ pub struct GetTimeline(pub TimelineQuery);
 
 const MAX_SCAN: usize = 100_000;
 
+/// Appends an event stamped `at` (not yet flushed). The store actor and the channels (delivery
+/// states of replies) write through this one function.
+pub fn append_event(
+    db: &StoreDb,
+    msg: RecordEvent,
+    at: time::OffsetDateTime,
+) -> Result<TimelineEvent, StoreError> {
+    let id = db.next_id()?;
+    let trace_id = if msg.trace_id.is_empty() {
+        format!("t{id:016x}")
+    } else {
+        msg.trace_id
+    };
+    let event = TimelineEvent {
+        id: format!("{id:016x}"),
+        ts: crate::clock::to_rfc3339(at),
+        trace_id,
+        kind: msg.kind,
+        sender: msg.sender,
+        channel: msg.channel,
+        data: msg.data,
+    };
+    db.tree(TreeName::Timeline)?
+        .put_json(id.to_be_bytes(), &event)?;
+    Ok(event)
+}
+
+fn event_ms(value: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Stamp {
+        ts: String,
+    }
+    let stamp: Stamp = serde_json::from_slice(value).ok()?;
+    let at = crate::clock::parse_rfc3339(&stamp.ts)?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// One chunk of a pruning pass: looks at up to `limit` events after `cursor` (oldest first)
+/// and removes those stamped before `cutoff_ms` (unix ms), in one batch. Returns how many were
+/// removed and whether older events may remain (call again with the same cursor).
+pub fn prune_timeline(
+    db: &StoreDb,
+    cutoff_ms: i64,
+    cursor: &mut Option<Vec<u8>>,
+    limit: usize,
+) -> Result<(usize, bool), StoreError> {
+    let tree = db.tree(TreeName::Timeline)?;
+    let page = tree.scan_after([], cursor.as_deref(), limit.max(1))?;
+    let mut batch = super::KvBatch::default();
+    let mut removed = 0;
+    let mut more = page.len() >= limit.max(1);
+    for (key, value) in &page {
+        // Ids grow with time: the first event younger than the cutoff ends the pass. An
+        // unreadable event is old junk by the same order and goes too. Events are never
+        // rewritten, so a batch of removals cannot undo a live write.
+        if event_ms(value).is_some_and(|ms| ms >= cutoff_ms) {
+            more = false;
+            break;
+        }
+        batch.remove(key);
+        removed += 1;
+        *cursor = Some(key.clone());
+    }
+    tree.apply(batch)?;
+    if !more {
+        *cursor = None;
+    }
+    Ok((removed, more))
+}
+
+/// When the oldest event kept was stamped (unix ms), if there is one.
+pub fn oldest_event_ms(db: &StoreDb) -> Result<Option<i64>, StoreError> {
+    let tree = db.tree(TreeName::Timeline)?;
+    Ok(tree
+        .scan_after([], None, 1)?
+        .first()
+        .and_then(|(_, v)| event_ms(v)))
+}
+
 impl Store {
     fn record(&self, msg: RecordEvent) -> Result<TimelineEvent, StoreError> {
-        let id = self.db.next_id()?;
-        let trace_id = if msg.trace_id.is_empty() {
-            format!("t{id:016x}")
-        } else {
-            msg.trace_id
-        };
-        let event = TimelineEvent {
-            id: format!("{id:016x}"),
-            ts: crate::clock::now_rfc3339(),
-            trace_id,
-            kind: msg.kind,
-            sender: msg.sender,
-            channel: msg.channel,
-            data: msg.data,
-        };
-        self.timeline.put_json(id.to_be_bytes(), &event)?;
-        Ok(event)
+        append_event(&self.db, msg, time::OffsetDateTime::now_utc())
     }
 
     fn query(&self, query: TimelineQuery) -> Result<Vec<TimelineEvent>, StoreError> {

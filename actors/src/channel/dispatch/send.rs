@@ -2,8 +2,10 @@
 //! that are safe to store and log.
 //!
 //! Owns: the WhatsApp request (`Authorization: Bearer`, one POST per part of
-//! [`build_text_messages`]), the bridge request (JSON [`BridgeOutbound`], signed with
-//! [`sign_bridge`]), reading at most [`MAX_ANSWER_BYTES`] of an answer, and failure reasons.
+//! [`build_text_messages`], each carrying the part's [`reply_tag`] as
+//! `biz_opaque_callback_data`), the bridge request (JSON [`BridgeOutbound`], signed with
+//! [`sign_bridge`], `Idempotency-Key: <reply id>`), reading at most [`MAX_ANSWER_BYTES`] of an
+//! answer, and failure reasons with the provider's error code.
 //! Must not: touch actor state (it runs in a spawned future), or let the token, the secret, the
 //! outbound URL (beyond its origin), an answer body's text or message text into a reason —
 //! reasons end up in the outbox record, the logs and the dashboard.
@@ -14,7 +16,9 @@ use zeroize::Zeroizing;
 
 use super::{DispatchError, DispatchTarget, MillisClock};
 use crate::channel::bridge::sign_bridge;
-use crate::channel::outbox::{classify_http, classify_network_error, AttemptResult, OutboxRecord};
+use crate::channel::outbox::{
+    classify_http, classify_network_error, reply_id, reply_tag, AttemptResult, OutboxRecord,
+};
 use crate::channel::whatsapp::{build_text_messages, messages_url};
 use crate::vault::SecretValue;
 
@@ -42,7 +46,7 @@ pub struct BridgeOutbound {
 /// The bridge body for one outbox record.
 pub fn bridge_body(record: &OutboxRecord) -> BridgeOutbound {
     BridgeOutbound {
-        message_id: format!("kafclaw-{}", record.id),
+        message_id: reply_id(record.id),
         chat_id: record.message.to.clone(),
         text: record.message.text.clone(),
         reply_to: record.message.reply_to.clone(),
@@ -56,7 +60,7 @@ pub(super) struct Delivery {
     /// What to record.
     pub result: AttemptResult,
     /// Parts accepted; a retry starts at this part.
-    pub parts_done: usize,
+    pub parts_done: u32,
 }
 
 /// A validated target.
@@ -165,17 +169,14 @@ impl Sender {
         }
     }
 
-    /// Sends `record`, starting at part `from_part` (parts before it were accepted earlier).
-    pub(super) async fn deliver(
-        &self,
-        record: &OutboxRecord,
-        from_part: usize,
-        clock: &MillisClock,
-    ) -> Delivery {
+    /// Sends `record`, starting at its first part not yet accepted.
+    pub(super) async fn deliver(&self, record: &OutboxRecord, clock: &MillisClock) -> Delivery {
+        let from_part = record.parts_accepted as usize;
         if record.message.text.is_empty() {
             return Delivery {
                 result: AttemptResult::Terminal {
                     status: None,
+                    code: None,
                     reason: "reply text is empty".into(),
                 },
                 parts_done: 0,
@@ -194,7 +195,7 @@ impl Sender {
                     };
                 }
                 let result = self.deliver_bridge(url, secret, record, clock).await;
-                let parts_done = usize::from(result == AttemptResult::Sent);
+                let parts_done = u32::from(result == AttemptResult::Sent);
                 Delivery { result, parts_done }
             }
         };
@@ -214,34 +215,40 @@ impl Sender {
         let message = &record.message;
         let parts = build_text_messages(&message.to, &message.text, message.reply_to.as_deref());
         let total = parts.len();
-        for (index, body) in parts.iter().enumerate().skip(from_part) {
+        let done = |index: usize| u32::try_from(index).unwrap_or(u32::MAX);
+        for (index, mut body) in parts.into_iter().enumerate().skip(from_part) {
             let Some(authorization) = bearer(token) else {
                 return Delivery {
                     result: AttemptResult::Terminal {
                         status: None,
+                        code: None,
                         reason: "access token cannot be sent in a header".into(),
                     },
-                    parts_done: index,
+                    parts_done: done(index),
                 };
             };
+            // Meta echoes this in the status webhooks of the message: the receipt that tells
+            // a restarted gateway the part went out.
+            body["biz_opaque_callback_data"] =
+                serde_json::Value::from(reply_tag(record.id, done(index)));
             let request = self
                 .http
                 .post(url.clone())
                 .header(AUTHORIZATION, authorization)
-                .json(body);
+                .json(&body);
             match attempt(request, true).await {
                 AttemptResult::Sent => continue,
                 failed => {
                     return Delivery {
                         result: with_part(failed, index, total),
-                        parts_done: index,
+                        parts_done: done(index),
                     }
                 }
             }
         }
         Delivery {
             result: AttemptResult::Sent,
-            parts_done: total,
+            parts_done: done(total),
         }
     }
 
@@ -257,6 +264,7 @@ impl Sender {
             Err(_) => {
                 return AttemptResult::Terminal {
                     status: None,
+                    code: None,
                     reason: "reply cannot be encoded".into(),
                 }
             }
@@ -266,6 +274,7 @@ impl Sender {
         let Ok(mut signature) = HeaderValue::from_str(&signature) else {
             return AttemptResult::Terminal {
                 status: None,
+                code: None,
                 reason: "reply cannot be signed".into(),
             };
         };
@@ -274,6 +283,7 @@ impl Sender {
             .http
             .post(url.clone())
             .header(CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", reply_id(record.id))
             .header("X-KafClaw-Timestamp", timestamp.to_string())
             .header("X-KafClaw-Signature", signature)
             .body(body);
@@ -307,8 +317,13 @@ impl Sender {
                 retry_after,
                 reason: clean(reason),
             },
-            AttemptResult::Terminal { status, reason } => AttemptResult::Terminal {
+            AttemptResult::Terminal {
                 status,
+                code,
+                reason,
+            } => AttemptResult::Terminal {
+                status,
+                code,
                 reason: clean(reason),
             },
         }
@@ -336,15 +351,18 @@ async fn attempt(request: reqwest::RequestBuilder, graph: bool) -> AttemptResult
                 retry_after,
                 reason,
             },
-            Some(detail),
+            Some((_, detail)),
         ) => AttemptResult::Transient {
             retry_after,
             reason: format!("{reason} ({detail})"),
         },
-        (AttemptResult::Terminal { status, reason }, Some(detail)) => AttemptResult::Terminal {
-            status,
-            reason: format!("{reason} ({detail})"),
-        },
+        (AttemptResult::Terminal { status, reason, .. }, Some((code, detail))) => {
+            AttemptResult::Terminal {
+                status,
+                code,
+                reason: format!("{reason} ({detail})"),
+            }
+        }
         (result, _) => result,
     }
 }
@@ -362,9 +380,9 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
     body
 }
 
-/// `graph error code N[, subcode M]` from a Graph API error answer. Only the numbers: the
-/// message text is the server's and is not trusted into a stored reason.
-fn graph_error(body: &[u8]) -> Option<String> {
+/// The code and `graph error code N[, subcode M]` from a Graph API error answer. Only the
+/// numbers: the message text is the server's and is not trusted into a stored reason.
+fn graph_error(body: &[u8]) -> Option<(Option<i64>, String)> {
     #[derive(Deserialize)]
     struct Answer {
         error: GraphError,
@@ -376,8 +394,11 @@ fn graph_error(body: &[u8]) -> Option<String> {
     }
     let answer: Answer = serde_json::from_slice(body).ok()?;
     match (answer.error.code, answer.error.error_subcode) {
-        (Some(code), Some(sub)) => Some(format!("graph error code {code}, subcode {sub}")),
-        (Some(code), None) => Some(format!("graph error code {code}")),
+        (Some(code), Some(sub)) => Some((
+            Some(code),
+            format!("graph error code {code}, subcode {sub}"),
+        )),
+        (Some(code), None) => Some((Some(code), format!("graph error code {code}"))),
         _ => None,
     }
 }
@@ -397,8 +418,13 @@ fn with_part(result: AttemptResult, index: usize, total: usize) -> AttemptResult
             retry_after,
             reason: prefix(reason),
         },
-        AttemptResult::Terminal { status, reason } => AttemptResult::Terminal {
+        AttemptResult::Terminal {
             status,
+            code,
+            reason,
+        } => AttemptResult::Terminal {
+            status,
+            code,
             reason: prefix(reason),
         },
     }

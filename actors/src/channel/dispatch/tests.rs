@@ -72,6 +72,7 @@ fn config(kind: ChannelKind) -> ChannelConfig {
         policy: ChannelPolicy::default(),
         pairing: PairingSettings::default(),
         backoff: Backoff::default(),
+        resend_after: std::time::Duration::from_secs(30),
     }
 }
 
@@ -155,6 +156,7 @@ impl Harness {
             .await
             .unwrap()
             .unwrap()
+            .id()
     }
 
     /// Waits (deadline 10 s) until reply `id` satisfies `done`.
@@ -173,13 +175,27 @@ impl Harness {
         }
     }
 
+    /// Waits until attempt `attempts` on `id` has its answer recorded.
     async fn attempted(&self, id: u64, attempts: u32) -> OutboxRecord {
-        self.wait(id, |r| r.attempts >= attempts).await
+        self.wait(id, |r| {
+            r.attempts >= attempts && r.state != OutboxState::Sending
+        })
+        .await
     }
 }
 
 async fn dispatch_now(dispatcher: &Addr<Dispatcher>) -> usize {
     dispatcher.send(DispatchNow).await.unwrap().unwrap()
+}
+
+/// The Graph bodies of reply `id` as the dispatcher sends them: each part carries its tag in
+/// `biz_opaque_callback_data`.
+fn tagged(id: u64, mut parts: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    for (part, body) in parts.iter_mut().enumerate() {
+        body["biz_opaque_callback_data"] =
+            serde_json::Value::from(crate::channel::outbox::reply_tag(id, part as u32));
+    }
+    parts
 }
 
 fn graph_ok() -> Reply {
@@ -209,7 +225,7 @@ async fn whatsapp_reply_is_posted_with_the_bearer_token_and_the_exact_body() {
         .enqueue("+49 151 00000001", "Hallo, grüß dich", Some("wamid.IN1"))
         .await;
 
-    let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+    let record = h.wait(id, |r| r.state.is_finished()).await;
     assert_eq!((record.state, record.attempts), (OutboxState::Sent, 1));
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
@@ -229,7 +245,8 @@ async fn whatsapp_reply_is_posted_with_the_bearer_token_and_the_exact_body() {
             "to": "4915100000001",
             "type": "text",
             "text": {"body": "Hallo, grüß dich", "preview_url": false},
-            "context": {"message_id": "wamid.IN1"}
+            "context": {"message_id": "wamid.IN1"},
+            "biz_opaque_callback_data": format!("kafclaw-{id}")
         })
     );
 }
@@ -243,11 +260,14 @@ async fn long_text_is_sent_in_parts_with_the_reply_context_on_the_first() {
     let id = h.enqueue("4915100000001", &text, Some("wamid.IN2")).await;
     dispatch_now(&dispatcher).await;
 
-    let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+    let record = h.wait(id, |r| r.state.is_finished()).await;
     assert_eq!((record.state, record.attempts), (OutboxState::Sent, 1));
-    let expected = build_text_messages("4915100000001", &text, Some("wamid.IN2"));
+    let expected = tagged(
+        id,
+        build_text_messages("4915100000001", &text, Some("wamid.IN2")),
+    );
     let sent: Vec<_> = server.requests().iter().map(|r| r.json()).collect();
-    assert_eq!(sent, expected, "three parts, in order");
+    assert_eq!(sent, expected, "three parts, in order, each with its tag");
     assert_eq!(sent[0]["text"]["body"], "ä".repeat(4096));
     assert_eq!(sent[2]["text"]["body"], "tail");
     assert!(sent[0].get("context").is_some());
@@ -282,7 +302,7 @@ async fn too_many_requests_is_retried_no_earlier_than_retry_after() {
 
     h.set_now(T0 + 1000);
     assert_eq!(dispatch_now(&dispatcher).await, 1);
-    let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+    let record = h.wait(id, |r| r.state.is_finished()).await;
     assert_eq!((record.state, record.attempts), (OutboxState::Sent, 2));
     assert_eq!(server.request_count(), 2);
 }
@@ -308,7 +328,7 @@ async fn server_error_is_retried_after_the_backoff_then_succeeds() {
     assert_eq!(dispatch_now(&dispatcher).await, 0);
     h.set_now(due);
     assert_eq!(dispatch_now(&dispatcher).await, 1);
-    let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+    let record = h.wait(id, |r| r.state.is_finished()).await;
     assert_eq!((record.state, record.attempts), (OutboxState::Sent, 2));
 }
 
@@ -330,11 +350,12 @@ async fn bad_request_is_terminal_with_its_reason_and_never_retried() {
     let id = h.enqueue("4915100000001", "hi", None).await;
     dispatch_now(&dispatcher).await;
 
-    let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+    let record = h.wait(id, |r| r.state.is_finished()).await;
     assert_eq!(
         record.state,
         OutboxState::Failed {
             status: Some(400),
+            code: Some(100),
             reason: "http status 400 (graph error code 100, subcode 2494010)".into()
         }
     );
@@ -366,10 +387,13 @@ async fn a_retry_resumes_at_the_part_that_failed() {
     );
     h.set_now(record.next_attempt_at);
     assert_eq!(dispatch_now(&dispatcher).await, 1);
-    let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+    let record = h.wait(id, |r| r.state.is_finished()).await;
     assert_eq!((record.state, record.attempts), (OutboxState::Sent, 2));
 
-    let parts = build_text_messages("4915100000001", &text, Some("wamid.IN3"));
+    let parts = tagged(
+        id,
+        build_text_messages("4915100000001", &text, Some("wamid.IN3")),
+    );
     let sent: Vec<_> = server.requests().iter().map(|r| r.json()).collect();
     assert_eq!(
         sent,
@@ -443,7 +467,7 @@ async fn tokens_secrets_and_url_paths_never_appear_in_reasons_errors_or_debug() 
     let dispatcher = h.dispatcher(whatsapp(&server), manual(4));
     let id = h.enqueue("4915100000001", "hi", None).await;
     dispatch_now(&dispatcher).await;
-    let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+    let record = h.wait(id, |r| r.state.is_finished()).await;
     let stored = format!("{record:?}");
     assert!(
         stored.contains("http status 401 (graph error code 190)"),
@@ -584,7 +608,7 @@ async fn in_flight_replies_are_bounded_and_the_backlog_drains() {
     assert!(server.request_count() <= 2);
     // No DispatchNow and no timer tick: completions alone pull the rest.
     for id in ids {
-        let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+        let record = h.wait(id, |r| r.state.is_finished()).await;
         assert_eq!(record.state, OutboxState::Sent);
     }
     assert_eq!(server.request_count(), 6);
@@ -616,7 +640,7 @@ async fn a_quarantined_channel_sends_nothing_until_released() {
         .unwrap()
         .unwrap();
     assert_eq!(dispatch_now(&dispatcher).await, 1);
-    let record = h.wait(id, |r| r.state != OutboxState::Queued).await;
+    let record = h.wait(id, |r| r.state.is_finished()).await;
     assert_eq!((record.state, record.attempts), (OutboxState::Sent, 1));
 }
 
@@ -694,7 +718,8 @@ async fn supervised_dispatcher_reaches_a_restarted_bridge_and_survives_its_own_p
         })
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .id();
     let fresh = dispatcher.addr().unwrap();
     assert!(matches!(fresh.send(Ping).await, Ok(Pong)));
     fresh.send(DispatchNow).await.unwrap().unwrap();
@@ -741,6 +766,9 @@ fn example_bridge_signatures_match() {
         next_attempt_at: 0,
         last_error: None,
         created_at: 0,
+        updated_at: 0,
+        parts: 1,
+        parts_accepted: 0,
     });
     let body = serde_json::to_vec(&outbound).unwrap();
     assert_eq!(

@@ -1,0 +1,308 @@
+//! Bounded state: the background [`Pruner`] that removes what is older than
+//! `store.retention_days` — finished inbox records, de-duplication keys (never before
+//! [`MIN_DEDUPE`]: providers retry deliveries for days), finished outbox replies, turn
+//! journals and timeline events — and the store facts `status` shows.
+//!
+//! Owns: the pass (every kind, in bounded chunks of [`RetentionSettings::chunk`] keys, on the
+//! blocking pool, outside every actor's mailbox, so a webhook never waits for it), its clock
+//! (injected by tests to simulate weeks) and [`store_stats`].
+//! Must not: remove anything live (a pending, held or processing message, a queued or sending
+//! reply), or anything younger than the retention; it only ever removes through the owning
+//! module's own prune functions, which remove finished records only.
+//!
+//! Pace: chunks of [`RetentionSettings::chunk`] keys, and after each a sleep of at least
+//! [`RetentionSettings::pause`] and [`RetentionSettings::duty`] times the chunk's own time, so a
+//! pass never takes more than a fifth of a core and adds little to the next webhook's fsync.
+//!
+//! Bound: with messages arriving at `r` per day, at most about `r × (retention + one
+//! interval)` records of each kind are kept (plus live ones), whatever the uptime.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::agent::TurnJournal;
+use crate::channel::inbox::Inbox;
+use crate::channel::outbox::{Backoff, Outbox};
+use crate::store::{oldest_event_ms, prune_timeline, State, StoreDb, StoreError};
+use crate::supervisor::{Ping, Pong};
+
+/// De-duplication keys are kept at least this long, whatever the retention.
+pub const MIN_DEDUPE: Duration = Duration::from_secs(7 * 86_400);
+
+/// `store.retention_days` and the pruner's pace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Records older than this are removed.
+    pub retention: Duration,
+    /// Time between two passes.
+    pub interval: Duration,
+    /// Keys looked at per chunk (each chunk is one short blocking step and one batch).
+    pub chunk: usize,
+    /// After every chunk the pass sleeps at least this long, and at least `duty` times as long
+    /// as the chunk took: it never takes more than a fraction of a core, and adds little to the
+    /// next fsync of a webhook (a backlog of weeks is worked off over minutes, not in a burst).
+    pub pause: Duration,
+    /// Sleep per unit of chunk work (4: the pass uses at most a fifth of one core).
+    pub duty: u32,
+}
+
+impl RetentionSettings {
+    /// What the pruner does between two chunks: sleep (see [`RetentionSettings::pause`]).
+    pub fn throttle(&self) -> impl FnMut(Duration) {
+        let (pause, duty) = (self.pause, self.duty);
+        move |took: Duration| std::thread::sleep(pause.max(took.saturating_mul(duty)))
+    }
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(30 * 86_400),
+            interval: Duration::from_secs(600),
+            chunk: 64,
+            pause: Duration::from_millis(5),
+            duty: 4,
+        }
+    }
+}
+
+/// What one pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// Inbox records.
+    pub inbox_records: usize,
+    /// De-duplication keys.
+    pub dedupe_keys: usize,
+    /// Outbox replies.
+    pub outbox_records: usize,
+    /// Turn journals.
+    pub journals: usize,
+    /// Timeline events.
+    pub timeline_events: usize,
+    /// Chunks the pass took.
+    pub chunks: usize,
+    /// The longest chunk, microseconds.
+    pub longest_chunk_us: u64,
+}
+
+/// One pass over every kind at `now_ms`, chunk by chunk (synchronous: run it on the blocking
+/// pool). `between` runs after every chunk with the chunk's duration (the pruner sleeps there,
+/// see [`RetentionSettings::pause`]).
+pub fn prune_pass(
+    db: &StoreDb,
+    state: &State,
+    settings: &RetentionSettings,
+    now_ms: i64,
+    mut between: impl FnMut(Duration),
+) -> Result<PruneReport, StoreError> {
+    let retention_ms = i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX);
+    let dedupe_ms = retention_ms.max(i64::try_from(MIN_DEDUPE.as_millis()).unwrap_or(i64::MAX));
+    let cutoff_ms = now_ms.saturating_sub(retention_ms);
+    let dedupe_cutoff_ms = now_ms.saturating_sub(dedupe_ms);
+    let chunk = settings.chunk.max(1);
+    let inbox = Inbox::over(state.clone());
+    let outbox = Outbox::over(state.clone(), Backoff::default());
+    let journal = TurnJournal::new(state.clone());
+    let mut report = PruneReport::default();
+    let mut timed = |report: &mut PruneReport,
+                     work: &mut dyn FnMut() -> Result<bool, StoreError>| loop {
+        let started = Instant::now();
+        let more = work()?;
+        let took = started.elapsed();
+        report.chunks += 1;
+        report.longest_chunk_us = report
+            .longest_chunk_us
+            .max(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        between(took);
+        if !more {
+            return Ok::<(), StoreError>(());
+        }
+    };
+
+    let mut cursor = None;
+    let (mut records, mut keys) = (0, 0);
+    timed(&mut report, &mut || {
+        let chunk = inbox.prune_records(
+            cutoff_ms / 1000,
+            dedupe_cutoff_ms / 1000,
+            &mut cursor,
+            chunk,
+        )?;
+        records += chunk.records;
+        keys += chunk.dedupe_keys;
+        Ok(chunk.more)
+    })?;
+    if dedupe_cutoff_ms < cutoff_ms {
+        let mut cursor = None;
+        timed(&mut report, &mut || {
+            let chunk =
+                inbox.prune_dedupe(dedupe_cutoff_ms / 1000, now_ms / 1000, &mut cursor, chunk)?;
+            keys += chunk.dedupe_keys;
+            Ok(chunk.more)
+        })?;
+    }
+    report.inbox_records = records;
+    report.dedupe_keys = keys;
+
+    let mut cursor = None;
+    let mut replies = 0;
+    timed(&mut report, &mut || {
+        let chunk = outbox.prune(cutoff_ms, &mut cursor, chunk)?;
+        replies += chunk.records;
+        Ok(chunk.more)
+    })?;
+    report.outbox_records = replies;
+
+    let mut cursor = None;
+    let mut journals = 0;
+    timed(&mut report, &mut || {
+        let (removed, more) = journal.prune(cutoff_ms, &mut cursor, chunk)?;
+        journals += removed;
+        Ok(more)
+    })?;
+    report.journals = journals;
+
+    let mut cursor = None;
+    let mut events = 0;
+    timed(&mut report, &mut || {
+        let (removed, more) = prune_timeline(db, cutoff_ms, &mut cursor, chunk)?;
+        events += removed;
+        Ok(more)
+    })?;
+    report.timeline_events = events;
+    Ok(report)
+}
+
+/// The store's size and its oldest record, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// When the oldest record kept was written (RFC 3339), if there is one.
+    pub oldest_record: Option<String>,
+}
+
+/// Size and oldest record of the store (a handful of reads).
+pub fn store_stats(db: &StoreDb) -> Result<StoreStats, StoreError> {
+    let state = db.state()?;
+    let inbox = Inbox::over(state.clone()).oldest_received_at()?;
+    let candidates = [
+        oldest_event_ms(db)?,
+        inbox.map(|s| s.saturating_mul(1000)),
+        Outbox::over(state.clone(), Backoff::default()).oldest_created_at()?,
+        TurnJournal::new(state.clone()).oldest_created_at()?,
+    ];
+    let oldest = candidates.into_iter().flatten().min().and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .map(crate::clock::to_rfc3339)
+    });
+    Ok(StoreStats {
+        size_bytes: state.size_bytes()?,
+        oldest_record: oldest,
+    })
+}
+
+/// Unix milliseconds from the system clock.
+fn system_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+/// The supervised pruner: a pass at start and every [`RetentionSettings::interval`].
+pub struct Pruner {
+    db: StoreDb,
+    state: State,
+    settings: RetentionSettings,
+    clock: fn() -> i64,
+    running: bool,
+}
+
+impl Pruner {
+    /// A pruner over the store with the system clock.
+    pub fn new(db: &StoreDb, settings: RetentionSettings) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: db.clone(),
+            state: db.state()?,
+            settings,
+            clock: system_ms,
+            running: false,
+        })
+    }
+
+    /// The same pruner with another clock (unix milliseconds).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.running {
+            return;
+        }
+        self.running = true;
+        let (db, state, settings, now) = (
+            self.db.clone(),
+            self.state.clone(),
+            self.settings.clone(),
+            (self.clock)(),
+        );
+        let pass = tokio::task::spawn_blocking(move || {
+            let throttle = settings.throttle();
+            prune_pass(&db, &state, &settings, now, throttle)
+        });
+        ctx.spawn(pass.into_actor(self).map(|result, this, _| {
+            this.running = false;
+            match result {
+                Ok(Ok(report)) => tracing::debug!(?report, "retention pass done"),
+                Ok(Err(error)) => tracing::warn!(%error, "retention pass failed"),
+                Err(error) => tracing::warn!(%error, "retention pass did not finish"),
+            }
+        }));
+    }
+}
+
+impl Actor for Pruner {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.tick(ctx);
+        ctx.run_interval(self.settings.interval, Self::tick);
+    }
+}
+
+impl Handler<Ping> for Pruner {
+    type Result = Pong;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
+        Pong
+    }
+}
+
+/// Runs one pass now and answers its report (tests, operator tools).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<PruneReport, StoreError>")]
+pub struct PruneNow;
+
+impl Handler<PruneNow> for Pruner {
+    type Result = ResponseFuture<Result<PruneReport, StoreError>>;
+    fn handle(&mut self, _: PruneNow, _: &mut Context<Self>) -> Self::Result {
+        let (db, state, settings, now) = (
+            self.db.clone(),
+            self.state.clone(),
+            self.settings.clone(),
+            (self.clock)(),
+        );
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || prune_pass(&db, &state, &settings, now, |_| {}))
+                .await
+                .map_err(|e| StoreError::Io(format!("prune task failed: {e}")))?
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod simulation;
+#[cfg(test)]
+mod tests;
