@@ -178,6 +178,7 @@ async fn webhook_while_pruning() {
         agent: NullAgent.start().recipient(),
         audit: NullAudit.start().recipient(),
         unknown_senders: None,
+        drain: kafclaw_actors::drain::Drain::new(),
     };
     let bridge = ChannelBridge::new(config, &db, links)
         .expect("bridge")

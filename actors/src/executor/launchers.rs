@@ -103,7 +103,40 @@ const FAMILIES: &[Family] = &[
         names: &["nc", "ncat", "netcat", "socat", "openssl"],
         why: "runs programs (-e, EXEC:, engines) or relays to other hosts",
     },
+    Family {
+        names: &[
+            "split", "zip", "wget", "aria2c", "ffmpeg", "gs", "ghostscript", "convert",
+            "magick", "pandoc", "latex", "pdflatex", "xelatex", "lualatex", "tex", "fzf",
+            "tcpdump", "nmap", "perf", "bpftrace", "hyperfine", "chronic", "ifne", "pee",
+            "sendmail", "mail", "mailx", "mutt",
+        ],
+        why: "runs a command named by its options or input (--filter, -TT, --use-askpass, delegates, filters, \\write18, -z, --script, --preview)",
+    },
+    Family {
+        names: &[
+            "gpg", "gpg2", "gpgsm", "gpg-agent", "gpgconf", "dirmngr", "pinentry", "scalar",
+            "hg", "svn", "bzr", "fossil",
+        ],
+        why: "runs helper programs, hooks or programs its configuration names",
+    },
+    Family {
+        names: &[
+            "ip", "apt", "apt-get", "dpkg", "rpm", "dnf", "yum", "snap", "flatpak", "docker",
+            "podman", "kubectl", "helm", "crontab", "at", "batch", "systemctl", "journalctl",
+            "service", "logrotate", "virsh", "qemu-system-x86_64",
+        ],
+        why: "runs commands, package scripts, containers or a pager on request",
+    },
 ];
+
+/// A `git-…` program is git without git's pinned rule: it runs hooks and the programs a
+/// repository's configuration names (`git-upload-pack`, `git-receive-pack`, `git-shell`, …).
+const GIT_PROGRAM_PREFIX: &str = "git-";
+
+const GIT_PROGRAM: Family = Family {
+    names: &[],
+    why: "a git program outside git's pinned rule runs hooks and the programs a repository's configuration names",
+};
 
 /// Prefixes of the dynamic loader's names (`ld-linux-x86-64.so.2 /any/program`).
 const LOADER_PREFIXES: &[&str] = &["ld-linux", "ld.so", "ld-musl"];
@@ -147,6 +180,9 @@ fn family_of(name: &str) -> Option<&'static Family> {
     let name = name.to_ascii_lowercase();
     if LOADER_PREFIXES.iter().any(|p| name.starts_with(p)) {
         return Some(&LOADER);
+    }
+    if name.starts_with(GIT_PROGRAM_PREFIX) {
+        return Some(&GIT_PROGRAM);
     }
     FAMILIES
         .iter()

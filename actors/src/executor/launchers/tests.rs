@@ -17,6 +17,63 @@ fn launcher(name: &str) {
 }
 
 #[test]
+fn programs_whose_options_run_other_programs_are_launchers() {
+    // Found by trying every installed program: each runs a command named in an option
+    // (`split --filter`, `zip -TT`, `wget --use-askpass`, gpg's helpers, a git program that
+    // runs hooks and config-named programs outside git's pinned rule, …).
+    for name in [
+        "split",
+        "zip",
+        "gpg",
+        "gpg2",
+        "gpgsm",
+        "gpg-agent",
+        "wget",
+        "git-upload-pack",
+        "git-receive-pack",
+        "git-upload-archive",
+        "git-shell",
+        "git-lfs",
+        "scalar",
+        "hg",
+        "svn",
+        "fzf",
+        "pandoc",
+        "convert",
+        "magick",
+        "gs",
+        "tcpdump",
+        "nmap",
+        "ip",
+        "apt-get",
+        "dpkg",
+        "rpm",
+        "perf",
+        "bpftrace",
+        "hyperfine",
+        "chronic",
+        "ifne",
+        "pee",
+        "aria2c",
+        "ffmpeg",
+        "docker",
+        "podman",
+        "kubectl",
+        "crontab",
+        "at",
+        "systemctl",
+        "journalctl",
+        "logrotate",
+        "pdflatex",
+        "latex",
+        "sendmail",
+        "mail",
+    ] {
+        launcher(name);
+    }
+}
+
+#[test]
 fn every_family_and_its_versions_are_launchers() {
     for name in [
         // The list.
