@@ -238,14 +238,19 @@ fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let dir = ctx.home.audit_dir();
-    match kafclaw_actors::audit::verify_against(&dir, &core.audit_key, from, recorded.as_ref()) {
+    let report =
+        kafclaw_actors::audit::verify_against(&dir, &core.audit_key, from, recorded.as_ref())
+            .map_err(|e| e.to_string());
+    let by = format!("cli:uid={}", rustix::process::geteuid().as_raw());
+    crate::last_verify::record(&core.db, &crate::last_verify::outcome(&report, &by));
+    match report {
         Ok(report) => Outcome::Done(serde_json::json!({
             "records": report.records,
             "head_seq": report.head_seq,
             "head_hash": report.head_hash,
             "bytes": report.bytes,
         })),
-        Err(e) => Outcome::Failed(e.to_string()),
+        Err(e) => Outcome::Failed(e),
     }
 }
 

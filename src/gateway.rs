@@ -254,6 +254,7 @@ async fn serve(
         status_cache: Default::default(),
         home: home.clone(),
         db: db.clone(),
+        tool_policy: serde_json::from_value(settings.tools["policy"].clone()).unwrap_or_default(),
     });
 
     // Nothing is served before the start is on the record.

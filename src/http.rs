@@ -2,7 +2,8 @@
 //! actor messages and answers back; it holds no domain state.
 //!
 //! Gateway port: `POST /chat`, channel webhooks, `GET /healthz`.
-//! Dashboard port: `/api/v1/*`, `GET /metrics`, `GET /healthz`.
+//! Dashboard port: the page at `/`, `/api/v1/*`, `GET /metrics`, `GET /healthz`.
+//! Both listeners' routes come from one table (`table::ENDPOINTS`).
 //! Every request passes `edge::edge` first (Host, Origin, caps, body deadline).
 
 use std::net::TcpListener;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpResponse, HttpServer, Resource};
+use actix_web::{web, App, HttpServer};
 
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKind, AuditReceipt};
 use kafclaw_actors::store::Store;
@@ -22,12 +23,15 @@ pub mod auth;
 pub mod body;
 pub mod client;
 pub mod conn;
+pub mod dashboard;
 pub mod edge;
 pub mod error;
 pub mod host;
 pub mod lockout;
 pub mod metrics;
+pub mod posture;
 pub mod routes;
+pub mod table;
 mod webhooks;
 
 use auth::{AuthFailure, Authenticator};
@@ -38,6 +42,7 @@ use edge::{edge, EdgePolicy};
 use error::ApiError;
 use host::{AllowedHosts, HostPattern};
 use lockout::AuditThrottle;
+use table::Listener;
 
 /// What every handler can reach. Addresses of actors and read-only configuration only.
 pub struct AppState {
@@ -86,6 +91,8 @@ pub struct AppState {
     pub home: kafclaw_actors::paths::Home,
     /// The open store (for backups over the control socket: sled is single-process).
     pub db: kafclaw_actors::store::StoreDb,
+    /// The configured tool policy (`tools.policy.*`, for `GET /api/v1/tools`).
+    pub tool_policy: kafclaw_actors::policy::PolicySettings,
 }
 
 impl AppState {
@@ -93,6 +100,7 @@ impl AppState {
     /// every 100th is logged, so a storm cannot flood the log or slow others down.
     pub fn note_auth_failure(&self, client: &str, path: &str, failure: &AuthFailure) {
         let n = self.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::edge::metrics().auth_failure(failure.as_str());
         if n == 1 || n % 100 == 0 {
             tracing::warn!(
                 client,
@@ -236,6 +244,9 @@ pub fn serve(
         limits.refusal_audits.1,
         limits.refusal_window,
     ));
+    for name in state.control.channels.keys() {
+        kafclaw_actors::metrics::metrics().declare_channel(name);
+    }
     let gateway_state = state.clone();
     let gateway_limits = limits.clone();
     let gateway_policy = limits.edge_policy(&refusals);
@@ -251,22 +262,7 @@ pub fn serve(
                 .app_data(query_config())
                 .app_data(web::PayloadConfig::new(gateway_limits.max_body_bytes))
                 .wrap(from_fn(edge))
-                .service(route_get("/healthz", routes::healthz))
-                .service(route_post("/chat", routes::chat))
-                .service(
-                    web::resource("/webhooks/whatsapp")
-                        .app_data(web::PayloadConfig::new(
-                            gateway_limits.webhook_max_body_bytes,
-                        ))
-                        .route(web::get().to(webhooks::whatsapp_handshake))
-                        .route(web::post().to(webhooks::whatsapp_inbound))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(route_post(
-                    "/webhooks/bridge/{name}",
-                    webhooks::bridge_inbound,
-                ))
-                .default_service(web::to(not_found))
+                .configure(|cfg| table::configure(Listener::Gateway, &gateway_limits, cfg))
         }),
         limits,
         gateway_connections,
@@ -288,27 +284,7 @@ pub fn serve(
                 .app_data(query_config())
                 .app_data(web::PayloadConfig::new(dashboard_limits.max_body_bytes))
                 .wrap(from_fn(edge))
-                .service(route_get("/healthz", routes::healthz))
-                .service(route_get("/api/v1/status", routes::status))
-                .service(route_get("/api/v1/auth/verify", routes::auth_verify))
-                .service(route_get("/api/v1/supervisor", routes::supervisor))
-                .service(route_get("/api/v1/timeline", routes::timeline))
-                .service(route_get("/api/v1/audit/head", routes::audit_head_route))
-                .service(route_get("/api/v1/approvals", routes::approvals))
-                .service(route_get("/api/v1/channels", webhooks::channels))
-                .service(route_get(
-                    "/api/v1/channels/{name}/outbox",
-                    webhooks::outbox,
-                ))
-                .service(route_get("/api/v1/incidents", routes::incidents))
-                .service(route_get("/metrics", metrics::metrics))
-                .service(route_post("/api/v1/admin/control", routes::admin_control))
-                .service(route_post(
-                    "/api/v1/approvals/{id}",
-                    routes::decide_approval,
-                ))
-                .configure(test_hooks)
-                .default_service(web::to(not_found))
+                .configure(|cfg| table::configure(Listener::Dashboard, &dashboard_limits, cfg))
         }),
         limits,
         dashboard_connections,
@@ -317,36 +293,6 @@ pub fn serve(
     .run();
 
     Ok((gateway_server, dashboard_server))
-}
-
-fn route_get<F, Args>(path: &str, handler: F) -> Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .route(web::get().to(handler))
-        .default_service(web::to(method_not_allowed))
-}
-
-fn route_post<F, Args>(path: &str, handler: F) -> Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(method_not_allowed))
-}
-
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound)
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
 }
 
 fn json_config(limit: usize) -> web::JsonConfig {
@@ -371,15 +317,3 @@ fn query_config() -> web::QueryConfig {
     web::QueryConfig::default()
         .error_handler(|err, _req| ApiError::BadRequest(format!("invalid query: {err}")).into())
 }
-
-/// Test-only routes, compiled only with the `test-hooks` feature (never in a release build).
-#[cfg(feature = "test-hooks")]
-fn test_hooks(cfg: &mut web::ServiceConfig) {
-    cfg.service(route_post(
-        "/api/v1/test/panic/{child}",
-        routes::inject_panic,
-    ));
-}
-
-#[cfg(not(feature = "test-hooks"))]
-fn test_hooks(_: &mut web::ServiceConfig) {}

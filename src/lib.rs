@@ -17,6 +17,7 @@ pub mod core;
 pub mod doctor;
 pub mod gateway;
 pub mod http;
+pub mod last_verify;
 pub mod logging;
 pub mod ops;
 pub mod secret;

@@ -321,19 +321,21 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 })
         }
         Operation::AuditVerify { from } => {
-            let dir = ctx.audit_dir.clone();
-            let key = ctx.audit_key.clone();
-            // The recorded head is read before the segments: records appended meanwhile only
-            // make the segments longer than it.
-            let recorded = kafclaw_actors::audit::RecordedHead::for_home(&ctx.home, Some(&ctx.db))
-                .and_then(|head| head.read())
-                .map_err(|e| OpError::Failed(e.to_string()))?;
-            let report = tokio::task::spawn_blocking(move || {
-                kafclaw_actors::audit::verify_against(&dir, &key, from, recorded.as_ref())
-            })
-            .await
-            .map_err(|_| OpError::Unavailable("verification was interrupted".into()))?
-            .map_err(|e| OpError::Failed(e.to_string()))?;
+            let input = crate::last_verify::VerifyInput {
+                home: ctx.home.clone(),
+                db: ctx.db.clone(),
+                dir: ctx.audit_dir.clone(),
+                key: ctx.audit_key.clone(),
+                from,
+                by: ctx.actor.clone(),
+            };
+            let (report, _) = crate::last_verify::run(input).await.map_err(|e| match e {
+                crate::last_verify::VerifyRunError::Interrupted => {
+                    OpError::Unavailable(e.to_string())
+                }
+                other => OpError::Failed(other.to_string()),
+            })?;
+            let report = report.map_err(OpError::Failed)?;
             Ok(json!({
                 "records": report.records,
                 "head_seq": report.head_seq,

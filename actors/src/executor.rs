@@ -40,7 +40,7 @@ mod rules;
 mod sandbox;
 
 pub use check::{CheckedCommand, CommandChecker};
-pub use command::{Denial, MAX_ARGS, MAX_COMMAND_BYTES};
+pub use command::{split as split_command, Denial, MAX_ARGS, MAX_COMMAND_BYTES};
 pub use files::{DirEntryInfo, FileLimits, FileToolError, FileTools, WriteReport};
 pub use launchers::{
     classify, classify_name, refused as refused_launchers, RefusedProgram, Verdict,
@@ -452,6 +452,7 @@ async fn execute(
     });
     describe_prepared(&mut data, prepared.as_ref());
     append(&audit, AuditKind::ToolDecided, &msg, data).await?;
+    crate::metrics::metrics().tool_decision(&msg.tool, decision.as_str());
 
     let outcome = |status, content: String| ToolOutcome {
         call_id: msg.call_id.clone(),

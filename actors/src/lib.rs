@@ -35,6 +35,7 @@ pub mod drain;
 pub mod executor;
 pub mod fsutil;
 pub mod incident;
+pub mod metrics;
 pub mod paths;
 pub mod policy;
 pub mod provider;

@@ -6,7 +6,9 @@
 //! `gateway.cors_origins` (403); a locked-out client presenting credentials is refused (429);
 //! then the body is guarded (deadline, authentication gate) and the request is routed.
 //! Afterwards: a body past its deadline answers 408, errors are JSON, caching and sniffing
-//! are off, and a connection whose body was left unread is closed, never drained.
+//! are off, the content security policy, `X-Frame-Options: DENY` and `Referrer-Policy:
+//! no-referrer` go on every answer, the request is counted (route template, method, status
+//! class, latency), and a connection whose body was left unread is closed, never drained.
 //! Must not: read a body, trust a forwarding header from an untrusted peer, or write more than
 //! a bounded number of audit records for refusals that no credential was checked for.
 
@@ -52,6 +54,12 @@ static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// How long a locked-out client, or one whose refusals are no longer audited, waits.
 const TARPIT: Duration = Duration::from_millis(250);
+
+/// The policy of every answer: the dashboard page loads its own script and style files and
+/// talks to its own origin, nothing inline, nothing evaluated, never framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The longest presented `Host` kept in an audit record.
 const MAX_AUDITED_HOST: usize = 100;
@@ -111,6 +119,12 @@ pub async fn edge(
             (replace_failures(res, &body), allowed_origin)
         }
     };
+    super::metrics::edge::metrics().request(
+        res.request().match_pattern(),
+        res.request().method(),
+        res.status(),
+        started.elapsed(),
+    );
     Ok(finish(res, &body, &request_id, allowed_origin))
 }
 
@@ -345,6 +359,15 @@ fn finish(
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if let Some(origin) = allowed_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));

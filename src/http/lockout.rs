@@ -125,9 +125,28 @@ impl Lockout {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let record = table.entry(ClientKey::of(ip));
         let until = now + duration;
+        if record.locked_until.is_none_or(|u| u <= now) {
+            super::metrics::edge::metrics().lockout();
+        }
         if record.locked_until.is_none_or(|u| u < until) {
             record.locked_until = Some(until);
         }
+    }
+
+    /// The client keys locked out at `now`, with the time left, longest first. A scan of the
+    /// bounded table: for the dashboard and a scrape, never for a request's decision.
+    pub fn active(&self, now: Instant) -> Vec<(ClientKey, Duration)> {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(ClientKey, Duration)> = table
+            .map
+            .iter()
+            .filter_map(|(key, record)| {
+                let left = record.locked_until?.checked_duration_since(now)?;
+                (!left.is_zero()).then_some((*key, left))
+            })
+            .collect();
+        out.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+        out
     }
 
     /// Counts one failure from `ip`'s key.
@@ -152,6 +171,7 @@ impl Lockout {
             record.failures = 0;
             record.window_start = None;
             record.locked_until = Some(now + self.policy.lockout);
+            super::metrics::edge::metrics().lockout();
             FailureOutcome::LockedOut {
                 retry_after: self.policy.lockout,
             }

@@ -1,17 +1,26 @@
-//! `GET /metrics` (CONTRACT §3.3, read scope): the gateway's health in the Prometheus text
-//! exposition format (version 0.0.4), written by hand.
+//! `GET /metrics` (CONTRACT §3.3, read scope): the gateway's health through `prometheus-client`,
+//! in the Prometheus text format (0.0.4), or OpenMetrics when the scraper asks for it.
 //!
-//! Owns: asking the supervisor, the channels, the incident monitor and the audit chainer for
-//! what they already know, and formatting it. Each scrape costs one message per actor (with a
-//! deadline, so a stuck actor cannot hang a scraper); nothing is counted here.
+//! Owns: one scrape. The counters live outside every actor — the actors' in
+//! `kafclaw_actors::metrics`, the edge's in [`edge`] — so a restarted or silent actor never
+//! makes one drop to 0; what only an actor knows (the supervision tree, a channel's state)
+//! is asked for with a deadline and left out when the actor does not answer; queue depths
+//! are read from the store, which does not depend on the channel's actor.
 //! Must not: expose a sender, a token name, a secret or message text — labels are child and
-//! channel names only.
+//! channel names, route templates and closed sets of states.
 
-use std::fmt::Write as _;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
+use kafclaw_actors::channel::inbox::{Inbox, InboxCounts};
+use kafclaw_actors::channel::outbox::{Backoff, Outbox};
 use kafclaw_actors::channel::{ChannelState, GetChannelInfo};
 use kafclaw_actors::incident::GetMonitorStatus;
 use kafclaw_actors::supervisor::{ChildState, ChildStatus, GetSupervisionTree};
@@ -20,14 +29,24 @@ use super::auth::{Authorized, Read};
 use super::error::ApiError;
 use super::AppState;
 
+pub mod edge;
+pub mod process;
+
 #[cfg(test)]
 mod tests;
 
-/// The exposition format's content type.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The Prometheus text format's content type (what scrapers and `curl` get by default).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// OpenMetrics' content type (served when the `Accept` header asks for it).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How long one actor may take to answer a scrape.
 const ASK_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Queued replies read at most per scrape.
+const MAX_OUTBOX_SCAN: usize = 100_000;
 
 /// Every channel state, so each channel has one `0|1` sample per state (alert on
 /// `kafclaw_channel_state{state="quarantined"} == 1`).
@@ -42,29 +61,38 @@ const CHANNEL_STATES: [ChannelState; 5] = [
 /// `GET /metrics` (read).
 pub async fn metrics(
     state: web::Data<AppState>,
-    _caller: Authorized<Read>,
+    caller: Authorized<Read, HttpRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let openmetrics = caller
+        .input
+        .headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     let snapshot = collect(&state).await;
-    Ok(HttpResponse::Ok()
-        .content_type(CONTENT_TYPE)
-        .body(snapshot.render()))
+    let (content_type, text) = if openmetrics {
+        (OPENMETRICS_CONTENT_TYPE, snapshot.render_openmetrics())
+    } else {
+        (CONTENT_TYPE, snapshot.render())
+    };
+    Ok(HttpResponse::Ok().content_type(content_type).body(text))
 }
 
-/// One channel's figures.
-#[derive(Debug)]
+/// One channel's figures at the scrape.
+#[derive(Debug, Default)]
 pub struct ChannelSample {
     /// The channel's name.
     pub name: String,
     /// Its state (`failed` when its actor does not answer).
-    pub state: ChannelState,
-    /// New inbound messages since its actor started.
-    pub inbound_total: u64,
-    /// Unknown senders dropped or sent to pairing since its actor started.
-    pub unknown_senders_total: u64,
+    pub state: Option<ChannelState>,
+    /// Inbox queue lengths (from the store); `None` when the store did not answer.
+    pub inbox: Option<InboxCounts>,
+    /// Replies waiting in the outbox (from the store).
+    pub outbox: Option<usize>,
 }
 
-/// Everything one scrape reports; `None` where the actor did not answer in time (the series
-/// is then left out rather than reported as a made-up zero).
+/// Everything one scrape reports besides the process-wide counters; `None` where the actor
+/// did not answer in time (the series is then left out rather than reported as a made-up 0).
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Build version.
@@ -81,6 +109,10 @@ pub struct Snapshot {
     pub incidents_open: Option<usize>,
     /// The sequence number of the last durable audit record.
     pub audit_head_seq: Option<u64>,
+    /// Client keys locked out now.
+    pub lockouts_active: usize,
+    /// `process_*` figures.
+    pub process: process::ProcessSample,
 }
 
 async fn collect(state: &AppState) -> Snapshot {
@@ -95,34 +127,34 @@ async fn collect(state: &AppState) -> Snapshot {
             flatten(&tree.root.children, &mut flat);
             flat
         });
-    let channels = futures_util::future::join_all(state.control.channels.iter().map(
-        |(name, slot)| async move {
-            let info = match slot.addr() {
+    let states =
+        futures_util::future::join_all(state.control.channels.values().map(|slot| async move {
+            match slot.addr() {
                 Some(addr) => addr
                     .send(GetChannelInfo)
                     .timeout(ASK_DEADLINE)
                     .await
                     .ok()
-                    .and_then(Result::ok),
+                    .and_then(Result::ok)
+                    .map(|info| info.state),
                 None => None,
-            };
-            match info {
-                Some(info) => ChannelSample {
-                    name: name.clone(),
-                    state: info.state,
-                    inbound_total: info.inbound_total,
-                    unknown_senders_total: info.unknown_senders_total,
-                },
-                None => ChannelSample {
-                    name: name.clone(),
-                    state: ChannelState::Failed,
-                    inbound_total: 0,
-                    unknown_senders_total: 0,
-                },
             }
-        },
-    ))
-    .await;
+        }))
+        .await;
+    let names: Vec<String> = state.control.channels.keys().cloned().collect();
+    let (inboxes, outboxes) = depths(state, names.clone()).await;
+    let channels = names
+        .into_iter()
+        .zip(states)
+        .map(|(name, state)| ChannelSample {
+            inbox: inboxes.as_ref().and_then(|m| m.get(&name).copied()),
+            outbox: outboxes
+                .as_ref()
+                .map(|m| m.get(&name).copied().unwrap_or(0)),
+            name,
+            state: Some(state.unwrap_or(ChannelState::Failed)),
+        })
+        .collect();
     let incidents_open = match state.monitor.addr() {
         Some(addr) => addr
             .send(GetMonitorStatus)
@@ -151,7 +183,32 @@ async fn collect(state: &AppState) -> Snapshot {
         channels,
         incidents_open,
         audit_head_seq,
+        lockouts_active: state.control.lockout.active(Instant::now()).len(),
+        process: process::sample(state.started),
     }
+}
+
+type Depths = (
+    Option<BTreeMap<String, InboxCounts>>,
+    Option<BTreeMap<String, usize>>,
+);
+
+/// Inbox and outbox depths per channel, read from the store off the worker thread.
+async fn depths(state: &AppState, names: Vec<String>) -> Depths {
+    let db = state.db.clone();
+    let read = web::block(move || {
+        let inboxes = Inbox::new(&db).ok().map(|inbox| {
+            names
+                .iter()
+                .filter_map(|name| inbox.counts(name).ok().map(|c| (name.clone(), c)))
+                .collect()
+        });
+        let outboxes = Outbox::new(&db, Backoff::default())
+            .and_then(|outbox| outbox.depths(MAX_OUTBOX_SCAN))
+            .ok();
+        (inboxes, outboxes)
+    });
+    read.await.unwrap_or((None, None))
 }
 
 fn flatten(children: &[ChildStatus], out: &mut Vec<ChildStatus>) {
@@ -161,164 +218,164 @@ fn flatten(children: &[ChildStatus], out: &mut Vec<ChildStatus>) {
     }
 }
 
+type Labels = Vec<(&'static str, String)>;
+
+fn gauge_family() -> Family<Labels, Gauge> {
+    Family::default()
+}
+
+fn set(family: &Family<Labels, Gauge>, labels: &[(&'static str, &str)], value: i64) {
+    let labels: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    family.get_or_create(&labels).set(value);
+}
+
 impl Snapshot {
-    /// The exposition text: every family's `# HELP` and `# TYPE`, then its samples.
+    /// The Prometheus text exposition (0.0.4).
     pub fn render(&self) -> String {
-        let mut out = Exposition::default();
-        out.family(
-            "kafclaw_up",
-            "gauge",
-            "1 while the gateway answers scrapes.",
-        );
-        out.sample("kafclaw_up", &[], 1);
-        out.family(
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry());
+        text
+    }
+
+    /// The OpenMetrics exposition (ends with `# EOF`).
+    pub fn render_openmetrics(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
+        text
+    }
+
+    /// Every family of one scrape: this snapshot's, the edge's and the actors' counters.
+    fn registry(&self) -> Registry {
+        let mut registry = Registry::default();
+        self.register_gateway(&mut registry);
+        self.register_children(&mut registry);
+        self.register_channels(&mut registry);
+        edge::metrics().register(&mut registry, self.lockouts_active);
+        kafclaw_actors::metrics::metrics().register(&mut registry);
+        self.process.register(&mut registry);
+        registry
+    }
+
+    fn register_gateway(&self, registry: &mut Registry) {
+        let up: Gauge = Gauge::default();
+        up.set(1);
+        registry.register("kafclaw_up", "1 while the gateway answers scrapes", up);
+        let build = gauge_family();
+        set(&build, &[("version", &self.version)], 1);
+        registry.register(
             "kafclaw_build_info",
-            "gauge",
-            "The running build; the value is always 1.",
+            "The running build; the value is always 1",
+            build,
         );
-        out.sample("kafclaw_build_info", &[("version", &self.version)], 1);
-        out.family(
+        let uptime: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+        uptime.set(self.uptime_seconds);
+        registry.register(
             "kafclaw_uptime_seconds",
-            "gauge",
-            "Seconds since the gateway process started.",
+            "Seconds since the gateway process started (process_start_time_seconds is better for alerts)",
+            uptime,
         );
-        out.sample(
-            "kafclaw_uptime_seconds",
-            &[],
-            format_args!("{:.3}", self.uptime_seconds),
+        let failures: Counter = Counter::default();
+        failures.inc_by(self.auth_failures);
+        registry.register(
+            "kafclaw_auth_failures",
+            "Failed authentications on both ports since start",
+            failures,
         );
-        out.family(
-            "kafclaw_auth_failures_total",
-            "counter",
-            "Failed authentications on both ports since start.",
-        );
-        out.sample("kafclaw_auth_failures_total", &[], self.auth_failures);
-        if let Some(children) = &self.children {
-            out.family(
-                "kafclaw_supervisor_restarts_total",
-                "counter",
-                "Restarts of each supervised child since start.",
+        if let Some(open) = self.incidents_open {
+            let gauge: Gauge = Gauge::default();
+            gauge.set(open as i64);
+            registry.register(
+                "kafclaw_incidents_open",
+                "Incidents not yet resolved (open or acknowledged)",
+                gauge,
             );
-            for child in children {
-                out.sample(
-                    "kafclaw_supervisor_restarts_total",
-                    &[("child", &child.name)],
-                    child.restarts,
-                );
-            }
-            out.family(
-                "kafclaw_child_up",
-                "gauge",
-                "1 when the supervised child is running, else 0.",
-            );
-            for child in children {
-                let up = u8::from(child.state == ChildState::Running);
-                out.sample("kafclaw_child_up", &[("child", &child.name)], up);
-            }
         }
-        if !self.channels.is_empty() {
-            out.family(
-                "kafclaw_channel_state",
-                "gauge",
-                "1 for the channel's current state, 0 for the others.",
+        if let Some(seq) = self.audit_head_seq {
+            let gauge: Gauge = Gauge::default();
+            gauge.set(i64::try_from(seq).unwrap_or(i64::MAX));
+            registry.register(
+                "kafclaw_audit_head_seq",
+                "Sequence number of the last durable audit record (0 when the log is empty)",
+                gauge,
             );
-            for channel in &self.channels {
+        }
+    }
+
+    fn register_children(&self, registry: &mut Registry) {
+        let Some(children) = &self.children else {
+            return;
+        };
+        let restarts = Family::<Labels, Counter>::default();
+        let up = gauge_family();
+        for child in children {
+            let labels: Labels = vec![("child", child.name.clone())];
+            restarts
+                .get_or_create(&labels)
+                .inc_by(u64::from(child.restarts));
+            set(
+                &up,
+                &[("child", &child.name)],
+                i64::from(child.state == ChildState::Running),
+            );
+        }
+        registry.register(
+            "kafclaw_supervisor_restarts",
+            "Restarts of each supervised child since start",
+            restarts,
+        );
+        registry.register(
+            "kafclaw_child_up",
+            "1 when the supervised child is running, else 0",
+            up,
+        );
+    }
+
+    fn register_channels(&self, registry: &mut Registry) {
+        if self.channels.is_empty() {
+            return;
+        }
+        let states = gauge_family();
+        let inbox = gauge_family();
+        let outbox = gauge_family();
+        for channel in &self.channels {
+            let name = channel.name.as_str();
+            if let Some(current) = channel.state {
                 for state in CHANNEL_STATES {
-                    out.sample(
-                        "kafclaw_channel_state",
-                        &[("channel", &channel.name), ("state", state.as_str())],
-                        u8::from(channel.state == state),
+                    set(
+                        &states,
+                        &[("channel", name), ("state", state.as_str())],
+                        i64::from(current == state),
                     );
                 }
             }
-            out.family(
-                "kafclaw_channel_inbound_total",
-                "counter",
-                "New inbound messages accepted by the channel since its actor started.",
-            );
-            for channel in &self.channels {
-                out.sample(
-                    "kafclaw_channel_inbound_total",
-                    &[("channel", &channel.name)],
-                    channel.inbound_total,
-                );
-            }
-            out.family(
-                "kafclaw_channel_unknown_senders_total",
-                "counter",
-                "Messages from unknown senders dropped or sent to pairing since the channel's actor started.",
-            );
-            for channel in &self.channels {
-                out.sample(
-                    "kafclaw_channel_unknown_senders_total",
-                    &[("channel", &channel.name)],
-                    channel.unknown_senders_total,
-                );
-            }
-        }
-        if let Some(open) = self.incidents_open {
-            out.family(
-                "kafclaw_incidents_open",
-                "gauge",
-                "Incidents not yet resolved (open or acknowledged).",
-            );
-            out.sample("kafclaw_incidents_open", &[], open);
-        }
-        if let Some(seq) = self.audit_head_seq {
-            out.family(
-                "kafclaw_audit_head_seq",
-                "gauge",
-                "Sequence number of the last durable audit record (0 when the log is empty).",
-            );
-            out.sample("kafclaw_audit_head_seq", &[], seq);
-        }
-        out.text
-    }
-}
-
-/// A text exposition being written.
-#[derive(Default)]
-struct Exposition {
-    text: String,
-}
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (label, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
+            if let Some(counts) = channel.inbox {
+                for (queue, n) in [
+                    ("pending", counts.pending),
+                    ("held", counts.held),
+                    ("processing", counts.processing),
+                ] {
+                    set(&inbox, &[("channel", name), ("queue", queue)], n as i64);
                 }
-                let _ = write!(self.text, "{label}=\"{}\"", escape_label(value));
             }
-            self.text.push('}');
+            if let Some(n) = channel.outbox {
+                set(&outbox, &[("channel", name)], n as i64);
+            }
         }
-        let _ = writeln!(self.text, " {value}");
+        registry.register(
+            "kafclaw_channel_state",
+            "1 for the channel's current state, 0 for the others",
+            states,
+        );
+        registry.register(
+            "kafclaw_channel_inbox_depth",
+            "Messages in the channel's inbox by queue (pending, held by quarantine or observe, processing)",
+            inbox,
+        );
+        registry.register(
+            "kafclaw_channel_outbox_depth",
+            "Replies waiting in the channel's outbox",
+            outbox,
+        );
     }
-}
-
-/// A label value as the exposition format wants it: `\`, `"` and newline escaped.
-pub fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A `# HELP` text: `\` and newline escaped.
-pub fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
 }

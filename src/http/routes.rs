@@ -387,7 +387,29 @@ pub async fn approvals(
         .await
         .map_err(|_| ApiError::Unavailable("approvals unavailable".into()))?
         .map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().json(list))
+    let shown: Vec<serde_json::Value> = list
+        .iter()
+        .map(|record| {
+            let mut entry = json!(record);
+            entry["asked"] = asked(&record.tool, &record.arguments);
+            entry
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(shown))
+}
+
+/// What an approval would let run, as the executor would see it: `exec`'s argv split without a
+/// shell (or why it cannot be split) and working directory, a file tool's path.
+fn asked(tool: &str, arguments: &serde_json::Value) -> serde_json::Value {
+    let text = |key: &str| arguments.get(key).and_then(serde_json::Value::as_str);
+    match tool {
+        "exec" => match text("command").map(kafclaw_actors::executor::split_command) {
+            Some(Ok(argv)) => json!({"argv": argv, "working_dir": text("working_dir")}),
+            Some(Err(denial)) => json!({"argv": null, "refused": denial.to_string()}),
+            None => json!({"argv": null, "refused": "no command"}),
+        },
+        _ => json!({"path": text("path")}),
+    }
 }
 
 /// Body of `POST /api/v1/approvals/{id}`.

@@ -85,7 +85,7 @@ pub async fn whatsapp_inbound(
     let batch =
         parse_webhook(&body).map_err(|e| ApiError::BadRequest(format!("invalid payload: {e}")))?;
     for inbound in batch.messages {
-        accept(&wa.channel, inbound.message).await?;
+        accept("whatsapp", &wa.channel, inbound.message).await?;
     }
     if !batch.statuses.is_empty() {
         apply_receipts(&wa.channel, batch.statuses).await?;
@@ -157,16 +157,25 @@ pub async fn bridge_inbound(
         .unwrap_or(now);
     let message = parse_bridge_message(&body, timestamp)
         .map_err(|e| ApiError::BadRequest(format!("invalid payload: {e}")))?;
-    accept(&bridge.channel, message).await?;
+    accept(&name, &bridge.channel, message).await?;
     Ok(HttpResponse::Ok().json(json!({"ok": true})))
 }
 
-async fn accept(channel: &Slot<ChannelBridge>, message: InboundMessage) -> Result<(), ApiError> {
+/// Hands one message to the channel `name` and counts what it answered (here, at the edge,
+/// so the count outlives the channel's actor).
+async fn accept(
+    name: &str,
+    channel: &Slot<ChannelBridge>,
+    message: InboundMessage,
+) -> Result<(), ApiError> {
     let addr = channel
         .addr()
         .ok_or_else(|| ApiError::Unavailable("channel unavailable".into()))?;
     match addr.send(AcceptInbound { message }).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(outcome)) => {
+            kafclaw_actors::metrics::metrics().inbound(name, &outcome);
+            Ok(())
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "channel could not store a message");
             Err(ApiError::Unavailable("channel unavailable".into()))
@@ -206,6 +215,9 @@ pub async fn channels(
             Some(addr) => addr.send(GetChannelInfo).await.ok().and_then(Result::ok),
             None => None,
         };
+        // Counted at the edge since the process started: a restarted or silent actor keeps them.
+        let (inbound_total, unknown_senders_total) =
+            kafclaw_actors::metrics::metrics().inbound_totals(name);
         out.push(match info {
             Some(info) => json!({
                 "name": info.name,
@@ -214,8 +226,8 @@ pub async fn channels(
                 "since": info.since,
                 "reason": info.reason,
                 "restarts": restarts,
-                "inbound_total": info.inbound_total,
-                "unknown_senders_total": info.unknown_senders_total,
+                "inbound_total": inbound_total,
+                "unknown_senders_total": unknown_senders_total,
             }),
             None => json!({
                 "name": name,
@@ -227,8 +239,8 @@ pub async fn channels(
                 "since": child.as_ref().and_then(|c| c.last_failure_at.clone()),
                 "reason": child.as_ref().and_then(|c| c.last_failure.clone()),
                 "restarts": restarts,
-                "inbound_total": 0,
-                "unknown_senders_total": 0,
+                "inbound_total": inbound_total,
+                "unknown_senders_total": unknown_senders_total,
             }),
         });
     }

@@ -14,7 +14,7 @@ use crate::model_server::{self, ModelServer};
 
 pub(crate) const APP_SECRET: &str = "wa-app-secret-for-tests";
 const VERIFY: &str = "wa-verify-token";
-const BRIDGE_SECRET: &str = "bridge-secret-for-tests";
+pub(crate) const BRIDGE_SECRET: &str = "bridge-secret-for-tests";
 pub(crate) const OWNER: &str = "4915112345678";
 
 pub(crate) fn options(server: &ModelServer) -> Options {

@@ -4,6 +4,7 @@
 
 mod agent;
 mod auth;
+mod browser;
 mod channels;
 mod confinement;
 mod edge;
@@ -14,8 +15,10 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod model_server;
+mod openapi;
 mod operator;
 mod pairing;
+mod prometheus;
 mod restore;
 mod startup;
 mod supervision;

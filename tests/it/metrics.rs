@@ -47,8 +47,13 @@ fn parse(text: &str) -> Vec<Sample> {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect(line);
             assert!(is_name(name), "{line}");
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
             assert!(typed.insert(name.to_string()), "family typed twice: {line}");
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    typed.insert(format!("{name}{suffix}"));
+                }
+            }
             continue;
         }
         assert!(!line.starts_with('#') && !line.is_empty(), "{line:?}");
@@ -229,4 +234,102 @@ fn the_parser_accepts_escaped_labels_and_refuses_garbage() {
         std::panic::catch_unwind(|| parse("x 1\n")).is_err(),
         "untyped sample"
     );
+}
+
+/// A channel whose actor restarted (a fresh instance) keeps its counters in `/metrics` and
+/// `/api/v1/channels`: they live at the edge, not in the actor, so `rate()` never sees a drop.
+#[cfg(feature = "test-hooks")]
+#[tokio::test]
+async fn a_restarted_channel_keeps_its_counters() {
+    use crate::harness::TOKEN;
+    let model = ModelServer::start(vec![]);
+    model.fallback(model_server::text("hi", 1, 1));
+    let gw = Gateway::start(options(&model));
+    send_wa(&gw, OWNER, "wamid.k1", "one").await;
+    send_wa(&gw, "4917000000099", "wamid.k2", "who am i").await;
+    let scrape = || async {
+        let text = client()
+            .get(gw.url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        parse(&text)
+    };
+    let before = scrape().await;
+    let inbound = |s: &[Sample]| {
+        value(
+            s,
+            "kafclaw_channel_inbound_total",
+            &[("channel", "whatsapp")],
+        )
+    };
+    let unknown = |s: &[Sample]| {
+        value(
+            s,
+            "kafclaw_channel_unknown_senders_total",
+            &[("channel", "whatsapp")],
+        )
+    };
+    assert_eq!((inbound(&before), unknown(&before)), (2.0, 1.0));
+    let res = client()
+        .post(gw.url("/api/v1/test/panic/channel:whatsapp"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    crate::incidents::wait_for("the restart", async || {
+        let s = scrape().await;
+        s.iter().any(|x| {
+            x.name == "kafclaw_supervisor_restarts_total"
+                && x.label("child") == Some("channel:whatsapp")
+                && x.value >= 1.0
+        }) && value(&s, "kafclaw_child_up", &[("child", "channel:whatsapp")]) == 1.0
+    })
+    .await;
+    let after = scrape().await;
+    assert_eq!(
+        (inbound(&after), unknown(&after)),
+        (2.0, 1.0),
+        "the counters survived the restart"
+    );
+    let channels: serde_json::Value = client()
+        .get(gw.url("/api/v1/channels"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let whatsapp = channels
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "whatsapp")
+        .unwrap();
+    assert_eq!(
+        (
+            whatsapp["inbound_total"].as_u64(),
+            whatsapp["unknown_senders_total"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        value(
+            &after,
+            "kafclaw_channel_messages_total",
+            &[
+                ("channel", "whatsapp"),
+                ("direction", "inbound"),
+                ("state", "dropped")
+            ]
+        ),
+        1.0
+    );
+    assert!(value(&after, "process_start_time_seconds", &[]) > 1.6e9);
 }

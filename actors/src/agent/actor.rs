@@ -58,6 +58,15 @@ struct SurfaceState {
     restricted: HashMap<(String, String), u8>,
 }
 
+/// Who is singled out on the tool surface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SurfaceOverview {
+    /// Blocked senders, as `(channel, sender)`.
+    pub blocked: Vec<(String, String)>,
+    /// Per-sender tier limits, as `(channel, sender, max_tier)`.
+    pub limited: Vec<(String, String, u8)>,
+}
+
 impl ToolSurface {
     /// The restriction for one sender: the global one, tightened by a per-sender limit.
     pub fn restriction_for(&self, channel: &str, sender: &str) -> (Restriction, bool) {
@@ -83,6 +92,20 @@ impl ToolSurface {
             .unwrap_or_else(|p| p.into_inner())
             .restriction
             .clone()
+    }
+    /// The senders whose tools are blocked and the per-sender tier limits in force, in order
+    /// (for the operator's view).
+    pub fn overview(&self) -> SurfaceOverview {
+        let state = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut blocked: Vec<(String, String)> = state.blocked.iter().cloned().collect();
+        blocked.sort();
+        let mut limited: Vec<(String, String, u8)> = state
+            .restricted
+            .iter()
+            .map(|((channel, sender), tier)| (channel.clone(), sender.clone(), *tier))
+            .collect();
+        limited.sort();
+        SurfaceOverview { blocked, limited }
     }
     /// Blocks or unblocks a sender's tool use.
     pub fn set_blocked(&self, channel: &str, sender: &str, blocked: bool) {

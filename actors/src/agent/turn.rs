@@ -395,6 +395,11 @@ async fn ask_model<G: UsageGate + ?Sized>(
     let response = client.complete(request).await?;
     let elapsed = started.elapsed();
     crate::testpoint::hit("turn.model_answered");
+    crate::metrics::metrics().model_tokens(
+        &ctx.channel,
+        response.usage.prompt_tokens,
+        response.usage.completion_tokens,
+    );
     if let Err(error) = budget.record(ctx, response.usage) {
         // The call was made and its answer is good; the next check reads the store again
         // and fails closed if it is still broken.

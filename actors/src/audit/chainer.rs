@@ -136,6 +136,7 @@ impl AuditChainer {
             });
             match &written {
                 Ok(()) => {
+                    crate::metrics::metrics().audit_appended(waiters.len() as u64);
                     if let Some((last, _)) = waiters.last() {
                         // Before any receipt goes out, so `GetHead` never lags one.
                         *lock(&durable) = AuditHead {

@@ -129,6 +129,7 @@ impl AuditLog {
             self.broken = Some(error.to_string());
             return Err(AuditError::Write(error.to_string()));
         }
+        crate::metrics::metrics().audit_appended(1);
         if let Some(recorded) = &self.recorded {
             // One record per command-line append: make the recorded head durable with it.
             let (seq, hash) = self.chain.head();

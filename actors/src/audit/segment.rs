@@ -144,7 +144,9 @@ impl SegmentWriter {
             self.rotate()?;
         }
         self.file.write_all(bytes)?;
+        let syncing = std::time::Instant::now();
         self.file.sync_data()?;
+        crate::metrics::metrics().audit_fsync(syncing.elapsed());
         self.len += bytes.len() as u64;
         Ok(())
     }

@@ -24,6 +24,7 @@
 //!
 //! Times are unix **milliseconds**, always passed in, so the schedule is tested without sleeping.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -351,6 +352,7 @@ impl Outbox {
             batch.put(key, record.id.to_be_bytes());
         }
         self.space.apply(batch)?;
+        crate::metrics::metrics().outbound(channel, "queued");
         Ok(Enqueued::New(record.id))
     }
 
@@ -428,6 +430,7 @@ impl Outbox {
                 record.next_attempt_at = now_ms.saturating_add(lease_ms.max(1));
                 record.updated_at = now_ms;
                 self.write(&record, Some(at))?;
+                crate::metrics::metrics().outbound(&record.channel, "sending");
                 out.push(record);
             }
         }
@@ -574,6 +577,10 @@ impl Outbox {
         let old_due =
             (!transition.before.state.is_finished()).then_some(transition.before.next_attempt_at);
         self.write(&transition.after, old_due)?;
+        let state = transition.after.state.as_str();
+        if state != transition.before.state.as_str() {
+            crate::metrics::metrics().outbound(&transition.after.channel, state);
+        }
         Ok(true)
     }
 
@@ -617,6 +624,24 @@ impl Outbox {
                         break;
                     }
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many replies are not finished yet, per channel (read from the store, so a channel
+    /// whose actor is down still reports its depth). Reads at most `cap` entries: a scrape
+    /// during a long outage costs a bounded amount.
+    pub fn depths(&self, cap: usize) -> Result<BTreeMap<String, usize>, StoreError> {
+        let mut out = BTreeMap::new();
+        for (key, _) in self.space.scan("outbox/due/", None, cap)? {
+            let text = String::from_utf8_lossy(&key);
+            let id = text
+                .rsplit('/')
+                .next()
+                .and_then(|id| id.parse::<u64>().ok());
+            if let Some(record) = id.map(|id| self.get(id)).transpose()?.flatten() {
+                *out.entry(record.channel).or_insert(0) += 1;
             }
         }
         Ok(out)

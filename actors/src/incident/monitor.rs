@@ -625,6 +625,9 @@ impl IncidentMonitor {
                 None
             }
         };
+        if let (AuditStep::Opened, Some(kind)) = (step.step, kind) {
+            crate::metrics::metrics().incident_opened(kind.as_str());
+        }
         let requests: Vec<RequestAction> = step
             .actions
             .iter()
@@ -799,6 +802,7 @@ impl IncidentMonitor {
                     flatten(sent)?;
                     act.apply(&incident)?;
                     if notify {
+                        crate::metrics::metrics().incident_opened(incident.kind.as_str());
                         if let Some(notifier) = &act.notifier {
                             notifier.notify(&incident, act.settings.owner.as_deref());
                         }

@@ -162,3 +162,26 @@ fn audit_throttle_limits_per_client_and_in_total() {
         AuditDecision::Audit { suppressed: 1 }
     );
 }
+
+#[test]
+fn active_lists_the_keys_locked_out_now_longest_first() {
+    let lockout = Lockout::new(LockoutPolicy {
+        max_failures: 2,
+        window: Duration::from_secs(60),
+        lockout: Duration::from_secs(300),
+    });
+    let t0 = Instant::now();
+    let a: IpAddr = "192.0.2.1".parse().unwrap();
+    let b: IpAddr = "2001:db8::1".parse().unwrap();
+    let c: IpAddr = "192.0.2.3".parse().unwrap();
+    lockout.record_failure(a, t0);
+    lockout.record_failure(a, t0);
+    lockout.lock(b, Duration::from_secs(900), t0);
+    lockout.record_failure(c, t0);
+    let active = lockout.active(t0 + Duration::from_secs(1));
+    let keys: Vec<String> = active.iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}: one failure is no lockout");
+    assert_eq!(active[0].0, ClientKey::of(b), "longest first");
+    assert_eq!(active[1].1, Duration::from_secs(299));
+    assert!(lockout.active(t0 + Duration::from_secs(901)).is_empty());
+}

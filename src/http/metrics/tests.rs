@@ -1,26 +1,9 @@
+use kafclaw_actors::channel::inbox::InboxCounts;
 use kafclaw_actors::channel::ChannelState;
 use kafclaw_actors::supervisor::{ChildState, ChildStatus, RestartPolicy};
 
-use super::{escape_help, escape_label, ChannelSample, Snapshot};
-
-fn check_label(input: &str, expected: &str) {
-    assert_eq!(escape_label(input), expected, "{input:?}");
-}
-
-#[test]
-fn label_values_are_escaped() {
-    check_label("whatsapp", "whatsapp");
-    check_label(r#"a"b"#, r#"a\"b"#);
-    check_label(r"a\b", r"a\\b");
-    check_label("a\nb", r"a\nb");
-    check_label("grüße", "grüße");
-    check_label("\\\"\n", r#"\\\"\n"#);
-}
-
-#[test]
-fn help_text_is_escaped() {
-    assert_eq!(escape_help("a\\b\nc \"d\""), "a\\\\b\\nc \"d\"");
-}
+use super::process::ProcessSample;
+use super::{edge, ChannelSample, Snapshot};
 
 fn child(name: &str, state: ChildState, restarts: u32) -> ChildStatus {
     ChildStatus {
@@ -34,9 +17,8 @@ fn child(name: &str, state: ChildState, restarts: u32) -> ChildStatus {
     }
 }
 
-#[test]
-fn a_snapshot_renders_every_family_once_with_its_samples() {
-    let snapshot = Snapshot {
+fn snapshot() -> Snapshot {
+    Snapshot {
         version: "0.1.0".into(),
         uptime_seconds: 12.5,
         auth_failures: 3,
@@ -46,18 +28,40 @@ fn a_snapshot_renders_every_family_once_with_its_samples() {
         ]),
         channels: vec![ChannelSample {
             name: "whatsapp".into(),
-            state: ChannelState::Quarantined,
-            inbound_total: 7,
-            unknown_senders_total: 1,
+            state: Some(ChannelState::Quarantined),
+            inbox: Some(InboxCounts {
+                pending: 1,
+                held: 4,
+                processing: 0,
+            }),
+            outbox: Some(2),
         }],
         incidents_open: Some(1),
         audit_head_seq: Some(42),
-    };
-    let text = snapshot.render();
+        lockouts_active: 2,
+        process: ProcessSample {
+            start_time_seconds: 1_700_000_000.25,
+            resident_memory_bytes: Some(10 << 20),
+        },
+    }
+}
+
+#[test]
+fn a_snapshot_keeps_todays_names_and_adds_the_new_series() {
+    kafclaw_actors::metrics::metrics().declare_channel("whatsapp");
+    kafclaw_actors::metrics::metrics().audit_fsync(std::time::Duration::from_millis(1));
+    edge::metrics().auth_failure("missing");
+    edge::metrics().request(
+        Some("/healthz".into()),
+        &actix_web::http::Method::GET,
+        actix_web::http::StatusCode::OK,
+        std::time::Duration::from_millis(1),
+    );
+    let text = snapshot().render();
     for line in [
         "kafclaw_up 1",
         "kafclaw_build_info{version=\"0.1.0\"} 1",
-        "kafclaw_uptime_seconds 12.500",
+        "kafclaw_uptime_seconds 12.5",
         "kafclaw_auth_failures_total 3",
         "kafclaw_supervisor_restarts_total{child=\"store\"} 0",
         "kafclaw_supervisor_restarts_total{child=\"channel:we\\\"ird\"} 2",
@@ -65,21 +69,48 @@ fn a_snapshot_renders_every_family_once_with_its_samples() {
         "kafclaw_child_up{child=\"channel:we\\\"ird\"} 0",
         "kafclaw_channel_state{channel=\"whatsapp\",state=\"quarantined\"} 1",
         "kafclaw_channel_state{channel=\"whatsapp\",state=\"running\"} 0",
-        "kafclaw_channel_inbound_total{channel=\"whatsapp\"} 7",
-        "kafclaw_channel_unknown_senders_total{channel=\"whatsapp\"} 1",
+        "kafclaw_channel_inbox_depth{channel=\"whatsapp\",queue=\"held\"} 4",
+        "kafclaw_channel_outbox_depth{channel=\"whatsapp\"} 2",
         "kafclaw_incidents_open 1",
         "kafclaw_audit_head_seq 42",
+        "kafclaw_auth_lockouts_active 2",
+        "process_start_time_seconds 1700000000.25",
+        "process_resident_memory_bytes 10485760",
     ] {
         assert!(
             text.lines().any(|l| l == line),
             "missing {line:?} in\n{text}"
         );
     }
+    for family in [
+        "# TYPE kafclaw_auth_failures_total counter",
+        "# TYPE kafclaw_channel_inbound_total counter",
+        "# TYPE kafclaw_channel_unknown_senders_total counter",
+        "# TYPE kafclaw_http_requests_total counter",
+        "# TYPE kafclaw_http_request_duration_seconds histogram",
+        "# TYPE kafclaw_channel_messages_total counter",
+        "# TYPE kafclaw_tool_decisions_total counter",
+        "# TYPE kafclaw_model_tokens_total counter",
+        "# TYPE kafclaw_incidents_opened_total counter",
+        "# TYPE kafclaw_audit_appends_total counter",
+        "# TYPE kafclaw_audit_fsync_seconds histogram",
+        "# TYPE process_start_time_seconds gauge",
+    ] {
+        assert!(text.lines().any(|l| l == family), "missing {family:?}");
+    }
     let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
     assert_eq!(types, helps);
-    assert_eq!(types, 11, "{text}");
+    assert!(!text.contains("# EOF"), "0.0.4 has no EOF marker");
     assert!(text.ends_with('\n'));
+}
+
+#[test]
+fn openmetrics_is_served_with_its_eof_marker() {
+    let text = snapshot().render_openmetrics();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE kafclaw_auth_failures counter"));
+    assert!(text.contains("kafclaw_auth_failures_total 3"));
 }
 
 #[test]
@@ -92,6 +123,26 @@ fn series_of_actors_that_did_not_answer_are_left_out() {
         "kafclaw_incidents_open",
         "kafclaw_audit_head_seq",
     ] {
-        assert!(!text.contains(absent), "{absent} in\n{text}");
+        let typed = format!("# TYPE {absent} ");
+        assert!(!text.contains(&typed), "{absent} in\n{text}");
     }
+}
+
+#[test]
+fn request_labels_are_bounded() {
+    use actix_web::http::{Method, StatusCode};
+    let odd = Method::from_bytes(b"BREW").unwrap();
+    assert_eq!(edge::method_label(&odd), "other");
+    assert_eq!(edge::method_label(&Method::GET), "GET");
+    assert_eq!(edge::status_class(StatusCode::MISDIRECTED_REQUEST), "4xx");
+    edge::metrics().request(
+        None,
+        &odd,
+        StatusCode::NOT_FOUND,
+        std::time::Duration::from_millis(3),
+    );
+    let text = Snapshot::default().render();
+    assert!(text.contains(
+        "kafclaw_http_requests_total{route=\"unmatched\",method=\"other\",status_class=\"4xx\"}"
+    ));
 }
