@@ -301,13 +301,14 @@ async fn repeated_denied_exec_attempts_block_the_sender() {
     let config = config.env("KAFCLAW_MODEL_MAX_TOOL_ITERATIONS", "5");
     let gw = Gateway::start(config);
     send_wa(&gw, "4915133333333", "wamid.x1", "run ls please").await;
-    wait_for("a high-risk incident", async || {
+    // The incident is recorded (and audited) before its actions run, so wait for both.
+    wait_for("a high-risk incident with its actions", async || {
         get(&gw, "/api/v1/incidents")
             .await
             .as_array()
             .unwrap()
             .iter()
-            .any(|i| i["kind"] == "high_risk_tools")
+            .any(|i| i["kind"] == "high_risk_tools" && i["actions"].to_string().contains("block"))
     })
     .await;
     let incidents = get(&gw, "/api/v1/incidents").await;
