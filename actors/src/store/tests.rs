@@ -203,6 +203,9 @@ mod seam {
         assert_eq!(state.get(s, b"y").unwrap().as_deref(), Some(&b"2"[..]));
         let (a, b) = (state.next_id().unwrap(), state.next_id().unwrap());
         assert!(b > a);
+        // sled reports what it has written out: flush first, or a loaded machine may still
+        // show 0 bytes.
+        db.flush_blocking().unwrap();
         assert!(state.size_bytes().unwrap() > 0);
     }
 

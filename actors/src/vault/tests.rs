@@ -18,8 +18,18 @@ fn fixture() -> Fixture {
     Fixture { _dir: dir, home }
 }
 
+/// Opens the store; a store just dropped may hold its lock a moment longer while sled's
+/// flusher thread ends, so a lock refusal is retried for a few seconds.
 fn open_db(home: &Home) -> StoreDb {
-    StoreDb::open(&home.store_dir()).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match StoreDb::open(&home.store_dir()) {
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 fn open(home: &Home, db: &StoreDb) -> Vault {
