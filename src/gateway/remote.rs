@@ -86,11 +86,9 @@ pub fn notify_stopping() {
 /// while the supervisor answers within the interval and reports every permanent child
 /// running: a wedged or degraded process stops feeding and systemd restarts it.
 pub fn spawn_watchdog(supervisor: actix::Addr<Supervisor>) {
-    let mut usec = 0;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+    let Some(interval) = watchdog_interval() else {
         return;
-    }
-    let interval = Duration::from_micros(usec);
+    };
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(interval / 2);
         loop {
@@ -107,4 +105,16 @@ pub fn spawn_watchdog(supervisor: actix::Addr<Supervisor>) {
             }
         }
     });
+}
+
+/// `WATCHDOG_USEC` when it is meant for this process: `WATCHDOG_PID` unset or ours (as
+/// libsystemd's `sd_watchdog_enabled` reads them).
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.trim().parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }

@@ -312,3 +312,44 @@ fn the_compose_example_puts_the_gateway_in_proxy_mode_behind_a_tls_proxy() {
     let build = &gateway["build"];
     assert_eq!(build["dockerfile"].as_str(), Some("deploy/Dockerfile"));
 }
+
+/// Datagrams a gateway sends to its `NOTIFY_SOCKET`, read until `until` arrives (10 s).
+fn notifications_until(socket: &std::os::unix::net::UnixDatagram, until: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.iter().any(|m: &String| m.contains(until)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {until} among {seen:?}"
+        );
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_gateway_notifies_systemd_of_readiness_feeds_the_watchdog_and_says_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut gw = crate::harness::Gateway::start(
+        crate::harness::Options::default()
+            .env("NOTIFY_SOCKET", path.to_str().unwrap())
+            .env("WATCHDOG_USEC", "400000"),
+    );
+    // READY=1 comes once the ready line (both listeners bound) is out.
+    let seen = notifications_until(&socket, "READY=1");
+    assert!(seen.iter().all(|m| !m.contains("WATCHDOG=1")), "{seen:?}");
+    // Healthy: the watchdog is fed.
+    notifications_until(&socket, "WATCHDOG=1");
+    notifications_until(&socket, "WATCHDOG=1");
+    gw.signal("TERM");
+    notifications_until(&socket, "STOPPING=1");
+    assert!(gw.wait_exit(std::time::Duration::from_secs(15)).success());
+}
