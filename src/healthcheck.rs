@@ -13,10 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs}
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 
 use crate::checks::Report;
 use crate::http::tls;
@@ -87,7 +84,7 @@ fn probe(gw: &GatewaySettings, deadline: Duration) -> Result<(SocketAddr, u16), 
         "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kafclaw-healthcheck\r\nConnection: close\r\n\r\n"
     );
     let head = if gw.tls.mode == TlsMode::Native {
-        let config = pinned_client(&gw.tls.cert_file)?;
+        let config = tls::pinned::client_config(&gw.tls.cert_file)?;
         let name = ServerName::IpAddress(addr.ip().into());
         let conn = rustls::ClientConnection::new(Arc::new(config), name)
             .map_err(|e| format!("tls: {e}"))?;
@@ -122,74 +119,6 @@ fn status_of(head: &str) -> Result<u16, String> {
     match (parts.next(), parts.next().map(str::parse::<u16>)) {
         (Some(v), Some(Ok(code))) if v.starts_with("HTTP/1.") => Ok(code),
         _ => Err("the answer is not HTTP/1.1".into()),
-    }
-}
-
-/// A TLS client that accepts exactly the leaf certificate of `cert_file`.
-fn pinned_client(cert_file: &str) -> Result<rustls::ClientConfig, String> {
-    let leaf = tls::read_chain(std::path::Path::new(cert_file))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| "gateway.tls.cert_file holds no certificate".to_string())?;
-    let provider = tls::provider();
-    let verifier = Pinned {
-        leaf,
-        algorithms: provider.signature_verification_algorithms,
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("tls: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(config)
-}
-
-/// Trusts one certificate, byte for byte; handshake signatures are still verified.
-#[derive(Debug)]
-struct Pinned {
-    leaf: CertificateDer<'static>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.leaf.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the gateway presented a certificate other than gateway.tls.cert_file (renewed on disk but not reloaded? send SIGHUP)".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

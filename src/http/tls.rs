@@ -22,6 +22,8 @@ use zeroize::Zeroizing;
 
 use crate::settings::{GatewaySettings, TlsMode};
 
+pub mod pinned;
+
 /// The crypto provider of every TLS endpoint of the process: ring (no aws-lc, no OpenSSL).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

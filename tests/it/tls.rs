@@ -404,9 +404,11 @@ fn sighup_reloads_the_certificate_for_new_connections_while_an_open_one_keeps_wo
     });
     let conn = Conn::open(&gw.gateway, trusting(&ca)).unwrap();
     assert_eq!(conn.peer_leaf(), second.der);
-    assert!(gw
-        .stderr()
-        .contains("previous certificate stays in service"));
+    // The log line follows the audit record.
+    eventually("the failed reload's log line", || {
+        gw.stderr()
+            .contains("previous certificate stays in service")
+    });
     let failed = audit(&gw, "config.reloaded");
     assert!(
         !serde_json::to_string(&failed).unwrap().contains("PRIVATE"),
@@ -651,4 +653,36 @@ fn security_check_passes_the_hardened_quick_start_and_reports_the_tls_mode() {
     files.install(&ca.issue(), 0o644);
     let (_, doc) = check(env);
     assert_eq!(row(&doc, "tls")["status"], "fail");
+}
+
+#[test]
+fn kafclaw_admin_with_a_token_speaks_tls_to_a_native_gateway() {
+    let ca = Ca::new("kafclaw test ca");
+    let files = TlsFiles::new(&ca.issue());
+    let gw = Gateway::start(files.options().token());
+    let mut env = files.env();
+    env.push((
+        "KAFCLAW_GATEWAY_DASHBOARD_PORT",
+        port_of(&gw.dashboard).to_string(),
+    ));
+    // Another home: no control socket, so the message must go over HTTPS.
+    let home = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(
+        home.path(),
+        &env_of(env.clone()),
+        &["admin", "relax-tools", "--token", TOKEN],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = run(
+        home.path(),
+        &env_of(env),
+        &[
+            "admin",
+            "relax-tools",
+            "--token",
+            "kc_not-the-token-0123456789abcdefghijklmnopq",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("401"), "{err}");
 }
