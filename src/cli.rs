@@ -81,6 +81,10 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Probe the running gateway: exit 0 when `GET /healthz` on the gateway port answers 200
+    /// within 2 s, else 1 (for container HEALTHCHECKs; speaks TLS with gateway.tls.mode =
+    /// native, trusting exactly gateway.tls.cert_file).
+    Healthcheck(HealthcheckArgs),
     /// Send one admin control message to the running gateway, e.g.
     /// `kafclaw admin quarantine-channel --channel whatsapp --reason spam`.
     Admin {
@@ -88,6 +92,17 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
         args: Vec<String>,
     },
+}
+
+/// `kafclaw healthcheck`.
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// Host to probe (overrides gateway.host; an unspecified address is probed on loopback).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Gateway port to probe (overrides gateway.port).
+    #[arg(long)]
+    pub port: Option<u16>,
 }
 
 /// `kafclaw doctor`.

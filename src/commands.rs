@@ -512,7 +512,21 @@ fn admin_over_http(settings: &Settings, token: &str, op: &Operation) -> Outcome 
     } else {
         gw.host.clone()
     };
-    let url = format!("http://{host}:{}/api/v1/admin/control", gw.dashboard_port);
+    let native = gw.tls.mode == crate::settings::TlsMode::Native;
+    let scheme = if native { "https" } else { "http" };
+    let url = format!(
+        "{scheme}://{host}:{}/api/v1/admin/control",
+        gw.dashboard_port
+    );
+    // Over native TLS the client trusts exactly the gateway's own certificate.
+    let tls = if native {
+        match crate::http::tls::pinned::client_config(&gw.tls.cert_file) {
+            Ok(config) => Some(config),
+            Err(e) => return Outcome::Error(e),
+        }
+    } else {
+        None
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -521,10 +535,11 @@ fn admin_over_http(settings: &Settings, token: &str, op: &Operation) -> Outcome 
         Err(e) => return Outcome::Error(e.to_string()),
     };
     runtime.block_on(async {
-        let client = match reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-        {
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        if let Some(config) = tls {
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let client = match builder.build() {
             Ok(c) => c,
             Err(e) => return Outcome::Error(e.to_string()),
         };

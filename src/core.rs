@@ -124,10 +124,7 @@ pub fn resolve_secrets(settings: &mut Settings, vault: &Vault) -> Result<(), Cor
         .chain(bridge_keys);
     for key in keys {
         let key = key.as_str();
-        let from_env = matches!(
-            settings.origin(key),
-            Origin::Env(_) | Origin::EnvFile(..) | Origin::Flag(_)
-        );
+        let from_env = settings.origin(key).is_environment();
         if from_env {
             continue;
         }

@@ -95,6 +95,7 @@ pub fn diagnose(
             );
         }
     }
+    checks::tls::secret_sources(s, report);
     provider(s, &trust, report);
     channels::check_complete(s, &trust, report);
     store_and_vault(home, &trust, report);

@@ -18,6 +18,8 @@ use crate::http::{self, auth::Authenticator, AppState, Limits};
 use crate::settings::Settings;
 use kafclaw_actors::incident::ChildFailureSignal;
 
+mod remote;
+
 /// The minimum length of a gateway token (32 random bytes, base64url).
 pub const MIN_TOKEN_CHARS: usize = kafclaw_actors::token::MIN_TOKEN_CHARS;
 
@@ -114,9 +116,21 @@ pub fn run(
         eprintln!("kafclaw: {e}");
         return 2;
     }
+    // The token rules first (their message names the token), then the TLS mode.
+    let listening = match http::tls::preflight(&settings.gateway) {
+        Ok(listening) => listening,
+        Err(e) => {
+            eprintln!("kafclaw: {e}");
+            return 2;
+        }
+    };
     let system = actix_rt::System::new();
     let passphrase = crate::core::passphrase(env);
-    let code = system.block_on(serve(home, settings, core, passphrase));
+    let tls = match listening {
+        http::tls::Listening::Native(store) => Some(store),
+        http::tls::Listening::Plain => None,
+    };
+    let code = system.block_on(serve(home, settings, core, passphrase, tls));
     // Actors spawned but never polled (an early refusal) run their `started` on drop, outside
     // the runtime, and panic there; one more turn of the runtime starts them inside it.
     system.block_on(actix_rt::task::yield_now());
@@ -170,6 +184,7 @@ async fn serve(
     settings: Settings,
     core: crate::core::Core,
     passphrase: Option<kafclaw_actors::vault::SecretValue>,
+    tls: Option<std::sync::Arc<http::tls::CertStore>>,
 ) -> i32 {
     let started = Instant::now();
     let (gateway_listener, dashboard_listener, limits) = match listen(&settings) {
@@ -267,6 +282,7 @@ async fn serve(
                 "gateway": gateway_addr.to_string(),
                 "dashboard": dashboard_addr.to_string(),
                 "mode": mode,
+                "tls": gw.tls.mode.as_str(),
                 "version": env!("CARGO_PKG_VERSION"),
             }),
         )
@@ -294,14 +310,19 @@ async fn serve(
         eprintln!("kafclaw: cannot open the control socket: {e}");
         return 2;
     }
-    let (gateway_server, dashboard_server) =
-        match http::serve(state.clone(), &limits, gateway_listener, dashboard_listener) {
-            Ok(servers) => servers,
-            Err(e) => {
-                eprintln!("kafclaw: cannot start the listeners: {e}");
-                return 2;
-            }
-        };
+    let (gateway_server, dashboard_server) = match http::serve(
+        state.clone(),
+        &limits,
+        gateway_listener,
+        dashboard_listener,
+        tls.as_ref(),
+    ) {
+        Ok(servers) => servers,
+        Err(e) => {
+            eprintln!("kafclaw: cannot start the listeners: {e}");
+            return 2;
+        }
+    };
     let handles = [gateway_server.handle(), dashboard_server.handle()];
     actix_rt::spawn(gateway_server);
     actix_rt::spawn(dashboard_server);
@@ -318,23 +339,28 @@ async fn serve(
     .await;
     // Signals are caught before anyone is told we are ready, so a SIGTERM right after the
     // ready line still shuts down gracefully.
-    let (mut sigint, mut sigterm) = match (
+    let (mut sigint, mut sigterm, mut sighup) = match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(i), Ok(t)) => (i, t),
+        (Ok(i), Ok(t), Ok(h)) => (i, t, h),
         _ => {
             eprintln!("kafclaw: cannot install signal handlers");
             return 2;
         }
     };
     tracing::info!(gateway = %gateway_addr, dashboard = %dashboard_addr, mode, "ready");
-    println!("ready gateway={gateway_addr} dashboard={dashboard_addr}");
+    // `https://` in front of both addresses only when the listeners speak TLS themselves.
+    let scheme = if tls.is_some() { "https://" } else { "" };
+    println!("ready gateway={scheme}{gateway_addr} dashboard={scheme}{dashboard_addr}");
     for removed in crate::backup::started(&home) {
         tracing::info!(path = %removed.display(), "restored home started: pre-restore copy removed");
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    remote::notify_ready();
+    remote::spawn_watchdog(supervisor.clone());
 
     let mut persist_tokens = tokio::time::interval(Duration::from_secs(60));
     persist_tokens.tick().await;
@@ -342,6 +368,7 @@ async fn serve(
         tokio::select! {
             _ = sigint.recv() => break 0,
             _ = sigterm.recv() => break 0,
+            _ = sighup.recv() => remote::reload(tls.as_ref(), &state).await,
             _ = persist_tokens.tick() => {
                 if let Err(e) = tokens.persist_last_used().await {
                     tracing::warn!(error = %e, "cannot persist token last-use times");
@@ -368,6 +395,7 @@ async fn serve(
     };
 
     tracing::info!(exit_code, "shutting down");
+    remote::notify_stopping();
     let stop = Stop {
         began: tokio::time::Instant::now(),
         grace: Duration::from_secs(gw.shutdown_grace_seconds),

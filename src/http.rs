@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod posture;
 pub mod routes;
 pub mod table;
+pub mod tls;
 mod webhooks;
 
 use auth::{AuthFailure, Authenticator};
@@ -227,18 +228,35 @@ macro_rules! configure {
             .client_request_timeout($limits.request_timeout)
             .client_disconnect_timeout(Duration::from_secs(1))
             .keep_alive(Duration::from_secs(30))
+            .tls_handshake_timeout($limits.request_timeout)
             .shutdown_timeout(8)
             .disable_signals()
     };
 }
 
-/// Starts both listeners on already-bound sockets.
+/// Adds the listener, speaking TLS when a configuration is given.
+macro_rules! listen {
+    ($server:expr, $listener:expr, $tls:expr $(,)?) => {{
+        let server = $server;
+        match $tls {
+            Some(config) => server.listen_rustls_0_23($listener, config)?,
+            None => server.listen($listener)?,
+        }
+    }};
+}
+
+/// Starts both listeners on already-bound sockets, over TLS when `tls` holds the certificate.
 pub fn serve(
     state: web::Data<AppState>,
     limits: &Limits,
     gateway: TcpListener,
     dashboard: TcpListener,
+    tls: Option<&Arc<tls::CertStore>>,
 ) -> std::io::Result<(Server, Server)> {
+    let tls_config = tls
+        .map(|store| store.server_config())
+        .transpose()
+        .map_err(std::io::Error::other)?;
     let refusals = Arc::new(AuditThrottle::new(
         limits.refusal_audits.0,
         limits.refusal_audits.1,
@@ -252,44 +270,50 @@ pub fn serve(
     let gateway_policy = limits.edge_policy(&refusals);
     let gateway_slots = limits.body_slots();
     let gateway_connections = limits.connection_limit();
-    let gateway_server = configure!(
-        HttpServer::new(move || {
-            App::new()
-                .app_data(gateway_state.clone())
-                .app_data(gateway_policy.clone())
-                .app_data(gateway_slots.clone())
-                .app_data(json_config(gateway_limits.max_body_bytes))
-                .app_data(query_config())
-                .app_data(web::PayloadConfig::new(gateway_limits.max_body_bytes))
-                .wrap(from_fn(edge))
-                .configure(|cfg| table::configure(Listener::Gateway, &gateway_limits, cfg))
-        }),
-        limits,
-        gateway_connections,
+    let gateway_server = listen!(
+        configure!(
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(gateway_state.clone())
+                    .app_data(gateway_policy.clone())
+                    .app_data(gateway_slots.clone())
+                    .app_data(json_config(gateway_limits.max_body_bytes))
+                    .app_data(query_config())
+                    .app_data(web::PayloadConfig::new(gateway_limits.max_body_bytes))
+                    .wrap(from_fn(edge))
+                    .configure(|cfg| table::configure(Listener::Gateway, &gateway_limits, cfg))
+            }),
+            limits,
+            gateway_connections,
+        ),
+        gateway,
+        tls_config.clone()
     )
-    .listen(gateway)?
     .run();
 
     let dashboard_limits = limits.clone();
     let dashboard_policy = limits.edge_policy(&refusals);
     let dashboard_slots = limits.body_slots();
     let dashboard_connections = limits.connection_limit();
-    let dashboard_server = configure!(
-        HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(dashboard_policy.clone())
-                .app_data(dashboard_slots.clone())
-                .app_data(json_config(dashboard_limits.max_body_bytes))
-                .app_data(query_config())
-                .app_data(web::PayloadConfig::new(dashboard_limits.max_body_bytes))
-                .wrap(from_fn(edge))
-                .configure(|cfg| table::configure(Listener::Dashboard, &dashboard_limits, cfg))
-        }),
-        limits,
-        dashboard_connections,
+    let dashboard_server = listen!(
+        configure!(
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .app_data(dashboard_policy.clone())
+                    .app_data(dashboard_slots.clone())
+                    .app_data(json_config(dashboard_limits.max_body_bytes))
+                    .app_data(query_config())
+                    .app_data(web::PayloadConfig::new(dashboard_limits.max_body_bytes))
+                    .wrap(from_fn(edge))
+                    .configure(|cfg| table::configure(Listener::Dashboard, &dashboard_limits, cfg))
+            }),
+            limits,
+            dashboard_connections,
+        ),
+        dashboard,
+        tls_config
     )
-    .listen(dashboard)?
     .run();
 
     Ok((gateway_server, dashboard_server))

@@ -16,6 +16,7 @@ pub mod control;
 pub mod core;
 pub mod doctor;
 pub mod gateway;
+pub mod healthcheck;
 pub mod http;
 pub mod last_verify;
 pub mod logging;
@@ -92,6 +93,10 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         flags.port = args.port;
         flags.dashboard_port = args.dashboard_port;
     }
+    if let cli::Command::Healthcheck(args) = &cli.command {
+        flags.host = args.host.clone();
+        flags.port = args.port;
+    }
     let loaded = settings::load(&settings::Sources {
         home: &home,
         env: &env,
@@ -119,6 +124,7 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         cli::Command::Approvals(cmd) => commands::approvals(cmd, ctx(settings)),
         cli::Command::Admin { args } => commands::admin(args, ctx(settings)),
         cli::Command::Pairing(cmd) => commands::pairing(cmd, ctx(settings)),
+        cli::Command::Healthcheck(_) => healthcheck::run(&settings, cli.json),
         // Handled before the settings are loaded (above).
         cli::Command::Doctor(_)
         | cli::Command::Security(_)

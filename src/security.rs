@@ -88,6 +88,7 @@ fn posture(
     }
     bind::check(&settings, &trust, report);
     bind::local_mode(&settings, &trust, report);
+    crate::checks::tls::check(&settings, report);
     files::check(home, Some(&settings), report);
     workspace::check(home, &settings, report);
     secrets::check(home, report);

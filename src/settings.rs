@@ -19,6 +19,7 @@ use crate::secret::Secret;
 use kafclaw_actors::paths::Home;
 
 pub mod keys;
+pub mod secret_files;
 use keys::Kind;
 
 #[cfg(test)]
@@ -42,6 +43,25 @@ pub enum Origin {
     Flag(&'static str),
     /// The secret vault.
     Vault,
+    /// A file named by `<NAME>_FILE` (the container convention), with the variable and the path.
+    SecretFile(String, PathBuf),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<key>`.
+    Credential(PathBuf),
+}
+
+impl Origin {
+    /// True for the environment's precedence slot: a variable, a `_FILE`, a credential, a
+    /// flag (the vault does not override these).
+    pub fn is_environment(&self) -> bool {
+        matches!(
+            self,
+            Origin::Env(_)
+                | Origin::EnvFile(..)
+                | Origin::Flag(_)
+                | Origin::SecretFile(..)
+                | Origin::Credential(_)
+        )
+    }
 }
 
 impl fmt::Display for Origin {
@@ -53,6 +73,8 @@ impl fmt::Display for Origin {
             Origin::Env(var) => write!(f, "{var} in the environment"),
             Origin::Flag(flag) => write!(f, "flag {flag}"),
             Origin::Vault => f.write_str("the vault"),
+            Origin::SecretFile(var, p) => write!(f, "{var} ({})", p.display()),
+            Origin::Credential(p) => write!(f, "systemd credential {}", p.display()),
         }
     }
 }
@@ -70,6 +92,12 @@ pub enum SettingsError {
     /// A file exists but cannot be read or parsed.
     #[error("cannot read {path}: {reason}")]
     File { path: PathBuf, reason: String },
+    /// A secret file (`NAME_FILE`, a credential) is refused: the value is never shown.
+    #[error("refusing {source_name}: {problem}")]
+    SecretFile {
+        source_name: String,
+        problem: String,
+    },
 }
 
 /// Something worth a warning that does not stop startup (also reported by `doctor`).
@@ -236,6 +264,42 @@ pub struct GatewaySettings {
     /// How long SIGTERM/SIGINT waits for in-flight turns, tool runs and reply sends before the
     /// process exits anyway (what did not finish stays in the inbox).
     pub shutdown_grace_seconds: u64,
+    /// How clients reach the listeners over TLS.
+    pub tls: TlsSettings,
+}
+
+/// `gateway.tls.*`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TlsSettings {
+    /// `native`, `proxy` or `off`.
+    pub mode: TlsMode,
+    /// PEM certificate chain (mode `native`).
+    pub cert_file: String,
+    /// PEM private key (mode `native`, 0600).
+    pub key_file: String,
+}
+
+/// `gateway.tls.mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Both listeners terminate TLS themselves.
+    Native,
+    /// A TLS-terminating proxy (one of `gateway.trusted_proxies`) is in front.
+    Proxy,
+    /// Plain HTTP (loopback binds only).
+    Off,
+}
+
+impl TlsMode {
+    /// The settings word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Native => "native",
+            TlsMode::Proxy => "proxy",
+            TlsMode::Off => "off",
+        }
+    }
 }
 
 impl GatewaySettings {
@@ -401,15 +465,25 @@ pub fn load(sources: &Sources<'_>) -> Result<Settings, SettingsError> {
 
     let env_path = sources.home.env_file();
     let file_env = read_env_file(&env_path, &mut layers.warnings)?;
+    secret_files::refuse_both(file_env.iter().map(|(k, _)| k.as_str()))?;
     for (var, value) in &file_env {
         if !sources.env.contains_key(var) {
             layers.add_env(var, value, Origin::EnvFile(env_path.clone(), var.clone()));
         }
     }
+    if let Some(dir) = sources.env.get(secret_files::CREDENTIALS_DIRECTORY) {
+        for (key, value, origin) in secret_files::credentials(Path::new(dir))? {
+            layers.set(&key, Value::from(value), origin);
+        }
+    }
+    secret_files::refuse_both(sources.env.keys().map(String::as_str))?;
     let mut process_vars: Vec<_> = sources.env.iter().collect();
     process_vars.sort();
     for (var, value) in process_vars {
         layers.add_env(var, value, Origin::Env(var.clone()));
+    }
+    if let Some(e) = layers.error.take() {
+        return Err(e);
     }
 
     let flags = sources.flags;
@@ -536,6 +610,8 @@ pub fn parse_env_line(line: &str) -> EnvLine {
 struct Layers {
     values: BTreeMap<String, (Value, Origin)>,
     warnings: Vec<SettingsWarning>,
+    /// The first refused secret file (reported after the layer is read).
+    error: Option<SettingsError>,
 }
 
 impl Layers {
@@ -572,6 +648,21 @@ impl Layers {
         }
         match keys::key_for_env(var) {
             Some(key) => self.set(&key, Value::from(value), origin),
+            None if secret_files::secret_key_of_file_var(var).is_some() => {
+                let Some(key) = secret_files::secret_key_of_file_var(var) else {
+                    return;
+                };
+                match secret_files::read(var, Path::new(value)) {
+                    Ok(secret) => self.set(
+                        &key,
+                        Value::from(secret),
+                        Origin::SecretFile(var.to_string(), PathBuf::from(value)),
+                    ),
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                    }
+                }
+            }
             None => {
                 let names: Vec<String> = keys::KEYS
                     .iter()

@@ -235,6 +235,10 @@ pub enum AuditKind {
     /// A reply was given up on (terminal answer, too many attempts, or a failure receipt).
     #[serde(rename = "reply.failed")]
     ReplyFailed,
+    /// Configuration was re-read at run time (SIGHUP: the TLS certificate and key), or a
+    /// reload failed and the previous configuration stayed in force.
+    #[serde(rename = "config.reloaded")]
+    ConfigReloaded,
 }
 
 impl AuditKind {
@@ -269,6 +273,7 @@ impl AuditKind {
             AuditKind::ConfigFixed => "config.fixed",
             AuditKind::ToolInterrupted => "tool.interrupted",
             AuditKind::ReplyFailed => "reply.failed",
+            AuditKind::ConfigReloaded => "config.reloaded",
         }
     }
 }

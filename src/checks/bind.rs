@@ -99,6 +99,10 @@ fn age(settings: &Settings, trust: &TrustState, report: &mut Report) {
         report.pass("token_age", "no gateway token");
         return;
     }
+    if let Some(path) = crate::settings::secret_files::file_of(&origin) {
+        file_age(&path, max_days, report);
+        return;
+    }
     if !vault_held {
         report.warn(
             "token_age",
@@ -129,6 +133,41 @@ fn age(settings: &Settings, trust: &TrustState, report: &mut Report) {
         report.pass(
             "token_age",
             format!("set {days} day(s) ago (limit {max_days})"),
+        );
+    }
+}
+
+/// The age of a token handed over as a file (`_FILE`, a systemd credential): its mtime.
+fn file_age(path: &std::path::Path, max_days: u64, report: &mut Report) {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified());
+    let Ok(modified) = modified else {
+        report.warn(
+            "token_age",
+            format!(
+                "the age of the gateway token in {} cannot be read",
+                path.display()
+            ),
+            "rotate it if in doubt: write a new token to the file and restart the gateway",
+        );
+        return;
+    };
+    let days = modified
+        .elapsed()
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0);
+    if days > max_days {
+        report.warn(
+            "token_age",
+            format!("the gateway token in {} was written {days} days ago (security.token_max_age_days = {max_days})", path.display()),
+            "write a new token to the file and restart the gateway",
+        );
+    } else {
+        report.pass(
+            "token_age",
+            format!(
+                "the gateway token in {} was written {days} days ago",
+                path.display()
+            ),
         );
     }
 }

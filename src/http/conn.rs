@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
 
@@ -83,14 +84,19 @@ impl ConnectionLimit {
 
     /// The `HttpServer::on_connect` hook.
     pub fn on_connect(&self, io: &dyn Any, ext: &mut Extensions) {
-        let Some(stream) = io.downcast_ref::<TcpStream>() else {
-            return;
+        let (stream, plain) = match io.downcast_ref::<TcpStream>() {
+            Some(stream) => (stream, true),
+            None => match io.downcast_ref::<TlsStream<TcpStream>>() {
+                Some(tls) => (tls.get_ref().0, false),
+                None => return,
+            },
         };
         let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
             return;
         };
         let (slot, refused) = self.admit(peer);
-        if refused {
+        // Over TLS the handshake is done: the edge answers the 503 inside the session.
+        if refused && plain {
             // Best effort, straight to the socket (the stream is not polled yet): the answer
             // fits one segment; then neither side reads or writes.
             let _ = rustix::io::write(stream, REFUSAL);

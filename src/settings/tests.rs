@@ -301,3 +301,107 @@ fn contract_names_without_unit_suffix_are_aliases() {
     let message = bad.load().unwrap_err().to_string();
     assert!(message.contains("supervisor.window_seconds"), "{message}");
 }
+
+fn private_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[test]
+fn secret_files_sit_in_the_environment_slot() {
+    let files = tempfile::tempdir().unwrap();
+    let creds = tempfile::tempdir().unwrap();
+    let token = private_file(files.path(), "token", "from-file\n", 0o600);
+    private_file(
+        creds.path(),
+        "gateway.auth_token",
+        "from-credential\n",
+        0o400,
+    );
+    private_file(
+        creds.path(),
+        "KAFCLAW_PROVIDERS_OPENAI_API_KEY",
+        "key\r\n",
+        0o400,
+    );
+
+    let mut f = fixture();
+    f.config(r#"{"gateway":{"auth_token":"from-config"}}"#);
+    f.env_file("KAFCLAW_GATEWAY_AUTH_TOKEN=from-env-file\n");
+    f.env("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap());
+    let s = f.load().unwrap();
+    assert_eq!(
+        s.gateway.auth_token.as_ref().unwrap().expose(),
+        "from-credential"
+    );
+    assert!(matches!(
+        s.origin("gateway.auth_token"),
+        Origin::Credential(_)
+    ));
+    assert_eq!(s.providers.openai.api_key.as_ref().unwrap().expose(), "key");
+    assert!(s.origin("gateway.auth_token").is_environment());
+
+    f.env("KAFCLAW_GATEWAY_AUTH_TOKEN_FILE", token.to_str().unwrap());
+    let s = f.load().unwrap();
+    assert_eq!(s.gateway.auth_token.as_ref().unwrap().expose(), "from-file");
+    assert_eq!(
+        s.origin("gateway.auth_token"),
+        Origin::SecretFile("KAFCLAW_GATEWAY_AUTH_TOKEN_FILE".into(), token.clone())
+    );
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+    f.env("KAFCLAW_GATEWAY_AUTH_TOKEN", "from-env");
+    let e = f.load().unwrap_err().to_string();
+    assert!(
+        e.contains("KAFCLAW_GATEWAY_AUTH_TOKEN_FILE") && e.contains("set one"),
+        "{e}"
+    );
+    assert!(!e.contains("from-"), "{e}");
+}
+
+#[test]
+fn file_variables_exist_only_for_secrets() {
+    use secret_files::secret_key_of_file_var as key_of;
+    assert_eq!(
+        key_of("KAFCLAW_GATEWAY_AUTH_TOKEN_FILE").as_deref(),
+        Some("gateway.auth_token")
+    );
+    assert_eq!(
+        key_of("KAFCLAW_CHANNELS_BRIDGES_SLACK_SECRET_FILE").as_deref(),
+        Some("channels.bridges.slack.secret")
+    );
+    assert_eq!(key_of("KAFCLAW_GATEWAY_HOST_FILE"), None);
+    assert_eq!(key_of("KAFCLAW_GATEWAY_TLS_KEY_FILE"), None);
+    let mut f = fixture();
+    f.env("KAFCLAW_GATEWAY_HOST_FILE", "/etc/passwd");
+    let s = f.load().unwrap();
+    assert_eq!(s.gateway.host, "127.0.0.1");
+    assert!(s
+        .warnings
+        .iter()
+        .any(|w| matches!(w, SettingsWarning::UnknownEnv { var, .. } if var == "KAFCLAW_GATEWAY_HOST_FILE")));
+}
+
+#[test]
+fn the_tls_mode_is_one_of_three_words() {
+    let mut f = fixture();
+    assert_eq!(f.load().unwrap().gateway.tls.mode, TlsMode::Off);
+    f.env("KAFCLAW_GATEWAY_TLS_MODE", "proxy");
+    assert_eq!(f.load().unwrap().gateway.tls.mode, TlsMode::Proxy);
+    f.env("KAFCLAW_GATEWAY_TLS_MODE", "on");
+    let e = f.load().unwrap_err().to_string();
+    assert!(
+        e.contains("gateway.tls.mode") && e.contains("native, proxy, off"),
+        "{e}"
+    );
+}

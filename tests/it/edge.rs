@@ -288,6 +288,10 @@ fn a_remote_bind_answers_to_the_address_a_connection_arrived_on() {
         Options::default()
             .token()
             .env("KAFCLAW_GATEWAY_HOST", "0.0.0.0")
+            // A remote bind needs TLS (issue 13): a proxy in front, none of whose addresses
+            // is this test's.
+            .env("KAFCLAW_GATEWAY_TLS_MODE", "proxy")
+            .env("KAFCLAW_GATEWAY_TRUSTED_PROXIES", "192.0.2.0/24")
             .arg("--allow-root"),
     );
     let dash = port(&gw.dashboard);

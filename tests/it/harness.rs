@@ -18,6 +18,8 @@ pub struct Gateway {
     pub gateway: String,
     pub dashboard: String,
     pub home: tempfile::TempDir,
+    /// True when the ready line said `https://` (native TLS).
+    pub tls: bool,
     stderr: mpsc::Receiver<String>,
     stderr_lines: Vec<String>,
 }
@@ -105,11 +107,14 @@ impl Gateway {
             }
         };
         let (gateway, dashboard) = parse_ready(&line);
+        let tls = gateway.starts_with("https://");
+        let bare = |addr: String| addr.trim_start_matches("https://").to_string();
         Gateway {
             child: Some(child),
-            gateway,
-            dashboard,
+            gateway: bare(gateway),
+            dashboard: bare(dashboard),
             home,
+            tls,
             stderr: err_rx,
             stderr_lines: Vec::new(),
         }

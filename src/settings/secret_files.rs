@@ -1,0 +1,153 @@
+//! Secrets handed over as files, the way secret managers do it: `NAME_FILE` next to every
+//! secret variable `NAME` (the container convention, e.g.
+//! `KAFCLAW_GATEWAY_AUTH_TOKEN_FILE=/run/secrets/token`) and systemd credentials at
+//! `$CREDENTIALS_DIRECTORY/<dotted key>` (e.g. `gateway.auth_token`, from `LoadCredential=`).
+//!
+//! Owns: which variables and credential names stand for which secret key, the file rules
+//! (a regular file, no group or other permission bits, at most 64 KiB of UTF-8, trailing
+//! newlines stripped) and the refusal of `NAME` and `NAME_FILE` set together.
+//! Must not: put a secret's value in an error, or read any file that is not named for a
+//! secret key.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::keys::{self, Kind};
+use super::{Origin, SettingsError};
+
+/// The variable systemd sets to the service's credentials directory.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// The suffix of a variable that names a file holding the secret.
+const SUFFIX: &str = "_FILE";
+
+/// The largest secret file read (a token or an API key is far smaller).
+const MAX_BYTES: u64 = 64 * 1024;
+
+/// The secret key that `var` (`<NAME>_FILE`) points a file at, when `NAME` is a secret's
+/// variable.
+pub fn secret_key_of_file_var(var: &str) -> Option<String> {
+    let base = var.strip_suffix(SUFFIX)?;
+    let key = keys::key_for_env(base)?;
+    is_secret(&key).then_some(key)
+}
+
+fn is_secret(key: &str) -> bool {
+    keys::lookup(key).is_some_and(|spec| spec.kind == Kind::Secret)
+}
+
+/// Refuses a layer (the process environment, the env file) that sets both `NAME` and
+/// `NAME_FILE`: which one wins would be a guess.
+pub fn refuse_both<'a>(vars: impl Iterator<Item = &'a str> + Clone) -> Result<(), SettingsError> {
+    for var in vars.clone() {
+        if secret_key_of_file_var(var).is_none() {
+            continue;
+        }
+        let base = &var[..var.len() - SUFFIX.len()];
+        if vars.clone().any(|v| v == base) {
+            return Err(SettingsError::SecretFile {
+                source_name: var.to_string(),
+                problem: format!("{base} is set as well; set one of them"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads the secret file `path` named by `source_name`; the error names both, never the value.
+pub fn read(source_name: &str, path: &Path) -> Result<String, SettingsError> {
+    let refuse = |problem: String| SettingsError::SecretFile {
+        source_name: source_name.to_string(),
+        problem,
+    };
+    if !path.is_absolute() {
+        return Err(refuse(format!(
+            "{} is not an absolute path",
+            path.display()
+        )));
+    }
+    let meta = std::fs::metadata(path)
+        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(refuse(format!("{} is not a regular file", path.display())));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(refuse(format!(
+            "{} is readable or writable by group or others (mode {mode:04o}); chmod 600 {}",
+            path.display(),
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_BYTES {
+        return Err(refuse(format!(
+            "{} is larger than {MAX_BYTES} bytes",
+            path.display()
+        )));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| refuse(format!("{} is not UTF-8 text", path.display())))?;
+    let text = zeroize::Zeroizing::new(text);
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Every secret held in the credentials directory `dir`: files named for a secret key
+/// (`gateway.auth_token`, `channels.bridges.slack.secret`) or its variable
+/// (`KAFCLAW_GATEWAY_AUTH_TOKEN`). Other files are not read (the directory may hold
+/// credentials of other programs).
+pub fn credentials(dir: &Path) -> Result<Vec<(String, String, Origin)>, SettingsError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return Err(SettingsError::SecretFile {
+                source_name: format!("{CREDENTIALS_DIRECTORY}={}", dir.display()),
+                problem: format!("cannot list it: {e}"),
+            })
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let mut found = Vec::new();
+    for name in names {
+        let key = if is_secret(&name) {
+            name.clone()
+        } else {
+            match keys::key_for_env(&name).filter(|k| is_secret(k)) {
+                Some(key) => key,
+                None => continue,
+            }
+        };
+        let path = dir.join(&name);
+        let source_name = format!("systemd credential {}", path.display());
+        let value = read(&source_name, &path)?;
+        found.push((key, value, Origin::Credential(path)));
+    }
+    Ok(found)
+}
+
+/// Where a secret key's value came from, for `doctor` (never the value).
+pub fn describe(origin: &Origin) -> String {
+    match origin {
+        Origin::Env(var) => format!("environment ({var})"),
+        Origin::EnvFile(path, var) => format!("env file ({var} in {})", path.display()),
+        Origin::SecretFile(var, path) => format!("file ({var}={})", path.display()),
+        Origin::Credential(path) => format!("systemd credential ({})", path.display()),
+        Origin::Vault => "vault".to_string(),
+        Origin::ConfigFile(path) => format!("config ({})", path.display()),
+        Origin::Flag(flag) => format!("flag {flag}"),
+        Origin::Default => "built-in default".to_string(),
+    }
+}
+
+/// The path a secret's value was read from, when it came from a file.
+pub fn file_of(origin: &Origin) -> Option<PathBuf> {
+    match origin {
+        Origin::SecretFile(_, path) | Origin::Credential(path) => Some(path.clone()),
+        _ => None,
+    }
+}
