@@ -3,6 +3,7 @@
 //! is asked, and what lands on disk. The one local test server plays the model provider and
 //! the Graph API (media lookups, downloads, sends) at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -18,6 +19,8 @@ use crate::model_server::{self, ModelServer, Recorded, Reply, Seen};
 /// The bytes of the test image, and its checksum.
 const JPEG: &str = "not really a jpeg, but bytes all the same";
 const UNSUPPORTED_REPLY: &str = "Only text, please.";
+/// Downloads of `MEDIA_FLAKY` so far (one test uses it).
+static FLAKY_DOWNLOADS: AtomicUsize = AtomicUsize::new(0);
 
 fn sha_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -36,6 +39,7 @@ fn media_of(id: &str) -> Option<(&'static str, String, Duration)> {
         "MEDIA_SH" => ("application/x-sh", "echo pwned".into(), Duration::ZERO),
         "MEDIA_HANG" => ("image/jpeg", JPEG.to_string(), Duration::from_secs(30)),
         "MEDIA_DOC" => ("application/pdf", "%PDF-1.4 test".into(), Duration::ZERO),
+        "MEDIA_FLAKY" => ("image/jpeg", JPEG.to_string(), Duration::ZERO),
         _ => return None,
     })
 }
@@ -54,6 +58,10 @@ fn graph_and_model(_: usize, request: &Recorded) -> Option<Reply> {
     }
     if let Some(id) = path.strip_prefix("/download/") {
         let (mime, body, delay) = media_of(id)?;
+        // The first download of the flaky file fails for a passing reason.
+        if id == "MEDIA_FLAKY" && FLAKY_DOWNLOADS.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Some(model_server::status(503));
+        }
         let mut reply = model_server::ok(json!({})).with_delay(delay);
         reply.headers = vec![("Content-Type".into(), mime.into())];
         reply.body = body;
@@ -619,4 +627,59 @@ async fn bridge_attachments_and_reply_to_reach_the_model() {
     }
     let saved = gw.home_path().join(".kafclaw/workspace/media/slack/b2.txt");
     assert_eq!(std::fs::read_to_string(saved).unwrap(), "notes in a file");
+}
+
+#[tokio::test]
+async fn a_failed_download_leaves_the_message_processed_and_is_retried_in_the_background() {
+    let server = ModelServer::start_with(graph_and_model);
+    let gw = Gateway::start(options(
+        &server,
+        json!({"media": {"max_bytes": 4096, "timeout_seconds": 2, "retries": 2}}),
+    ));
+    post(
+        &gw,
+        &delivery(
+            OWNER,
+            "wamid.flaky",
+            json!({"type": "image", "image": {"mime_type": "image/jpeg", "sha256": sha_b64(JPEG.as_bytes()), "id": "MEDIA_FLAKY"}}),
+        ),
+    )
+    .await;
+    let calls = wait_calls(&server, 1).await;
+    let seen = last_user(&calls[0]);
+    assert!(
+        seen.contains("[attachment unavailable: media download answered http 503]"),
+        "{seen}"
+    );
+    // The reply to it went out with WhatsApp's reply context.
+    wait_seen(&server, "the answer", |seen| {
+        seen.iter().any(|s| {
+            s.path.ends_with("/messages")
+                && s.body["text"]["body"] == "ok"
+                && s.body["context"]["message_id"] == "wamid.flaky"
+        })
+    })
+    .await;
+    let saved = gw
+        .home_path()
+        .join(".kafclaw/workspace/media/whatsapp/wamid.flaky.jpg");
+    let start = Instant::now();
+    while !saved.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the background retry never saved the file"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), JPEG);
+    assert_eq!(
+        FLAKY_DOWNLOADS.load(Ordering::SeqCst),
+        2,
+        "retried once, then done"
+    );
+    assert_eq!(
+        model_calls(&server).len(),
+        1,
+        "the message was processed once"
+    );
 }

@@ -570,3 +570,6 @@ pub struct Attachment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;
