@@ -558,16 +558,24 @@ fn interactive_of(object: Option<&Value>) -> Interactive {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     /// The file name the bridge gave (display only, never a path).
+    #[serde(default, alias = "filename")]
     pub name: Option<String>,
     /// The MIME type the bridge declared.
+    #[serde(default, alias = "mime", alias = "content_type")]
     pub mime_type: Option<String>,
     /// The size the bridge declared, in bytes.
+    #[serde(default, alias = "size_bytes")]
     pub size: Option<u64>,
     /// Where the bridge serves it (same host as its `outbound_url`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// The bytes, base64, when sent inline (removed from the stored message once saved).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "base64",
+        alias = "content_base64"
+    )]
     pub data: Option<String>,
 }
 

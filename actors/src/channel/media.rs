@@ -29,7 +29,7 @@ use crate::vault::SecretValue;
 /// Default cap on one media file (`channels.whatsapp.media.max_bytes`): 16 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Default deadline of one fetch, both requests together.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default number of background retries of a download that failed for a passing reason.
 pub const DEFAULT_RETRIES: u32 = 3;
 /// The host Meta serves media downloads from (besides `graph_base` itself).
@@ -224,10 +224,18 @@ impl std::fmt::Debug for MediaFetcher {
     }
 }
 
-/// A file name component for a message id: percent-encoded, never starting with a dot, and
-/// hashed when it would be too long for a file name.
+/// A file name component for a message id: the id itself where it is made of letters, digits
+/// and `._-=+` (every `wamid…` is), other bytes percent-encoded, never starting with a dot,
+/// and hashed when it would be too long for a file name.
 fn file_stem(message_id: &str) -> String {
-    let encoded = encode_component(message_id);
+    let mut encoded = String::with_capacity(message_id.len());
+    for byte in message_id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-' | b'=' | b'+') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
     let encoded = match encoded.strip_prefix('.') {
         Some(rest) => format!("%2E{rest}"),
         None => encoded,
@@ -375,15 +383,23 @@ impl MediaFetcher {
         let authorization =
             super::dispatch::bearer(&graph.access_token).ok_or(MediaError::NotConfigured)?;
         let base = graph.graph_base.trim_end_matches('/');
-        let meta_url = format!("{base}/{}/{id}", graph.api_version.trim_matches('/'));
-        let answer = self
-            .inner
-            .http
-            .get(&meta_url)
-            .header(reqwest::header::AUTHORIZATION, authorization.clone())
-            .send()
+        let versioned = format!("{base}/{}/{id}", graph.api_version.trim_matches('/'));
+        let lookup = |url: String| {
+            self.inner
+                .http
+                .get(url)
+                .header(reqwest::header::AUTHORIZATION, authorization.clone())
+                .send()
+        };
+        let mut answer = lookup(versioned)
             .await
             .map_err(|e| MediaError::Network(super::dispatch::error_reason(&e)))?;
+        if answer.status() == reqwest::StatusCode::NOT_FOUND {
+            // The Graph API also answers without a version (the app's default one).
+            answer = lookup(format!("{base}/{id}"))
+                .await
+                .map_err(|e| MediaError::Network(super::dispatch::error_reason(&e)))?;
+        }
         if !answer.status().is_success() {
             return Err(MediaError::Status(answer.status().as_u16()));
         }

@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn names_hosts_and_checksums() {
-    assert_eq!(file_stem("wamid.HBg=/x"), "wamid.HBg%3D%2Fx");
+    assert_eq!(file_stem("wamid.HBg+A=/x:"), "wamid.HBg+A=%2Fx%3A");
     assert_eq!(file_stem(".."), "%2E.");
     assert_eq!(file_stem(&"a".repeat(300)).len(), 40);
     assert_eq!(extension_for("image/jpeg"), "jpg");
