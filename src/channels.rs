@@ -43,9 +43,78 @@ pub struct WhatsAppSettings {
     /// sent again.
     #[serde(default = "default_resend_after")]
     pub resend_after_seconds: u64,
+    /// Reactions and system events get a turn of the agent (default: only noted in the
+    /// session and on the timeline, no model call).
+    #[serde(default)]
+    pub react_to_reactions: bool,
+    /// The reply to a message type that cannot be handled, sent once per message (empty:
+    /// none).
+    #[serde(default = "default_unsupported_reply")]
+    pub unsupported_reply: String,
+    /// Media limits.
+    #[serde(default)]
+    pub media: MediaConfig,
     /// Access policy.
     #[serde(flatten)]
     pub policy: ChannelPolicy,
+}
+
+/// `channels.whatsapp.media.*`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MediaConfig {
+    /// Largest media file saved, in bytes (default 16 MiB).
+    #[serde(default = "default_media_max_bytes")]
+    pub max_bytes: u64,
+    /// MIME types saved.
+    #[serde(default = "kafclaw_actors::channel::media::default_allow_types")]
+    pub allow_types: Vec<String>,
+    /// Deadline of one media fetch (both Graph requests), seconds.
+    #[serde(default = "default_media_timeout")]
+    pub timeout_seconds: u64,
+    /// Background retries of a download that failed for a passing reason.
+    #[serde(default = "default_media_retries")]
+    pub retries: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_media_max_bytes(),
+            allow_types: kafclaw_actors::channel::media::default_allow_types(),
+            timeout_seconds: default_media_timeout(),
+            retries: default_media_retries(),
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The limits as the media fetcher takes them.
+    pub fn to_settings(&self) -> kafclaw_actors::channel::media::MediaSettings {
+        kafclaw_actors::channel::media::MediaSettings {
+            max_bytes: self.max_bytes,
+            allow_types: self
+                .allow_types
+                .iter()
+                .map(|t| kafclaw_actors::channel::media::normalize_mime(t))
+                .collect(),
+            timeout: std::time::Duration::from_secs(self.timeout_seconds.max(1)),
+            retries: self.retries,
+            ..Default::default()
+        }
+    }
+}
+
+fn default_media_max_bytes() -> u64 {
+    kafclaw_actors::channel::media::DEFAULT_MAX_BYTES
+}
+fn default_media_timeout() -> u64 {
+    kafclaw_actors::channel::media::DEFAULT_TIMEOUT.as_secs()
+}
+fn default_media_retries() -> u32 {
+    kafclaw_actors::channel::media::DEFAULT_RETRIES
+}
+fn default_unsupported_reply() -> String {
+    kafclaw_actors::channel::DEFAULT_UNSUPPORTED_REPLY.into()
 }
 
 fn default_graph_base() -> String {
@@ -91,6 +160,9 @@ pub struct ChannelsSettings {
     pub whatsapp: Option<WhatsAppSettings>,
     /// Enabled bridges by name.
     pub bridges: BTreeMap<String, BridgeSettings>,
+    /// Where media and attachments are saved (`<workspace>/media`), set by the caller that
+    /// knows the home.
+    pub media_root: std::path::PathBuf,
 }
 
 /// Channel names that a bridge may not take.

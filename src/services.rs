@@ -15,9 +15,12 @@ use kafclaw_actors::agent::{
 use kafclaw_actors::approval::Approvals;
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay, RecordedHead};
 use kafclaw_actors::channel::dispatch::{http_client, DispatchTarget, Dispatcher};
+use kafclaw_actors::channel::media::{GraphSource, MediaFetcher, MediaSettings};
 use kafclaw_actors::channel::outbox::Backoff;
 use kafclaw_actors::channel::pairing::PairingSettings;
-use kafclaw_actors::channel::{ChannelBridge, ChannelConfig, ChannelKind, ChannelLinks};
+use kafclaw_actors::channel::{
+    ChannelBridge, ChannelConfig, ChannelKind, ChannelLinks, MessageOptions,
+};
 use kafclaw_actors::drain::Drain;
 use kafclaw_actors::executor::{
     kernel_support, ExecSettings, ExecutorLinks, SandboxStatus, ToolExecutor,
@@ -159,7 +162,8 @@ pub fn start(
 
     start_pruner(&mut tree, &db, settings);
 
-    let channel_settings = ChannelsSettings::from_settings(settings)?;
+    let mut channel_settings = ChannelsSettings::from_settings(settings)?;
+    channel_settings.media_root = settings.workspace(home).join("media");
     let (channels, dispatchers) = start_channels(
         &mut tree,
         &db,
@@ -443,7 +447,8 @@ fn start_channels(
     signals: &Addr<Forward<IncidentMonitor>>,
     drain: &Drain,
 ) -> Result<ChannelSlots, String> {
-    let mut configs: Vec<(ChannelConfig, DispatchTarget)> = Vec::new();
+    let media_root = &settings.media_root;
+    let mut configs: Vec<(ChannelConfig, DispatchTarget, MediaPlan)> = Vec::new();
     if let Some(wa) = &settings.whatsapp {
         let token = wa.access_token.as_ref().map(|t| t.expose()).unwrap_or("");
         configs.push((
@@ -455,12 +460,25 @@ fn start_channels(
                 pairing: PairingSettings::default(),
                 backoff: Backoff::default(),
                 resend_after: Duration::from_secs(wa.resend_after_seconds.max(1)),
+                messages: MessageOptions {
+                    react_to_reactions: wa.react_to_reactions,
+                    unsupported_reply: wa.unsupported_reply.clone(),
+                    attachment_origin: None,
+                },
             },
             DispatchTarget::WhatsApp {
                 graph_base: wa.graph_base.clone(),
                 api_version: wa.api_version.clone(),
                 phone_number_id: wa.phone_number_id.clone(),
                 access_token: SecretValue::from(token),
+            },
+            MediaPlan {
+                graph: Some(GraphSource {
+                    graph_base: wa.graph_base.clone(),
+                    api_version: wa.api_version.clone(),
+                    access_token: SecretValue::from(token),
+                }),
+                settings: wa.media.to_settings(),
             },
         ));
     }
@@ -475,16 +493,26 @@ fn start_channels(
                 pairing: PairingSettings::default(),
                 backoff: Backoff::default(),
                 resend_after: Duration::from_secs(bridge.resend_after_seconds.max(1)),
+                messages: MessageOptions {
+                    attachment_origin: reqwest::Url::parse(&bridge.outbound_url)
+                        .ok()
+                        .map(|u| u.origin().ascii_serialization()),
+                    ..MessageOptions::default()
+                },
             },
             DispatchTarget::Bridge {
                 outbound_url: bridge.outbound_url.clone(),
                 secret: SecretValue::from(secret),
             },
+            MediaPlan {
+                graph: None,
+                settings: MediaSettings::default(),
+            },
         ));
     }
     let mut channel_slots: HashMap<String, Slot<ChannelBridge>> = HashMap::new();
     let mut dispatch_slots: HashMap<String, Slot<Dispatcher>> = HashMap::new();
-    for (config, _) in &configs {
+    for (config, _, _) in &configs {
         channel_slots.insert(config.name.clone(), Slot::default());
         dispatch_slots.insert(config.name.clone(), Slot::default());
     }
@@ -495,14 +523,21 @@ fn start_channels(
     } else {
         Some(http_client().map_err(|e| e.to_string())?)
     };
-    for (config, target) in configs {
+    for (config, target, media) in configs {
         let name = config.name.clone();
         let channel_slot = channel_slots.get(&name).cloned().unwrap_or_default();
+        let http = http.clone().ok_or("no http client")?;
         let links = ChannelLinks {
             agent: router.clone().recipient(),
             audit: audit.clone(),
             unknown_senders: Some(signals.clone().recipient()),
             drain: drain.clone(),
+            media: Some(MediaFetcher::new(
+                http.clone(),
+                media.graph,
+                media_root.clone(),
+                media.settings,
+            )),
         };
         let channel_db = db.clone();
         tree.child_on_own_thread(
@@ -515,7 +550,6 @@ fn start_channels(
             }),
         );
         // Validate the target once, up front: a bad URL or token is a startup error.
-        let http = http.clone().ok_or("no http client")?;
         Dispatcher::new(target.clone(), channel_slot.clone(), http.clone())
             .map_err(|e| format!("channel {name}: {e}"))?;
         tree.child_in(
@@ -532,6 +566,14 @@ fn start_channels(
         channel_slots.into_iter().collect(),
         dispatch_slots.into_values().collect(),
     ))
+}
+
+/// Where a channel's media come from and the limits that apply.
+struct MediaPlan {
+    /// The Graph API (WhatsApp); `None` for bridges.
+    graph: Option<GraphSource>,
+    /// Limits.
+    settings: MediaSettings,
 }
 
 /// Every channel bridge by name, and every dispatcher.

@@ -137,6 +137,8 @@ fn inbound(id: &str) -> InboundMessage {
         is_group: false,
         mentioned: false,
         reply_to: None,
+        content: None,
+        attachments: Vec::new(),
     }
 }
 
@@ -173,12 +175,14 @@ async fn webhook_while_pruning() {
         pairing: PairingSettings::default(),
         backoff: Backoff::default(),
         resend_after: DEFAULT_RESEND_AFTER,
+        messages: Default::default(),
     };
     let links = ChannelLinks {
         agent: NullAgent.start().recipient(),
         audit: NullAudit.start().recipient(),
         unknown_senders: None,
         drain: kafclaw_actors::drain::Drain::new(),
+        media: None,
     };
     let bridge = ChannelBridge::new(config, &db, links)
         .expect("bridge")

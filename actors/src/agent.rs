@@ -30,7 +30,8 @@ pub mod router;
 pub mod turn;
 
 pub use actor::{
-    api_session_key, Agent, AgentError, AgentLinks, AgentSettings, RunTurn, ToolSurface, TurnReply,
+    api_session_key, Agent, AgentError, AgentLinks, AgentSettings, NoteInSession, RunTurn,
+    ToolSurface, TurnReply,
 };
 pub use budget::{
     utc_today, Budget, BudgetError, BudgetExceeded, BudgetLimit, BudgetSettings, UsageTotals,

@@ -14,6 +14,10 @@
 //! - [`bridge`]: the signed bridge protocol (`v1=` HMAC over `"{timestamp}.{body}"`) with a
 //!   replay window.
 //! - [`access`]: the per-channel access policy and sender-id normalisation.
+//! - [`content`]: the closed type of what a message carries ([`content::Content`]) and the
+//!   text rendering the agent sees.
+//! - [`media`]: fetching WhatsApp media through the Graph API, and saving bridge attachments,
+//!   under `workspace/media/<channel>/` with size, MIME and checksum checks.
 //! - [`session`]: collision-free session keys per scope.
 //! - [`pairing`]: one-time pairing codes for unknown senders.
 //! - [`inbox`] / [`outbox`]: durable queues in the store's `channels` tree.
@@ -25,8 +29,10 @@ use serde::{Deserialize, Serialize};
 pub mod access;
 pub mod actor;
 pub mod bridge;
+pub mod content;
 pub mod dispatch;
 pub mod inbox;
+pub mod media;
 pub mod outbox;
 pub mod pairing;
 pub mod session;
@@ -64,7 +70,8 @@ impl ChannelKind {
     }
 }
 
-/// The type of an inbound message. Only [`MessageKind::Text`] carries text to the agent.
+/// The coarse class of an inbound message, as stored since the first version. The full content
+/// is [`InboundMessage::content`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
@@ -90,8 +97,8 @@ pub struct InboundMessage {
     pub chat_id: String,
     /// A thread inside the conversation, when the channel has threads.
     pub thread_id: Option<String>,
-    /// The text, only for [`MessageKind::Text`]; `None` for everything else so that media,
-    /// reactions and unknown types are never handed to the agent as text.
+    /// The text the agent sees: the body of a text message, the rendering of any other
+    /// content ([`content::Content::render`]); `None` when there is nothing to hand on.
     pub text: Option<String>,
     /// What kind of message it is.
     pub kind: MessageKind,
@@ -103,6 +110,12 @@ pub struct InboundMessage {
     pub mentioned: bool,
     /// The message this one replies to, if any.
     pub reply_to: Option<String>,
+    /// What the message carries (`None` in records stored before typed content: plain text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<content::Content>,
+    /// Attachments a bridge sent along (WhatsApp media are in `content`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<content::Attachment>,
 }
 
 /// Whether an admitted sender is one of the channel's owners or anyone else (CONTRACT §4).

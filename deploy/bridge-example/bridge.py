@@ -10,10 +10,18 @@ replay, and prints them.
     KAFCLAW_BRIDGE_SECRET=... python3 bridge.py --gateway http://127.0.0.1:18790 \
         --name console --listen 127.0.0.1:18800 --sender alice
 
+Console commands besides plain lines:
+    /file PATH [text]   send PATH as an attachment (inline base64 up to 1 MiB, else served
+                        from this bridge's own host, the origin of its outbound_url)
+    /re N text          send text as a reply to your N-th message (reply_to)
+
 See README.md for the protocol and for adapting this to Slack or Teams.
 """
 
 import argparse
+import base64
+import mimetypes
+import secrets as token_source
 import hashlib
 import hmac
 import http.server
@@ -32,6 +40,9 @@ MAX_BODY_BYTES = 1024 * 1024
 # lost (a crash) after its resend wait (default 30 s) and retries failures for up to hours:
 # a day covers both. Persist the keys (a file, your database) if your bridge restarts.
 IDEMPOTENCY_SECONDS = 24 * 3600
+# Attachments up to this size go inline (base64); larger ones are served from our own host.
+MAX_INLINE_BYTES = 1024 * 1024
+SERVED = {}  # url path -> (mime type, bytes): files offered to the gateway by URL
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -132,6 +143,19 @@ class Outbound(http.server.BaseHTTPRequestHandler):
         # gateway retry later; any other 4xx is recorded as a terminal failure.
         return self.answer(200, "ok")
 
+    def do_GET(self):
+        # The gateway fetches URL attachments only from this bridge's own origin (the one of
+        # outbound_url); serve exactly the files offered, nothing else.
+        served = SERVED.get(self.path)
+        if served is None:
+            return self.answer(404, "not found")
+        mime, data = served
+        self.send_response(200)
+        self.send_header("Content-Type", mime)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def answer(self, status: int, text: str):
         data = json.dumps({"status": text}).encode()
         self.send_response(status)
@@ -170,6 +194,35 @@ def post_inbound(url: str, secret: bytes, message: dict, now=None):
         return error.code, error.read().decode("utf-8", "replace")
 
 
+def attachment(path: str, listen: str) -> dict:
+    """The attachments[] entry for a file: inline base64 when small, else a URL on our host."""
+    with open(path, "rb") as f:
+        data = f.read()
+    mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    entry = {"name": os.path.basename(path), "mime_type": mime, "size": len(data)}
+    if len(data) <= MAX_INLINE_BYTES:
+        entry["data"] = base64.b64encode(data).decode("ascii")
+    else:
+        url_path = f"/files/{token_source.token_urlsafe(16)}"
+        SERVED[url_path] = (mime, data)
+        entry["url"] = f"http://{listen}{url_path}"
+    return entry
+
+
+def compose(line: str, sent: list, listen: str) -> dict:
+    """The fields of one message typed on the console (see the module help)."""
+    if line.startswith("/file "):
+        path, _, text = line[len("/file "):].strip().partition(" ")
+        return {"text": text, "attachments": [attachment(path, listen)]}
+    if line.startswith("/re "):
+        n, _, text = line[len("/re "):].partition(" ")
+        fields = {"text": text}
+        if n.isdigit() and 0 < int(n) <= len(sent):
+            fields["reply_to"] = sent[int(n) - 1]
+        return fields
+    return {"text": line}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gateway", default="http://127.0.0.1:18790")
@@ -191,17 +244,24 @@ def main():
 
     url = f"{args.gateway.rstrip('/')}/webhooks/bridge/{args.name}"
     counter = itertools.count(1)
+    sent = []  # our message ids, for /re
     run = f"{int(time.time())}"
     print(f"inbound: {url}\ntype a message and press enter (Ctrl-D to quit)")
     for line in iter(lambda: input("> "), None):
         if not line.strip():
             continue
+        try:
+            fields = compose(line, sent, args.listen)
+        except OSError as error:
+            print(f"cannot attach: {error}")
+            continue
         message = {
             "message_id": f"console-{run}-{next(counter)}",  # unique: the gateway de-duplicates
             "sender_id": args.sender,
             "chat_id": args.chat,
-            "text": line,
+            **fields,
         }
+        sent.append(message["message_id"])
         status, text = post_inbound(url, secret, message)
         if status != 200:
             print(f"gateway answered {status}: {text}")

@@ -236,6 +236,25 @@ pub const KEYS: &[KeySpec] = &[
             max: 86_400,
         },
     ),
+    // Messages beyond plain text (issue 19).
+    k("channels.whatsapp.react_to_reactions", Kind::Bool),
+    k("channels.whatsapp.unsupported_reply", Kind::Str),
+    k(
+        "channels.whatsapp.media.max_bytes",
+        Kind::UInt {
+            min: 1,
+            max: 100 << 20,
+        },
+    ),
+    k("channels.whatsapp.media.allow_types", Kind::List),
+    k(
+        "channels.whatsapp.media.timeout_seconds",
+        Kind::UInt { min: 1, max: 600 },
+    ),
+    k(
+        "channels.whatsapp.media.retries",
+        Kind::UInt { min: 0, max: 10 },
+    ),
     k("channels.bridges.*.enabled", Kind::Bool),
     k("channels.bridges.*.secret", Kind::Secret),
     k("channels.bridges.*.outbound_url", Kind::Url),

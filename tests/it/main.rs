@@ -14,6 +14,7 @@ mod harness;
 mod incidents;
 mod lifecycle;
 mod limits;
+mod messages;
 mod metrics;
 mod model_server;
 mod openapi;

@@ -313,6 +313,75 @@ impl Handler<RunTurn> for Agent {
     }
 }
 
+/// A message that is noted in its session without a model call (a reaction or a system
+/// event): appended to the history as a user message, once per `turn_key`, and recorded on the
+/// timeline (`message.inbound` with `"model_call": false`). Ordered with the session's turns.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<(), AgentError>")]
+pub struct NoteInSession {
+    /// The session (history key).
+    pub session: String,
+    /// Owner or external.
+    pub sender: SenderKind,
+    /// The sender's id within the channel.
+    pub sender_id: String,
+    /// The channel.
+    pub channel: String,
+    /// The rendering of the message.
+    pub text: String,
+    /// The message's trace id.
+    pub trace_id: String,
+    /// Channel + message id: a second note of the same message appends nothing.
+    pub turn_key: TurnKey,
+}
+
+impl Handler<NoteInSession> for Agent {
+    type Result = ResponseFuture<Result<(), AgentError>>;
+
+    fn handle(&mut self, msg: NoteInSession, _: &mut Context<Self>) -> Self::Result {
+        let lock = self.session_lock(&msg.session);
+        let history = self.history.clone();
+        let store = self.links.store.clone();
+        let drain = self.links.drain.clone();
+        Box::pin(async move {
+            let _turn = lock.lock().await;
+            let Some(_work) = drain.begin() else {
+                return Err(AgentError::ShuttingDown);
+            };
+            let internal = |e: &dyn std::fmt::Display| AgentError::Internal(e.to_string());
+            history
+                .append_turn(
+                    &msg.session,
+                    Some(msg.turn_key.as_str()),
+                    &[crate::provider::Message::user(msg.text.clone())],
+                )
+                .map_err(|e| internal(&e))?;
+            history.flush().await.map_err(|e| internal(&e))?;
+            let turn = RunTurn {
+                session: msg.session.clone(),
+                sender: msg.sender,
+                sender_id: msg.sender_id.clone(),
+                channel: msg.channel.clone(),
+                text: msg.text.clone(),
+                trace_id: msg.trace_id.clone(),
+                turn_key: Some(msg.turn_key.clone()),
+            };
+            record(
+                &store,
+                &turn,
+                "message.inbound",
+                json!({
+                    "sender_kind": msg.sender.as_str(),
+                    "chars": msg.text.chars().count(),
+                    "model_call": false,
+                }),
+            )
+            .await;
+            Ok(())
+        })
+    }
+}
+
 /// What one turn runs with.
 struct Deps {
     client: ChatClient,

@@ -1,7 +1,8 @@
 //! The `AgentRouter`: takes admitted channel messages (`DeliverToAgent`), runs a turn on the
 //! agent, and queues the reply in the channel's durable outbox.
 //!
-//! Owns: the mapping from a channel message to a turn and back to a reply.
+//! Owns: the mapping from a channel message to a turn and back to a reply, and the hand-over
+//! of messages that get no turn (reactions, system events: [`NoteInSession`]).
 //! Must not: send over HTTP (the channel's dispatcher does) or decide access (the channel did).
 //!
 //! It answers the channel only after the reply is queued durably, so a crash before that hands
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 
 use actix::prelude::*;
 
-use super::{Agent, AgentError, RunTurn, TurnKey};
+use super::{Agent, AgentError, NoteInSession, RunTurn, TurnKey};
 use crate::channel::actor::{ChannelBridge, DeliverToAgent, DeliveryRefused, EnqueueReply};
 use crate::channel::dispatch::{DispatchNow, Dispatcher};
 use crate::channel::outbox::Enqueued;
@@ -68,6 +69,9 @@ impl Handler<DeliverToAgent> for AgentRouter {
             let channel = channel.ok_or_else(|| {
                 DeliveryRefused(format!("channel {} is not running", msg.channel))
             })?;
+            if !msg.respond {
+                return note(&agent, &msg).await;
+            }
             let turn = RunTurn {
                 session: msg.session_key.clone(),
                 sender: msg.sender_kind,
@@ -122,5 +126,29 @@ impl Handler<DeliverToAgent> for AgentRouter {
                 _ => Err(DeliveryRefused("the reply could not be queued".into())),
             }
         })
+    }
+}
+
+/// Notes a message that gets no turn (a reaction, a system event) in its session.
+async fn note(agent: &Addr<Agent>, msg: &DeliverToAgent) -> Result<(), DeliveryRefused> {
+    let note = NoteInSession {
+        session: msg.session_key.clone(),
+        sender: msg.sender_kind,
+        sender_id: msg.sender_id.clone(),
+        channel: msg.channel.clone(),
+        text: msg.text.clone(),
+        trace_id: msg.trace_id.clone(),
+        turn_key: TurnKey::message(&msg.channel, &msg.message_id),
+    };
+    match agent.send(note).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(AgentError::ShuttingDown)) => {
+            Err(DeliveryRefused("the gateway is shutting down".into()))
+        }
+        Ok(Err(error)) => {
+            tracing::error!(channel = %msg.channel, %error, "message not noted");
+            Err(DeliveryRefused("the message could not be noted".into()))
+        }
+        Err(_) => Err(DeliveryRefused("the agent is not running".into())),
     }
 }

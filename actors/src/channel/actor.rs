@@ -31,7 +31,9 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::access::{evaluate, normalize_sender, Access, ChannelPolicy, DropReason, RuntimeLists};
+use super::content::Handling;
 use super::inbox::{Accepted, Inbox, InboxCounts, InboxRecord, InboxState, NewEntry};
+use super::media::MediaFetcher;
 use super::outbox::{Backoff, OutboundMessage, Outbox, OutboxError};
 use super::pairing::{Pairing, PairingError, PairingRequest, PairingSettings, PendingPairing};
 use super::session::{encode_component, session_key};
@@ -41,8 +43,19 @@ use crate::drain::Drain;
 use crate::store::{KvTree, StoreDb, StoreError, TreeName};
 use crate::supervisor::{Ping, Pong};
 
+mod prepare;
 mod replies;
 pub use replies::*;
+
+/// A message claimed for the agent, with its hand-over.
+struct Claimed {
+    /// The claimed record.
+    record: InboxRecord,
+    /// What the agent gets (its text replaced by the prepared text, if prepared now).
+    delivery: DeliverToAgent,
+    /// Work in flight until the message is done or pending again.
+    work: crate::drain::Work,
+}
 
 /// How long to wait before handing messages on again after the agent refused one.
 const AGENT_RETRY: Duration = Duration::from_secs(1);
@@ -119,6 +132,36 @@ pub struct ChannelConfig {
     /// How long a reply found `sending` (its answer lost) waits for a receipt before it is
     /// sent again (`channels.whatsapp.resend_after_seconds`).
     pub resend_after: Duration,
+    /// How messages beyond plain text are handled.
+    pub messages: MessageOptions,
+}
+
+/// How a channel handles messages beyond plain text (`channels.whatsapp.react_to_reactions`,
+/// `channels.whatsapp.unsupported_reply`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageOptions {
+    /// Reactions and system events get a turn of the agent (default: only noted in the
+    /// session, no model call).
+    pub react_to_reactions: bool,
+    /// The reply to a message type that cannot be handled (empty: none).
+    pub unsupported_reply: String,
+    /// The origin bridge attachments may be fetched from (the bridge's `outbound_url`
+    /// origin); `None`: URL attachments are not fetched.
+    pub attachment_origin: Option<String>,
+}
+
+/// The default `channels.whatsapp.unsupported_reply`.
+pub const DEFAULT_UNSUPPORTED_REPLY: &str =
+    "Sorry, I can't read this type of message. Please send it as text.";
+
+impl Default for MessageOptions {
+    fn default() -> Self {
+        Self {
+            react_to_reactions: false,
+            unsupported_reply: DEFAULT_UNSUPPORTED_REPLY.to_string(),
+            attachment_origin: None,
+        }
+    }
 }
 
 /// Where the channel sends what it produces.
@@ -133,6 +176,9 @@ pub struct ChannelLinks {
     /// The stop gate: every message handed to the agent is work in flight until it is marked
     /// done or put back; once closed, nothing more is handed over (it waits in the inbox).
     pub drain: Drain,
+    /// Saves media and attachments of admitted messages before their hand-over (`None`: they
+    /// are handed on marked unavailable).
+    pub media: Option<MediaFetcher>,
 }
 
 /// An admitted message handed to the agent. The agent answers `Ok` once it has processed (or
@@ -153,10 +199,14 @@ pub struct DeliverToAgent {
     pub chat_id: String,
     /// The channel's message id (with `channel`, the idempotency key).
     pub message_id: String,
-    /// The text.
+    /// The text (for messages beyond plain text, their rendering: see
+    /// [`super::content::Content::render`]).
     pub text: String,
     /// A trace id derived from channel and message id (stable across redeliveries).
     pub trace_id: String,
+    /// Whether the agent answers it with a turn; `false`: it is only noted in the session
+    /// and on the timeline (reactions and system events), no model call, no reply.
+    pub respond: bool,
 }
 
 /// The agent could not take a message now (it is retried later).
@@ -491,7 +541,11 @@ impl ChannelBridge {
                 }
             };
             match self.delivery_for(&record) {
-                Some(delivery) => deliveries.push((record.seq, delivery, work)),
+                Some(delivery) => deliveries.push(Claimed {
+                    record,
+                    delivery,
+                    work,
+                }),
                 None => {
                     // Not for the agent now: back to pending, then held by the reconciliation.
                     let _ = self.inbox.unclaim(&record.channel, record.seq);
@@ -515,14 +569,13 @@ impl ChannelBridge {
             this.handing_over = false;
             match synced {
                 Ok(()) => {
-                    for (seq, delivery, work) in deliveries {
-                        this.hand_over(seq, delivery, work, ctx);
-                    }
+                    this.prepare_and_hand_over(deliveries, ctx);
+                    return;
                 }
                 Err(error) => {
                     tracing::error!(channel = %this.config.name, %error, "claims not durable; handing on later");
-                    for (seq, _, _) in &deliveries {
-                        let _ = this.inbox.unclaim(&this.config.name, *seq);
+                    for claimed in &deliveries {
+                        let _ = this.inbox.unclaim(&this.config.name, claimed.record.seq);
                     }
                     this.schedule_retry(ctx);
                 }
@@ -548,19 +601,66 @@ impl ChannelBridge {
             message_id: record.message.message_id.clone(),
             text: record.message.text.clone()?,
             trace_id: trace_id(&record.channel, &record.message.message_id),
+            respond: self.handling(&record.message) == Handling::Turn,
         })
     }
 
-    /// Hands one durably claimed message to the agent; its `Ok` marks the message done. The
-    /// hand-over is work in flight (`work`) until the inbox says done or pending again.
-    fn hand_over(
+    /// What the channel does with `message` (plain text and records stored before typed
+    /// content: a turn).
+    fn handling(&self, message: &InboundMessage) -> Handling {
+        message.content.as_ref().map_or(Handling::Turn, |c| {
+            c.handling(self.config.messages.react_to_reactions)
+        })
+    }
+
+    /// Prepares the claimed messages that need it (media saved, reply context looked up; the
+    /// prepared text is stored and synced, so every later hand-over carries the same text),
+    /// then hands them to the agent in claim order. The next pump waits until all of them are
+    /// handed over, so a slow download never lets a later message overtake an earlier one.
+    fn prepare_and_hand_over(&mut self, claimed: Vec<Claimed>, ctx: &mut Context<Self>) {
+        let agent = self.links.agent.clone();
+        let preparer = prepare::Preparer {
+            inbox: self.inbox.clone(),
+            media: self.links.media.clone(),
+            attachment_origin: self.config.messages.attachment_origin.clone(),
+        };
+        self.handing_over = true;
+        let chain = async move {
+            let mut requests = Vec::with_capacity(claimed.len());
+            for Claimed {
+                record,
+                mut delivery,
+                work,
+            } in claimed
+            {
+                if let Some(text) = preparer.prepare(&record).await {
+                    delivery.text = text;
+                }
+                // `send` queues the message at once: the agent sees them in claim order.
+                requests.push((record.seq, agent.send(delivery), work));
+            }
+            requests
+        };
+        ctx.spawn(chain.into_actor(self).map(|requests, this, ctx| {
+            this.handing_over = false;
+            for (seq, request, work) in requests {
+                this.await_answer(seq, request, work, ctx);
+            }
+            if std::mem::take(&mut this.pump_again) {
+                this.pump(ctx);
+            }
+        }));
+    }
+
+    /// Waits for the agent's answer to one handed-over message; its `Ok` marks the message
+    /// done. The hand-over is work in flight (`work`) until the inbox says done or pending again.
+    fn await_answer(
         &mut self,
         seq: u64,
-        delivery: DeliverToAgent,
+        request: actix::dev::RecipientRequest<DeliverToAgent>,
         work: crate::drain::Work,
         ctx: &mut Context<Self>,
     ) {
-        let request = self.links.agent.send(delivery);
         ctx.spawn(request.into_actor(self).map(move |answer, this, ctx| {
             let _work = work;
             let name = this.config.name.clone();
@@ -682,8 +782,13 @@ impl Handler<crate::supervisor::InjectPanic> for ChannelBridge {
 
 /// What the store step of an accept does after the (optional) audit.
 enum Plan {
-    /// Store as admitted (pending or held).
-    Admit(NewEntry),
+    /// Store as admitted (pending, held, or done with the `unsupported` reply queued).
+    Admit {
+        /// How it is stored.
+        entry: NewEntry,
+        /// A reply to queue with it (the `unsupported` reply), once per message id.
+        reply: Option<OutboundMessage>,
+    },
     /// Store as dropped, audit first.
     Drop {
         /// The reason.
@@ -727,12 +832,15 @@ impl Handler<AcceptInbound> for ChannelBridge {
         let reply_parts = match &plan {
             Plan::Drop {
                 reply: Some(reply), ..
+            }
+            | Plan::Admit {
+                reply: Some(reply), ..
             } => self.parts(&reply.text),
             _ => 1,
         };
         let work = async move {
-            let (entry, dropped) = match plan {
-                Plan::Admit(entry) => (entry, None),
+            let (entry, dropped, admitted_reply) = match plan {
+                Plan::Admit { entry, reply } => (entry, None, reply),
                 Plan::Drop {
                     reason,
                     signal,
@@ -759,13 +867,17 @@ impl Handler<AcceptInbound> for ChannelBridge {
                         session_key: None,
                         reason: Some(reason.clone()),
                     };
-                    (entry, Some((reason, signal, reply)))
+                    (entry, Some((reason, signal, reply)), None)
                 }
             };
             let held = entry.state == InboxState::Held;
             let accepted = inbox.accept(&name, &message, entry, now)?;
             if let (Accepted::New(_), Some((_, _, Some(reply)))) = (accepted, &dropped) {
                 outbox.enqueue(&name, reply.clone(), reply_parts, now.saturating_mul(1000))?;
+            }
+            // The outbox keeps one reply per message id: a redelivery queues nothing more.
+            if let (Accepted::New(_), Some(reply)) = (accepted, admitted_reply) {
+                outbox.enqueue(&name, reply, reply_parts, now.saturating_mul(1000))?;
             }
             db.flush().await?;
             Ok::<_, ChannelError>((accepted, held, dropped))
@@ -841,19 +953,33 @@ impl ChannelBridge {
                     message.thread_id.as_deref(),
                     &message.sender_id,
                 );
+                let handling = self.handling(message);
                 let (state, reason) = if message.text.is_none() {
                     (InboxState::Done, Some("not_text".to_string()))
+                } else if handling == Handling::Unsupported {
+                    (InboxState::Done, Some("unsupported".to_string()))
                 } else if self.state.state.hands_on(kind) {
                     (InboxState::Pending, None)
                 } else {
                     (InboxState::Held, None)
                 };
-                Plan::Admit(NewEntry {
-                    state,
-                    sender_kind: Some(kind),
-                    session_key: Some(session),
-                    reason,
-                })
+                let reply = (handling == Handling::Unsupported
+                    && !self.config.messages.unsupported_reply.is_empty())
+                .then(|| OutboundMessage {
+                    to: message.chat_id.clone(),
+                    text: self.config.messages.unsupported_reply.clone(),
+                    reply_to: Some(message.message_id.clone()),
+                    session: Some(session.clone()),
+                });
+                Plan::Admit {
+                    entry: NewEntry {
+                        state,
+                        sender_kind: Some(kind),
+                        session_key: Some(session),
+                        reason,
+                    },
+                    reply,
+                }
             }
             Access::MentionRequired => Plan::Drop {
                 reason: "mention_required".into(),

@@ -19,6 +19,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use super::content::Attachment;
 use super::{is_clean_id, InboundMessage, MessageKind, MAX_TEXT_BYTES};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -221,6 +222,49 @@ struct WireBridgeMessage {
     mentioned: bool,
     #[serde(default)]
     reply_to: Option<String>,
+    #[serde(default)]
+    attachments: Vec<Attachment>,
+}
+
+/// At most this many attachments per bridge message.
+pub const MAX_ATTACHMENTS: usize = 8;
+/// Largest inline attachment (`attachments[].data`, decoded), in bytes; larger ones must be
+/// served from the bridge's own host (`attachments[].url`).
+pub const MAX_INLINE_BYTES: usize = 1024 * 1024;
+
+/// Checks the attachments of a bridge message: ids and names clean, inline data under
+/// [`MAX_INLINE_BYTES`], URLs `http(s)://` (their origin is checked when they are fetched).
+fn check_attachments(attachments: Vec<Attachment>) -> Result<Vec<Attachment>, BridgeParseError> {
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(BridgeParseError::InvalidField("attachments"));
+    }
+    let clean = |v: &Option<String>| v.as_deref().is_none_or(is_clean_id);
+    attachments
+        .into_iter()
+        .map(|mut a| {
+            let name_ok = clean(&a.name) && a.name.as_deref().is_none_or(|n| !n.contains('/'));
+            if !name_ok || !clean(&a.mime_type) {
+                return Err(BridgeParseError::InvalidField("attachments.name"));
+            }
+            if let Some(data) = &a.data {
+                if data.len() > MAX_INLINE_BYTES.div_ceil(3) * 4 + 4 {
+                    return Err(BridgeParseError::InvalidField("attachments.data"));
+                }
+            }
+            if let Some(url) = &a.url {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|_| BridgeParseError::InvalidField("attachments.url"))?;
+                if !matches!(parsed.scheme(), "http" | "https") || url.len() > 2048 {
+                    return Err(BridgeParseError::InvalidField("attachments.url"));
+                }
+            }
+            if a.data.is_none() && a.url.is_none() {
+                return Err(BridgeParseError::InvalidField("attachments.data"));
+            }
+            a.name = a.name.map(|n| n.chars().take(128).collect());
+            Ok(a)
+        })
+        .collect()
 }
 
 fn required(value: Option<String>, field: &'static str) -> Result<String, BridgeParseError> {
@@ -230,7 +274,8 @@ fn required(value: Option<String>, field: &'static str) -> Result<String, Bridge
 }
 
 /// Parses a (verified) bridge body
-/// `{"message_id","sender_id","chat_id","thread_id"?,"text","is_group"?,"mentioned"?}`;
+/// `{"message_id","sender_id","chat_id","thread_id"?,"text","is_group"?,"mentioned"?,
+/// "reply_to"?,"attachments"?:[{"name","mime_type","size","url"|"data"}]}`;
 /// `timestamp` is the verified header value. Ids must be 1–256 bytes without control
 /// characters; text at most 64 KiB. Unknown fields are tolerated.
 pub fn parse_bridge_message(
@@ -244,10 +289,14 @@ pub fn parse_bridge_message(
         Some(t) if t.is_empty() => None,
         Some(t) => Some(required(Some(t), "thread_id")?),
     };
-    let text = wire
-        .text
-        .filter(|t| t.len() <= MAX_TEXT_BYTES)
-        .ok_or(BridgeParseError::InvalidField("text"))?;
+    let attachments = check_attachments(wire.attachments)?;
+    // A message with attachments may come without text.
+    let text = match wire.text {
+        None if !attachments.is_empty() => String::new(),
+        text => text
+            .filter(|t| t.len() <= MAX_TEXT_BYTES)
+            .ok_or(BridgeParseError::InvalidField("text"))?,
+    };
     Ok(InboundMessage {
         message_id: required(wire.message_id, "message_id")?,
         sender_id: required(wire.sender_id, "sender_id")?,
@@ -259,5 +308,7 @@ pub fn parse_bridge_message(
         is_group: wire.is_group,
         mentioned: wire.mentioned,
         reply_to: wire.reply_to.filter(|r| is_clean_id(r)),
+        content: None,
+        attachments,
     })
 }

@@ -58,6 +58,7 @@ mod send;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use send::{bearer, error_reason};
 pub use send::{bridge_body, BridgeOutbound};
 
 /// Default time between two polls of the outbox.

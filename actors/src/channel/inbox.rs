@@ -86,6 +86,10 @@ pub struct InboxRecord {
     pub reason: Option<String>,
     /// When it was accepted (unix seconds).
     pub received_at: i64,
+    /// The message was prepared for the agent once (media saved, reply context looked up):
+    /// its `message.text` is final, so every hand-over carries the same text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prepared: bool,
 }
 
 /// How a new message enters the inbox.
@@ -180,6 +184,8 @@ impl Inbox {
         let mut message = message.clone();
         if entry.state == InboxState::Dropped {
             message.text = None;
+            message.content = None;
+            message.attachments.clear();
         }
         let record = InboxRecord {
             seq,
@@ -190,6 +196,7 @@ impl Inbox {
             session_key: entry.session_key,
             reason: entry.reason,
             received_at: now,
+            prepared: false,
         };
         let mut batch = Batch::default();
         batch.put(Self::record_key(channel, seq), encode(&record)?);
@@ -271,6 +278,37 @@ impl Inbox {
         batch.put(Self::record_key(channel, seq), encode(&record)?);
         self.space.apply(batch)?;
         Ok(true)
+    }
+
+    /// Records the prepared form of a claimed message (its final text, attachments without
+    /// inline bytes) and marks it prepared; false when the record is not `processing` or was
+    /// prepared before (the first preparation stays). The caller syncs.
+    pub fn set_prepared(
+        &self,
+        channel: &str,
+        seq: u64,
+        message: &InboundMessage,
+    ) -> Result<bool, StoreError> {
+        let Some(mut record) = self.get(channel, seq)? else {
+            return Ok(false);
+        };
+        if record.state != InboxState::Processing || record.prepared {
+            return Ok(false);
+        }
+        record.message = message.clone();
+        record.prepared = true;
+        let mut batch = Batch::default();
+        batch.put(Self::record_key(channel, seq), encode(&record)?);
+        self.space.apply(batch)?;
+        Ok(true)
+    }
+
+    /// The stored message `message_id` of `channel`, if it is still stored.
+    pub fn find(&self, channel: &str, message_id: &str) -> Result<Option<InboxRecord>, StoreError> {
+        match self.known(channel, message_id)? {
+            Some(seq) => self.get(channel, seq),
+            None => Ok(None),
+        }
     }
 
     /// The oldest pending message of `channel`, without claiming it.

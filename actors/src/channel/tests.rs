@@ -14,6 +14,8 @@ fn text_message(id: &str, sender: &str) -> InboundMessage {
         is_group: false,
         mentioned: false,
         reply_to: None,
+        content: None,
+        attachments: Vec::new(),
     }
 }
 
@@ -242,13 +244,13 @@ mod whatsapp_edge {
                 serde_json::json!({"type": "image", "image": {"id": "M1", "mime_type": "image/jpeg"}}),
             ),
             MessageKind::Media,
-            None,
+            Some("[image]"),
             None,
         );
         check(
             base(serde_json::json!({"type": "audio", "audio": {"id": "M2"}})),
             MessageKind::Media,
-            None,
+            Some("[audio]"),
             None,
         );
         check(
@@ -256,13 +258,20 @@ mod whatsapp_edge {
                 serde_json::json!({"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "x"}}),
             ),
             MessageKind::Reaction,
-            None,
+            Some("[reaction x to an earlier message]"),
             None,
         );
         check(
             base(serde_json::json!({"type": "location", "location": {}})),
             MessageKind::Other("location".into()),
+            Some("[location]"),
             None,
+        );
+        // A type this version does not know is kept by name, never refused.
+        check(
+            base(serde_json::json!({"type": "hologram", "hologram": {"x": 1}})),
+            MessageKind::Other("hologram".into()),
+            Some("[unknown message type hologram]"),
             None,
         );
         // A text-typed message that nevertheless carries no body is refused.
@@ -1626,6 +1635,7 @@ mod bridge_actor {
             pairing: PairingSettings::default(),
             backoff: Backoff::default(),
             resend_after: std::time::Duration::from_secs(30),
+            messages: Default::default(),
         }
     }
 
@@ -1638,6 +1648,7 @@ mod bridge_actor {
             audit: FakeAudit(audit.clone()).start().recipient(),
             unknown_senders: Some(Monitor(signals.clone()).start().recipient()),
             drain: Default::default(),
+            media: None,
         };
         Harness {
             db,
@@ -2104,6 +2115,7 @@ mod bridge_actor_fail_closed {
             audit: DeadAudit.start().recipient(),
             unknown_senders: None,
             drain: Default::default(),
+            media: None,
         };
         for unknown in [UnknownSenders::Deny, UnknownSenders::Pairing] {
             let config = ChannelConfig {
@@ -2117,6 +2129,7 @@ mod bridge_actor_fail_closed {
                 pairing: Default::default(),
                 backoff: Default::default(),
                 resend_after: std::time::Duration::from_secs(30),
+                messages: Default::default(),
             };
             let bridge = ChannelBridge::with_clock(config, &db, links.clone(), || 1_700_000_000)
                 .unwrap()

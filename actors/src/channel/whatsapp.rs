@@ -2,8 +2,9 @@
 //! `X-Hub-Signature-256` check, payload parsing, and outbound request bodies.
 //!
 //! Owns: pure functions over bytes and strings; the HTTP layer calls them with the raw request.
-//! Must not: parse a body before its signature was verified (callers verify first), hand
-//! non-text messages on as text, or put a secret, token or signature into an error message.
+//! Must not: parse a body before its signature was verified (callers verify first), fail a
+//! delivery over a message type it does not know, or put a secret, token or signature into an
+//! error message.
 //!
 //! Decision (uppercase hex): the signature's hex digits are *decoded* and the resulting 32
 //! bytes are compared in constant time, so `sha256=ABCD…` and `sha256=abcd…` are the same
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::content::Content;
 use super::{is_clean_id, InboundMessage, MessageKind, MAX_TEXT_BYTES};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -229,7 +231,7 @@ struct ChangeValue {
     #[serde(default)]
     contacts: Vec<Contact>,
     #[serde(default)]
-    messages: Vec<WireMessage>,
+    messages: Vec<serde_json::Value>,
     #[serde(default)]
     statuses: Vec<WireStatus>,
 }
@@ -252,34 +254,6 @@ struct Contact {
 struct Profile {
     #[serde(default)]
     name: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireMessage {
-    #[serde(default)]
-    from: String,
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    timestamp: String,
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    text: Option<WireText>,
-    #[serde(default)]
-    context: Option<WireContext>,
-}
-
-#[derive(Deserialize)]
-struct WireText {
-    #[serde(default)]
-    body: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireContext {
-    #[serde(default)]
-    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -315,8 +289,9 @@ fn parse_timestamp(raw: &str) -> Result<i64, ParseError> {
 }
 
 /// Parses a (verified) webhook body: `entry[].changes[]` with `field == "messages"`; other
-/// fields are skipped, unknown keys tolerated. Text messages carry their body; media,
-/// reactions and unknown types are recorded with `text: None`.
+/// fields are skipped, unknown keys tolerated. Every message carries its typed content and the
+/// text the agent would see (see [`Content::render`]); unknown types are kept as
+/// [`Content::Unknown`].
 pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, ParseError> {
     let envelope: Envelope =
         serde_json::from_slice(raw_body).map_err(|e| ParseError::Json(e.to_string()))?;
@@ -331,55 +306,8 @@ pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, ParseError> {
         let Some(value) = change.value else { continue };
         let phone_number_id = value.metadata.unwrap_or_default().phone_number_id;
         for wire in value.messages {
-            let sender_id = normalize_number(&wire.from);
-            if sender_id.is_empty() {
-                return Err(ParseError::InvalidField("from"));
-            }
-            if !is_clean_id(&wire.id) {
-                return Err(ParseError::InvalidField("id"));
-            }
-            let timestamp = parse_timestamp(&wire.timestamp)?;
-            let kind = match wire.kind.as_str() {
-                "text" => MessageKind::Text,
-                "image" | "audio" | "video" | "document" | "sticker" => MessageKind::Media,
-                "reaction" => MessageKind::Reaction,
-                other => MessageKind::Other(other.chars().take(64).collect()),
-            };
-            let text = if kind == MessageKind::Text {
-                let body = wire
-                    .text
-                    .and_then(|t| t.body)
-                    .ok_or(ParseError::InvalidField("text.body"))?;
-                if body.len() > MAX_TEXT_BYTES {
-                    return Err(ParseError::InvalidField("text.body"));
-                }
-                Some(body)
-            } else {
-                None
-            };
-            let reply_to = wire.context.and_then(|c| c.id).filter(|id| is_clean_id(id));
-            let profile_name = value
-                .contacts
-                .iter()
-                .find(|c| normalize_number(&c.wa_id) == sender_id)
-                .and_then(|c| c.profile.as_ref())
-                .and_then(|p| p.name.clone());
-            batch.messages.push(WhatsappInbound {
-                phone_number_id: phone_number_id.clone(),
-                profile_name,
-                message: InboundMessage {
-                    message_id: wire.id,
-                    chat_id: sender_id.clone(),
-                    sender_id,
-                    thread_id: None,
-                    text,
-                    kind,
-                    timestamp,
-                    is_group: false,
-                    mentioned: false,
-                    reply_to,
-                },
-            });
+            let inbound = parse_message(&wire, &value.contacts, &phone_number_id)?;
+            batch.messages.push(inbound);
         }
         for wire in value.statuses {
             if !is_clean_id(&wire.id) {
@@ -403,6 +331,89 @@ pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, ParseError> {
         }
     }
     Ok(batch)
+}
+
+/// One message of `messages[]`: the envelope fields are required (sender, id, timestamp); the
+/// content never fails to parse ([`Content::from_wire`]), except a `text` message without its
+/// body.
+fn parse_message(
+    wire: &serde_json::Value,
+    contacts: &[Contact],
+    phone_number_id: &str,
+) -> Result<WhatsappInbound, ParseError> {
+    let str_of = |name: &str| wire.get(name).and_then(serde_json::Value::as_str);
+    let sender_id = normalize_number(str_of("from").unwrap_or_default());
+    if sender_id.is_empty() {
+        return Err(ParseError::InvalidField("from"));
+    }
+    let id = str_of("id").unwrap_or_default().to_string();
+    if !is_clean_id(&id) {
+        return Err(ParseError::InvalidField("id"));
+    }
+    let timestamp = parse_timestamp(str_of("timestamp").unwrap_or_default())?;
+    let wire_kind = str_of("type").unwrap_or_default();
+    let content = Content::from_wire(wire_kind, wire);
+    let kind = match &content {
+        Content::Text { .. } => MessageKind::Text,
+        Content::Media { .. } => MessageKind::Media,
+        Content::Reaction { .. } => MessageKind::Reaction,
+        _ => MessageKind::Other(wire_kind.chars().take(64).collect()),
+    };
+    let text = match &content {
+        Content::Text { .. } => {
+            let body = wire
+                .get("text")
+                .and_then(|t| t.get("body"))
+                .and_then(serde_json::Value::as_str)
+                .ok_or(ParseError::InvalidField("text.body"))?;
+            if body.len() > MAX_TEXT_BYTES {
+                return Err(ParseError::InvalidField("text.body"));
+            }
+            body.to_string()
+        }
+        other => truncate_bytes(other.render(), MAX_TEXT_BYTES),
+    };
+    let reply_to = wire
+        .get("context")
+        .and_then(|c| c.get("id"))
+        .and_then(serde_json::Value::as_str)
+        .filter(|id| is_clean_id(id))
+        .map(str::to_string);
+    let profile_name = contacts
+        .iter()
+        .find(|c| normalize_number(&c.wa_id) == sender_id)
+        .and_then(|c| c.profile.as_ref())
+        .and_then(|p| p.name.clone());
+    Ok(WhatsappInbound {
+        phone_number_id: phone_number_id.to_string(),
+        profile_name,
+        message: InboundMessage {
+            message_id: id,
+            chat_id: sender_id.clone(),
+            sender_id,
+            thread_id: None,
+            text: Some(text),
+            kind,
+            timestamp,
+            is_group: false,
+            mentioned: false,
+            reply_to,
+            content: Some(content),
+            attachments: Vec::new(),
+        },
+    })
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn truncate_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// Normalises a WhatsApp number: `+4915…`, `4915…`, `+49 151-…` and the JID form

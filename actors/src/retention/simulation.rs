@@ -47,6 +47,8 @@ fn message(id: &str) -> InboundMessage {
         is_group: false,
         mentioned: false,
         reply_to: None,
+        content: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -58,6 +58,8 @@ fn live_messages_are_never_pruned_whatever_their_age() {
         is_group: false,
         mentioned: false,
         reply_to: None,
+        content: None,
+        attachments: Vec::new(),
     };
     let Accepted::New(seq) = inbox.accept("whatsapp", &message, held, 0).unwrap() else {
         panic!("not stored")

@@ -101,7 +101,7 @@ fn http_url(raw: &str, what: &'static str) -> Result<reqwest::Url, DispatchError
 }
 
 /// `Bearer <token>` as a sensitive header value (kept out of reqwest's `Debug`).
-fn bearer(token: &SecretValue) -> Option<HeaderValue> {
+pub(crate) fn bearer(token: &SecretValue) -> Option<HeaderValue> {
     let token = token.expose_str()?;
     let mut text = Zeroizing::new(String::with_capacity(token.len() + 7));
     text.push_str("Bearer ");
@@ -431,7 +431,7 @@ fn with_part(result: AttemptResult, index: usize, total: usize) -> AttemptResult
 }
 
 /// What went wrong with a request, without the URL reqwest puts into its own message.
-pub(super) fn error_reason(error: &reqwest::Error) -> String {
+pub(crate) fn error_reason(error: &reqwest::Error) -> String {
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {

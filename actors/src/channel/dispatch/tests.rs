@@ -61,6 +61,7 @@ fn links() -> ChannelLinks {
         audit: NullAudit.start().recipient(),
         unknown_senders: None,
         drain: Default::default(),
+        media: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn config(kind: ChannelKind) -> ChannelConfig {
         pairing: PairingSettings::default(),
         backoff: Backoff::default(),
         resend_after: std::time::Duration::from_secs(30),
+        messages: Default::default(),
     }
 }
 
