@@ -137,8 +137,12 @@ async fn execute(op: Operation, state: &AppState, uid: u32) -> Value {
     // `kafclaw status` reads what `GET /api/v1/status` shows a read token, without one: the
     // socket is already the owner's.
     if let Operation::Status = op {
-        return match crate::http::routes::full_status(state).await {
-            Ok(body) => json!({"status": "ok", "result": body}),
+        use crate::http::routes::{full_status, Cache};
+        return match full_status(state, Cache::Bypass).await {
+            Ok(mut body) => {
+                body["incidents"] = open_incidents(state).await;
+                json!({"status": "ok", "result": body})
+            }
             Err(e) => error_line(ErrorCode::Unavailable.as_str(), &e.to_string()),
         };
     }
@@ -160,6 +164,43 @@ async fn execute(op: Operation, state: &AppState, uid: u32) -> Value {
         Err(OpError::Invalid(e)) => error_line(ErrorCode::Refused.as_str(), &e),
         Err(OpError::Unavailable(e)) => error_line(ErrorCode::Unavailable.as_str(), &e),
     }
+}
+
+/// Incidents listed at most in `kafclaw status` (the count says how many are open).
+const MAX_LISTED_INCIDENTS: usize = 20;
+
+/// The open (not resolved) incidents, newest first, for `kafclaw status`: id, kind, subject,
+/// state and when opened (no evidence). `null` when the monitor does not answer.
+async fn open_incidents(state: &AppState) -> Value {
+    use kafclaw_actors::incident::{IncidentState, ListIncidents};
+    let Some(monitor) = state.monitor.addr() else {
+        return Value::Null;
+    };
+    let listed = monitor
+        .send(ListIncidents {
+            state: None,
+            limit: None,
+        })
+        .await;
+    let Ok(Ok(mut list)) = listed else {
+        return Value::Null;
+    };
+    list.retain(|i| i.state != IncidentState::Resolved);
+    list.sort_by_key(|i| std::cmp::Reverse(i.opened_at));
+    Value::from(
+        list.iter()
+            .take(MAX_LISTED_INCIDENTS)
+            .map(|i| {
+                json!({
+                    "id": i.id,
+                    "kind": i.kind,
+                    "subject": i.subject,
+                    "state": i.state,
+                    "opened_at": kafclaw_actors::clock::to_rfc3339(i.opened_at),
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The answer of a running gateway to one operation.

@@ -215,22 +215,28 @@ fn store_facts(home: &Home, retention_days: u64, report: &mut Report) {
         ),
         Err(e) => report.warn("store", e.to_string(), "`kafclaw doctor`"),
     }
-    let mut open = 0;
+    // Not resolved = open or acknowledged, as the gateway counts them.
+    let mut open: Vec<Value> = Vec::new();
     if let Ok(tree) = db.tree(TreeName::Incidents) {
         let _ = tree.for_each(|_, v| {
-            if serde_json::from_slice::<Value>(v).is_ok_and(|v| v["state"] == "open") {
-                open += 1;
+            if let Ok(v) = serde_json::from_slice::<Value>(v) {
+                if v["state"].is_string() && v["state"] != "resolved" {
+                    open.push(v);
+                }
             }
             true
         });
     }
-    if open == 0 {
+    if open.is_empty() {
         report.pass("incidents", "no open incident");
     } else {
+        let n = open.len();
+        open.sort_by(|a, b| b["opened_at"].as_str().cmp(&a["opened_at"].as_str()));
+        open.truncate(20);
         report.warn(
             "incidents",
-            format!("{open} open incident(s)"),
-            "start the gateway and review `GET /api/v1/incidents`",
+            format!("{n} open incident(s){}", incident_list(&Value::from(open))),
+            "start the gateway and review `GET /api/v1/incidents`; resolve with `kafclaw admin resolve-incident --id ID`",
         );
     }
 }
@@ -289,6 +295,27 @@ fn ask_remote(
     Ok((v, format!("the gateway at {}", args.url)))
 }
 
+/// `: inc-1 (manual, subject whatsapp, open), …` for the incidents listed, else nothing.
+fn incident_list(listed: &Value) -> String {
+    let Some(list) = listed.as_array().filter(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    let items: Vec<String> = list
+        .iter()
+        .map(|i| {
+            format!(
+                "{} ({}, subject {}, {} since {})",
+                i["id"].as_str().unwrap_or("?"),
+                i["kind"].as_str().unwrap_or("?"),
+                i["subject"].as_str().unwrap_or("?"),
+                i["state"].as_str().unwrap_or("?"),
+                i["opened_at"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    format!(": {}", items.join("; "))
+}
+
 /// The rows a running gateway answers: where from, today's tokens, open incidents, store.
 fn live_rows(v: &Value, from: &str, settings: &Settings, report: &mut Report) {
     report.pass(
@@ -311,8 +338,8 @@ fn live_rows(v: &Value, from: &str, settings: &Settings, report: &mut Report) {
         Some(0) => report.pass("incidents", "no open incident"),
         Some(n) => report.warn(
             "incidents",
-            format!("{n} open incident(s)"),
-            "`GET /api/v1/incidents`; resolve with `kafclaw admin resolve-incident`",
+            format!("{n} open incident(s){}", incident_list(&v["incidents"])),
+            "`GET /api/v1/incidents`; resolve with `kafclaw admin resolve-incident --id ID`",
         ),
         None => report.warn(
             "incidents",

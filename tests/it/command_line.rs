@@ -316,9 +316,35 @@ async fn status_reads_the_gateway_over_the_socket_and_counts_each_turn_once() {
     assert!(live.contains("2 model call"), "{live}");
 
     // `--json` at the end of `admin`, over the socket, no token.
-    let (code, doc) = shaped(&home, &HashMap::new(), &["admin", "relax-tools", "--json"]);
+    let (code, doc) = shaped(
+        &home,
+        &HashMap::new(),
+        &["admin", "lockdown", "--reason", "drill", "--json"],
+    );
     assert_eq!(code, 0, "{doc}");
     assert_eq!(doc["command"], "admin");
+    let incident = doc["result"]["incident"].as_str().unwrap().to_string();
+    let incidents_row = |doc: &Value| -> Value {
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "incidents")
+            .cloned()
+            .unwrap()
+    };
+    // The incident it opened is listed by status.
+    let (_, doc) = shaped(&home, &HashMap::new(), &["status", "--json"]);
+    let row = incidents_row(&doc);
+    assert_eq!(row["status"], "warn", "{row}");
+    let listed = row["message"].as_str().unwrap();
+    assert!(listed.starts_with("1 open incident(s)"), "{listed}");
+    assert!(
+        listed.contains(&incident) && listed.contains("manual"),
+        "{listed}"
+    );
+    let (code, doc) = shaped(&home, &HashMap::new(), &["admin", "relax-tools", "--json"]);
+    assert_eq!(code, 0, "{doc}");
     // A remote gateway needs --url and a token; a wrong one is refused.
     let url = format!("http://{}", gw.dashboard);
     let (code, doc) = shaped(
@@ -364,6 +390,9 @@ async fn status_reads_the_gateway_over_the_socket_and_counts_each_turn_once() {
         offline.starts_with(&format!("{reported} tokens today")),
         "{offline}"
     );
+    let (_, doc) = shaped(&home, &HashMap::new(), &["status", "--json"]);
+    let listed = incidents_row(&doc)["message"].as_str().unwrap().to_string();
+    assert!(listed.contains(&incident), "{listed}");
 }
 
 /// Runs `kafclaw --home HOME args…` on a pseudo-terminal (util-linux `script`); all it wrote.
