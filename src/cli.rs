@@ -120,7 +120,8 @@ pub enum Command {
     /// Backups: create, verify, restore.
     #[command(subcommand)]
     Backup(BackupCommand),
-    /// Config, providers, channels, token usage today, open incidents, audit head.
+    /// Config, providers, channels, token usage today, open incidents, audit head: from the
+    /// running gateway (its control socket, no token; --url for a remote one) or the store.
     Status,
     /// Tool approvals: list, approve, deny.
     #[command(subcommand)]

@@ -3,7 +3,7 @@
 //!
 //! `{"ok":bool,"command":"secrets list","result":…}` for a command that returns data,
 //! `{"ok":bool,"command":"doctor","checks":[…],"summary":{…}}` for a command that runs checks,
-//! and on failure an `"error":{"code":…,"message":…}` member besides (`result` is then absent).
+//! and on failure an `"error":{"code":…,"message":…}` member besides (`result` is then null).
 //!
 //! Owns: that shape, the error codes and their exit codes (1 for [`ErrorCode::Failed`], 2 for
 //! the rest), and printing an error either as the document or as one `kafclaw: …` line on
@@ -71,11 +71,12 @@ pub fn success(command: &str, result: Value) -> Value {
     json!({"ok": true, "command": command, "result": result})
 }
 
-/// The document of a command that failed.
+/// The document of a command that failed (`result` is null: there is none).
 pub fn failure(command: &str, code: ErrorCode, message: &str) -> Value {
     json!({
         "ok": false,
         "command": command,
+        "result": null,
         "error": {"code": code.as_str(), "message": message},
     })
 }
@@ -221,7 +222,7 @@ mod tests {
         let doc = failure("admin", ErrorCode::Usage, "bad");
         assert_eq!(doc["ok"], false);
         assert_eq!(doc["error"]["code"], "usage");
-        assert!(doc.get("result").is_none());
+        assert!(doc["result"].is_null());
         assert_eq!(ErrorCode::Failed.exit_code(), 1);
         assert_eq!(ErrorCode::Refused.exit_code(), 2);
     }
