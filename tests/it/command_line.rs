@@ -353,6 +353,27 @@ async fn status_reads_the_gateway_over_the_socket_and_counts_each_turn_once() {
         &["status", "--json", "--url", &url, "--token", TOKEN],
     );
     assert_eq!(code, 0, "{doc}");
+    let source = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "source")
+        .cloned()
+        .unwrap();
+    assert!(
+        source["message"].as_str().unwrap().contains(&url),
+        "{source}"
+    );
+    // The token may come from the environment too.
+    let env = vars(&[("KAFCLAW_GATEWAY_AUTH_TOKEN", TOKEN)]);
+    let (code, doc) = shaped(&home, &env, &["--url", &url, "approvals", "list", "--json"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["command"], "approvals list");
+    assert!(doc["result"].is_array(), "{doc}");
+    // Without any token a remote gateway is a usage error.
+    let (code, doc) = shaped(&home, &HashMap::new(), &["status", "--json", "--url", &url]);
+    assert_eq!(code, 2, "{doc}");
+    assert_eq!(doc["error"]["code"], "usage", "{doc}");
     let bad = "kc_not-the-token-0123456789abcdefghijklmnopq";
     let (code, doc) = shaped(
         &home,
