@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::envelope::ErrorCode;
+
 use kafclaw_actors::audit::{AuditKind, AuditLog, RecordedHead};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::vault::BACKUP_KEY_NAME;
@@ -132,12 +134,10 @@ fn create_cmd(
     include_key: bool,
     json: bool,
 ) -> i32 {
+    let fail = |code, message: String| crate::envelope::fail("backup create", json, code, &message);
     let settings = match checks::load_settings(home, env) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kafclaw: {e}");
-            return 2;
-        }
+        Err(e) => return fail(ErrorCode::Config, e.to_string()),
     };
     let out = out.map(|o| {
         if o.is_absolute() {
@@ -148,18 +148,12 @@ fn create_cmd(
     });
     let dest = match destination(out.as_deref(), home, &settings) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("kafclaw: backup refused: {e}");
-            return 2;
-        }
+        Err(e) => return fail(ErrorCode::Refused, format!("backup refused: {e}")),
     };
     let sealed_key = if include_key {
         match sealed_vault_key(home, env) {
             Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("kafclaw: {e}");
-                return 2;
-            }
+            Err(e) => return fail(ErrorCode::Usage, e),
         }
     } else {
         None
@@ -171,27 +165,31 @@ fn create_cmd(
         compress: dest.compress,
         workspace: workspace.clone(),
     };
-    let (summary, via) = match control::send(home, &op) {
-        Ok(Some(Answer::Ok(v))) => match serde_json::from_value::<Summary>(v) {
-            Ok(s) => (s, "through the running gateway"),
-            Err(e) => {
-                eprintln!("kafclaw: malformed answer from the gateway: {e}");
-                return 2;
-            }
-        },
-        Ok(Some(Answer::Failed(e) | Answer::Error(e))) | Err(e) => {
-            eprintln!("kafclaw: backup failed: {e}");
-            return 2;
-        }
-        Ok(None) => match create_offline(home, env, &dest, sealed_key, workspace) {
-            Ok(s) => (s, "offline"),
-            Err(e) => {
-                eprintln!("kafclaw: backup failed: {e}");
-                return 2;
-            }
-        },
+    let progress = crate::progress::Progress::start(
+        json,
+        &format!("writing the backup {}", dest.file.display()),
+    );
+    let written = match control::send(home, &op) {
+        Ok(Some(Answer::Ok(v))) => serde_json::from_value::<Summary>(v)
+            .map(|s| (s, "through the running gateway"))
+            .map_err(|e| {
+                (
+                    ErrorCode::Internal,
+                    format!("malformed answer from the gateway: {e}"),
+                )
+            }),
+        Ok(Some(Answer::Failed(e))) | Err(e) => Err((ErrorCode::Unavailable, e)),
+        Ok(Some(Answer::Error(code, e))) => Err((code, e)),
+        Ok(None) => create_offline(home, env, &dest, sealed_key, workspace)
+            .map(|s| (s, "offline"))
+            .map_err(|e| (ErrorCode::Internal, e)),
     };
-    summary_report(&summary, via).print(json)
+    // The spinner's line is cleared before anything else is printed.
+    progress.finish();
+    match written {
+        Ok((summary, via)) => summary_report(&summary, via).print(json),
+        Err((code, e)) => fail(code, format!("backup failed: {e}")),
+    }
 }
 
 fn sealed_vault_key(home: &Home, env: &HashMap<String, String>) -> Result<String, String> {

@@ -11,9 +11,18 @@ pub struct Cli {
     /// Root directory instead of $KAFCLAW_HOME or the user's home.
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
-    /// One JSON document on stdout instead of text.
+    /// One JSON document on stdout instead of text, success or failure alike:
+    /// `{"ok","command","checks"|"result","error":{"code","message"}}` (docs/cli.md).
     #[arg(long, global = true)]
     pub json: bool,
+    /// A remote gateway's dashboard/admin URL (`status`, `admin`, `approvals`); local
+    /// commands use the control socket and need no token.
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// The bearer token for --url (else KAFCLAW_GATEWAY_AUTH_TOKEN, else the vault's
+    /// gateway.auth_token).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -38,6 +47,51 @@ impl LogFormat {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
         }
+    }
+}
+
+impl Cli {
+    /// `kafclaw admin <type> … --json`: the admin arguments are taken verbatim, so the global
+    /// flags written after them are lifted out here (they are accepted anywhere).
+    pub fn lift_globals(&mut self) {
+        let Command::Admin { args } = &mut self.command else {
+            return;
+        };
+        let mut kept = Vec::with_capacity(args.len());
+        let mut words = std::mem::take(args).into_iter();
+        while let Some(word) = words.next() {
+            let (flag, inline) = match word.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (word.clone(), None),
+            };
+            match flag.as_str() {
+                "--json" if inline.is_none() => self.json = true,
+                "--home" | "--url" | "--token" | "--log-format" => {
+                    let Some(value) = inline.or_else(|| words.next()) else {
+                        kept.push(word);
+                        continue;
+                    };
+                    match flag.as_str() {
+                        "--home" => self.home = Some(PathBuf::from(value)),
+                        "--url" => self.url = Some(value),
+                        "--token" => self.token = Some(value),
+                        _ => {
+                            self.log_format = match value.as_str() {
+                                "json" => Some(LogFormat::Json),
+                                "text" => Some(LogFormat::Text),
+                                _ => {
+                                    kept.push(word);
+                                    kept.push(value);
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => kept.push(word),
+            }
+        }
+        *args = kept;
     }
 }
 
@@ -66,7 +120,8 @@ pub enum Command {
     /// Backups: create, verify, restore.
     #[command(subcommand)]
     Backup(BackupCommand),
-    /// Config, providers, channels, token usage today, open incidents, audit head.
+    /// Config, providers, channels, token usage today, open incidents, audit head: from the
+    /// running gateway (its control socket, no token; --url for a remote one) or the store.
     Status,
     /// Tool approvals: list, approve, deny.
     #[command(subcommand)]
@@ -75,7 +130,8 @@ pub enum Command {
     #[command(subcommand)]
     Pairing(PairingCommand),
     /// Print a shell completion script on stdout, e.g.
-    /// `kafclaw completion bash > ~/.local/share/bash-completion/completions/kafclaw`.
+    /// `mkdir -p ~/.local/share/bash-completion/completions && kafclaw completion bash >
+    /// ~/.local/share/bash-completion/completions/kafclaw`.
     Completion {
         /// The shell.
         #[arg(value_enum)]
@@ -85,8 +141,8 @@ pub enum Command {
     /// within 2 s, else 1 (for container HEALTHCHECKs; speaks TLS with gateway.tls.mode =
     /// native, trusting exactly gateway.tls.cert_file).
     Healthcheck(HealthcheckArgs),
-    /// Send one admin control message to the running gateway, e.g.
-    /// `kafclaw admin quarantine-channel --channel whatsapp --reason spam`.
+    /// Send one admin control message to the running gateway (its control socket; --url for
+    /// a remote one), e.g. `kafclaw admin quarantine-channel --channel whatsapp --reason spam`.
     Admin {
         /// The message type (dashes or underscores) followed by `--field value` pairs.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
@@ -127,7 +183,8 @@ pub enum SecurityCommand {
         #[arg(long)]
         deep: bool,
     },
-    /// Apply every safe fix; without --yes only print the plan (and exit 1).
+    /// Apply every safe fix; without --yes only print the plan (exit 1 when it has steps,
+    /// 0 when there is nothing to change).
     Fix {
         /// Apply the plan.
         #[arg(long)]

@@ -12,6 +12,7 @@ use kafclaw_actors::paths::Home;
 
 use crate::cli::{ApprovalsCommand, AuditCommand, PairingCommand, SecretsCommand, TokenCommand};
 use crate::control::{self, Answer};
+use crate::envelope::{self, ErrorCode};
 use crate::ops::{self, OpError, Operation, OpsContext};
 use crate::settings::Settings;
 
@@ -25,6 +26,13 @@ pub struct CommandEnv<'a> {
     pub env: &'a HashMap<String, String>,
     /// `--json`.
     pub json: bool,
+    /// The command's name in the `--json` document (`secrets list`, `admin`, …).
+    pub command: String,
+    /// `--url` (and `--token`): a remote gateway instead of the local control socket.
+    pub remote: Option<crate::remote::RemoteArgs>,
+    /// `--token` without `--url`: the contract's older `kafclaw admin … --token T`, which
+    /// still reaches this host's dashboard port when no gateway answers on the socket.
+    pub local_token: Option<String>,
 }
 
 /// `kafclaw secrets …`.
@@ -33,8 +41,12 @@ pub fn secrets(cmd: SecretsCommand, ctx: CommandEnv<'_>) -> i32 {
         SecretsCommand::Set { name } => {
             let mut value = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut value) {
-                eprintln!("kafclaw: cannot read the value from stdin: {e}");
-                return 2;
+                return envelope::fail(
+                    &ctx.command,
+                    ctx.json,
+                    ErrorCode::Internal,
+                    &format!("cannot read the value from stdin: {e}"),
+                );
             }
             let value = value.trim_end_matches(['\n', '\r']).to_string();
             Operation::SecretSet { name, value }
@@ -43,8 +55,8 @@ pub fn secrets(cmd: SecretsCommand, ctx: CommandEnv<'_>) -> i32 {
         SecretsCommand::Rm { name } => Operation::SecretRm { name },
         SecretsCommand::RotateKey => Operation::SecretRotateKey,
     };
-    let json = ctx.json;
-    finish(run(op, ctx), json, |result| match result {
+    let (json, command) = (ctx.json, ctx.command.clone());
+    finish(run(op, ctx), &command, json, |result| match result {
         Value::Array(items) => {
             if items.is_empty() {
                 println!("no secrets");
@@ -84,8 +96,8 @@ pub fn token(cmd: TokenCommand, ctx: CommandEnv<'_>) -> i32 {
         TokenCommand::List => Operation::TokenList,
         TokenCommand::Revoke { name } => Operation::TokenRevoke { name },
     };
-    let json = ctx.json;
-    finish(run(op, ctx), json, |result| match result {
+    let (json, command) = (ctx.json, ctx.command.clone());
+    finish(run(op, ctx), &command, json, |result| match result {
         Value::Array(items) => {
             if items.is_empty() {
                 println!("no tokens");
@@ -132,8 +144,8 @@ pub fn approvals(cmd: ApprovalsCommand, ctx: CommandEnv<'_>) -> i32 {
             approved: false,
         },
     };
-    let json = ctx.json;
-    finish(run(op, ctx), json, |result| match result {
+    let (json, command) = (ctx.json, ctx.command.clone());
+    finish(run(op, ctx), &command, json, |result| match result {
         Value::Array(items) => {
             if items.is_empty() {
                 println!("no pending approvals");
@@ -170,10 +182,10 @@ pub fn pairing(cmd: PairingCommand, ctx: CommandEnv<'_>) -> i32 {
     };
     let outcome = match control::send(ctx.home, &op) {
         Ok(Some(answer)) => answer.into(),
-        Ok(None) => Outcome::Error(ops::NEEDS_GATEWAY.into()),
-        Err(e) => Outcome::Error(e),
+        Ok(None) => Outcome::Error(ErrorCode::Unavailable, ops::NEEDS_GATEWAY.into()),
+        Err(e) => Outcome::Error(ErrorCode::Unavailable, e),
     };
-    finish(outcome, ctx.json, |result| {
+    finish(outcome, &ctx.command, ctx.json, |result| {
         if let Some(pending) = result["pending"].as_array() {
             if pending.is_empty() {
                 println!("no pending pairing requests");
@@ -208,8 +220,11 @@ pub fn pairing(cmd: PairingCommand, ctx: CommandEnv<'_>) -> i32 {
 pub fn audit(cmd: AuditCommand, ctx: CommandEnv<'_>) -> i32 {
     match cmd {
         AuditCommand::Verify { from } => {
-            let json = ctx.json;
-            finish(verify(from, ctx), json, |r| {
+            let (json, command) = (ctx.json, ctx.command.clone());
+            let progress = crate::progress::Progress::start(json, "verifying the audit chain");
+            let outcome = verify(from, ctx);
+            progress.finish();
+            finish(outcome, &command, json, |r| {
                 println!(
                     "ok {} records, head {}",
                     r["records"],
@@ -226,12 +241,12 @@ pub fn audit(cmd: AuditCommand, ctx: CommandEnv<'_>) -> i32 {
 fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
     match control::send(ctx.home, &Operation::AuditVerify { from }) {
         Ok(Some(answer)) => return answer.into(),
-        Err(e) => return Outcome::Error(e),
+        Err(e) => return Outcome::Error(ErrorCode::Unavailable, e),
         Ok(None) => {}
     }
     let core = match crate::core::open(ctx.home, &mut ctx.settings, ctx.env) {
         Ok(core) => core,
-        Err(e) => return Outcome::Error(e.to_string()),
+        Err(e) => return Outcome::Error(ErrorCode::Internal, e.to_string()),
     };
     let recorded = match RecordedHead::for_home(ctx.home, Some(&core.db)).and_then(|h| h.read()) {
         Ok(recorded) => recorded,
@@ -255,76 +270,61 @@ fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
 }
 
 fn repair(mut ctx: CommandEnv<'_>, accept_missing: bool) -> i32 {
+    let (json, command) = (ctx.json, ctx.command.clone());
+    let fail = |code, message: String| envelope::fail(&command, json, code, &message);
     if control::socket_path(ctx.home).exists()
         && control::send(ctx.home, &Operation::SecretList)
             .ok()
             .flatten()
             .is_some()
     {
-        eprintln!("kafclaw: stop the gateway before repairing the audit log");
-        return 2;
+        return fail(
+            ErrorCode::Refused,
+            "stop the gateway before repairing the audit log".into(),
+        );
     }
     let core = match crate::core::open(ctx.home, &mut ctx.settings, ctx.env) {
         Ok(core) => core,
-        Err(e) => {
-            eprintln!("kafclaw: {e}");
-            return 2;
-        }
+        Err(e) => return fail(ErrorCode::Internal, e.to_string()),
     };
     let options = match RecordedHead::for_home(ctx.home, Some(&core.db)) {
         Ok(recorded) => RepairOptions {
             recorded: Some(recorded),
             accept_missing,
         },
-        Err(e) => {
-            eprintln!("kafclaw: {e}");
-            return 2;
-        }
+        Err(e) => return fail(ErrorCode::Internal, e.to_string()),
     };
     let dir = ctx.home.audit_dir();
     let repaired =
         kafclaw_actors::audit::repair(&dir, &core.audit_key, &ctx.settings.audit, &options);
     let flushed = core.db.flush_blocking();
     match (repaired, flushed) {
-        (Ok(report), Ok(())) => {
-            print_repair(&report, ctx.json);
-            0
-        }
-        (Ok(_), Err(e)) => {
-            eprintln!("kafclaw: the repair is done but the store could not be flushed: {e}");
-            2
-        }
+        (Ok(report), Ok(())) => envelope::succeed(&command, json, repair_json(&report), |_| {
+            print_repair(&report)
+        }),
+        (Ok(_), Err(e)) => fail(
+            ErrorCode::Internal,
+            format!("the repair is done but the store could not be flushed: {e}"),
+        ),
         // A chain short of its recorded head is a finding, not a usage error: exit 1.
         (Err(e @ (AuditError::TailMissing { .. } | AuditError::HeadMismatch { .. })), _) => {
-            if ctx.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": e.to_string()})
-                );
-            } else {
-                println!("FAIL {e}");
-            }
-            1
+            fail(ErrorCode::Failed, e.to_string())
         }
-        (Err(e), _) => {
-            eprintln!("kafclaw: {e}");
-            2
-        }
+        (Err(e), _) => fail(ErrorCode::Internal, e.to_string()),
     }
 }
 
-fn print_repair(report: &kafclaw_actors::audit::RepairReport, json: bool) {
-    if json {
-        let value = serde_json::json!({
-            "segment": report.segment,
-            "bytes_cut": report.bytes_cut,
-            "newline_restored": report.newline_restored,
-            "record_seq": report.record.as_ref().map(|r| r.seq),
-            "missing": report.missing,
-        });
-        println!("{value}");
-        return;
-    }
+fn repair_json(report: &kafclaw_actors::audit::RepairReport) -> Value {
+    serde_json::json!({
+        "segment": report.segment,
+        "bytes_cut": report.bytes_cut,
+        "newline_restored": report.newline_restored,
+        "record_seq": report.record.as_ref().map(|r| r.seq),
+        "missing": report.missing,
+    })
+}
+
+fn print_repair(report: &kafclaw_actors::audit::RepairReport) {
     let Some(segment) = &report.segment else {
         println!("nothing to repair");
         return;
@@ -345,31 +345,16 @@ fn print_repair(report: &kafclaw_actors::audit::RepairReport, json: bool) {
 enum Outcome {
     Done(Value),
     Failed(String),
-    Error(String),
+    Error(ErrorCode, String),
 }
 
-fn finish(outcome: Outcome, json: bool, human: impl FnOnce(&Value)) -> i32 {
+/// Prints `outcome` in the one shape of [`crate::envelope`] (or as text); returns the exit
+/// code.
+fn finish(outcome: Outcome, command: &str, json: bool, human: impl FnOnce(&Value)) -> i32 {
     match outcome {
-        Outcome::Done(value) => {
-            if json {
-                println!("{value}");
-            } else {
-                human(&value);
-            }
-            0
-        }
-        Outcome::Failed(message) => {
-            if json {
-                println!("{}", serde_json::json!({"ok": false, "error": message}));
-            } else {
-                println!("FAIL {message}");
-            }
-            1
-        }
-        Outcome::Error(message) => {
-            eprintln!("kafclaw: {message}");
-            2
-        }
+        Outcome::Done(value) => envelope::succeed(command, json, value, human),
+        Outcome::Failed(message) => envelope::fail(command, json, ErrorCode::Failed, &message),
+        Outcome::Error(code, message) => envelope::fail(command, json, code, &message),
     }
 }
 
@@ -378,16 +363,59 @@ impl From<Answer> for Outcome {
         match answer {
             Answer::Ok(v) => Outcome::Done(v),
             Answer::Failed(e) => Outcome::Failed(e),
-            Answer::Error(e) => Outcome::Error(e),
+            Answer::Error(code, e) => Outcome::Error(code, e),
         }
     }
 }
 
+impl From<crate::remote::RemoteError> for Outcome {
+    fn from(e: crate::remote::RemoteError) -> Self {
+        Outcome::Error(e.code, e.message)
+    }
+}
+
 fn run(op: Operation, ctx: CommandEnv<'_>) -> Outcome {
+    if let Some(remote) = &ctx.remote {
+        return over_http(remote, &op, &ctx);
+    }
     match control::send(ctx.home, &op) {
         Ok(Some(answer)) => answer.into(),
-        Err(e) => Outcome::Error(e),
+        Err(e) => Outcome::Error(ErrorCode::Unavailable, e),
         Ok(None) => offline(op, ctx),
+    }
+}
+
+/// `--url`: the operations a remote gateway's HTTP API offers (approvals, control messages).
+fn over_http(remote: &crate::remote::RemoteArgs, op: &Operation, ctx: &CommandEnv<'_>) -> Outcome {
+    let remote = match crate::remote::Remote::resolve(
+        &remote.url,
+        remote.token.as_deref(),
+        &ctx.settings,
+        ctx.home,
+        ctx.env,
+    ) {
+        Ok(r) => r,
+        Err(e) => return e.into(),
+    };
+    let answer = match op {
+        Operation::ApprovalList => remote.get("/api/v1/approvals"),
+        Operation::ApprovalDecide { id, approved } => remote.post(
+            &format!("/api/v1/approvals/{id}"),
+            &serde_json::json!({"approved": approved}),
+        ),
+        Operation::Control { message } => remote
+            .post("/api/v1/admin/control", message)
+            .map(|body| body["result"].clone()),
+        _ => {
+            return Outcome::Error(
+                ErrorCode::Usage,
+                "this command works on the local home only".into(),
+            )
+        }
+    };
+    match answer {
+        Ok(v) => Outcome::Done(v),
+        Err(e) => e.into(),
     }
 }
 
@@ -395,7 +423,7 @@ fn run(op: Operation, ctx: CommandEnv<'_>) -> Outcome {
 fn offline(op: Operation, mut ctx: CommandEnv<'_>) -> Outcome {
     let core = match crate::core::open(ctx.home, &mut ctx.settings, ctx.env) {
         Ok(core) => core,
-        Err(e) => return Outcome::Error(e.to_string()),
+        Err(e) => return Outcome::Error(ErrorCode::Internal, e.to_string()),
     };
     let passphrase = crate::core::passphrase(ctx.env);
     let home = ctx.home.clone();
@@ -404,7 +432,7 @@ fn offline(op: Operation, mut ctx: CommandEnv<'_>) -> Outcome {
     system.block_on(async move {
         let services = match crate::services::start_offline(&home, &settings, core, passphrase) {
             Ok(s) => s,
-            Err(e) => return Outcome::Error(e),
+            Err(e) => return Outcome::Error(ErrorCode::Internal, e),
         };
         let db = services.db.clone();
         let ops_ctx = OpsContext {
@@ -421,41 +449,77 @@ fn offline(op: Operation, mut ctx: CommandEnv<'_>) -> Outcome {
         };
         let result = ops::execute(op, &ops_ctx).await;
         if let Err(e) = db.flush().await {
-            return Outcome::Error(format!("cannot flush the store: {e}"));
+            return Outcome::Error(ErrorCode::Internal, format!("cannot flush the store: {e}"));
         }
         match result {
             Ok(v) => Outcome::Done(v),
             Err(OpError::Failed(e)) => Outcome::Failed(e),
-            Err(e) => Outcome::Error(e.to_string()),
+            Err(OpError::Invalid(e)) => Outcome::Error(ErrorCode::Refused, e),
+            Err(OpError::Unavailable(e)) => Outcome::Error(ErrorCode::Unavailable, e),
         }
     })
 }
 
 /// `kafclaw admin <type-with-dashes> [--field value …]`: one control message through the
-/// running gateway's control socket (owner uid only; the gateway audits it as `cli:uid=N`).
-/// Values that look like integers are sent as numbers; `--deny a,b` is a list.
+/// running gateway's control socket (owner uid only, no token; the gateway audits it as
+/// `cli:uid=N`), or with `--url` through a remote gateway's `POST /api/v1/admin/control`
+/// with a token. Values that look like integers are sent as numbers; `--deny a,b` is a list.
 pub fn admin(args: Vec<String>, ctx: CommandEnv<'_>) -> i32 {
+    let (json, command) = (ctx.json, ctx.command.clone());
+    let message = match control_message(&args) {
+        Ok(m) => m,
+        Err(e) => return envelope::fail(&command, json, ErrorCode::Usage, &e),
+    };
+    let op = Operation::Control { message };
+    let outcome = if ctx.remote.is_some() {
+        run(op, ctx)
+    } else {
+        match control::send(ctx.home, &op) {
+            Ok(Some(answer)) => answer.into(),
+            Ok(None) if ctx.local_token.is_some() => {
+                let gw = &ctx.settings.gateway;
+                let host = match gw.host.as_str() {
+                    "0.0.0.0" | "::" => "127.0.0.1".to_string(),
+                    h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+                    h => h.to_string(),
+                };
+                let scheme = match gw.tls.mode {
+                    crate::settings::TlsMode::Native => "https",
+                    _ => "http",
+                };
+                let remote = crate::remote::RemoteArgs {
+                    url: format!("{scheme}://{host}:{}", gw.dashboard_port),
+                    token: ctx.local_token.clone(),
+                };
+                over_http(&remote, &op, &ctx)
+            }
+            Ok(None) => Outcome::Error(
+                ErrorCode::Unavailable,
+                "no running gateway answers on the control socket (start `kafclaw gateway`, or pass --url for a remote one)".into(),
+            ),
+            Err(e) => Outcome::Error(ErrorCode::Unavailable, e),
+        }
+    };
+    finish(outcome, &command, json, |result| {
+        println!("ok {}", result);
+    })
+}
+
+/// `<type> [--field value …]` → the control message (`{"type": …, field: value, …}`).
+fn control_message(args: &[String]) -> Result<Value, String> {
     let Some((kind, fields)) = args.split_first() else {
-        eprintln!("kafclaw: usage: kafclaw admin <type> [--field value …]");
-        return 2;
+        return Err("usage: kafclaw admin <type> [--field value …]".into());
     };
     let mut message = serde_json::Map::new();
     message.insert("type".into(), Value::from(kind.replace('-', "_")));
-    let mut token: Option<String> = None;
     let mut rest = fields.iter();
     while let Some(flag) = rest.next() {
         let Some(name) = flag.strip_prefix("--") else {
-            eprintln!("kafclaw: expected --field, got {flag}");
-            return 2;
+            return Err(format!("expected --field, got {flag}"));
         };
         let Some(value) = rest.next() else {
-            eprintln!("kafclaw: --{name} needs a value");
-            return 2;
+            return Err(format!("--{name} needs a value"));
         };
-        if name == "token" {
-            token = Some(value.clone());
-            continue;
-        }
         let name = name.replace('-', "_");
         let value = if name == "deny" {
             Value::from(
@@ -472,97 +536,5 @@ pub fn admin(args: Vec<String>, ctx: CommandEnv<'_>) -> i32 {
         };
         message.insert(name, value);
     }
-    let token = token
-        .or_else(|| ctx.env.get("KAFCLAW_GATEWAY_AUTH_TOKEN").cloned())
-        .filter(|t| !t.is_empty());
-    let json = ctx.json;
-    let op = Operation::Control {
-        message: Value::Object(message),
-    };
-    // A token (--token or KAFCLAW_GATEWAY_AUTH_TOKEN) sends over HTTP to the dashboard port, as
-    // the contract describes; without one, the local control socket (owner uid only) is used.
-    let outcome = match token {
-        Some(token) => admin_over_http(&ctx.settings, &token, &op),
-        None => match control::send(ctx.home, &op) {
-            Ok(Some(answer)) => answer.into(),
-            Ok(None) => Outcome::Error(
-                "no running gateway answers on the control socket (or pass --token)".into(),
-            ),
-            Err(e) => Outcome::Error(e),
-        },
-    };
-    finish(outcome, json, |result| {
-        println!("ok {}", result);
-    })
-}
-
-/// `POST /api/v1/admin/control` on the configured dashboard port with a bearer token.
-fn admin_over_http(settings: &Settings, token: &str, op: &Operation) -> Outcome {
-    let Operation::Control { message } = op else {
-        return Outcome::Error("not a control message".into());
-    };
-    let gw = &settings.gateway;
-    if gw.dashboard_port == 0 {
-        return Outcome::Error("gateway.dashboard_port is 0: use the control socket".into());
-    }
-    let host = if gw.host == "0.0.0.0" || gw.host == "::" {
-        "127.0.0.1".to_string()
-    } else if gw.host.contains(':') && !gw.host.starts_with('[') {
-        format!("[{}]", gw.host)
-    } else {
-        gw.host.clone()
-    };
-    let native = gw.tls.mode == crate::settings::TlsMode::Native;
-    let scheme = if native { "https" } else { "http" };
-    let url = format!(
-        "{scheme}://{host}:{}/api/v1/admin/control",
-        gw.dashboard_port
-    );
-    // Over native TLS the client trusts exactly the gateway's own certificate.
-    let tls = if native {
-        match crate::http::tls::pinned::client_config(&gw.tls.cert_file) {
-            Ok(config) => Some(config),
-            Err(e) => return Outcome::Error(e),
-        }
-    } else {
-        None
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return Outcome::Error(e.to_string()),
-    };
-    runtime.block_on(async {
-        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
-        if let Some(config) = tls {
-            builder = builder.use_preconfigured_tls(config);
-        }
-        let client = match builder.build() {
-            Ok(c) => c,
-            Err(e) => return Outcome::Error(e.to_string()),
-        };
-        let response = match client
-            .post(&url)
-            .bearer_auth(token)
-            .json(message)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => return Outcome::Error(format!("cannot reach the gateway at {url}")),
-        };
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            Outcome::Done(body["result"].clone())
-        } else {
-            Outcome::Error(format!(
-                "{}: {}",
-                status.as_u16(),
-                body["error"].as_str().unwrap_or("request failed")
-            ))
-        }
-    })
+    Ok(Value::Object(message))
 }

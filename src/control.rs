@@ -24,6 +24,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use kafclaw_actors::paths::Home;
 
+use crate::envelope::ErrorCode;
 use crate::http::AppState;
 use crate::ops::{self, OpError, Operation, OpsContext};
 
@@ -107,7 +108,7 @@ async fn handle(stream: UnixStream, state: web::Data<AppState>) {
     let (read, mut write) = stream.into_split();
     let answer = if peer != Some(own) {
         tracing::warn!(?peer, "control socket connection from another uid refused");
-        json!({"status": "error", "error": "forbidden"})
+        error_line(ErrorCode::Refused.as_str(), "forbidden")
     } else {
         let mut line = Vec::new();
         let mut reader = tokio::io::BufReader::new(read.take(MAX_LINE as u64 + 1));
@@ -118,11 +119,11 @@ async fn handle(stream: UnixStream, state: web::Data<AppState>) {
                 error_line("timeout", "no request line within the deadline")
             }
             Ok(Ok(_)) if line.len() > MAX_LINE => {
-                json!({"status": "error", "error": "request too large"})
+                error_line(ErrorCode::Usage.as_str(), "request too large")
             }
             Ok(Ok(_)) => match serde_json::from_slice::<Operation>(&line) {
                 Ok(op) => execute(op, &state, own).await,
-                Err(e) => json!({"status": "error", "error": format!("invalid request: {e}")}),
+                Err(e) => error_line(ErrorCode::Usage.as_str(), &format!("invalid request: {e}")),
             },
             Ok(Err(e)) => {
                 json!({"status": "error", "error": format!("cannot read the request: {e}")})
@@ -133,6 +134,18 @@ async fn handle(stream: UnixStream, state: web::Data<AppState>) {
 }
 
 async fn execute(op: Operation, state: &AppState, uid: u32) -> Value {
+    // `kafclaw status` reads what `GET /api/v1/status` shows a read token, without one: the
+    // socket is already the owner's.
+    if let Operation::Status = op {
+        use crate::http::routes::{full_status, Cache};
+        return match full_status(state, Cache::Bypass).await {
+            Ok(mut body) => {
+                body["incidents"] = open_incidents(state).await;
+                json!({"status": "ok", "result": body})
+            }
+            Err(e) => error_line(ErrorCode::Unavailable.as_str(), &e.to_string()),
+        };
+    }
     let ctx = OpsContext {
         vault: state.vault.clone(),
         audit: state.audit.clone(),
@@ -148,8 +161,46 @@ async fn execute(op: Operation, state: &AppState, uid: u32) -> Value {
     match ops::execute(op, &ctx).await {
         Ok(result) => json!({"status": "ok", "result": result}),
         Err(OpError::Failed(e)) => json!({"status": "failed", "error": e}),
-        Err(e) => json!({"status": "error", "error": e.to_string()}),
+        Err(OpError::Invalid(e)) => error_line(ErrorCode::Refused.as_str(), &e),
+        Err(OpError::Unavailable(e)) => error_line(ErrorCode::Unavailable.as_str(), &e),
     }
+}
+
+/// Incidents listed at most in `kafclaw status` (the count says how many are open).
+const MAX_LISTED_INCIDENTS: usize = 20;
+
+/// The open (not resolved) incidents, newest first, for `kafclaw status`: id, kind, subject,
+/// state and when opened (no evidence). `null` when the monitor does not answer.
+async fn open_incidents(state: &AppState) -> Value {
+    use kafclaw_actors::incident::{IncidentState, ListIncidents};
+    let Some(monitor) = state.monitor.addr() else {
+        return Value::Null;
+    };
+    let listed = monitor
+        .send(ListIncidents {
+            state: None,
+            limit: None,
+        })
+        .await;
+    let Ok(Ok(mut list)) = listed else {
+        return Value::Null;
+    };
+    list.retain(|i| i.state != IncidentState::Resolved);
+    list.sort_by_key(|i| std::cmp::Reverse(i.opened_at));
+    Value::from(
+        list.iter()
+            .take(MAX_LISTED_INCIDENTS)
+            .map(|i| {
+                json!({
+                    "id": i.id,
+                    "kind": i.kind,
+                    "subject": i.subject,
+                    "state": i.state,
+                    "opened_at": kafclaw_actors::clock::to_rfc3339(i.opened_at),
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The answer of a running gateway to one operation.
@@ -158,8 +209,9 @@ pub enum Answer {
     Ok(Value),
     /// A check failed (exit 1).
     Failed(String),
-    /// Refused or could not be done (exit 2).
-    Error(String),
+    /// Refused or could not be done (exit 2), and why ([`ErrorCode::Internal`] when the
+    /// gateway named no code).
+    Error(ErrorCode, String),
 }
 
 /// Client side: sends `op` to a running gateway. `Ok(None)` when no gateway listens. While
@@ -182,7 +234,10 @@ pub fn send(home: &Home, op: &Operation) -> Result<Option<Answer>, String> {
         return Ok(Some(match value["status"].as_str() {
             Some("ok") => Answer::Ok(value["result"].clone()),
             Some("failed") => Answer::Failed(error),
-            _ => Answer::Error(error),
+            _ => Answer::Error(
+                ErrorCode::parse(value["code"].as_str().unwrap_or("")),
+                error,
+            ),
         }));
     }
 }

@@ -30,8 +30,7 @@ pub fn run(home: &Home, env: &HashMap<String, String>, json: bool, fix: bool) ->
     let mut trust = None;
     if fix {
         if checks::gateway_running(home) {
-            eprintln!("kafclaw: a gateway is running with this home: stop it before `kafclaw doctor --fix` (repairs open the vault and the audit log the gateway holds)");
-            return 2;
+            return crate::envelope::fail("doctor", json, crate::envelope::ErrorCode::Refused, "a gateway is running with this home: stop it before `kafclaw doctor --fix` (repairs open the vault and the audit log the gateway holds)");
         }
         let settings = checks::load_settings(home, env).ok();
         let mut fixer = Fixer::new(home, env);
@@ -85,6 +84,7 @@ pub fn diagnose(
         return;
     };
     workspace::check(home, s, report);
+    crate::checks::tools::programs(s, report);
     let trust = trust.unwrap_or_else(|| TrustState::open(home, env, Create::No));
     if let Some(vault) = &trust.vault {
         if let Err(e) = crate::core::resolve_secrets(s, vault) {

@@ -44,9 +44,6 @@ pub enum StartError {
 pub fn preflight(settings: &Settings, is_root: bool, allow_root: bool) -> Result<(), StartError> {
     let gw = &settings.gateway;
     let host = gw.host.clone();
-    if is_root {
-        tracing::warn!("RUNNING AS ROOT (uid 0). KafClaw should run as a dedicated unprivileged user; `kafclaw security check` fails on this.");
-    }
     if gw.is_loopback() {
         if let Some(token) = &gw.auth_token {
             if token.char_len() < MIN_TOKEN_CHARS {
@@ -99,6 +96,10 @@ pub fn run(
     allow_root: bool,
 ) -> i32 {
     let is_root = rustix::process::geteuid().is_root();
+    // Said once per start (the preflight below runs twice: before and after the vault).
+    if is_root {
+        tracing::warn!("RUNNING AS ROOT (uid 0). KafClaw should run as a dedicated unprivileged user; `kafclaw security check` fails on this.");
+    }
     // Refuse an unsafe bind before touching anything; the vault may still supply the token,
     // so a missing token is checked again once the core is open.
     if let Err(e @ StartError::RootRemote { .. }) = preflight(&settings, is_root, allow_root) {

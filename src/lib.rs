@@ -15,12 +15,15 @@ pub mod commands;
 pub mod control;
 pub mod core;
 pub mod doctor;
+pub mod envelope;
 pub mod gateway;
 pub mod healthcheck;
 pub mod http;
 pub mod last_verify;
 pub mod logging;
 pub mod ops;
+pub mod progress;
+pub mod remote;
 pub mod secret;
 pub mod security;
 pub mod services;
@@ -46,21 +49,44 @@ pub fn resolve_home(flag: Option<PathBuf>, env: &HashMap<String, String>) -> Opt
 /// Runs the command line with an explicit environment; returns the process exit code.
 pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
     use clap::Parser;
-    let cli = match cli::Cli::try_parse_from(args) {
+    use envelope::ErrorCode;
+    let name = envelope::command_path(&args);
+    let mut cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() && envelope::wants_json(&args) => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid command line");
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            let _ = e.print();
+            return envelope::fail(&name, true, ErrorCode::Usage, message);
+        }
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
             return code;
         }
     };
+    cli.lift_globals();
+    let json = cli.json;
     // Completion scripts depend on nothing but the command line's shape: no home, no settings.
     if let cli::Command::Completion { shell } = cli.command {
         return completion(shell);
     }
+    if cli.url.is_some() && !takes_url(&cli.command) {
+        return envelope::fail(
+            &name,
+            json,
+            ErrorCode::Usage,
+            &format!("`kafclaw {name}` works on the local home only; --url is for status, admin and approvals"),
+        );
+    }
     let Some(home) = resolve_home(cli.home.clone(), &env) else {
-        eprintln!("kafclaw: no home directory: pass --home DIR or set KAFCLAW_HOME");
-        return 2;
+        return envelope::fail(
+            &name,
+            json,
+            ErrorCode::Usage,
+            "no home directory: pass --home DIR or set KAFCLAW_HOME",
+        );
     };
     // A restore killed half-way is rolled back before anything reads the home.
     if !matches!(cli.command, cli::Command::Version) {
@@ -68,17 +94,28 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
             Ok(Some(line)) => eprintln!("kafclaw: {line}"),
             Ok(None) => {}
             Err(e) => {
-                eprintln!("kafclaw: cannot finish an interrupted restore: {e}");
-                return 2;
+                return envelope::fail(
+                    &name,
+                    json,
+                    ErrorCode::Internal,
+                    &format!("cannot finish an interrupted restore: {e}"),
+                );
             }
         }
     }
+    if cli.token.is_some() && cli.url.is_none() {
+        eprintln!("kafclaw: --token is only needed with --url; the local control socket needs none (kept for `admin` when no local gateway answers: it then goes to the configured dashboard port)");
+    }
+    let remote = cli.url.clone().map(|url| remote::RemoteArgs {
+        url,
+        token: cli.token.clone(),
+    });
     // The operator checks load settings themselves: a broken config is a finding, not a crash.
     let operator = match &cli.command {
-        cli::Command::Doctor(a) => Some(doctor::run(&home, &env, cli.json, a.fix)),
-        cli::Command::Security(c) => Some(security::run(c, &home, &env, cli.json)),
-        cli::Command::Backup(c) => Some(backup::run(c, &home, &env, cli.json)),
-        cli::Command::Status => Some(status::run(&home, &env, cli.json)),
+        cli::Command::Doctor(a) => Some(doctor::run(&home, &env, json, a.fix)),
+        cli::Command::Security(c) => Some(security::run(c, &home, &env, json)),
+        cli::Command::Backup(c) => Some(backup::run(c, &home, &env, json)),
+        cli::Command::Status => Some(status::run(&home, &env, json, remote.as_ref())),
         _ => None,
     };
     if let Some(code) = operator {
@@ -104,17 +141,17 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
     });
     let settings = match loaded {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kafclaw: {e}");
-            return 2;
-        }
+        Err(e) => return envelope::fail(&name, json, ErrorCode::Config, &e.to_string()),
     };
     logging::init(&settings.log.level, settings.log.format == "json");
     let ctx = |settings| commands::CommandEnv {
         home: &home,
         settings,
         env: &env,
-        json: cli.json,
+        json,
+        command: name.clone(),
+        remote: remote.clone(),
+        local_token: cli.token.clone().filter(|_| cli.url.is_none()),
     };
     match cli.command {
         cli::Command::Gateway(args) => gateway::run(home.clone(), settings, &env, args.allow_root),
@@ -131,18 +168,21 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         | cli::Command::Backup(_)
         | cli::Command::Status
         | cli::Command::Completion { .. } => 2,
-        cli::Command::Version => {
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"version": env!("CARGO_PKG_VERSION")})
-                );
-            } else {
-                println!("kafclaw {}", env!("CARGO_PKG_VERSION"));
-            }
-            0
-        }
+        cli::Command::Version => envelope::succeed(
+            "version",
+            json,
+            serde_json::json!({"version": env!("CARGO_PKG_VERSION")}),
+            |_| println!("kafclaw {}", env!("CARGO_PKG_VERSION")),
+        ),
     }
+}
+
+/// The commands that can ask a remote gateway (`--url`): the others act on the local home.
+fn takes_url(command: &cli::Command) -> bool {
+    matches!(
+        command,
+        cli::Command::Status | cli::Command::Admin { .. } | cli::Command::Approvals(_)
+    )
 }
 
 /// `kafclaw completion <shell>`: the script for `shell` on stdout.

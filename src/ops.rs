@@ -96,6 +96,9 @@ pub enum Operation {
         /// The code as typed.
         code: String,
     },
+    /// The running gateway's full status (`kafclaw status`): answered by the control socket
+    /// itself, which holds the gateway's state.
+    Status,
     /// Write a backup (`kafclaw backup create` while the gateway holds the store).
     BackupCreate {
         /// The archive file to write (checked by the CLI with `backup::destination`).
@@ -127,6 +130,7 @@ impl std::fmt::Debug for Operation {
             Operation::ApprovalList => "approval_list",
             Operation::ApprovalDecide { .. } => "approval_decide",
             Operation::BackupCreate { .. } => "backup_create",
+            Operation::Status => "status",
             Operation::PairingPending { .. } => "pairing_pending",
             Operation::PairingApprove { .. } => "pairing_approve",
             Operation::PairingDeny { .. } => "pairing_deny",
@@ -377,6 +381,9 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
             compress,
             workspace,
         } => backup_create(out, sealed_key, compress, workspace, ctx).await,
+        Operation::Status => Err(OpError::Unavailable(
+            "status is answered by the running gateway's control socket".into(),
+        )),
         Operation::PairingPending { channel } => pairing_pending(channel, ctx).await,
         Operation::PairingApprove { channel, code } => {
             pairing_decide(channel, code, true, ctx).await

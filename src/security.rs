@@ -44,7 +44,13 @@ pub fn run(cmd: &SecurityCommand, home: &Home, env: &HashMap<String, String>, js
             } else {
                 "security audit"
             };
-            check(home, env, *deep, name).print(json)
+            let progress = crate::progress::Progress::start(
+                json || !*deep,
+                "security audit --deep: audit chain, vault, store, leak scan",
+            );
+            let report = check(home, env, *deep, name);
+            progress.finish();
+            report.print(json)
         }
         SecurityCommand::Fix { yes } => fix(home, env, *yes, json),
     }
@@ -123,7 +129,7 @@ fn deep_checks(home: &Home, settings: &Settings, trust: &TrustState, report: &mu
                 e,
                 "snapshot the audit log for investigation; `kafclaw audit verify` names the first bad record",
             ),
-            Ok(Some(Answer::Error(e))) | Err(e) => {
+            Ok(Some(Answer::Error(_, e))) | Err(e) => {
                 report.fail("audit_chain", format!("cannot verify: {e}"), "`kafclaw audit verify`")
             }
             Ok(None) => report.warn(
@@ -443,16 +449,18 @@ fn fix(home: &Home, env: &HashMap<String, String>, yes: bool, json: bool) -> i32
                 "`kafclaw security fix --yes` applies the plan",
             );
         }
-        report.fail(
-            "confirmation",
-            "nothing was changed: --yes was not given",
-            "review the plan above, then run `kafclaw security fix --yes`",
-        );
+        // Nothing pending is a clean result (exit 0); pending changes not applied exit 1.
+        if !plan.is_empty() {
+            report.fail(
+                "confirmation",
+                "nothing was changed: --yes was not given",
+                "review the plan above, then run `kafclaw security fix --yes`",
+            );
+        }
         return report.print(json);
     }
     if checks::gateway_running(home) {
-        eprintln!("kafclaw: a gateway is running with this home: stop it before `kafclaw security fix --yes` (repairs open the vault and the audit log the gateway holds)");
-        return 2;
+        return crate::envelope::fail("security fix", json, crate::envelope::ErrorCode::Refused, "a gateway is running with this home: stop it before `kafclaw security fix --yes` (repairs open the vault and the audit log the gateway holds)");
     }
     let mut report = Report::new("security fix --yes");
     let mut fixer = Fixer::new(home, env);

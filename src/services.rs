@@ -405,7 +405,7 @@ fn start_executor(
     )
     .map_err(|e| e.to_string())?;
     for warning in warnings {
-        tracing::warn!(?warning, "tools.exec.allow: program not usable");
+        tracing::warn!("{warning}");
     }
     // Said once, at start: how exec children are confined.
     match first.sandbox() {

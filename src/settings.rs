@@ -79,6 +79,18 @@ impl fmt::Display for Origin {
     }
 }
 
+impl Origin {
+    /// Where the value came from, without the variable's name (for a line that names it
+    /// already): `the environment`, `~/.config/kafclaw/env`, …
+    pub fn place(&self) -> String {
+        match self {
+            Origin::EnvFile(p, _) => p.display().to_string(),
+            Origin::Env(_) => "the environment".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Why settings could not be loaded: one line, naming the key, the source and what is allowed.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -139,7 +151,12 @@ impl fmt::Display for SettingsWarning {
                 var,
                 origin,
                 suggestion,
-            } => write!(f, "unknown variable {var} ({origin}){}", hint(suggestion)),
+            } => write!(
+                f,
+                "unknown variable {var} in {}{}",
+                origin.place(),
+                hint(suggestion)
+            ),
             SettingsWarning::BadEnvLine { path, line } => {
                 write!(
                     f,

@@ -2,28 +2,33 @@
 //! token usage today, open incidents, the store's size and oldest record kept, audit head —
 //! and where each answer came from.
 //!
-//! Sources, in order: a running gateway (its control socket answers) is asked for
-//! `GET /api/v1/status` on its configured dashboard port, with the gateway token when one is
-//! set in the environment, the env file or config.json (the vault is the gateway's while it
-//! runs); without a gateway the store is read directly. The audit head is read from the last
-//! segment (unverified; `kafclaw audit verify` checks it).
+//! Sources, in order: with `--url`, the remote gateway's `GET /api/v1/status` (with a token,
+//! see [`crate::remote`]); else the local gateway through its control socket (no token: the
+//! socket is the owner's); without a running gateway the store is read directly. The audit
+//! head is read from the last segment (unverified; `kafclaw audit verify` checks it).
 //! Must not: print a key or token.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
 
 use serde_json::Value;
 
+use kafclaw_actors::agent::{utc_today, Budget, UsageTotals};
 use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::{StoreDb, TreeName};
 
 use crate::checks::{self, Report};
+use crate::control::{self, Answer};
+use crate::ops::Operation;
+use crate::remote::{Remote, RemoteArgs, RemoteError};
 use crate::settings::Settings;
 
 /// Runs `kafclaw status`; returns the exit code.
-pub fn run(home: &Home, env: &HashMap<String, String>, json: bool) -> i32 {
+pub fn run(
+    home: &Home,
+    env: &HashMap<String, String>,
+    json: bool,
+    remote: Option<&RemoteArgs>,
+) -> i32 {
     crate::logging::init("warn", false);
     let mut report = Report::new("status");
     report.pass("version", format!("kafclaw {}", env!("CARGO_PKG_VERSION")));
@@ -69,57 +74,27 @@ pub fn run(home: &Home, env: &HashMap<String, String>, json: bool) -> i32 {
 
     sandbox(&settings, &mut report);
 
-    let running = checks::gateway_running(home);
-    let live = if running {
-        ask_gateway(&settings)
-    } else {
-        None
+    let live = match remote {
+        Some(args) => match ask_remote(args, &settings, home, env) {
+            Ok(live) => Some(live),
+            Err(e) => return crate::envelope::fail("status", json, e.code, &e.message),
+        },
+        None => ask_local(home, &mut report),
     };
-    channels(&settings, live.as_ref(), &mut report);
-    match (&live, running) {
-        (Some(v), _) => {
-            report.pass(
-                "source",
-                format!(
-                    "the running gateway at {}:{} (mode {}, uptime {} s)",
-                    settings.gateway.host,
-                    settings.gateway.dashboard_port,
-                    v["mode"].as_str().unwrap_or("?"),
-                    v["uptime_seconds"]
-                ),
-            );
-            report.pass(
-                "token_usage_today",
-                "0 tokens (no usage reported by the gateway yet)".to_string(),
-            );
-            match v["open_incidents"].as_u64() {
-                Some(0) | None => report.pass("incidents", "no open incident"),
-                Some(n) => report.warn(
-                    "incidents",
-                    format!("{n} open incident(s)"),
-                    "`GET /api/v1/incidents`; resolve with `kafclaw admin resolve-incident`",
-                ),
-            }
-            let store = &v["store"];
-            report.pass(
-                "store",
-                store_line(
-                    store["size_bytes"].as_u64(),
-                    store["oldest_record"].as_str(),
-                    settings.store.retention_days,
-                ),
-            );
+    channels(&settings, live.as_ref().map(|(v, _)| v), &mut report);
+    match &live {
+        Some((v, from)) => live_rows(v, from, &settings, &mut report),
+        None if !report.checks.iter().any(|c| c.name == "source") => {
+            store_facts(home, settings.store.retention_days, &mut report)
         }
-        (None, true) => {
-            report.warn(
-                "source",
-                format!("a gateway runs (control socket answers) but its dashboard did not answer at {}:{} with a read token", settings.gateway.host, settings.gateway.dashboard_port),
-                "set KAFCLAW_GATEWAY_AUTH_TOKEN (or a read token) and the dashboard port the gateway uses",
-            );
-        }
-        (None, false) => store_facts(home, settings.store.retention_days, &mut report),
+        None => {}
     }
-    let head = crate::backup::audit_head(&home.audit_dir());
+    // The running gateway's durable head, else the last segment's last record.
+    let head = live
+        .as_ref()
+        .map(|(v, _)| v["audit_head"].clone())
+        .filter(|h| h.is_object())
+        .unwrap_or_else(|| crate::backup::audit_head(&home.audit_dir()));
     report.pass(
         "audit_head",
         format!(
@@ -207,6 +182,8 @@ fn store_line(size: Option<u64>, oldest: Option<&str>, retention_days: u64) -> S
 fn store_facts(home: &Home, retention_days: u64, report: &mut Report) {
     if !home.store_dir().exists() {
         report.pass("source", "no gateway running and no store yet");
+        report.pass("token_usage_today", "0 tokens today (no store yet)");
+        report.pass("incidents", "no open incident");
         return;
     }
     let db = match StoreDb::open(&home.store_dir()) {
@@ -223,28 +200,10 @@ fn store_facts(home: &Home, retention_days: u64, report: &mut Report) {
             home.store_dir().display()
         ),
     );
-    let today = kafclaw_actors::clock::now_rfc3339()[..10].to_string();
-    let mut tokens = 0u64;
-    if let Ok(tree) = db.tree(TreeName::Usage) {
-        let _ = tree.for_each(|k, v| {
-            let Ok(v) = serde_json::from_slice::<Value>(v) else {
-                return true;
-            };
-            let key = String::from_utf8_lossy(k);
-            let day = v["day"].as_str().or(v["date"].as_str()).unwrap_or(&key);
-            if day.starts_with(&today) || key.contains(&today) {
-                tokens += v["total_tokens"].as_u64().unwrap_or_else(|| {
-                    v["prompt_tokens"].as_u64().unwrap_or(0)
-                        + v["completion_tokens"].as_u64().unwrap_or(0)
-                });
-            }
-            true
-        });
+    match Budget::new(&db, Default::default()).and_then(|b| b.usage_on(utc_today())) {
+        Ok(totals) => report.pass("token_usage_today", usage_line(&totals)),
+        Err(e) => report.warn("token_usage_today", e.to_string(), "`kafclaw doctor`"),
     }
-    report.pass(
-        "token_usage_today",
-        format!("{tokens} tokens ({today}, UTC)"),
-    );
     match kafclaw_actors::retention::store_stats(&db) {
         Ok(stats) => report.pass(
             "store",
@@ -256,55 +215,145 @@ fn store_facts(home: &Home, retention_days: u64, report: &mut Report) {
         ),
         Err(e) => report.warn("store", e.to_string(), "`kafclaw doctor`"),
     }
-    let mut open = 0;
+    // Not resolved = open or acknowledged, as the gateway counts them.
+    let mut open: Vec<Value> = Vec::new();
     if let Ok(tree) = db.tree(TreeName::Incidents) {
         let _ = tree.for_each(|_, v| {
-            if serde_json::from_slice::<Value>(v).is_ok_and(|v| v["state"] == "open") {
-                open += 1;
+            if let Ok(v) = serde_json::from_slice::<Value>(v) {
+                if v["state"].is_string() && v["state"] != "resolved" {
+                    open.push(v);
+                }
             }
             true
         });
     }
-    if open == 0 {
+    if open.is_empty() {
         report.pass("incidents", "no open incident");
     } else {
+        let n = open.len();
+        open.sort_by(|a, b| b["opened_at"].as_str().cmp(&a["opened_at"].as_str()));
+        open.truncate(20);
         report.warn(
             "incidents",
-            format!("{open} open incident(s)"),
-            "start the gateway and review `GET /api/v1/incidents`",
+            format!("{n} open incident(s){}", incident_list(&Value::from(open))),
+            "start the gateway and review `GET /api/v1/incidents`; resolve with `kafclaw admin resolve-incident --id ID`",
         );
     }
 }
 
-/// `GET /api/v1/status` on the configured dashboard port (loopback when bound to all
-/// interfaces); `None` unless it answers 200 with a full (read-scope) body.
-fn ask_gateway(settings: &Settings) -> Option<Value> {
-    let gw = &settings.gateway;
-    let host = match gw.host.as_str() {
-        "0.0.0.0" => "127.0.0.1",
-        "::" | "[::]" => "::1",
-        h => h.trim_start_matches('[').trim_end_matches(']'),
-    };
-    let addr = (host, gw.dashboard_port).to_socket_addrs().ok()?.next()?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    let auth = gw
-        .auth_token
-        .as_ref()
-        .map(|t| format!("Authorization: Bearer {}\r\n", t.expose()))
-        .unwrap_or_default();
-    let request = format!(
-        "GET /api/v1/status HTTP/1.1\r\nHost: {host}:{}\r\n{auth}Connection: close\r\n\r\n",
-        gw.dashboard_port
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    stream.take(1 << 20).read_to_end(&mut response).ok()?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
+/// Today's tokens as one line: `15 tokens today (12 prompt, 3 completion, 1 model call;
+/// 2026-01-02 UTC)`. Each model call is counted once (the store keeps it under the day, the
+/// channel, the sender and the session; only the day's total is read).
+fn usage_line(totals: &UsageTotals) -> String {
+    format!(
+        "{} tokens today ({} prompt, {} completion, {} model call(s); {} UTC)",
+        totals.total,
+        totals.prompt_tokens,
+        totals.completion_tokens,
+        totals.calls,
+        utc_today()
+    )
+}
+
+/// The local gateway's full status over its control socket; `None` (and the store is read)
+/// when no gateway runs. A gateway that answers with an error is reported as the source.
+fn ask_local(home: &Home, report: &mut Report) -> Option<(Value, String)> {
+    match control::send(home, &Operation::Status) {
+        Ok(Some(Answer::Ok(v))) => {
+            Some((v, "the running gateway through its control socket".into()))
+        }
+        Ok(None) => None,
+        Ok(Some(Answer::Failed(e) | Answer::Error(_, e))) | Err(e) => {
+            report.warn(
+                "source",
+                format!("a gateway runs with this home but its status could not be read: {e}"),
+                "`kafclaw doctor`; restart the gateway if it does not answer",
+            );
+            None
+        }
     }
-    let v: Value = serde_json::from_str(body.trim()).ok()?;
-    v.get("mode").is_some().then_some(v)
+}
+
+/// `GET /api/v1/status` of the remote gateway at `--url`, with a read-capable token.
+fn ask_remote(
+    args: &RemoteArgs,
+    settings: &Settings,
+    home: &Home,
+    env: &HashMap<String, String>,
+) -> Result<(Value, String), RemoteError> {
+    let v = Remote::resolve(&args.url, args.token.as_deref(), settings, home, env)?
+        .get("/api/v1/status")?;
+    if v.get("mode").is_none() {
+        return Err(RemoteError {
+            code: crate::envelope::ErrorCode::Refused,
+            message: format!(
+                "{} answered without its full status: the token lacks read scope",
+                args.url
+            ),
+        });
+    }
+    Ok((v, format!("the gateway at {}", args.url)))
+}
+
+/// `: inc-1 (manual, subject whatsapp, open), …` for the incidents listed, else nothing.
+fn incident_list(listed: &Value) -> String {
+    let Some(list) = listed.as_array().filter(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    let items: Vec<String> = list
+        .iter()
+        .map(|i| {
+            format!(
+                "{} ({}, subject {}, {} since {})",
+                i["id"].as_str().unwrap_or("?"),
+                i["kind"].as_str().unwrap_or("?"),
+                i["subject"].as_str().unwrap_or("?"),
+                i["state"].as_str().unwrap_or("?"),
+                i["opened_at"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    format!(": {}", items.join("; "))
+}
+
+/// The rows a running gateway answers: where from, today's tokens, open incidents, store.
+fn live_rows(v: &Value, from: &str, settings: &Settings, report: &mut Report) {
+    report.pass(
+        "source",
+        format!(
+            "{from} (mode {}, uptime {} s)",
+            v["mode"].as_str().unwrap_or("?"),
+            v["uptime_seconds"]
+        ),
+    );
+    match serde_json::from_value::<UsageTotals>(v["usage_today"].clone()) {
+        Ok(totals) => report.pass("token_usage_today", usage_line(&totals)),
+        Err(_) => report.warn(
+            "token_usage_today",
+            "the gateway did not report today's usage",
+            "`GET /api/v1/usage` on the dashboard port",
+        ),
+    }
+    match v["open_incidents"].as_u64() {
+        Some(0) => report.pass("incidents", "no open incident"),
+        Some(n) => report.warn(
+            "incidents",
+            format!("{n} open incident(s){}", incident_list(&v["incidents"])),
+            "`GET /api/v1/incidents`; resolve with `kafclaw admin resolve-incident --id ID`",
+        ),
+        None => report.warn(
+            "incidents",
+            "the incident monitor did not answer",
+            "`kafclaw doctor`; the supervisor restarts it",
+        ),
+    }
+    let store = &v["store"];
+    report.pass(
+        "store",
+        store_line(
+            store["size_bytes"].as_u64(),
+            store["oldest_record"].as_str(),
+            settings.store.retention_days,
+        ),
+    );
 }

@@ -49,18 +49,27 @@ pub fn run(
     flags: Flags,
     json: bool,
 ) -> i32 {
+    use crate::envelope::{fail, ErrorCode};
     if checks::gateway_running(home) {
-        eprintln!("kafclaw: a gateway is running with the target home; stop it first");
-        return 2;
+        return fail(
+            "backup restore",
+            json,
+            ErrorCode::Refused,
+            "a gateway is running with the target home; stop it first",
+        );
     }
     let occupied = occupied(home);
     if !occupied.is_empty() && !flags.force {
         let list: Vec<String> = occupied.iter().map(|p| p.display().to_string()).collect();
-        eprintln!(
-            "kafclaw: the target is not empty ({}); pass --force to replace it (the current state is kept as a pre-restore copy)",
-            list.join(", ")
+        return fail(
+            "backup restore",
+            json,
+            ErrorCode::Refused,
+            &format!(
+                "the target is not empty ({}); pass --force to replace it (the current state is kept as a pre-restore copy)",
+                list.join(", ")
+            ),
         );
-        return 2;
     }
     let mut report = Report::new("backup restore");
     if restore(path, home, env, flags, &mut report) {

@@ -1,7 +1,8 @@
 //! The output of every operator check command: one `[PASS|WARN|FAIL] <check>: <message>` line
 //! per check (each WARN/FAIL followed by an indented `remedy:` line naming the command or
-//! setting that fixes it), or with `--json` one document
-//! `{"command","checks":[{"name","status","message","remedy"}],"summary":{"pass","warn","fail"}}`.
+//! setting that fixes it), or with `--json` one document in the shape of every command
+//! ([`crate::envelope`]): `{"ok","command","checks":[{"name","status","message","remedy"}],
+//! "summary":{"pass","warn","fail"},"error"?}`.
 //!
 //! Owns: the shape of that output and the exit code (0 clean or warnings only, 1 any FAIL).
 //! Must not: print a secret value (callers pass names and places, never values).
@@ -123,7 +124,7 @@ impl Report {
         i32::from(self.failed())
     }
 
-    /// The `--json` document.
+    /// The checks and their summary (the envelope adds `ok`, the command and `error`).
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "command": self.command,
@@ -163,7 +164,7 @@ impl Report {
     /// Prints the report on stdout and returns the exit code.
     pub fn print(&self, json: bool) -> i32 {
         if json {
-            println!("{}", self.to_json());
+            println!("{}", crate::envelope::report(self));
         } else {
             print!("{}", self.to_text());
         }

@@ -17,6 +17,71 @@ use crate::settings::{Origin, Settings};
 
 const RESTRICT: &str = "tools.exec.restrict_workspace";
 
+/// The names on `tools.exec.allow` of a `tools` settings object.
+fn allowed(tools: &Value) -> Vec<String> {
+    at(tools, "exec.allow")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// WARNs every program on `tools.exec.allow` that is not installed on the gateway's fixed
+/// `PATH` (the gateway leaves it out at start, and the agent's calls to it are refused), with
+/// how to install it or take it off the list.
+pub fn programs(settings: &Settings, report: &mut Report) {
+    use kafclaw_actors::executor::{AllowList, AllowListWarning, FIXED_PATH};
+    let (_, warnings) = AllowList::resolve(&allowed(&settings.tools));
+    let missing: Vec<&str> = warnings
+        .iter()
+        .filter_map(|w| match w {
+            AllowListWarning::NotFound(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    if missing.is_empty() {
+        report.pass(
+            "exec_programs",
+            "every program on tools.exec.allow is installed",
+        );
+        return;
+    }
+    let hints: Vec<String> = missing
+        .iter()
+        .filter_map(|name| package_of(name).map(|p| format!("`apt-get install {p}` for {name}")))
+        .collect();
+    let hint = if hints.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", hints.join(", "))
+    };
+    let names = missing.join(", ");
+    let (it_is, it) = if missing.len() == 1 {
+        ("it is", "it")
+    } else {
+        ("they are", "them")
+    };
+    report.warn(
+        "exec_programs",
+        format!(
+            "tools.exec.allow names {names} but {it_is} not installed on {FIXED_PATH}: the gateway leaves {it} out and the agent cannot run {it}"
+        ),
+        format!("install {names}{hint}, or remove {it} from tools.exec.allow"),
+    );
+}
+
+/// The Debian package of a program whose package has another name.
+fn package_of(program: &str) -> Option<&'static str> {
+    match program {
+        "rg" => Some("ripgrep"),
+        "fd" => Some("fd-find"),
+        _ => None,
+    }
+}
+
 /// Compares the tool policy with the defaults.
 pub fn check(settings: &Settings, defaults: Option<&Settings>, report: &mut Report) {
     let tools = &settings.tools;
@@ -35,16 +100,6 @@ pub fn check(settings: &Settings, defaults: Option<&Settings>, report: &mut Repo
         );
     }
 
-    let allowed = |v: &Value| -> Vec<String> {
-        at(v, "exec.allow")
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let default_allow = defaults.map(|d| allowed(&d.tools)).unwrap_or_default();
     let extra: Vec<String> = allowed(tools)
         .into_iter()

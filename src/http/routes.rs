@@ -57,12 +57,33 @@ pub async fn status(
             "ok": ok,
         })));
     }
+    Ok(HttpResponse::Ok().json(full_status(&state, Cache::Use).await?))
+}
+
+/// Whether [`full_status`] may answer from the one-second cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cache {
+    /// Polling readers (dashboards, load balancers): the body of the current second.
+    Use,
+    /// An operator who just changed something (`kafclaw status`): fresh.
+    Bypass,
+}
+
+/// The full status body (a read token's `GET /api/v1/status`, and `kafclaw status` over the
+/// control socket): mode, channels, supervisor, open incidents, today's usage, audit head,
+/// store.
+pub async fn full_status(state: &AppState, cache: Cache) -> Result<serde_json::Value, ApiError> {
+    let tree = tree(state).await?;
+    let ok = tree.unhealthy().is_empty();
+    let uptime = state.started.elapsed().as_secs();
     // The full body asks five components; serve it from a one-second cache so polling status
     // (dashboards, load balancers) costs little more than /healthz.
-    if let Some(cached) = state.status_cache.get(uptime) {
-        return Ok(HttpResponse::Ok().json(cached));
+    if cache == Cache::Use {
+        if let Some(cached) = state.status_cache.get(uptime) {
+            return Ok(cached);
+        }
     }
-    let audit_head = audit_head(&state).await.ok();
+    let audit_head = audit_head(state).await.ok();
     let children = &tree.root.children;
     let running = children
         .iter()
@@ -117,7 +138,7 @@ pub async fn status(
         "store": kafclaw_actors::retention::store_stats(&state.db).ok(),
     });
     state.status_cache.put(uptime, body.clone());
-    Ok(HttpResponse::Ok().json(body))
+    Ok(body)
 }
 
 async fn audit_head(state: &AppState) -> Result<kafclaw_actors::audit::AuditHead, ApiError> {

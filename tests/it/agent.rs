@@ -184,8 +184,8 @@ async fn a_tier_above_the_owner_limit_waits_for_an_approval() {
             let start = Instant::now();
             loop {
                 let (_, out, _) = run(&home, &HashMap::new(), &["approvals", "list", "--json"]);
-                let list: serde_json::Value = serde_json::from_str(&out).unwrap_or(json!([]));
-                if let Some(first) = list.as_array().and_then(|a| a.first()) {
+                let doc: serde_json::Value = serde_json::from_str(&out).unwrap_or(json!({}));
+                if let Some(first) = doc["result"].as_array().and_then(|a| a.first()) {
                     let id = first["id"].as_str().unwrap().to_string();
                     let (code, _, err) =
                         run(&home, &HashMap::new(), &["approvals", "approve", &id]);

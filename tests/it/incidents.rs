@@ -434,13 +434,12 @@ async fn lockdown_then_staged_release_and_a_snapshot_that_verifies() {
 }
 
 #[tokio::test]
-async fn kafclaw_admin_sends_over_http_with_a_token_and_over_the_socket_without() {
+async fn kafclaw_admin_sends_over_the_socket_without_a_token_and_over_http_with_url() {
     let model = ModelServer::start(vec![]);
     let gw = Gateway::start(options(&model));
-    let port = gw.dashboard.rsplit(':').next().unwrap().to_string();
-    let env: HashMap<String, String> = [("KAFCLAW_GATEWAY_DASHBOARD_PORT".to_string(), port)]
-        .into_iter()
-        .collect();
+    let url = format!("http://{}", gw.dashboard);
+    // No dashboard port and no token in this environment: `--url` names the remote gateway.
+    let env = HashMap::new();
     let (code, out, err) = run(
         &gw.home_path(),
         &env,
@@ -451,6 +450,8 @@ async fn kafclaw_admin_sends_over_http_with_a_token_and_over_the_socket_without(
             "whatsapp",
             "--reason",
             "over http",
+            "--url",
+            &url,
             "--token",
             TOKEN,
         ],
@@ -463,12 +464,22 @@ async fn kafclaw_admin_sends_over_http_with_a_token_and_over_the_socket_without(
         &[
             "admin",
             "relax-tools",
+            "--url",
+            &url,
             "--token",
             "kc_not-the-token-0123456789abcdefghijklmnopq",
         ],
     );
     assert_eq!(code, 2);
     assert!(err.contains("401"), "{err}");
+    // A remote gateway without any token is a usage error, not a request.
+    let (code, _, err) = run(
+        &gw.home_path(),
+        &env,
+        &["admin", "relax-tools", "--url", &url],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("needs a token"), "{err}");
     let (code, _, err) = run(
         &gw.home_path(),
         &env,

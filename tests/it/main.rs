@@ -6,6 +6,7 @@ mod agent;
 mod auth;
 mod browser;
 mod channels;
+mod command_line;
 mod confinement;
 mod deploy;
 mod edge;

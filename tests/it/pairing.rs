@@ -35,8 +35,8 @@ fn pending(gw: &Gateway) -> Vec<Value> {
     let (code, out, err) = pairing(gw, &["pending", "--json"]);
     assert_eq!(code, 0, "{err}");
     let doc: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(doc["unavailable"], serde_json::json!([]), "{doc}");
-    doc["pending"].as_array().unwrap().clone()
+    assert_eq!(doc["result"]["unavailable"], serde_json::json!([]), "{doc}");
+    doc["result"]["pending"].as_array().unwrap().clone()
 }
 
 fn audit_log(gw: &Gateway) -> String {
@@ -139,8 +139,8 @@ async fn denied_wrong_and_misdirected_codes_admit_nobody() {
     let (status, out, err) = pairing(&gw, &["deny", "whatsapp", &code, "--json"]);
     assert_eq!(status, 0, "{err}");
     let doc: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(doc["decision"], "denied");
-    assert_eq!(doc["sender_id"], STRANGER);
+    assert_eq!(doc["result"]["decision"], "denied");
+    assert_eq!(doc["result"]["sender_id"], STRANGER);
     assert!(pending(&gw).is_empty());
 
     // Still unknown: the next message asks for pairing again, with a fresh code.
@@ -165,6 +165,8 @@ fn pairing_needs_a_running_gateway() {
     ] {
         let (status, out, err) = run(home.path(), &HashMap::new(), args);
         assert_eq!(status, 2, "{args:?}: {out}{err}");
-        assert!(err.contains("needs a running gateway"), "{args:?}: {err}");
+        // Text on stderr, or with --json the document on stdout.
+        let said = format!("{out}{err}");
+        assert!(said.contains("needs a running gateway"), "{args:?}: {said}");
     }
 }

@@ -362,6 +362,18 @@ fn native_mode_refuses_missing_mismatched_or_malformed_files() {
     let (code, _, err) = run(home.path(), &env_of(files.env()), &gateway_args());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("gateway.tls.cert_file"), "{err}");
+    // The older form (--token, no --url) still reaches this host's dashboard port.
+    let mut env = files.env();
+    env.push((
+        "KAFCLAW_GATEWAY_DASHBOARD_PORT",
+        port_of(&gw.dashboard).to_string(),
+    ));
+    let (code, out, err) = run(
+        home.path(),
+        &env_of(env),
+        &["admin", "relax-tools", "--token", TOKEN],
+    );
+    assert_eq!(code, 0, "{out}{err}");
 }
 
 #[test]
@@ -656,21 +668,19 @@ fn security_check_passes_the_hardened_quick_start_and_reports_the_tls_mode() {
 }
 
 #[test]
-fn kafclaw_admin_with_a_token_speaks_tls_to_a_native_gateway() {
+fn kafclaw_admin_with_url_and_token_speaks_tls_to_a_native_gateway() {
     let ca = Ca::new("kafclaw test ca");
     let files = TlsFiles::new(&ca.issue());
     let gw = Gateway::start(files.options().token());
-    let mut env = files.env();
-    env.push((
-        "KAFCLAW_GATEWAY_DASHBOARD_PORT",
-        port_of(&gw.dashboard).to_string(),
-    ));
-    // Another home: no control socket, so the message must go over HTTPS.
+    let env = files.env();
+    let url = format!("https://127.0.0.1:{}", port_of(&gw.dashboard));
+    // Another home: no control socket, so the message goes over HTTPS to --url, trusting
+    // exactly gateway.tls.cert_file.
     let home = tempfile::tempdir().unwrap();
     let (code, out, err) = run(
         home.path(),
         &env_of(env.clone()),
-        &["admin", "relax-tools", "--token", TOKEN],
+        &["admin", "relax-tools", "--url", &url, "--token", TOKEN],
     );
     assert_eq!(code, 0, "{out}{err}");
     let (code, _, err) = run(
@@ -679,10 +689,32 @@ fn kafclaw_admin_with_a_token_speaks_tls_to_a_native_gateway() {
         &[
             "admin",
             "relax-tools",
+            "--url",
+            &url,
             "--token",
             "kc_not-the-token-0123456789abcdefghijklmnopq",
         ],
     );
     assert_eq!(code, 2);
     assert!(err.contains("401"), "{err}");
+    // Without a certificate to trust, nothing is sent unverified.
+    let (code, _, err) = run(
+        home.path(),
+        &env_of(vec![]),
+        &["admin", "relax-tools", "--url", &url, "--token", TOKEN],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("gateway.tls.cert_file"), "{err}");
+    // The older form (--token, no --url) still reaches this host's dashboard port.
+    let mut env = files.env();
+    env.push((
+        "KAFCLAW_GATEWAY_DASHBOARD_PORT",
+        port_of(&gw.dashboard).to_string(),
+    ));
+    let (code, out, err) = run(
+        home.path(),
+        &env_of(env),
+        &["admin", "relax-tools", "--token", TOKEN],
+    );
+    assert_eq!(code, 0, "{out}{err}");
 }

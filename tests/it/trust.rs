@@ -188,7 +188,7 @@ async fn scoped_tokens_are_enforced_and_revocation_is_live() {
     assert_eq!(code, 0);
     assert!(!list.contains(&read_token) && !list.contains(&chat_token));
     let listed: serde_json::Value = serde_json::from_str(&list).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed["result"].as_array().unwrap().len(), 2);
 
     let (code, _, err) = kafclaw(&gw.home_path(), &["token", "revoke", "dash"]);
     assert_eq!(code, 0, "{err}");
@@ -309,7 +309,10 @@ async fn the_audit_log_records_security_events_and_detects_tampering() {
     let (code, out, _) = kafclaw(&home, &["audit", "verify", "--json"]);
     assert_eq!(code, 0);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["records"].as_u64().unwrap() as usize, kinds.len());
+    assert_eq!(
+        report["result"]["records"].as_u64().unwrap() as usize,
+        kinds.len()
+    );
 
     // Edit one field of the second record: verify names seq 2 and exits 1.
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
@@ -377,7 +380,7 @@ fn secrets_rm_and_rotate_key_keep_the_vault_consistent() {
     assert_eq!(code, 2, "reserved names cannot be removed: {err}");
     let (_, list, _) = kafclaw(home.path(), &["secrets", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let names: Vec<&str> = list
+    let names: Vec<&str> = list["result"]
         .as_array()
         .unwrap()
         .iter()

@@ -441,6 +441,25 @@ pub enum AllowListWarning {
     Launcher(RefusedProgram),
 }
 
+impl std::fmt::Display for AllowListWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllowListWarning::InvalidName(name) => write!(
+                f,
+                "tools.exec.allow names {name:?}, which is not a bare program name; it is left out"
+            ),
+            AllowListWarning::NotFound(name) => write!(
+                f,
+                "tools.exec.allow names {name}, which is not installed on {FIXED_PATH}; the agent cannot run it until it is installed"
+            ),
+            AllowListWarning::Launcher(refused) => write!(
+                f,
+                "tools.exec.allow names a program that starts other programs: {refused}"
+            ),
+        }
+    }
+}
+
 impl AllowList {
     /// Resolves `names` against [`FIXED_PATH`]; names not found, not valid or launchers are
     /// dropped and returned as warnings.
