@@ -25,10 +25,10 @@ pub mod bind;
 pub mod channels;
 pub mod files;
 pub mod hard_links;
+pub mod isolation;
 pub mod report;
 pub mod secrets;
 pub mod tools;
-pub mod workspace;
 
 #[cfg(test)]
 mod tests;

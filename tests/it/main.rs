@@ -11,6 +11,7 @@ mod edge;
 mod exactly_once;
 mod harness;
 mod incidents;
+mod isolation;
 mod lifecycle;
 mod limits;
 mod metrics;
