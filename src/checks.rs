@@ -25,11 +25,11 @@ pub mod bind;
 pub mod channels;
 pub mod files;
 pub mod hard_links;
+pub mod isolation;
 pub mod report;
 pub mod secrets;
 pub mod tls;
 pub mod tools;
-pub mod workspace;
 
 #[cfg(test)]
 mod tests;

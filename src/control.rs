@@ -41,7 +41,7 @@ const BUSY_RETRY: Duration = Duration::from_secs(20);
 
 /// The socket's path.
 pub fn socket_path(home: &Home) -> PathBuf {
-    home.state_dir().join("control.sock")
+    home.control_socket()
 }
 
 /// Removes the socket file (on shutdown).

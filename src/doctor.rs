@@ -19,7 +19,7 @@ use kafclaw_actors::store::TreeName;
 use kafclaw_actors::vault::AUDIT_KEY_NAME;
 
 use crate::checks::{
-    self, channels, files, secrets, workspace, Change, Create, Report, TrustState,
+    self, channels, files, isolation, secrets, Change, Create, Report, TrustState,
 };
 use crate::settings::{Settings, SettingsWarning};
 
@@ -83,7 +83,7 @@ pub fn diagnose(
     let Some(s) = settings.as_mut() else {
         return;
     };
-    workspace::check(home, s, report);
+    isolation::check(home, s, env, report);
     crate::checks::tools::programs(s, report);
     let trust = trust.unwrap_or_else(|| TrustState::open(home, env, Create::No));
     if let Some(vault) = &trust.vault {
@@ -295,9 +295,8 @@ impl<'a> Fixer<'a> {
     /// The repairs of `doctor --fix`: directories, modes, env-file credentials into the vault.
     pub fn common(&mut self, settings: Option<&Settings>) {
         let home = self.home;
-        for change in files::fix(home, settings, |p| {
-            workspace::isolation_problem(home, p).is_none()
-        }) {
+        let places = isolation::SecretPlaces::new(home, self.env);
+        for change in files::fix(home, settings, |p| places.problem(p).is_none()) {
             self.record(change, "file_mode");
         }
         if secrets::env_plan(home).is_empty() {

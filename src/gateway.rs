@@ -106,6 +106,11 @@ pub fn run(
         eprintln!("kafclaw: {e}");
         return 2;
     }
+    // The same verdict as `security check`'s isolation rows, before anything is created.
+    if let Err(line) = crate::checks::isolation::preflight(&home, &settings, env) {
+        eprintln!("kafclaw: {line}");
+        return 2;
+    }
     let core = match crate::core::open(&home, &mut settings, env) {
         Ok(core) => core,
         Err(e) => {

@@ -18,7 +18,7 @@ use kafclaw_actors::store::TreeName;
 use kafclaw_actors::vault::{SecretValue, AUDIT_KEY_NAME};
 
 use crate::checks::{
-    self, backup, bind, channels, files, hard_links, secrets, tools, workspace, Create, Report,
+    self, backup, bind, channels, files, hard_links, isolation, secrets, tools, Create, Report,
     TrustState,
 };
 use crate::cli::SecurityCommand;
@@ -96,7 +96,7 @@ fn posture(
     bind::local_mode(&settings, &trust, report);
     crate::checks::tls::check(&settings, report);
     files::check(home, Some(&settings), report);
-    workspace::check(home, &settings, report);
+    isolation::check(home, &settings, env, report);
     secrets::check(home, report);
     channels::check_policy(&settings, report);
     let defaults = checks::default_settings();
@@ -544,9 +544,8 @@ fn generate_token(vault: &kafclaw_actors::vault::Vault) -> Result<String, String
 
 /// What `security fix --yes` would do.
 fn plan(home: &Home, env: &HashMap<String, String>, settings: Option<&Settings>) -> Vec<String> {
-    let mut steps = files::plan(home, settings, |p| {
-        workspace::isolation_problem(home, p).is_none()
-    });
+    let places = isolation::SecretPlaces::new(home, env);
+    let mut steps = files::plan(home, settings, |p| places.problem(p).is_none());
     for (var, name) in secrets::env_plan(home) {
         steps.push(format!(
             "move {var} from the env file into the vault as {name} and scrub it from the file"

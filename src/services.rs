@@ -144,6 +144,8 @@ pub fn start(
     };
     let agent_settings = AgentSettings {
         max_tool_iterations: settings.model.max_tool_iterations,
+        max_tool_calls_per_round: settings.model.max_tool_calls_per_round,
+        max_turn_time: std::time::Duration::from_secs(settings.model.max_turn_seconds),
         workspace: settings.workspace(home),
     };
     let agent = tree.child(

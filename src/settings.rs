@@ -374,6 +374,10 @@ pub struct BudgetsSettings {
 pub struct ModelSettings {
     /// Tool rounds per message.
     pub max_tool_iterations: u32,
+    /// Tool calls run per model answer; the rest are refused (and audited).
+    pub max_tool_calls_per_round: u32,
+    /// Total tool wall time of one turn, seconds; then the remaining calls are refused.
+    pub max_turn_seconds: u64,
     /// History length per session.
     pub history_messages: u32,
 }

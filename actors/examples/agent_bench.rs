@@ -34,6 +34,9 @@ impl ToolRunner for InstantTools {
     async fn run(&self, call: ToolCall) -> ToolResult {
         ToolResult::output(format!("{} ok", call.name))
     }
+    async fn refused(&self, _: &kafclaw_actors::agent::Refusal<'_>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Everything one turn needs, shared by all sessions.

@@ -22,6 +22,7 @@
 //! Turns are idempotent on their key (channel + message id): see [`journal`].
 
 pub mod actor;
+pub mod bounds;
 pub mod budget;
 pub mod history;
 pub mod journal;
@@ -32,6 +33,9 @@ pub mod turn;
 pub use actor::{
     api_session_key, Agent, AgentError, AgentLinks, AgentSettings, NoteInSession, RunTurn,
     ToolSurface, TurnReply,
+};
+pub use bounds::{
+    Limit, Refusal, RefusalReason, DEFAULT_MAX_TOOL_CALLS_PER_ROUND, DEFAULT_MAX_TURN_TIME,
 };
 pub use budget::{
     utc_today, Budget, BudgetError, BudgetExceeded, BudgetLimit, BudgetSettings, UsageTotals,

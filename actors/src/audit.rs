@@ -232,6 +232,10 @@ pub enum AuditKind {
     /// is not run again, the model is told so.
     #[serde(rename = "tool.interrupted")]
     ToolInterrupted,
+    /// Tool calls of one model answer were not run: over `model.max_tool_calls_per_round`, or
+    /// after `model.max_turn_seconds` of tool time (one record per answer, with the count).
+    #[serde(rename = "tool.refused")]
+    ToolRefused,
     /// A reply was given up on (terminal answer, too many attempts, or a failure receipt).
     #[serde(rename = "reply.failed")]
     ReplyFailed,
@@ -272,6 +276,7 @@ impl AuditKind {
             AuditKind::SupervisorChildFailed => "supervisor.child_failed",
             AuditKind::ConfigFixed => "config.fixed",
             AuditKind::ToolInterrupted => "tool.interrupted",
+            AuditKind::ToolRefused => "tool.refused",
             AuditKind::ReplyFailed => "reply.failed",
             AuditKind::ConfigReloaded => "config.reloaded",
         }

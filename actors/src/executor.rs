@@ -45,7 +45,7 @@ pub use files::{DirEntryInfo, FileLimits, FileToolError, FileTools, WriteReport}
 pub use launchers::{
     classify, classify_name, refused as refused_launchers, RefusedProgram, Verdict,
 };
-pub use paths::{Confinement, SecretRule};
+pub use paths::{resolve_existing_prefix, Confinement, SecretRule};
 pub use rules::{
     AllowList, AllowListWarning, AllowedProgram, ProgramRule, DEFAULT_ALLOW, FIXED_PATH,
 };

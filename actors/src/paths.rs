@@ -58,6 +58,14 @@ impl Home {
     pub fn snapshots_dir(&self) -> PathBuf {
         self.state_dir().join("snapshots")
     }
+    /// `~/.kafclaw/backups`, where `kafclaw backup create` writes without `--out` (0700).
+    pub fn backups_dir(&self) -> PathBuf {
+        self.state_dir().join("backups")
+    }
+    /// `~/.kafclaw/control.sock`, the operator socket of a running gateway.
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir().join("control.sock")
+    }
     /// `~/.config/kafclaw`, holding the env file and the vault key (0700).
     pub fn config_dir(&self) -> PathBuf {
         self.root.join(".config").join("kafclaw")
@@ -71,7 +79,10 @@ impl Home {
         self.config_dir().join("tomb.rr")
     }
 
-    /// Paths that no tool may ever read or list, whatever the configured roots say.
+    /// Paths that no tool may ever read or list, whatever the configured roots say: the
+    /// secrets themselves and the copies of conversation data (snapshots, backups). The rest
+    /// of the state directory but its workspace and work repo is refused to tools as well
+    /// (the executor's confinement and `security check`'s isolation rows).
     pub fn secret_paths(&self) -> Vec<PathBuf> {
         vec![
             self.key_file(),
@@ -81,6 +92,9 @@ impl Home {
             self.audit_dir(),
             self.audit_head_file(),
             self.config_dir(),
+            self.snapshots_dir(),
+            self.backups_dir(),
+            self.control_socket(),
         ]
     }
 

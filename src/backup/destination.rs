@@ -30,7 +30,7 @@ pub fn destination(
     home: &Home,
     settings: &Settings,
 ) -> Result<Destination, String> {
-    let default = home.state_dir().join("backups");
+    let default = home.backups_dir();
     let out = out.unwrap_or(&default);
     if out == default {
         fsutil::create_private_dir(out)

@@ -2,8 +2,8 @@ use std::path::Path;
 
 use kafclaw_actors::paths::Home;
 
+use super::isolation::SecretPlaces;
 use super::secrets::EnvFile;
-use super::workspace::isolation_problem;
 use super::*;
 
 #[test]
@@ -43,7 +43,8 @@ fn sensitive_variables_by_name_and_by_key_kind() {
 }
 
 fn check_isolation(home: &Home, path: &str, expect_problem: Option<&str>) {
-    let got = isolation_problem(home, Path::new(path));
+    let env = HashMap::from([("HOME".to_string(), "/home/gw".to_string())]);
+    let got = SecretPlaces::new(home, &env).problem(Path::new(path));
     match expect_problem {
         None => assert!(got.is_none(), "{path}: {got:?}"),
         Some(word) => assert!(
@@ -73,6 +74,21 @@ fn tool_roots_must_be_isolated() {
     check_isolation(&home, "/etc/kafclaw", Some("/etc"));
     check_isolation(&home, "/usr/../etc", Some("/etc"));
     check_isolation(&home, "/var/lib/x", Some("/var"));
+    // Everything in the state directory but its workspace and work repo is secret.
+    check_isolation(&home, "/srv/kc/.kafclaw/workspace/media", None);
+    check_isolation(&home, "/srv/kc/.kafclaw/work-repo/src", None);
+    check_isolation(&home, "/srv/kc/.kafclaw/snapshots", Some("snapshots"));
+    check_isolation(&home, "/srv/kc/.kafclaw/backups/x", Some("backups"));
+    check_isolation(
+        &home,
+        "/srv/kc/.kafclaw/pre-restore-1",
+        Some("state directory"),
+    );
+    check_isolation(&home, "/srv/kc/.kafclaw/audit.head", Some("inside"));
+    // The gateway user's $HOME and its ancestors; a project inside it is fine.
+    check_isolation(&home, "/home/gw", Some("$HOME"));
+    check_isolation(&home, "/home", Some("$HOME"));
+    check_isolation(&home, "/home/gw/project", None);
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! allow-list (FAIL: the gateway refuses to start with one), and the kernel confining exec
 //! children (`tools.exec.sandbox`: off is a FAIL — it removes the only layer that does not
 //! depend on parsing arguments the way each program does; auto without Landlock is a WARN).
+//! `tools.exec.restrict_workspace` is judged with the tool roots in [`super::isolation`] (the
+//! verdict the gateway's start shares).
 
 use serde_json::Value;
 
@@ -117,22 +119,6 @@ pub fn check(settings: &Settings, defaults: Option<&Settings>, report: &mut Repo
 
     launchers(&allowed(tools), report);
     sandbox(settings, kernel_support(), report);
-
-    if at(tools, "exec.restrict_workspace") == &Value::Bool(false) {
-        report.fail(
-            "exec_restrict_workspace",
-            format!(
-                "{RESTRICT} is false (set in {}): exec arguments may name any path; only the kernel sandbox, when on, still confines the children",
-                settings.origin(RESTRICT)
-            ),
-            "`kafclaw security fix --yes` (or set KAFCLAW_TOOLS_EXEC_RESTRICT_WORKSPACE=true)",
-        );
-    } else {
-        report.pass(
-            "exec_restrict_workspace",
-            "exec is confined to the workspace and work repo",
-        );
-    }
 }
 
 /// FAILs every launcher on the allow-list (the gateway would refuse to start).

@@ -139,6 +139,17 @@ pub const KEYS: &[KeySpec] = &[
     ),
     k("model.max_tool_iterations", Kind::UInt { min: 1, max: 200 }),
     k(
+        "model.max_tool_calls_per_round",
+        Kind::UInt { min: 1, max: 1024 },
+    ),
+    k(
+        "model.max_turn_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    k(
         "model.history_messages",
         Kind::UInt {
             min: 0,

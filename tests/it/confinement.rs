@@ -532,7 +532,8 @@ async fn find_and_sed(sandbox: &str) {
 
 #[tokio::test]
 async fn with_path_checks_off_the_kernel_still_refuses_the_rest_of_the_home() {
-    for (sandbox, confined) in [("auto", true), ("landlock", true), ("off", false)] {
+    // Path checks off with the kernel sandbox off does not start at all (isolation.rs).
+    for (sandbox, confined) in [("auto", true), ("landlock", true)] {
         let lab = Lab::bare();
         let private = lab.home.path().join("private");
         std::fs::create_dir_all(&private).unwrap();

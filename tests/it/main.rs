@@ -13,6 +13,7 @@ mod edge;
 mod exactly_once;
 mod harness;
 mod incidents;
+mod isolation;
 mod lifecycle;
 mod limits;
 mod messages;

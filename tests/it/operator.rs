@@ -337,7 +337,7 @@ fn security_check_finds_every_weakness() {
                 "providers":{{"openai":{{"model":"m","api_key":"{API_KEY}"}}}},
                 "channels":{{"whatsapp":{{"enabled":false,"unknown_senders":"open"}},
                             "bridges":{{"teams":{{"allowlist":["*"]}}}}}},
-                "tools":{{"exec":{{"restrict_workspace":false,"allow":["git","python3"]}},
+                "tools":{{"exec":{{"restrict_workspace":false,"sandbox":"off","allow":["git","python3"]}},
                          "policy":{{"max_tier_external":1}}}}}}"#
         ),
     );

@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::journal::{JournalError, Resume, Step, TurnJournal, TurnKey};
 use super::{
-    run_journaled_turn, system_prompt, Budget, SessionHistory, ToolResult, ToolRunner, TurnContext,
-    TurnError, TurnInput, TurnLog, TurnOutcome,
+    run_journaled_turn, system_prompt, Budget, Refusal, SessionHistory, ToolResult, ToolRunner,
+    TurnContext, TurnError, TurnInput, TurnLog, TurnOutcome,
 };
 use crate::approval::{ApprovalOutcome, Approvals, RequestApproval, WithdrawForTurn};
 use crate::audit::{AppendRecord, AuditKind};
@@ -159,6 +159,10 @@ pub struct AgentLinks {
 pub struct AgentSettings {
     /// Tool rounds per message.
     pub max_tool_iterations: u32,
+    /// Tool calls run per model answer (`model.max_tool_calls_per_round`).
+    pub max_tool_calls_per_round: u32,
+    /// Total tool wall time per turn (`model.max_turn_seconds`).
+    pub max_turn_time: std::time::Duration,
     /// The workspace holding the identity files.
     pub workspace: PathBuf,
 }
@@ -496,6 +500,8 @@ async fn turn(
         .map_err(|e| AgentError::Internal(e.to_string()))?;
     let mut ctx = TurnContext::new(&msg.session, &msg.sender_id, &msg.channel, &msg.trace_id);
     ctx.max_tool_iterations = settings.max_tool_iterations;
+    ctx.max_tool_calls_per_round = settings.max_tool_calls_per_round;
+    ctx.max_turn_time = settings.max_turn_time;
     ctx.system_prompt = Some(system_prompt(&settings.workspace, msg.sender, &msg.channel));
     let tools = ExecutorTools {
         links: links.clone(),
@@ -752,5 +758,30 @@ impl ToolRunner for ExecutorTools {
             }
             _ => ToolResult::denied("approval required, but approvals are unavailable"),
         }
+    }
+
+    async fn refused(&self, refusal: &Refusal<'_>) -> Result<(), String> {
+        let audit = self
+            .links
+            .audit
+            .as_ref()
+            .ok_or("the audit log is not linked")?;
+        let mut data = refusal.audit_data();
+        data["channel"] = json!(self.turn.channel);
+        data["session"] = json!(self.turn.session);
+        data["trace_id"] = json!(self.turn.trace_id);
+        let entry = AppendRecord {
+            kind: AuditKind::ToolRefused,
+            actor: self.turn.sender_id.clone(),
+            subject: "tool calls".into(),
+            data: data.clone(),
+        };
+        match audit.send(entry).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(e.to_string()),
+        }
+        record(&self.links.store, &self.turn, "tool.refused", data).await;
+        Ok(())
     }
 }

@@ -48,6 +48,18 @@ pub enum Step {
         /// True when the call was interrupted by a restart and not run again.
         #[serde(default)]
         interrupted: bool,
+        /// Wall time the call took (0 when interrupted, and in journals written before the
+        /// turn's tool time was bounded): a resumed turn counts it against the bound.
+        #[serde(default)]
+        elapsed_ms: u64,
+    },
+    /// A tool call was refused by a bound of the turn and not run (the refusal was audited
+    /// before this was written).
+    ToolRefused {
+        /// The model's call id.
+        call_id: String,
+        /// The result text the model got.
+        content: String,
     },
 }
 

@@ -38,6 +38,8 @@ fn schemas() -> Vec<serde_json::Value> {
 struct ScriptedTools {
     deny: Vec<&'static str>,
     calls: Mutex<Vec<ToolCall>>,
+    /// Every audited refusal: (reason, how many calls).
+    refused: Mutex<Vec<(RefusalReason, usize)>>,
 }
 
 impl ScriptedTools {
@@ -60,6 +62,13 @@ impl ToolRunner for ScriptedTools {
         } else {
             ToolResult::output(format!("output of {} {}", call.name, call.arguments))
         }
+    }
+    async fn refused(&self, refusal: &Refusal<'_>) -> Result<(), String> {
+        self.refused
+            .lock()
+            .unwrap()
+            .push((refusal.reason, refusal.calls.len()));
+        Ok(())
     }
 }
 

@@ -22,12 +22,22 @@
 //! turn replays its journal first: journaled answers are not asked again, journaled results
 //! are not run again, and a call started without a journaled result is not run again either —
 //! the model gets [`INTERRUPTED_RESULT`] and the interruption is audited (`tool.interrupted`).
+//!
+//! Bounds ([`super::bounds`]): calls of one answer beyond `max_tool_calls_per_round`, and every
+//! call once `max_turn_time` of tool time is spent, are refused: the refusal is audited by the
+//! [`ToolRunner`] (one `tool.refused` record per answer) after the results it rests on are
+//! durable, then journaled, before the results go back to the model; a resumed turn replays
+//! journaled refusals and never runs them. Tool time is journaled with each result, so a
+//! resumed turn decides the same way.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::bounds::{
+    Limit, Refusal, RefusalReason, DEFAULT_MAX_TOOL_CALLS_PER_ROUND, DEFAULT_MAX_TURN_TIME,
+};
 use super::budget::{utc_today, Budget, BudgetError, BudgetExceeded};
 use super::journal::Step;
 use crate::provider::{
@@ -57,6 +67,11 @@ pub struct TurnContext {
     pub system_prompt: Option<String>,
     /// At most this many rounds of tool calls; then a final answer is forced.
     pub max_tool_iterations: u32,
+    /// At most this many calls run from one model answer; the rest are refused.
+    pub max_tool_calls_per_round: u32,
+    /// Total tool wall time of the turn; once spent, the remaining calls are refused and a
+    /// final answer is forced.
+    pub max_turn_time: Duration,
 }
 
 impl TurnContext {
@@ -74,6 +89,8 @@ impl TurnContext {
             trace_id: trace_id.into(),
             system_prompt: None,
             max_tool_iterations: DEFAULT_MAX_TOOL_ITERATIONS,
+            max_tool_calls_per_round: DEFAULT_MAX_TOOL_CALLS_PER_ROUND,
+            max_turn_time: DEFAULT_MAX_TURN_TIME,
         }
     }
 }
@@ -111,6 +128,9 @@ impl ToolResult {
 pub trait ToolRunner: Sync {
     /// Runs `call` and returns its result for the model.
     fn run(&self, call: ToolCall) -> impl Future<Output = ToolResult> + Send;
+    /// Audits (durably) that `refusal.calls` are not run; an error means the record is not
+    /// durable and the turn must stop.
+    fn refused(&self, refusal: &Refusal<'_>) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// The budget as the turn loop sees it: a check before every provider call, a record after.
@@ -230,6 +250,11 @@ pub enum TurnError {
     /// An interrupted tool call could not be audited, so the turn stopped (fail closed).
     #[error("the turn could not be resumed; please try again later")]
     AuditUnavailable(String),
+    /// Refused tool calls could not be audited, so the turn stopped (fail closed).
+    #[error(
+        "the turn was stopped: refused tool calls could not be recorded; please try again later"
+    )]
+    RefusalUnaudited(String),
 }
 
 impl From<StoreError> for TurnError {
@@ -317,11 +342,18 @@ where
     let mut usage = Usage::default();
     let mut model_calls = Vec::new();
     let mut iterations: u32 = 0;
+    let mut tool_time = Duration::ZERO;
     let (reply, limit_hit) = loop {
-        let final_call = iterations >= ctx.max_tool_iterations;
-        if final_call {
+        let limit = if tool_time >= ctx.max_turn_time {
+            Some(Limit::ToolTime(ctx.max_turn_time))
+        } else {
+            (iterations >= ctx.max_tool_iterations)
+                .then_some(Limit::Rounds(ctx.max_tool_iterations))
+        };
+        let final_call = limit.is_some();
+        if let Some(limit) = limit {
             request.tool_choice = ToolChoice::None;
-            first_new += add_limit_note(&mut request.messages, ctx.max_tool_iterations);
+            first_new += add_limit_note(&mut request.messages, limit);
         }
         let (mut message, call_usage) = match replay.next() {
             // Journaled: the model is not asked again.
@@ -349,8 +381,8 @@ where
         if message.tool_calls.is_empty() || final_call {
             message.tool_calls.clear();
             let mut reply = message.content.take().unwrap_or_default();
-            if final_call {
-                reply = limit_reply(reply, ctx.max_tool_iterations);
+            if let Some(limit) = limit {
+                reply = limit_reply(reply, limit);
             }
             message.content = Some(reply.clone());
             request.messages.push(message);
@@ -361,9 +393,39 @@ where
         let calls = message.tool_calls.clone();
         request.messages.push(message);
         let mut unsynced = false;
-        for call in calls {
+        let asked = calls.len();
+        let mut pending = calls.into_iter();
+        let mut ran: usize = 0;
+        while let Some(call) = pending.next() {
+            // The journal decides first: a call it started is replayed, one it refused stays
+            // refused (whatever the bounds say now).
+            let bound = match replay.peek() {
+                Some(Step::ToolStarted { call_id, .. }) if *call_id == call.id => None,
+                Some(Step::ToolRefused { call_id, .. }) if *call_id == call.id => {
+                    Some(bound(ctx, ran, tool_time).unwrap_or((
+                        RefusalReason::MaxToolCallsPerRound,
+                        u64::from(ctx.max_tool_calls_per_round),
+                    )))
+                }
+                _ => bound(ctx, ran, tool_time),
+            };
+            if let Some((reason, limit)) = bound {
+                let refused: Vec<ToolCall> = std::iter::once(call).chain(pending).collect();
+                let refusal = Refusal {
+                    reason,
+                    limit,
+                    asked,
+                    calls: &refused,
+                    tool_time,
+                };
+                let results = refuse(tools, log, &mut replay, refusal, &mut unsynced).await?;
+                request.messages.extend(results);
+                break;
+            }
             let id = call.id.clone();
-            let content = run_tool(tools, log, &mut replay, call, &mut unsynced).await?;
+            let (content, spent) = run_tool(tools, log, &mut replay, call, &mut unsynced).await?;
+            tool_time += spent;
+            ran += 1;
             request.messages.push(Message::tool_result(id, content));
         }
         if unsynced {
@@ -431,7 +493,7 @@ async fn run_tool<T, L>(
     replay: &mut std::iter::Peekable<std::vec::IntoIter<Step>>,
     call: ToolCall,
     unsynced: &mut bool,
-) -> Result<String, TurnError>
+) -> Result<(String, Duration), TurnError>
 where
     T: ToolRunner,
     L: TurnLog,
@@ -441,8 +503,11 @@ where
         Some(Step::ToolStarted { call_id, .. }) if call_id == call.id => {
             return match replay.next() {
                 Some(Step::ToolResult {
-                    call_id, content, ..
-                }) if call_id == call.id => Ok(content),
+                    call_id,
+                    content,
+                    elapsed_ms,
+                    ..
+                }) if call_id == call.id => Ok((content, Duration::from_millis(elapsed_ms))),
                 Some(_) => Err(TurnError::JournalMismatch),
                 None => {
                     log.interrupted(&call)
@@ -452,9 +517,10 @@ where
                         call_id: call.id.clone(),
                         content: INTERRUPTED_RESULT.to_string(),
                         interrupted: true,
+                        elapsed_ms: 0,
                     })?;
                     *unsynced = true;
-                    Ok(INTERRUPTED_RESULT.to_string())
+                    Ok((INTERRUPTED_RESULT.to_string(), Duration::ZERO))
                 }
             };
         }
@@ -466,24 +532,88 @@ where
     })?;
     log.sync().await?;
     let id = call.id.clone();
+    let started = tokio::time::Instant::now();
     let result = tools.run(call).await;
+    let spent = started.elapsed();
     crate::testpoint::hit("tool.ran");
     log.record(Step::ToolResult {
         call_id: id,
         content: result.content.clone(),
         interrupted: false,
+        elapsed_ms: u64::try_from(spent.as_millis()).unwrap_or(u64::MAX),
     })?;
     *unsynced = true;
-    Ok(result.content)
+    Ok((result.content, spent))
+}
+
+/// The bound the next call of a round would pass, if any: the turn's tool time first, then
+/// the calls already handled in this answer.
+fn bound(ctx: &TurnContext, ran: usize, tool_time: Duration) -> Option<(RefusalReason, u64)> {
+    if tool_time >= ctx.max_turn_time {
+        return Some((RefusalReason::MaxTurnSeconds, ctx.max_turn_time.as_secs()));
+    }
+    let cap = usize::try_from(ctx.max_tool_calls_per_round).unwrap_or(usize::MAX);
+    (ran >= cap).then_some((
+        RefusalReason::MaxToolCallsPerRound,
+        u64::from(ctx.max_tool_calls_per_round),
+    ))
+}
+
+/// The results of the refused calls of one answer: journaled refusals are replayed; the rest
+/// are audited (after the results the decision rests on are durable), then journaled.
+async fn refuse<T, L>(
+    tools: &T,
+    log: &L,
+    replay: &mut std::iter::Peekable<std::vec::IntoIter<Step>>,
+    refusal: Refusal<'_>,
+    unsynced: &mut bool,
+) -> Result<Vec<Message>, TurnError>
+where
+    T: ToolRunner,
+    L: TurnLog,
+{
+    let mut results = Vec::with_capacity(refusal.calls.len());
+    let mut calls = refusal.calls;
+    while let Some((call, rest)) = calls.split_first() {
+        match replay.peek() {
+            Some(Step::ToolRefused { call_id, .. }) if *call_id == call.id => {
+                if let Some(Step::ToolRefused { content, .. }) = replay.next() {
+                    results.push(Message::tool_result(call.id.clone(), content));
+                }
+                calls = rest;
+            }
+            Some(_) => return Err(TurnError::JournalMismatch),
+            None => break,
+        }
+    }
+    if calls.is_empty() {
+        return Ok(results);
+    }
+    if *unsynced {
+        log.sync().await?;
+        *unsynced = false;
+    }
+    let fresh = Refusal { calls, ..refusal };
+    tools
+        .refused(&fresh)
+        .await
+        .map_err(TurnError::RefusalUnaudited)?;
+    let content = fresh.result();
+    for call in calls {
+        log.record(Step::ToolRefused {
+            call_id: call.id.clone(),
+            content: content.clone(),
+        })?;
+        results.push(Message::tool_result(call.id.clone(), content.clone()));
+    }
+    *unsynced = true;
+    Ok(results)
 }
 
 /// Tells the model, in the system prompt, that it must answer now. Returns how many messages
 /// were inserted before the turn's new ones (1 when there was no system prompt, else 0).
-fn add_limit_note(messages: &mut Vec<Message>, limit: u32) -> usize {
-    let note = format!(
-        "The limit of {limit} rounds of tool calls for this message has been reached. \
-Do not call any tool. Answer the user now with what you have, and say that the tool-call limit was reached."
-    );
+fn add_limit_note(messages: &mut Vec<Message>, limit: Limit) -> usize {
+    let note = limit.note();
     match messages.first_mut() {
         Some(first) if first.role == crate::provider::Role::System => {
             let prompt = first.content.get_or_insert_with(String::new);
@@ -500,10 +630,8 @@ Do not call any tool. Answer the user now with what you have, and say that the t
 
 /// The final reply when the limit ended the turn: the model's answer (if any) and a fixed
 /// sentence, so the user always learns why the work stopped.
-fn limit_reply(answer: String, limit: u32) -> String {
-    let notice = format!(
-        "(Stopped after {limit} rounds of tool calls: the limit for one message was reached.)"
-    );
+fn limit_reply(answer: String, limit: Limit) -> String {
+    let notice = limit.notice();
     let answer = answer.trim();
     if answer.is_empty() {
         notice

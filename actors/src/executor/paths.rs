@@ -10,7 +10,9 @@
 //! *ancestor* of a secret path for `exec` (a recursive `grep` or `ls` of the home would read or
 //! list it). Existing files are also compared by device and inode with the secret files, so a
 //! hard link to `tomb.rr` inside the work repo is refused too. The gateway's control socket
-//! counts as a secret: it takes operator commands from any process of the gateway's user.
+//! counts as a secret: it takes operator commands from any process of the gateway's user; so
+//! do `snapshots/` and `backups/` (copies of every conversation), and everything else in
+//! `~/.kafclaw` but its workspace and work repo (pre-restore copies, restore staging).
 //!
 //! Architecture Invariant: a check happens on the path that will be used; a race with another
 //! process that swaps a directory for a symlink between check and use is out of scope (no tool
@@ -33,6 +35,11 @@ pub struct Confinement {
     write_root: PathBuf,
     /// The secret paths as named by the home, and resolved (both are compared).
     secrets: Vec<PathBuf>,
+    /// The state directory, as named and resolved: everything in it is secret but `open`.
+    state_dir: Vec<PathBuf>,
+    /// The parts of the state directory a tool may touch: its default workspace and work
+    /// repo, and configured roots inside it (as named and resolved).
+    state_open: Vec<PathBuf>,
 }
 
 /// How much of a path relationship with the secrets counts as a hit.
@@ -50,20 +57,35 @@ impl Confinement {
     /// ancestor.
     pub fn new(workspace: &Path, work_repo: &Path, home: &Home) -> Self {
         let work = resolve_lenient(work_repo);
-        let mut secrets = Vec::new();
-        // The control socket answers operator commands to any process of the gateway's user.
-        let control = home.state_dir().join("control.sock");
-        for secret in home.secret_paths().into_iter().chain([control]) {
-            let resolved = resolve_lenient(&secret);
-            if resolved != secret {
-                secrets.push(resolved);
+        let both = |paths: Vec<PathBuf>| -> Vec<PathBuf> {
+            let mut out = Vec::with_capacity(paths.len() * 2);
+            for path in paths {
+                let resolved = resolve_lenient(&path);
+                if resolved != path {
+                    out.push(resolved);
+                }
+                out.push(path);
             }
-            secrets.push(secret);
-        }
+            out
+        };
+        // The control socket (among the secret paths) answers operator commands to any
+        // process of the gateway's user.
+        let secrets = both(home.secret_paths());
+        let state_dir = both(vec![home.state_dir()]);
+        let read_roots = vec![resolve_lenient(workspace), work.clone()];
+        let mut open = vec![home.default_workspace(), home.default_work_repo()];
+        open.extend(
+            read_roots
+                .iter()
+                .filter(|r| state_dir.iter().any(|s| r.starts_with(s) && *r != s))
+                .cloned(),
+        );
         Self {
-            read_roots: vec![resolve_lenient(workspace), work.clone()],
+            read_roots,
             write_root: work,
             secrets,
+            state_dir,
+            state_open: both(open),
         }
     }
 
@@ -101,7 +123,7 @@ impl Confinement {
         let resolved = self.resolve(raw, base)?;
         // A secret itself is named as such wherever it is; an ancestor of one only once the
         // path is known to be inside the roots (`ls /` is "outside", not "secret").
-        self.check_secret(raw, &resolved, SecretRule::SecretOrUnder)?;
+        self.check_named_secret(raw, &resolved)?;
         if restrict && !self.read_roots.iter().any(|r| resolved.starts_with(r)) {
             return Err(self.outside(raw, base));
         }
@@ -113,7 +135,7 @@ impl Confinement {
     /// not touch a secret, and not be git metadata or configuration.
     pub fn check_write(&self, raw: &str, base: &Path) -> Result<PathBuf, Denial> {
         let resolved = self.resolve(raw, base)?;
-        self.check_secret(raw, &resolved, SecretRule::SecretOrUnder)?;
+        self.check_named_secret(raw, &resolved)?;
         let Ok(inside) = resolved.strip_prefix(&self.write_root) else {
             return Err(self.outside_of(raw, base, std::slice::from_ref(&self.write_root)));
         };
@@ -139,7 +161,28 @@ impl Confinement {
             resolved.starts_with(s)
                 || (rule == SecretRule::AlsoAncestors && s.starts_with(resolved))
         });
-        by_name || self.same_file_as_secret(resolved)
+        by_name || self.in_state_dir(resolved) || self.same_file_as_secret(resolved)
+    }
+
+    /// Whether a path lies inside the state directory outside the parts tools may touch
+    /// (pre-restore copies, restore staging, anything a later version keeps there). The
+    /// directory itself is an ancestor of secrets ([`SecretRule::AlsoAncestors`]).
+    fn in_state_dir(&self, resolved: &Path) -> bool {
+        self.state_dir
+            .iter()
+            .any(|s| resolved.starts_with(s) && resolved != s)
+            && !self.state_open.iter().any(|o| resolved.starts_with(o))
+    }
+
+    /// The first check, before the roots: a named secret (or one under another name) is
+    /// reported as such wherever it is; the rest of the state directory only once the path is
+    /// known to be inside the roots, or the roots are not enforced (it is "outside" first).
+    fn check_named_secret(&self, raw: &str, resolved: &Path) -> Result<(), Denial> {
+        let named = self.secrets.iter().any(|s| resolved.starts_with(s));
+        if named || self.same_file_as_secret(resolved) {
+            return Err(Denial::SecretPath(raw.to_string()));
+        }
+        Ok(())
     }
 
     fn check_secret(&self, raw: &str, resolved: &Path, rule: SecretRule) -> Result<(), Denial> {

@@ -571,7 +571,18 @@ fn reads_are_capped_confined_and_never_reach_secrets() {
         }
     }
     // A misconfigured read root holding the whole home still never reads a secret, and
-    // listing the state directory leaves the secret entries out.
+    // listing the state directory leaves the secret entries out: conversation copies
+    // (snapshots, backups, pre-restore copies) included.
+    for dir in ["snapshots/s1", "backups", "pre-restore-1/timeline.db"] {
+        fs::create_dir_all(f.home.state_dir().join(dir)).unwrap();
+    }
+    for copy in [
+        "snapshots/s1/m.json",
+        "backups/b.tar",
+        "pre-restore-1/config.json",
+    ] {
+        fs::write(f.home.state_dir().join(copy), "CONVERSATION-COPY").unwrap();
+    }
     let wide = FileTools::new(
         Confinement::new(f.home.root(), &f.work_repo, &f.home),
         FileLimits::default(),
@@ -591,9 +602,52 @@ fn reads_are_capped_confined_and_never_reach_secrets() {
         .map(|e| e.name)
         .collect();
     assert!(names.contains(&"work-repo".to_string()), "{names:?}");
-    assert!(!names
-        .iter()
-        .any(|n| n == "config.json" || n == "audit" || n == "timeline.db"));
+    assert!(names.contains(&"workspace".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| [
+        "config.json",
+        "audit",
+        "timeline.db",
+        "snapshots",
+        "backups",
+        "pre-restore-1"
+    ]
+    .contains(&n.as_str())));
+    for copy in [
+        "../snapshots/s1/m.json",
+        "../backups/b.tar",
+        "../pre-restore-1/config.json",
+    ] {
+        assert!(
+            matches!(
+                wide.read_file(copy),
+                Err(FileToolError::Denied(Denial::SecretPath(_)))
+            ),
+            "{copy}"
+        );
+    }
+    // And exec with the path checks off: named and listed copies are refused.
+    let (open, _) = CommandChecker::new(
+        &["cat".to_string(), "ls".to_string()],
+        f.confinement(),
+        false,
+    );
+    for command in [
+        format!(
+            "cat {}",
+            f.home
+                .state_dir()
+                .join("pre-restore-1/config.json")
+                .display()
+        ),
+        format!("cat {}", f.home.snapshots_dir().join("s1/m.json").display()),
+        format!("ls {}", f.home.backups_dir().display()),
+        format!("ls {}", f.home.state_dir().display()),
+    ] {
+        assert!(
+            matches!(open.check(&command, None), Err(Denial::SecretPath(_))),
+            "{command}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

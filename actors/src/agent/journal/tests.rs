@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::*;
+use crate::agent::bounds::{Refusal, RefusalReason};
 use crate::agent::history::SessionHistory;
 use crate::agent::turn::{
     run_journaled_turn, ToolResult, ToolRunner, TurnContext, TurnError, TurnInput, TurnLog,
@@ -150,12 +151,19 @@ fn client(server: &TestServer) -> ChatClient {
 #[derive(Default)]
 struct Tools {
     runs: Mutex<Vec<String>>,
+    /// Every audited refusal: (reason, refused call ids).
+    refusals: Mutex<Vec<(RefusalReason, Vec<String>)>>,
 }
 
 impl ToolRunner for Tools {
     async fn run(&self, call: ToolCall) -> ToolResult {
         self.runs.lock().unwrap().push(call.id.clone());
         ToolResult::output(format!("ran {}", call.id))
+    }
+    async fn refused(&self, refusal: &Refusal<'_>) -> Result<(), String> {
+        let ids = refusal.calls.iter().map(|c| c.id.clone()).collect();
+        self.refusals.lock().unwrap().push((refusal.reason, ids));
+        Ok(())
     }
 }
 
@@ -328,6 +336,9 @@ async fn steps_are_durable_before_the_action_that_depends_on_them() {
             );
             ToolResult::output(call.id)
         }
+        async fn refused(&self, _: &Refusal<'_>) -> Result<(), String> {
+            Ok(())
+        }
     }
     let server = model().await;
     let log = MemoryLog::default();
@@ -394,4 +405,184 @@ async fn a_journal_that_does_not_fit_the_turn_is_refused() {
         "{result:?}"
     );
     assert_eq!(server.request_count(), 0);
+}
+
+/// Model answers: the first step of a `many` text asks for five calls, then a text.
+async fn many_calls_model() -> TestServer {
+    TestServer::start(|n, request| {
+        let (text, step) = turn_step(&request.json()).unwrap_or_default();
+        if text.contains("many") && step == 0 {
+            let ids: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
+            let calls: Vec<(&str, &str, &str)> = ids
+                .iter()
+                .map(|id| (id.as_str(), "list_dir", "{}"))
+                .collect();
+            Reply::tool_calls(&calls, 10, 5)
+        } else {
+            Reply::text(&format!("answer #{n}"), 10, 5)
+        }
+    })
+    .await
+}
+
+fn capped_ctx() -> TurnContext {
+    let mut ctx = ctx();
+    ctx.max_tool_calls_per_round = 2;
+    ctx
+}
+
+#[tokio::test]
+async fn refused_calls_are_journaled_and_a_resumed_turn_never_runs_them() {
+    let server = many_calls_model().await;
+    let log = MemoryLog::default();
+    let tools = Tools::default();
+    let outcome = run_journaled_turn(
+        &client(&server),
+        &tools,
+        &Unmetered,
+        &log,
+        &capped_ctx(),
+        input("many", vec![]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(*tools.runs.lock().unwrap(), ["c0", "c1"]);
+    let refusals = tools.refusals.lock().unwrap().clone();
+    assert_eq!(
+        refusals,
+        [(
+            RefusalReason::MaxToolCallsPerRound,
+            vec!["c2".to_string(), "c3".into(), "c4".into()]
+        )]
+    );
+    let results: Vec<String> = outcome
+        .new_messages
+        .iter()
+        .filter(|m| m.role == crate::provider::Role::Tool)
+        .map(|m| m.content.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(results.len(), 5);
+    assert!(results[2..].iter().all(|r| r.starts_with("refused:")));
+    let steps = log.steps.into_inner().unwrap();
+    // model, (started, result) × 2, refused × 3, model.
+    assert_eq!(steps.len(), 9, "{steps:?}");
+    assert!(matches!(&steps[5], Step::ToolRefused { call_id, .. } if call_id == "c2"));
+
+    for cut in 0..=steps.len() {
+        let server = many_calls_model().await;
+        let tools = Tools::default();
+        let outcome = run_journaled_turn(
+            &client(&server),
+            &tools,
+            &Unmetered,
+            &MemoryLog::default(),
+            &capped_ctx(),
+            input("many", steps[..cut].to_vec()),
+        )
+        .await
+        .unwrap();
+        let ran = tools.runs.lock().unwrap().clone();
+        assert!(
+            ran.iter().all(|id| id == "c0" || id == "c1"),
+            "cut {cut}: {ran:?}"
+        );
+        let audited = tools.refusals.lock().unwrap().len();
+        // Refusals not yet journaled are audited again (at least once); journaled ones not.
+        assert_eq!(audited, usize::from(cut < 8), "cut {cut}");
+        let refused = outcome
+            .new_messages
+            .iter()
+            .filter(|m| {
+                m.content
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("refused:"))
+            })
+            .count();
+        assert_eq!(refused, 3, "cut {cut}");
+    }
+
+    // A journal whose refusals the bounds would not make now (the cap was raised since) is
+    // still obeyed: the refused calls stay refused.
+    let server = many_calls_model().await;
+    let tools = Tools::default();
+    let mut raised = ctx();
+    raised.max_tool_calls_per_round = 32;
+    run_journaled_turn(
+        &client(&server),
+        &tools,
+        &Unmetered,
+        &MemoryLog::default(),
+        &raised,
+        input("many", steps[..8].to_vec()),
+    )
+    .await
+    .unwrap();
+    assert!(tools.runs.lock().unwrap().is_empty());
+    assert!(tools.refusals.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn spent_tool_time_refuses_the_rest_and_ends_the_turn_even_when_resumed() {
+    /// Each call takes 300 ms (the tool's own work, not a wait for readiness).
+    #[derive(Default)]
+    struct Slow {
+        inner: Tools,
+    }
+    impl ToolRunner for Slow {
+        async fn run(&self, call: ToolCall) -> ToolResult {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            self.inner.run(call).await
+        }
+        async fn refused(&self, refusal: &Refusal<'_>) -> Result<(), String> {
+            self.inner.refused(refusal).await
+        }
+    }
+    let mut ctx = ctx();
+    ctx.max_turn_time = std::time::Duration::from_millis(500);
+    let server = many_calls_model().await;
+    let log = MemoryLog::default();
+    let tools = Slow::default();
+    let outcome = run_journaled_turn(
+        &client(&server),
+        &tools,
+        &Unmetered,
+        &log,
+        &ctx,
+        input("many", vec![]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(*tools.inner.runs.lock().unwrap(), ["c0", "c1"]);
+    let refusals = tools.inner.refusals.lock().unwrap().clone();
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[0].0, RefusalReason::MaxTurnSeconds);
+    assert_eq!(refusals[0].1.len(), 3);
+    assert!(outcome.limit_hit);
+    assert!(
+        outcome.reply.contains("seconds of tool time"),
+        "{}",
+        outcome.reply
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].json()["tool_choice"], "none");
+
+    // Resumed after both results were journaled but before the refusals were: the journaled
+    // tool time decides the same way, so nothing runs again.
+    let steps = log.steps.into_inner().unwrap();
+    let server = many_calls_model().await;
+    let tools = Slow::default();
+    let outcome = run_journaled_turn(
+        &client(&server),
+        &tools,
+        &Unmetered,
+        &MemoryLog::default(),
+        &ctx,
+        input("many", steps[..5].to_vec()),
+    )
+    .await
+    .unwrap();
+    assert!(tools.inner.runs.lock().unwrap().is_empty());
+    assert_eq!(tools.inner.refusals.lock().unwrap()[0].1.len(), 3);
+    assert!(outcome.limit_hit);
 }
