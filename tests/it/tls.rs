@@ -362,18 +362,6 @@ fn native_mode_refuses_missing_mismatched_or_malformed_files() {
     let (code, _, err) = run(home.path(), &env_of(files.env()), &gateway_args());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("gateway.tls.cert_file"), "{err}");
-    // The older form (--token, no --url) still reaches this host's dashboard port.
-    let mut env = files.env();
-    env.push((
-        "KAFCLAW_GATEWAY_DASHBOARD_PORT",
-        port_of(&gw.dashboard).to_string(),
-    ));
-    let (code, out, err) = run(
-        home.path(),
-        &env_of(env),
-        &["admin", "relax-tools", "--token", TOKEN],
-    );
-    assert_eq!(code, 0, "{out}{err}");
 }
 
 #[test]
