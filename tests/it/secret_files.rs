@@ -239,3 +239,45 @@ fn doctor_says_where_each_secret_came_from_never_its_value() {
     let env_row = message("secret_source:channels.whatsapp.app_secret");
     assert!(env_row.contains("environment"), "{env_row}");
 }
+
+#[test]
+fn the_vault_passphrase_comes_from_a_file_or_a_credential_too() {
+    let home = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let phrase = "correct horse battery staple 42";
+    let file = secret(files.path(), "passphrase", &format!("{phrase}\n"), 0o600);
+    let by_file = vars(&[("KAFCLAW_VAULT_PASSPHRASE_FILE", file.to_str().unwrap())]);
+    let (code, out, err) = run(home.path(), &by_file, &["secrets", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("unknown variable"), "{err}");
+    // The key file is now wrapped: without the passphrase the vault does not open.
+    let (code, _, _) = run(home.path(), &HashMap::new(), &["secrets", "list"]);
+    assert_ne!(code, 0);
+    // The same passphrase as a plain variable, or as a credential, opens it.
+    let (code, _, err) = run(
+        home.path(),
+        &vars(&[("KAFCLAW_VAULT_PASSPHRASE", phrase)]),
+        &["secrets", "list"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let creds = tempfile::tempdir().unwrap();
+    secret(creds.path(), "vault.passphrase", phrase, 0o400);
+    let (code, _, err) = run(
+        home.path(),
+        &vars(&[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())]),
+        &["secrets", "list"],
+    );
+    assert_eq!(code, 0, "{err}");
+    // A passphrase file others can read is refused, naming it, never showing it.
+    let loose = secret(files.path(), "loose", phrase, 0o644);
+    let (code, _, err) = run(
+        home.path(),
+        &vars(&[("KAFCLAW_VAULT_PASSPHRASE_FILE", loose.to_str().unwrap())]),
+        &["secrets", "list"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(loose.to_str().unwrap()) && !err.contains(phrase),
+        "{err}"
+    );
+}

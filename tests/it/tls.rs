@@ -686,3 +686,19 @@ fn kafclaw_admin_with_a_token_speaks_tls_to_a_native_gateway() {
     assert_eq!(code, 2);
     assert!(err.contains("401"), "{err}");
 }
+
+#[test]
+fn sighup_without_native_tls_reloads_nothing_and_keeps_serving() {
+    let mut gw = Gateway::start(Options::default());
+    gw.signal("HUP");
+    eventually("the reload to be audited", || {
+        !audit(&gw, "config.reloaded").is_empty()
+    });
+    let record = &audit(&gw, "config.reloaded")[0];
+    assert_eq!(record["data"]["changed"], false, "{record}");
+    let host = format!("Host: {}", gw.gateway);
+    let answer = exchange(&gw.gateway, &request("GET", "/healthz", &[&host], ""));
+    assert_eq!(answer.status, 200);
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(15)).success());
+}
