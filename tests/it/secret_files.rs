@@ -281,3 +281,28 @@ fn the_vault_passphrase_comes_from_a_file_or_a_credential_too() {
         "{err}"
     );
 }
+
+#[test]
+fn a_file_variable_in_the_env_file_is_a_path_not_a_plaintext_secret() {
+    let files = tempfile::tempdir().unwrap();
+    let token = secret(files.path(), "token", TOKEN, 0o600);
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join(".config/kafclaw");
+    std::fs::create_dir_all(&config).unwrap();
+    write_file(
+        &config.join("env"),
+        &format!("KAFCLAW_GATEWAY_AUTH_TOKEN_FILE={}\n", token.display()),
+        0o600,
+    );
+    let (_, out, err) = run(
+        home.path(),
+        &HashMap::new(),
+        &["security", "check", "--json"],
+    );
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    assert_eq!(row(&doc, "plaintext_env_file")["status"], "pass", "{doc}");
+    let source = row(&doc, "token_strength");
+    assert_eq!(source["status"], "pass", "{doc}");
+    let gw = Gateway::start_in(home, Options::default());
+    assert_eq!(verify(&gw, TOKEN), 200);
+}
