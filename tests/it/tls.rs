@@ -702,3 +702,21 @@ fn sighup_without_native_tls_reloads_nothing_and_keeps_serving() {
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(15)).success());
 }
+
+#[test]
+fn native_tls_can_be_configured_in_config_json() {
+    let ca = Ca::new("kafclaw test ca");
+    let files = TlsFiles::new(&ca.issue());
+    let json = serde_json::json!({"gateway": {"tls": {
+        "mode": "native",
+        "cert_file": files.cert.display().to_string(),
+        "key_file": files.key.display().to_string(),
+    }}});
+    let gw = Gateway::start(Options {
+        config_json: Some(json.to_string()),
+        ..Default::default()
+    });
+    assert!(gw.tls);
+    let mut conn = Conn::open(&gw.dashboard, trusting(&ca)).unwrap();
+    assert_eq!(conn.get("/healthz", &[]).0, 200);
+}
