@@ -271,6 +271,13 @@ fn lexical_clean(path: &Path) -> PathBuf {
 /// (`KAFCLAW_SECURITY_TOKEN_MAX_AGE_DAYS` is a number, not a credential).
 pub fn sensitive_var(var: &str) -> bool {
     use crate::settings::keys;
+    use crate::settings::secret_files;
+    // `NAME_FILE` holds the path of a secret file, not the secret.
+    if secret_files::secret_key_of_file_var(var).is_some()
+        || var == secret_files::PASSPHRASE_FILE_ENV
+    {
+        return false;
+    }
     if let Some(key) = keys::key_for_env(var) {
         return keys::lookup(&key).is_some_and(|s| s.kind == keys::Kind::Secret);
     }

@@ -64,7 +64,10 @@ pub enum CoreError {
 
 /// The vault passphrase from the process environment, if any.
 pub fn passphrase(env: &HashMap<String, String>) -> Option<SecretValue> {
-    env.get(PASSPHRASE_ENV)
+    // A refused file already stopped `settings::load`; here it only reads.
+    crate::settings::secret_files::passphrase(env, PASSPHRASE_ENV)
+        .ok()
+        .flatten()
         .filter(|p| !p.is_empty())
         .map(|p| SecretValue::from(p.as_str()))
 }

@@ -498,6 +498,8 @@ pub fn load(sources: &Sources<'_>) -> Result<Settings, SettingsError> {
         }
     }
     secret_files::refuse_both(sources.env.keys().map(String::as_str))?;
+    // The vault passphrase is no settings key, but its file follows the same rules.
+    secret_files::passphrase(sources.env, "KAFCLAW_VAULT_PASSPHRASE")?;
     let mut process_vars: Vec<_> = sources.env.iter().collect();
     process_vars.sort();
     for (var, value) in process_vars {

@@ -32,6 +32,10 @@ fn sensitive_variables_by_name_and_by_key_kind() {
         "KAFCLAW_SECURITY_TOKEN_MAX_AGE_DAYS",
         "KAFCLAW_GATEWAY_HOST",
         "PATH",
+        "KAFCLAW_GATEWAY_AUTH_TOKEN_FILE",
+        "KAFCLAW_CHANNELS_BRIDGES_SLACK_SECRET_FILE",
+        "KAFCLAW_VAULT_PASSPHRASE_FILE",
+        "KAFCLAW_GATEWAY_TLS_KEY_FILE",
     ] {
         assert!(!sensitive_var(var), "{var}");
     }

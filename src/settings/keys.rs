@@ -358,13 +358,18 @@ pub const KEYS: &[KeySpec] = &[
 
 /// `KAFCLAW_*` variables that are not settings keys but are read by the program.
 #[cfg(not(feature = "test-hooks"))]
-pub const SPECIAL_ENV: &[&str] = &["KAFCLAW_HOME", "KAFCLAW_VAULT_PASSPHRASE"];
+pub const SPECIAL_ENV: &[&str] = &[
+    "KAFCLAW_HOME",
+    "KAFCLAW_VAULT_PASSPHRASE",
+    "KAFCLAW_VAULT_PASSPHRASE_FILE",
+];
 /// `KAFCLAW_*` variables that are not settings keys but are read by the program (test-hooks
 /// builds also read the crash point of `kafclaw_actors::testpoint`).
 #[cfg(feature = "test-hooks")]
 pub const SPECIAL_ENV: &[&str] = &[
     "KAFCLAW_HOME",
     "KAFCLAW_VAULT_PASSPHRASE",
+    "KAFCLAW_VAULT_PASSPHRASE_FILE",
     kafclaw_actors::testpoint::CRASH_ENV,
 ];
 

@@ -18,6 +18,40 @@ use super::{Origin, SettingsError};
 /// The variable systemd sets to the service's credentials directory.
 pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
+/// The vault passphrase's file variable and credential name (not a settings key: the vault
+/// key file is sealed with it).
+pub const PASSPHRASE_FILE_ENV: &str = "KAFCLAW_VAULT_PASSPHRASE_FILE";
+/// The credential that holds the vault passphrase.
+pub const PASSPHRASE_CREDENTIAL: &str = "vault.passphrase";
+
+/// The vault passphrase from `KAFCLAW_VAULT_PASSPHRASE` (given as `plain`), else
+/// `KAFCLAW_VAULT_PASSPHRASE_FILE`, else the credential `vault.passphrase`.
+pub fn passphrase(
+    env: &std::collections::HashMap<String, String>,
+    plain: &str,
+) -> Result<Option<String>, SettingsError> {
+    if let Some(value) = env.get(plain).filter(|v| !v.is_empty()) {
+        if env.contains_key(PASSPHRASE_FILE_ENV) {
+            return Err(SettingsError::SecretFile {
+                source_name: PASSPHRASE_FILE_ENV.to_string(),
+                problem: format!("{plain} is set as well; set one of them"),
+            });
+        }
+        return Ok(Some(value.clone()));
+    }
+    if let Some(path) = env.get(PASSPHRASE_FILE_ENV) {
+        return read(PASSPHRASE_FILE_ENV, Path::new(path)).map(Some);
+    }
+    if let Some(dir) = env.get(CREDENTIALS_DIRECTORY) {
+        let path = Path::new(dir).join(PASSPHRASE_CREDENTIAL);
+        if path.exists() {
+            let source_name = format!("systemd credential {}", path.display());
+            return read(&source_name, &path).map(Some);
+        }
+    }
+    Ok(None)
+}
+
 /// The suffix of a variable that names a file holding the secret.
 const SUFFIX: &str = "_FILE";
 

@@ -76,7 +76,27 @@ fn the_systemd_unit_is_hardened_notify_and_does_not_restart_a_refused_config() {
     }
     assert!(one("WatchdogSec").ends_with('s'));
     assert!(one("User") != "root" && !one("User").is_empty());
-    assert!(service["SystemCallFilter"].contains(&"@system-service".to_string()));
+    let filters = &service["SystemCallFilter"];
+    let allowed: Vec<&str> = filters
+        .iter()
+        .filter(|f| !f.starts_with('~'))
+        .flat_map(|f| f.split_whitespace())
+        .collect();
+    assert!(allowed.contains(&"@system-service"), "{filters:?}");
+    // The exec sandbox needs Landlock and setrlimit under the filter.
+    for needed in [
+        "landlock_create_ruleset",
+        "landlock_add_rule",
+        "landlock_restrict_self",
+    ] {
+        assert!(allowed.contains(&needed), "{needed}: {filters:?}");
+    }
+    let denied: Vec<&str> = filters
+        .iter()
+        .filter_map(|f| f.strip_prefix('~'))
+        .flat_map(|f| f.split_whitespace())
+        .collect();
+    assert!(!denied.contains(&"@resources"), "{filters:?}");
     let families = one("RestrictAddressFamilies");
     assert_eq!(
         families.split_whitespace().collect::<Vec<_>>(),

@@ -239,3 +239,70 @@ fn doctor_says_where_each_secret_came_from_never_its_value() {
     let env_row = message("secret_source:channels.whatsapp.app_secret");
     assert!(env_row.contains("environment"), "{env_row}");
 }
+
+#[test]
+fn the_vault_passphrase_comes_from_a_file_or_a_credential_too() {
+    let home = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let phrase = "correct horse battery staple 42";
+    let file = secret(files.path(), "passphrase", &format!("{phrase}\n"), 0o600);
+    let by_file = vars(&[("KAFCLAW_VAULT_PASSPHRASE_FILE", file.to_str().unwrap())]);
+    let (code, out, err) = run(home.path(), &by_file, &["secrets", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("unknown variable"), "{err}");
+    // The key file is now wrapped: without the passphrase the vault does not open.
+    let (code, _, _) = run(home.path(), &HashMap::new(), &["secrets", "list"]);
+    assert_ne!(code, 0);
+    // The same passphrase as a plain variable, or as a credential, opens it.
+    let (code, _, err) = run(
+        home.path(),
+        &vars(&[("KAFCLAW_VAULT_PASSPHRASE", phrase)]),
+        &["secrets", "list"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let creds = tempfile::tempdir().unwrap();
+    secret(creds.path(), "vault.passphrase", phrase, 0o400);
+    let (code, _, err) = run(
+        home.path(),
+        &vars(&[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())]),
+        &["secrets", "list"],
+    );
+    assert_eq!(code, 0, "{err}");
+    // A passphrase file others can read is refused, naming it, never showing it.
+    let loose = secret(files.path(), "loose", phrase, 0o644);
+    let (code, _, err) = run(
+        home.path(),
+        &vars(&[("KAFCLAW_VAULT_PASSPHRASE_FILE", loose.to_str().unwrap())]),
+        &["secrets", "list"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(loose.to_str().unwrap()) && !err.contains(phrase),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_variable_in_the_env_file_is_a_path_not_a_plaintext_secret() {
+    let files = tempfile::tempdir().unwrap();
+    let token = secret(files.path(), "token", TOKEN, 0o600);
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join(".config/kafclaw");
+    std::fs::create_dir_all(&config).unwrap();
+    write_file(
+        &config.join("env"),
+        &format!("KAFCLAW_GATEWAY_AUTH_TOKEN_FILE={}\n", token.display()),
+        0o600,
+    );
+    let (_, out, err) = run(
+        home.path(),
+        &HashMap::new(),
+        &["security", "check", "--json"],
+    );
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    assert_eq!(row(&doc, "plaintext_env_file")["status"], "pass", "{doc}");
+    let source = row(&doc, "token_strength");
+    assert_eq!(source["status"], "pass", "{doc}");
+    let gw = Gateway::start_in(home, Options::default());
+    assert_eq!(verify(&gw, TOKEN), 200);
+}

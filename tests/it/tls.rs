@@ -706,3 +706,37 @@ fn kafclaw_admin_with_url_and_token_speaks_tls_to_a_native_gateway() {
     );
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn sighup_without_native_tls_reloads_nothing_and_keeps_serving() {
+    let mut gw = Gateway::start(Options::default());
+    gw.signal("HUP");
+    eventually("the reload to be audited", || {
+        !audit(&gw, "config.reloaded").is_empty()
+    });
+    let record = &audit(&gw, "config.reloaded")[0];
+    assert_eq!(record["data"]["changed"], false, "{record}");
+    let host = format!("Host: {}", gw.gateway);
+    let answer = exchange(&gw.gateway, &request("GET", "/healthz", &[&host], ""));
+    assert_eq!(answer.status, 200);
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(15)).success());
+}
+
+#[test]
+fn native_tls_can_be_configured_in_config_json() {
+    let ca = Ca::new("kafclaw test ca");
+    let files = TlsFiles::new(&ca.issue());
+    let json = serde_json::json!({"gateway": {"tls": {
+        "mode": "native",
+        "cert_file": files.cert.display().to_string(),
+        "key_file": files.key.display().to_string(),
+    }}});
+    let gw = Gateway::start(Options {
+        config_json: Some(json.to_string()),
+        ..Default::default()
+    });
+    assert!(gw.tls);
+    let mut conn = Conn::open(&gw.dashboard, trusting(&ca)).unwrap();
+    assert_eq!(conn.get("/healthz", &[]).0, 200);
+}
