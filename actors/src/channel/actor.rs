@@ -627,29 +627,46 @@ impl ChannelBridge {
         self.handing_over = true;
         let chain = async move {
             let mut requests = Vec::with_capacity(claimed.len());
+            let mut unready = Vec::new();
             for Claimed {
                 record,
                 mut delivery,
                 work,
             } in claimed
             {
-                if let Some(text) = preparer.prepare(&record).await {
-                    delivery.text = text;
+                match preparer.prepare(&record).await {
+                    Ok(Some(text)) => delivery.text = text,
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(channel = %record.channel, %error, "prepared message not stored; handing on later");
+                        unready.push((record.seq, work));
+                        continue;
+                    }
                 }
                 // `send` queues the message at once: the agent sees them in claim order.
                 requests.push((record.seq, agent.send(delivery), work));
             }
-            requests
+            (requests, unready)
         };
-        ctx.spawn(chain.into_actor(self).map(|requests, this, ctx| {
-            this.handing_over = false;
-            for (seq, request, work) in requests {
-                this.await_answer(seq, request, work, ctx);
-            }
-            if std::mem::take(&mut this.pump_again) {
-                this.pump(ctx);
-            }
-        }));
+        ctx.spawn(
+            chain
+                .into_actor(self)
+                .map(|(requests, unready), this, ctx| {
+                    this.handing_over = false;
+                    for (seq, request, work) in requests {
+                        this.await_answer(seq, request, work, ctx);
+                    }
+                    if !unready.is_empty() {
+                        for (seq, _work) in unready {
+                            let _ = this.inbox.unclaim(&this.config.name, seq);
+                        }
+                        this.schedule_retry(ctx);
+                    }
+                    if std::mem::take(&mut this.pump_again) {
+                        this.pump(ctx);
+                    }
+                }),
+        );
     }
 
     /// Waits for the agent's answer to one handed-over message; its `Ok` marks the message

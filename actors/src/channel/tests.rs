@@ -1273,6 +1273,43 @@ mod durable_inbox {
         assert_eq!(record.message.text, None);
         assert_eq!(inbox.counts("wa").unwrap(), InboxCounts::default());
     }
+
+    #[test]
+    fn a_claimed_message_is_prepared_once_and_found_by_its_id() {
+        let db = StoreDb::temporary().unwrap();
+        let inbox = Inbox::new(&db).unwrap();
+        let Accepted::New(seq) = inbox
+            .accept("wa", &text_message("m1", "499"), pending(), 1)
+            .unwrap()
+        else {
+            panic!("new")
+        };
+        let mut prepared = text_message("m1", "499");
+        prepared.text = Some("text of m1\n[attachment unavailable: x]".into());
+        assert!(
+            !inbox.set_prepared("wa", seq, &prepared).unwrap(),
+            "only a claimed message is prepared"
+        );
+        inbox.claim_next("wa", seq).unwrap().unwrap();
+        assert!(inbox.set_prepared("wa", seq, &prepared).unwrap());
+        let mut again = prepared.clone();
+        again.text = Some("another text".into());
+        assert!(
+            !inbox.set_prepared("wa", seq, &again).unwrap(),
+            "the first preparation stays"
+        );
+        let found = inbox.find("wa", "m1").unwrap().unwrap();
+        assert!(found.prepared);
+        assert_eq!(found.message.text, prepared.text);
+        // A hand-over after a restart carries the prepared text.
+        inbox.recover("wa").unwrap();
+        let claimed = inbox.claim_next("wa", seq).unwrap().unwrap();
+        assert_eq!(
+            (claimed.prepared, claimed.message.text),
+            (true, prepared.text)
+        );
+        assert!(inbox.find("wa", "other").unwrap().is_none());
+    }
 }
 
 mod durable_outbox {

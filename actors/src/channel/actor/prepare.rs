@@ -54,10 +54,12 @@ fn attachment_line(result: &Result<SavedMedia, MediaError>) -> String {
 
 impl Preparer {
     /// The prepared text of `record`, stored in it (synced); `None` when it needs nothing (or
-    /// was prepared before: its stored text is final).
-    pub(super) async fn prepare(&self, record: &InboxRecord) -> Option<String> {
+    /// was prepared before: its stored text is final). An error when the prepared text could
+    /// not be made durable: the message must not be handed on then (a later hand-over could
+    /// carry another text, which its turn journal would refuse).
+    pub(super) async fn prepare(&self, record: &InboxRecord) -> Result<Option<String>, String> {
         if !needs_preparation(record) {
-            return None;
+            return Ok(None);
         }
         let channel = &record.channel;
         let mut message = record.message.clone();
@@ -114,19 +116,11 @@ impl Preparer {
         }
         let text = truncate_bytes(text, MAX_TEXT_BYTES + 4096);
         message.text = Some(text.clone());
-        let stored = self
-            .inbox
+        self.inbox
             .set_prepared(channel, record.seq, &message)
-            .map_err(|e| e.to_string());
-        let synced = match stored {
-            Ok(_) => self.inbox.sync().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        if let Err(error) = synced {
-            // Handed on anyway; a hand-over after a crash prepares again.
-            tracing::warn!(%channel, %error, "prepared message not stored");
-        }
-        Some(text)
+            .map_err(|e| e.to_string())?;
+        self.inbox.sync().await.map_err(|e| e.to_string())?;
+        Ok(Some(text))
     }
 
     /// The text of message `id` when it is stored and belongs to the same session.
