@@ -25,6 +25,7 @@ pub mod actor;
 pub mod budget;
 pub mod history;
 pub mod journal;
+pub mod locks;
 pub mod prompt;
 pub mod router;
 pub mod turn;
