@@ -19,29 +19,30 @@ use kafclaw_actors::store::{StoreDb, TreeName};
 
 fn family(key: &[u8]) -> String {
     let text = String::from_utf8_lossy(key);
-    let mut cut = text.len();
-    let mut seen = 0;
-    for (i, c) in text.char_indices() {
-        if c == '/' || c == ':' {
-            seen += 1;
-            if seen == 2 {
-                cut = i;
-                break;
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return "(binary)".into();
+    }
+    // The first two components, numbers folded (`t/N`, `inbox/whatsapp`).
+    text.split(['/', ':'])
+        .take(2)
+        .map(|part| {
+            if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+                "N"
+            } else {
+                part
             }
-        }
-    }
-    let head: String = text[..cut].chars().take(40).collect();
-    if head.bytes().all(|b| b.is_ascii_graphic()) {
-        head
-    } else {
-        "(binary)".into()
-    }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+        .chars()
+        .take(40)
+        .collect()
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(path) = args.next().map(PathBuf::from) else {
-        eprintln!("usage: store_cost STORE_DIR [MESSAGES]");
+        eprintln!("usage: store_cost STORE_DIR [MESSAGES] [--dump FAMILY]");
         return ExitCode::from(2);
     };
     let messages: Option<f64> = args.next().and_then(|m| m.parse().ok());

@@ -301,13 +301,17 @@ async fn repeated_denied_exec_attempts_block_the_sender() {
     let config = config.env("KAFCLAW_MODEL_MAX_TOOL_ITERATIONS", "5");
     let gw = Gateway::start(config);
     send_wa(&gw, "4915133333333", "wamid.x1", "run ls please").await;
-    wait_for("a high-risk incident", async || {
+    // Its actions are requested only once its audit record is durable: wait for them too.
+    wait_for("a high-risk incident and its actions", async || {
         get(&gw, "/api/v1/incidents")
             .await
             .as_array()
             .unwrap()
             .iter()
-            .any(|i| i["kind"] == "high_risk_tools")
+            .any(|i| {
+                i["kind"] == "high_risk_tools"
+                    && i["actions"].as_array().is_some_and(|a| !a.is_empty())
+            })
     })
     .await;
     let incidents = get(&gw, "/api/v1/incidents").await;
