@@ -184,7 +184,7 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--chat-workers", type=int, default=2)
     parser.add_argument("--cache-mib", default="32")
-    parser.add_argument("binary", nargs="?", default=ingest.BINS[0])
+    parser.add_argument("binary", nargs="?", default=f"{ingest.TARGET}/release/kafclaw")
     args = parser.parse_args()
     for path in (args.binary, ingest.LOAD, ingest.MODEL):
         if not os.path.exists(path):
