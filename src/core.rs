@@ -80,7 +80,9 @@ pub fn open(
 ) -> Result<Core, CoreError> {
     home.ensure_state_dirs()
         .map_err(|e| CoreError::Store(format!("cannot create the state directories: {e}")))?;
-    let db = StoreDb::open(&home.store_dir()).map_err(|e| CoreError::Store(e.to_string()))?;
+    let cache_bytes = settings.store.cache_mib.saturating_mul(1024 * 1024);
+    let db = StoreDb::open_with_cache(&home.store_dir(), cache_bytes)
+        .map_err(|e| CoreError::Store(e.to_string()))?;
     let (vault, warnings) = Vault::open_or_create(home, &db, passphrase(env))
         .map_err(|e| CoreError::Vault(e.to_string()))?;
     vault::log_warnings(&warnings);

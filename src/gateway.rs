@@ -386,13 +386,13 @@ async fn serve(
                     break 1;
                 }
                 Some(SupervisionEvent::ChildFailed { name, reason }) => {
-                    signals.do_send(ChildFailureSignal { child: name.clone(), reason: reason.clone(), gave_up: false, at: time::OffsetDateTime::now_utc() });
+                    kafclaw_actors::incident::offer_signal(signals.try_send(ChildFailureSignal { child: name.clone(), reason: reason.clone(), gave_up: false, at: time::OffsetDateTime::now_utc() }));
                     let data = serde_json::json!({"child": name, "reason": reason});
                     let _ = state.audit(AuditKind::SupervisorChildFailed, "supervisor", &name, data).await;
                 }
                 Some(SupervisionEvent::GaveUp { name, policy: RestartPolicy::Quarantine, reason }) => {
                     tracing::error!(child = %name, %reason, "restart budget exhausted; quarantined");
-                    signals.do_send(ChildFailureSignal { child: name, reason, gave_up: true, at: time::OffsetDateTime::now_utc() });
+                    kafclaw_actors::incident::offer_signal(signals.try_send(ChildFailureSignal { child: name, reason, gave_up: true, at: time::OffsetDateTime::now_utc() }));
                 }
                 Some(other) => tracing::debug!(?other, "supervision event"),
                 None => break 1,

@@ -301,7 +301,10 @@ fn trust_children(
 
     // Signals reach whichever monitor instance is current.
     let monitor_slot: Slot<IncidentMonitor> = Slot::default();
-    let signals = Forward::new(monitor_slot.clone()).start();
+    let signals = Forward::new(monitor_slot.clone())
+        .with_capacity(kafclaw_actors::incident::SIGNAL_MAILBOX)
+        .on_drop(kafclaw_actors::incident::signal_dropped)
+        .start();
 
     let approvals_db = db.clone();
     let approvals_audit = relay.clone();

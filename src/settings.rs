@@ -387,6 +387,8 @@ pub struct ModelSettings {
 pub struct StoreSettings {
     /// Days finished records are kept (de-duplication keys at least 7).
     pub retention_days: u64,
+    /// MiB of the store's page cache (sled's `cache_capacity`): the store's memory bound.
+    pub cache_mib: u64,
 }
 
 /// `paths.*` (empty = the default under `~/.kafclaw`).

@@ -85,7 +85,14 @@ pub fn run(
     match &live {
         Some((v, from)) => live_rows(v, from, &settings, &mut report),
         None if !report.checks.iter().any(|c| c.name == "source") => {
-            store_facts(home, settings.store.retention_days, &mut report)
+            store_facts(home, settings.store.retention_days, &mut report);
+            report.pass(
+                "memory",
+                format!(
+                    "no gateway running; store cache limit {} (store.cache_mib)",
+                    mib(settings.store.cache_mib.saturating_mul(1 << 20))
+                ),
+            );
         }
         None => {}
     }
@@ -166,6 +173,20 @@ fn channels(settings: &Settings, live: Option<&Value>, report: &mut Report) {
     } else {
         report.pass("channels", names.join(", "));
     }
+}
+
+/// `RSS N MiB, store cache limit C MiB` (the gateway's resident memory and `store.cache_mib`).
+fn memory_line(resident: Option<u64>, cache_limit: Option<u64>) -> String {
+    let rss = resident.map_or("RSS unknown".to_string(), |b| format!("RSS {}", mib(b)));
+    let cache = cache_limit.map_or("store cache limit unknown".to_string(), |b| {
+        format!("store cache limit {}", mib(b))
+    });
+    format!("{rss}, {cache}")
+}
+
+/// `12.3 MiB`.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// `N MiB on disk, oldest record … (retention R days)`.
@@ -354,6 +375,13 @@ fn live_rows(v: &Value, from: &str, settings: &Settings, report: &mut Report) {
             store["size_bytes"].as_u64(),
             store["oldest_record"].as_str(),
             settings.store.retention_days,
+        ),
+    );
+    report.pass(
+        "memory",
+        memory_line(
+            v["memory"]["resident_bytes"].as_u64(),
+            store["cache_limit_bytes"].as_u64(),
         ),
     );
 }

@@ -26,6 +26,7 @@ pub mod bounds;
 pub mod budget;
 pub mod history;
 pub mod journal;
+pub mod locks;
 pub mod prompt;
 pub mod router;
 pub mod turn;

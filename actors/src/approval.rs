@@ -78,7 +78,15 @@ pub enum ApprovalError {
     /// The decision could not be audited, so it was not applied.
     #[error("the decision could not be written to the audit log; nothing was applied")]
     AuditFailed,
+    /// As many requests as the actor keeps are already waiting; this one is refused (the
+    /// tool call is denied).
+    #[error("too many approvals are waiting ({0}); the request is refused")]
+    TooMany(usize),
 }
+
+/// Approval requests waiting at once, at most (unless [`Approvals::with_max_waiting`] says
+/// otherwise): one more is refused, never queued.
+pub const MAX_WAITING: usize = 256;
 
 /// Asks for an approval; answered when an operator decides or the request times out.
 #[derive(Message, Debug)]
@@ -150,7 +158,10 @@ pub struct Approvals {
     tree: KvTree,
     audit: Recipient<AppendRecord>,
     timeout: Duration,
+    /// The turns waiting for a decision, by request id (at most `max_waiting`).
     waiting: HashMap<String, oneshot::Sender<ApprovalOutcome>>,
+    /// The bound of `waiting`.
+    max_waiting: usize,
 }
 
 impl Approvals {
@@ -180,7 +191,14 @@ impl Approvals {
             audit,
             timeout,
             waiting: HashMap::new(),
+            max_waiting: MAX_WAITING,
         })
+    }
+
+    /// The same actor keeping at most `max` requests waiting.
+    pub fn with_max_waiting(mut self, max: usize) -> Self {
+        self.max_waiting = max.max(1);
+        self
     }
 
     fn pending(&self) -> Result<Vec<ApprovalRecord>, ApprovalError> {
@@ -239,6 +257,9 @@ impl Handler<RequestApproval> for Approvals {
     fn handle(&mut self, msg: RequestApproval, _: &mut Context<Self>) -> Self::Result {
         let created =
             (|| -> Result<(String, oneshot::Receiver<ApprovalOutcome>), ApprovalError> {
+                if self.waiting.len() >= self.max_waiting {
+                    return Err(ApprovalError::TooMany(self.max_waiting));
+                }
                 let id = format!("ap-{:016x}", self.db.next_id()?);
                 let now = time::OffsetDateTime::now_utc();
                 let record = ApprovalRecord {

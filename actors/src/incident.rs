@@ -42,6 +42,7 @@ mod messages;
 mod monitor;
 mod notify;
 mod record;
+mod signal;
 mod snapshot;
 mod window;
 
@@ -53,9 +54,10 @@ pub use messages::{
     GetMonitorStatus, ListIncidents, MonitorLinks, MonitorStatus, OpenIncident, ResolveIncident,
     TokenUsageSignal, UnknownSenderDropped,
 };
-pub use monitor::{IncidentMonitor, MONITOR_ACTOR};
+pub use monitor::{IncidentMonitor, MAX_ACTIVE_INCIDENTS, MONITOR_ACTOR};
 pub use notify::{NotifyError, RetryPolicy, WebhookKey, WebhookNotifier};
 pub use record::{Evidence, Incident, IncidentKind, IncidentState, Note, MAX_SAMPLE_IDS};
+pub use signal::{dropped as signal_dropped, offer as offer_signal, SIGNAL_MAILBOX};
 pub use snapshot::{
     create_snapshot, verify_snapshot, SnapshotError, SnapshotFile, SnapshotInfo, MANIFEST_NAME,
 };

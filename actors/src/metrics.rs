@@ -68,6 +68,17 @@ pub struct IncidentLabels {
     pub kind: &'static str,
 }
 
+/// `{reason}` of `kafclaw_incident_signals_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// One of [`SIGNAL_DROP_REASONS`].
+    pub reason: &'static str,
+}
+
+/// Why a signal did not reach the monitor or did not open an incident: its mailbox was full,
+/// it was down (restarting), or it already tracks the most active incidents it keeps.
+pub const SIGNAL_DROP_REASONS: [&str; 3] = ["mailbox_full", "target_down", "incidents_full"];
+
 /// Inbound delivery states, each a series from the start (a counter that appears late makes
 /// `rate()` miss its first increase).
 pub const INBOUND_STATES: [&str; 4] = ["accepted", "held", "duplicate", "dropped"];
@@ -88,6 +99,7 @@ pub struct Metrics {
     tool_decisions: Family<ToolLabels, Counter>,
     model_tokens: Family<TokenLabels, Counter>,
     incidents_opened: Family<IncidentLabels, Counter>,
+    signals_dropped: Family<DropLabels, Counter>,
     audit_appends: Counter,
     audit_fsync: Histogram,
 }
@@ -114,6 +126,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         tool_decisions: Family::default(),
         model_tokens: Family::default(),
         incidents_opened: Family::default(),
+        signals_dropped: Family::default(),
         audit_appends: Counter::default(),
         audit_fsync: Histogram::new(FSYNC_BUCKETS),
     };
@@ -128,6 +141,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         let _ = metrics.incidents_opened.get_or_create(&IncidentLabels {
             kind: kind.as_str(),
         });
+    }
+    for reason in SIGNAL_DROP_REASONS {
+        let _ = metrics
+            .signals_dropped
+            .get_or_create(&DropLabels { reason });
     }
     metrics
 });
@@ -252,6 +270,21 @@ impl Metrics {
             .inc();
     }
 
+    /// One signal did not reach the monitor, or did not open an incident (`reason`: one of
+    /// [`SIGNAL_DROP_REASONS`]).
+    pub fn incident_signal_dropped(&self, reason: &'static str) {
+        self.signals_dropped
+            .get_or_create(&DropLabels { reason })
+            .inc();
+    }
+
+    /// Signals dropped for `reason` since the process started.
+    pub fn incident_signals_dropped(&self, reason: &'static str) -> u64 {
+        self.signals_dropped
+            .get(&DropLabels { reason })
+            .map_or(0, |c| c.get())
+    }
+
     /// `n` audit records became durable.
     pub fn audit_appended(&self, n: u64) {
         self.audit_appends.inc_by(n);
@@ -293,6 +326,11 @@ impl Metrics {
             "kafclaw_incidents_opened",
             "Incidents opened by kind since the process started",
             self.incidents_opened.clone(),
+        );
+        registry.register(
+            "kafclaw_incident_signals_dropped",
+            "Signals the incident monitor could not take (mailbox full, restarting) or that found it at its active-incident bound, since the process started",
+            self.signals_dropped.clone(),
         );
         registry.register(
             "kafclaw_audit_appends",

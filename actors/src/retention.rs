@@ -180,6 +180,8 @@ pub fn prune_pass(
 pub struct StoreStats {
     /// Bytes on disk.
     pub size_bytes: u64,
+    /// The page cache the store was opened with (`store.cache_mib`), in bytes.
+    pub cache_limit_bytes: u64,
     /// When the oldest record kept was written (RFC 3339), if there is one.
     pub oldest_record: Option<String>,
 }
@@ -201,6 +203,7 @@ pub fn store_stats(db: &StoreDb) -> Result<StoreStats, StoreError> {
     });
     Ok(StoreStats {
         size_bytes: state.size_bytes()?,
+        cache_limit_bytes: db.cache_limit_bytes(),
         oldest_record: oldest,
     })
 }

@@ -72,6 +72,21 @@ pub enum TreeName {
 }
 
 impl TreeName {
+    /// Every tree (for size reports).
+    pub const ALL: [TreeName; 11] = [
+        TreeName::Timeline,
+        TreeName::Settings,
+        TreeName::Secrets,
+        TreeName::Tokens,
+        TreeName::Channels,
+        TreeName::Sessions,
+        TreeName::Approvals,
+        TreeName::Incidents,
+        TreeName::Usage,
+        TreeName::Audit,
+        TreeName::Journal,
+    ];
+
     /// The sled tree name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,6 +105,9 @@ impl TreeName {
     }
 }
 
+/// The page cache of a store opened without a setting (`store.cache_mib`'s default).
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// A cheap, cloneable handle on the open database.
 #[derive(Clone)]
 pub struct StoreDb {
@@ -97,6 +115,8 @@ pub struct StoreDb {
     db: sled::Db,
     /// Where it lives (for messages and snapshots).
     path: PathBuf,
+    /// The page cache sled was opened with (`store.cache_mib`): the store's memory bound.
+    cache_bytes: u64,
     /// Coalesces concurrent durable flushes into shared ones (group commit).
     flusher: std::sync::Arc<Flusher>,
 }
@@ -129,8 +149,16 @@ impl std::fmt::Debug for StoreDb {
 }
 
 impl StoreDb {
-    /// Opens (or creates, with mode 0700) the store directory at `path`.
+    /// Opens (or creates, with mode 0700) the store directory at `path` with the default page
+    /// cache ([`DEFAULT_CACHE_BYTES`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store at `path` with a page cache of at most `cache_bytes` (sled's
+    /// `cache_capacity`; without it sled caches up to 1 GiB and a long-running gateway's RSS
+    /// grows with the store).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let open_error = |reason: String| StoreError::Open {
             path: path.to_path_buf(),
             reason,
@@ -138,22 +166,28 @@ impl StoreDb {
         fsutil::create_private_dir(path).map_err(|e| open_error(e.to_string()))?;
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(cache_bytes)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| open_error(e.to_string()))?;
         Ok(Self {
             db,
             path: path.to_path_buf(),
+            cache_bytes,
             flusher: Default::default(),
         })
     }
 
     /// Opens a throw-away store in a temporary directory (tests and benchmarks).
     pub fn temporary() -> Result<Self, StoreError> {
-        let db = sled::Config::new().temporary(true).open()?;
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(DEFAULT_CACHE_BYTES)
+            .open()?;
         Ok(Self {
             db,
             path: PathBuf::from("(temporary)"),
+            cache_bytes: DEFAULT_CACHE_BYTES,
             flusher: Default::default(),
         })
     }
@@ -161,6 +195,11 @@ impl StoreDb {
     /// The directory of the database.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The page cache the store was opened with, in bytes (`store.cache_mib`).
+    pub fn cache_limit_bytes(&self) -> u64 {
+        self.cache_bytes
     }
 
     /// One named tree.

@@ -601,20 +601,86 @@ impl Handler<Ping> for Supervisor {
 
 /// Forwards fire-and-forget messages (signals, `Result = ()`) to whichever instance of a
 /// supervised actor is current, so a long-lived `Recipient` survives the target's restarts.
-/// A signal sent while the target is down is dropped (signals are best effort by nature).
+///
+/// Bounded: its own mailbox holds at most [`Forward::capacity`] messages (plus one per sending
+/// handle: actix's bound is per handle, so senders keep theirs and use `try_send`), and it hands
+/// each on with `try_send` over one kept handle, so a target that falls behind never makes a
+/// queue grow. A message the target cannot take now (its mailbox is full, or it is down) is
+/// dropped and reported to the `on_drop` hook (signals are best effort by nature; the hook
+/// counts them).
 pub struct Forward<A: Actor> {
     slot: Slot<A>,
+    /// The handle messages go out on, kept across messages: actix bounds a mailbox per sending
+    /// handle (a full one parks the handle, and only a parked handle's `try_send` fails), so a
+    /// fresh clone per message would never see the target full.
+    current: Option<Addr<A>>,
+    capacity: usize,
+    on_drop: fn(Undelivered),
 }
 
+/// Why [`Forward`] dropped a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undelivered {
+    /// The target's mailbox was full.
+    Full,
+    /// No instance of the target was running (or its mailbox was closed).
+    Down,
+}
+
+impl Undelivered {
+    /// `mailbox_full` or `target_down` (a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Undelivered::Full => "mailbox_full",
+            Undelivered::Down => "target_down",
+        }
+    }
+}
+
+/// The mailbox of a [`Forward`] unless [`Forward::with_capacity`] says otherwise.
+pub const FORWARD_CAPACITY: usize = 4_096;
+
 impl<A: Actor> Forward<A> {
-    /// A forwarder to `slot`.
+    /// A forwarder to `slot` holding at most [`FORWARD_CAPACITY`] messages, dropping silently.
     pub fn new(slot: Slot<A>) -> Self {
-        Self { slot }
+        Self {
+            slot,
+            current: None,
+            capacity: FORWARD_CAPACITY,
+            on_drop: |_| {},
+        }
+    }
+
+    /// The same forwarder with a mailbox of `capacity` messages.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// The same forwarder reporting every dropped message to `hook`.
+    pub fn on_drop(mut self, hook: fn(Undelivered)) -> Self {
+        self.on_drop = hook;
+        self
+    }
+
+    /// The most messages its mailbox holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 
 impl<A: Actor> Actor for Forward<A> {
     type Context = Context<Self>;
+
+    /// Starts with the mailbox bound already set (a bound set in `started` would come after
+    /// the first messages).
+    fn start(self) -> Addr<Self> {
+        let capacity = self.capacity;
+        Self::create(move |ctx| {
+            ctx.set_mailbox_capacity(capacity);
+            self
+        })
+    }
 }
 
 impl<A, M> Handler<M> for Forward<A>
@@ -624,8 +690,19 @@ where
 {
     type Result = ();
     fn handle(&mut self, msg: M, _: &mut Context<Self>) {
-        if let Some(addr) = self.slot.addr() {
-            addr.do_send(msg);
+        let live = self.slot.addr();
+        if live != self.current {
+            // A restart put a fresh instance in the slot (or took it out).
+            self.current = live;
         }
+        let dropped = match &self.current {
+            Some(addr) => match addr.try_send(msg) {
+                Ok(()) => return,
+                Err(SendError::Full(_)) => Undelivered::Full,
+                Err(SendError::Closed(_)) => Undelivered::Down,
+            },
+            None => Undelivered::Down,
+        };
+        (self.on_drop)(dropped);
     }
 }

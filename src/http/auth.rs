@@ -264,12 +264,12 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
             state.note_auth_failure(&client, req.path(), &failure);
             // The monitor counts per key (an IPv6 client by its /64) and acts on that address.
             let key = ip.map(|i| super::client::ClientKey::of(i).representative().to_string());
-            state
-                .signals
-                .do_send(kafclaw_actors::incident::AuthFailureSignal {
+            kafclaw_actors::incident::offer_signal(state.signals.try_send(
+                kafclaw_actors::incident::AuthFailureSignal {
                     ip: key.unwrap_or_default(),
                     at: OffsetDateTime::now_utc(),
-                });
+                },
+            ));
             let mut data = json!({
                 "client": client,
                 "route": req.path(),

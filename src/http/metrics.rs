@@ -113,6 +113,10 @@ pub struct Snapshot {
     pub lockouts_active: usize,
     /// `process_*` figures.
     pub process: process::ProcessSample,
+    /// The store's size on disk; `None` when it could not be read.
+    pub store_size_bytes: Option<u64>,
+    /// The store's page-cache limit (`store.cache_mib`), in bytes.
+    pub store_cache_limit_bytes: u64,
 }
 
 async fn collect(state: &AppState) -> Snapshot {
@@ -185,6 +189,8 @@ async fn collect(state: &AppState) -> Snapshot {
         audit_head_seq,
         lockouts_active: state.control.lockout.active(Instant::now()).len(),
         process: process::sample(state.started),
+        store_size_bytes: state.db.size_on_disk().ok(),
+        store_cache_limit_bytes: state.db.cache_limit_bytes(),
     }
 }
 
@@ -291,6 +297,22 @@ impl Snapshot {
                 gauge,
             );
         }
+        if let Some(bytes) = self.store_size_bytes {
+            let gauge: Gauge = Gauge::default();
+            gauge.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            registry.register(
+                "kafclaw_store_size_bytes",
+                "Bytes the store (timeline.db) occupies on disk",
+                gauge,
+            );
+        }
+        let cache: Gauge = Gauge::default();
+        cache.set(i64::try_from(self.store_cache_limit_bytes).unwrap_or(i64::MAX));
+        registry.register(
+            "kafclaw_store_cache_limit_bytes",
+            "The store's page-cache limit in bytes (store.cache_mib)",
+            cache,
+        );
         if let Some(seq) = self.audit_head_seq {
             let gauge: Gauge = Gauge::default();
             gauge.set(i64::try_from(seq).unwrap_or(i64::MAX));

@@ -136,6 +136,9 @@ pub async fn full_status(state: &AppState, cache: Cache) -> Result<serde_json::V
         "usage_today": usage,
         "audit_head": audit_head,
         "store": kafclaw_actors::retention::store_stats(&state.db).ok(),
+        "memory": {
+            "resident_bytes": super::metrics::process::sample(state.started).resident_memory_bytes,
+        },
     });
     state.status_cache.put(uptime, body.clone());
     Ok(body)

@@ -284,6 +284,14 @@ pub const KEYS: &[KeySpec] = &[
     ),
     // Bounded state: what the background pruner keeps (de-duplication keys at least 7 days).
     k("store.retention_days", Kind::UInt { min: 1, max: 3650 }),
+    // The store's page cache: sled's only memory bound (its default is 1 GiB).
+    k(
+        "store.cache_mib",
+        Kind::UInt {
+            min: 1,
+            max: 65_536,
+        },
+    ),
     // Operator readiness, checked by `kafclaw security check` (runbook §5, §7).
     k("backup.max_age_days", Kind::UInt { min: 1, max: 3650 }),
     k("log.retention_days", Kind::UInt { min: 0, max: 3650 }),

@@ -43,7 +43,9 @@ def model_posts(base, reset=False):
         return json.load(response)["requests"]
 
 
-def start_gateway(binary, base):
+def start_gateway(binary, base, extra_env=None):
+    """Starts `binary` with WhatsApp on the instant server; returns (process, gateway address).
+    The process also carries `.home` and `.dashboard` (the dashboard listener's address)."""
     home = tempfile.mkdtemp(prefix="kafclaw-ingest-")
     os.makedirs(f"{home}/.kafclaw", mode=0o700)
     config = {
@@ -67,6 +69,7 @@ def start_gateway(binary, base):
         "KAFCLAW_CHANNELS_WHATSAPP_ACCESS_TOKEN": "bench-graph-token",
         "KAFCLAW_LOG_LEVEL": "error",
     }
+    env.update(extra_env or {})
     gateway = subprocess.Popen(
         [binary, "--home", home, "gateway", "--port", "0", "--dashboard-port", "0"],
         stdout=subprocess.PIPE,
@@ -79,6 +82,9 @@ def start_gateway(binary, base):
     if not match:
         gateway.kill()
         sys.exit(f"{binary}: no ready line ({ready!r})")
+    dashboard = re.search(r"dashboard=(\S+)", ready)
+    gateway.home = home
+    gateway.dashboard = dashboard.group(1) if dashboard else None
     return gateway, match.group(1)
 
 

@@ -333,3 +333,76 @@ async fn a_restarted_channel_keeps_its_counters() {
     );
     assert!(value(&after, "process_start_time_seconds", &[]) > 1.6e9);
 }
+
+#[tokio::test]
+async fn the_store_cache_limit_rss_and_store_size_are_in_metrics_status_and_the_cli() {
+    let model = ModelServer::start(vec![]);
+    model.fallback(model_server::text("hi", 1, 1));
+    let mib = 1024.0 * 1024.0;
+    let gw = Gateway::start(options(&model).env("KAFCLAW_STORE_CACHE_MIB", "8"));
+    send_wa(&gw, OWNER, "wamid.mem1", "hello").await;
+    let text = client()
+        .get(gw.url("/metrics"))
+        .header("Authorization", format!("Bearer {}", crate::harness::TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = parse(&text);
+    assert_eq!(
+        value(&samples, "kafclaw_store_cache_limit_bytes", &[]),
+        8.0 * mib
+    );
+    assert!(value(&samples, "kafclaw_store_size_bytes", &[]) > 0.0);
+    assert!(value(&samples, "process_resident_memory_bytes", &[]) > mib);
+    for reason in ["mailbox_full", "target_down", "incidents_full"] {
+        assert_eq!(
+            value(
+                &samples,
+                "kafclaw_incident_signals_dropped_total",
+                &[("reason", reason)]
+            ),
+            0.0,
+            "{reason}"
+        );
+    }
+    let status: serde_json::Value = client()
+        .get(gw.url("/api/v1/status"))
+        .header("Authorization", format!("Bearer {}", crate::harness::TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["store"]["cache_limit_bytes"], 8 * 1024 * 1024);
+    assert!(status["store"]["size_bytes"].as_u64().unwrap() > 0);
+    assert!(status["memory"]["resident_bytes"].as_u64().unwrap() > 1 << 20);
+    let mut gw = gw;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(std::time::Duration::from_secs(20)).success());
+    let home = gw.home_path();
+
+    // Without a gateway `kafclaw status` reads the store and names the configured limit.
+    let env = HashMap::from([("KAFCLAW_STORE_CACHE_MIB".to_string(), "8".to_string())]);
+    let (code, out, err) = run(&home, &env, &["--json", "status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let row = |name: &str| {
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} row: {doc:#}"))
+    };
+    let memory = row("memory")["message"].as_str().unwrap().to_string();
+    assert!(memory.contains("store cache limit 8.0 MiB"), "{memory}");
+    assert!(row("store")["message"]
+        .as_str()
+        .unwrap()
+        .contains("MiB on disk"));
+}

@@ -174,7 +174,8 @@ pub struct Agent {
     budget: Budget,
     links: AgentLinks,
     settings: AgentSettings,
-    sessions: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// One turn at a time per session (bounded: see [`super::locks`]).
+    sessions: super::locks::SessionLocks,
 }
 
 impl Agent {
@@ -193,18 +194,12 @@ impl Agent {
             budget,
             links,
             settings,
-            sessions: HashMap::new(),
+            sessions: Default::default(),
         }
     }
 
     fn session_lock(&mut self, session: &str) -> Arc<tokio::sync::Mutex<()>> {
-        if self.sessions.len() > 4096 {
-            self.sessions.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
-        self.sessions
-            .entry(session.to_string())
-            .or_default()
-            .clone()
+        self.sessions.get(session)
     }
 }
 
@@ -452,11 +447,11 @@ async fn run_one(deps: &Deps, msg: RunTurn) -> Result<TurnReply, AgentError> {
     conclude(&deps.history, journaled.as_ref(), &msg, &outcome).await?;
     // Spike detection quarantines channels; `/chat` (channel `api`) is not a channel bridge.
     if let Some(usage) = links.usage.as_ref().filter(|_| msg.channel != API_CHANNEL) {
-        usage.do_send(crate::incident::TokenUsageSignal {
+        crate::incident::offer_signal(usage.try_send(crate::incident::TokenUsageSignal {
             channel: msg.channel.clone(),
             tokens: outcome.usage.total(),
             at: time::OffsetDateTime::now_utc(),
-        });
+        }));
     }
     record(
         &links.store,

@@ -5,7 +5,7 @@
 //! - `h/<turn key>`: the [`Header`] (session, a hash of the user's text, running or done with
 //!   the reply);
 //! - `s/<turn key>/<n>`: step `n` ([`Step`]: a model answer, a tool call started, a tool
-//!   result);
+//!   result), kept while the turn runs (removed when it finishes: the header keeps the reply);
 //! - `t/<created ms>/<turn key>`: the time index the pruner walks.
 //!
 //! The turn key is `channel + message id` for channel messages and `api + principal +
@@ -241,7 +241,9 @@ impl TurnJournal {
         self.space.put_json(step_key(key, n), step)
     }
 
-    /// Marks `key` finished with `reply` (not yet durable).
+    /// Marks `key` finished with `reply` (not yet durable) and drops its steps in the same
+    /// atomic batch: a finished turn answers from its header and never reads them, and the
+    /// last model step would otherwise keep the reply a second time (with every tool result).
     pub fn finish(&self, key: &TurnKey, reply: &str, usage: Usage) -> Result<(), StoreError> {
         let Some(mut header) = self.header(key)? else {
             return Ok(());
@@ -250,7 +252,12 @@ impl TurnJournal {
             reply: reply.to_string(),
             usage,
         };
-        self.space.put_json(header_key(key), &header)
+        let mut batch = Batch::default();
+        for (step, _) in self.space.scan_all(step_prefix(key))? {
+            batch.delete(step);
+        }
+        batch.put(header_key(key), crate::store::seam::encode(&header)?);
+        self.space.apply(batch)
     }
 
     /// Makes every journal write so far durable.

@@ -115,9 +115,10 @@ impl Handler<DeliverToAgent> for AgentRouter {
             };
             match channel.send(EnqueueReply { message: reply }).await {
                 Ok(Ok(Enqueued::New(_))) => {
-                    // Send now rather than at the next poll.
+                    // Send now rather than at the next poll. A full mailbox already holds
+                    // wake-ups (the dispatcher reads the outbox itself): drop, never queue.
                     if let Some(dispatcher) = dispatcher {
-                        dispatcher.do_send(DispatchNow);
+                        let _ = dispatcher.try_send(DispatchNow);
                     }
                     Ok(())
                 }

@@ -240,3 +240,44 @@ async fn a_withdrawal_that_cannot_be_audited_changes_nothing() {
         1
     );
 }
+
+#[actix_rt::test]
+async fn waiting_requests_are_bounded_and_one_more_is_refused_not_queued() {
+    let db = StoreDb::temporary().unwrap();
+    let sink = AuditSink {
+        kinds: Arc::default(),
+        fail: false,
+    }
+    .start();
+    let approvals = Approvals::new(db, sink.recipient(), Duration::from_secs(60))
+        .unwrap()
+        .with_max_waiting(3)
+        .start();
+    let waiting: Vec<_> = (0..3)
+        .map(|i| actix_rt::spawn(approvals.send(request(&format!("s{i}")))))
+        .collect();
+    let pending = wait_for_pending(&approvals, 3).await;
+    // Past the cap: refused at once, nothing stored (the turn denies the tool call).
+    for _ in 0..5 {
+        let refused = approvals.send(request("s9")).await.unwrap().unwrap_err();
+        assert!(matches!(refused, ApprovalError::TooMany(3)), "{refused}");
+    }
+    assert_eq!(
+        approvals.send(ListApprovals).await.unwrap().unwrap().len(),
+        3
+    );
+    // A decision frees a place.
+    approvals
+        .send(DecideApproval {
+            id: pending[0].id.clone(),
+            approved: false,
+            actor: "admin".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let next = actix_rt::spawn(approvals.send(request("s4")));
+    wait_for_pending(&approvals, 3).await;
+    drop(waiting);
+    drop(next);
+}

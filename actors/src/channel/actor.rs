@@ -747,7 +747,7 @@ impl ChannelBridge {
                 channel: self.config.name.clone(),
                 sender_id: sender_id.to_string(),
             };
-            if monitor.try_send(signal).is_err() {
+            if !crate::incident::offer_signal(monitor.try_send(signal)) {
                 tracing::warn!(channel = %self.config.name, "incident monitor did not take a signal");
             }
         }

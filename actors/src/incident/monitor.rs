@@ -38,6 +38,12 @@ use crate::supervisor::{Ping, Pong};
 pub const MONITOR_ACTOR: &str = "incident-monitor";
 /// Subjects tracked per trigger.
 const MAX_SUBJECTS: usize = 4_096;
+/// Active incidents at which triggers keyed by a client or a sender (auth failures per IP,
+/// high-risk tools per sender) stop opening new ones (unless
+/// [`IncidentMonitor::with_max_active`] says otherwise); counted as `incidents_full`. A flood
+/// from many addresses cannot grow the table, and the global auth-storm incident (one subject)
+/// still opens and acts; the edge's own lockout table keeps locking addresses out.
+pub const MAX_ACTIVE_INCIDENTS: usize = 1_024;
 /// How often evidence changes of open incidents are written to the store.
 const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an audit append may take before it counts as failed.
@@ -87,8 +93,11 @@ pub struct IncidentMonitor {
     high_risk: SubjectMap<EventWindow>,
     /// Token usage per channel.
     tokens: SubjectMap<TokenBuckets>,
-    /// Open and acknowledged incidents by kind and subject (at most one each).
+    /// Open and acknowledged incidents by kind and subject (at most one each, at most
+    /// `max_active` opened by triggers).
     active: HashMap<(IncidentKind, String), Incident>,
+    /// The bound of `active` for incidents opened by triggers.
+    max_active: usize,
     /// Active incidents with evidence changes not yet written to the store.
     dirty: HashSet<(IncidentKind, String)>,
     /// Incident ids whose audit step is owed, oldest first.
@@ -220,6 +229,7 @@ impl IncidentMonitor {
             high_risk: SubjectMap::new(MAX_SUBJECTS),
             tokens: SubjectMap::new(MAX_SUBJECTS),
             active,
+            max_active: MAX_ACTIVE_INCIDENTS,
             dirty: HashSet::new(),
             queue,
             pending,
@@ -231,6 +241,12 @@ impl IncidentMonitor {
     /// The same monitor reading time for operator commands from `clock`.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same monitor keeping at most `max` trigger-opened incidents active.
+    pub fn with_max_active(mut self, max: usize) -> Self {
+        self.max_active = max.max(1);
         self
     }
 
@@ -469,6 +485,13 @@ impl IncidentMonitor {
                     self.dirty.insert(key);
                 }
             }
+        } else if seen.fired.is_some() && self.at_bound(key.0) {
+            tracing::warn!(
+                kind = key.0.as_str(),
+                active = self.active.len(),
+                "incident not opened: the monitor keeps at most this many active incidents"
+            );
+            crate::metrics::metrics().incident_signal_dropped("incidents_full");
         } else if let Some(firing) = seen.fired {
             let id = self.store.new_id().unwrap_or_else(|error| {
                 tracing::error!(%error, "cannot allocate an incident id; using a random one");
@@ -506,6 +529,16 @@ impl IncidentMonitor {
             );
         }
         self.kick(ctx);
+    }
+
+    /// Whether a new incident of `kind` must not open: kinds keyed by a client or a sender (an
+    /// open set) stop at `max_active` active incidents; the others are keyed by configured
+    /// names (channels, children) or one global subject, so they are bounded already.
+    fn at_bound(&self, kind: IncidentKind) -> bool {
+        matches!(
+            kind,
+            IncidentKind::AuthFailures | IncidentKind::HighRiskTools
+        ) && self.active.len() >= self.max_active
     }
 
     /// Queues an audit step for the active incident `key` and stores it with its marker.
@@ -841,6 +874,8 @@ impl Actor for IncidentMonitor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Senders use `try_send` (see [`super::signal`]): a full mailbox drops, never queues.
+        ctx.set_mailbox_capacity(super::SIGNAL_MAILBOX);
         ctx.run_interval(PERSIST_INTERVAL, |this, _| this.persist_dirty());
         // Steps owed by an earlier instance (or process) go out now.
         self.drain(ctx);

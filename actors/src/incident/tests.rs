@@ -1527,3 +1527,41 @@ fn a_webhook_url_without_a_key_is_refused() {
         assert!(matches!(refused, Err(IncidentError::WebhookKeyMissing)));
     });
 }
+
+#[actix_rt::test]
+async fn incidents_keyed_by_a_client_are_bounded_and_one_more_is_counted_not_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    let audit = AuditProbe::default();
+    let actions = ActionProbe::default();
+    let settings = IncidentSettings {
+        auth_failures_per_ip: 1,
+        ..IncidentSettings::default()
+    };
+    let monitor = IncidentMonitor::new(settings, &db, links(&audit, &actions))
+        .unwrap()
+        .with_clock(fixed_clock())
+        .with_max_active(3)
+        .start();
+    let full = || crate::metrics::metrics().incident_signals_dropped("incidents_full");
+    let before = full();
+    let ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];
+    for (i, ip) in ips.into_iter().enumerate() {
+        Sig::Auth(ip, i as f64).send(&monitor).await;
+    }
+    // A subject already open still counts on its incident (no new one, nothing dropped).
+    Sig::Auth("10.0.0.1", 9.0).send(&monitor).await;
+    settle(&monitor).await;
+    let opened: Vec<String> = list(&monitor)
+        .await
+        .into_iter()
+        .filter(|i| i.kind == IncidentKind::AuthFailures)
+        .map(|i| i.subject)
+        .collect();
+    assert_eq!(opened.len(), 3, "{opened:?}");
+    assert!(!opened.iter().any(|s| s == "10.0.0.4" || s == "10.0.0.5"));
+    // Other tests share the process-wide counter: at least our two.
+    assert!(full() >= before + 2, "{} -> {}", before, full());
+    let status = monitor.send(GetMonitorStatus).await.unwrap();
+    assert_eq!(status.active_incidents, 3);
+}

@@ -147,3 +147,96 @@ fn backoff_doubles_and_is_capped() {
     assert_eq!(s.backoff(3), Duration::from_millis(20));
     assert_eq!(s.backoff(30), Duration::from_millis(50));
 }
+
+/// A target that blocks its own thread on command, so its mailbox fills.
+struct Stuck {
+    delivered: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Actor for Stuck {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4);
+    }
+}
+
+/// Blocks the target's thread until the sender side of `release` is dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Block {
+    blocked: Arc<std::sync::atomic::AtomicBool>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl Handler<Block> for Stuck {
+    type Result = ();
+    fn handle(&mut self, msg: Block, _: &mut Context<Self>) {
+        msg.blocked.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = msg.release.recv();
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Signal;
+
+impl Handler<Signal> for Stuck {
+    type Result = ();
+    fn handle(&mut self, _: Signal, _: &mut Context<Self>) {
+        self.delivered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+static FULL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_forwarder_drops_and_reports_what_a_full_target_cannot_take() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let arbiter = actix::Arbiter::new();
+    let target = {
+        let delivered = delivered.clone();
+        Stuck::start_in_arbiter(&arbiter.handle(), move |_| Stuck { delivered })
+    };
+    let blocked = Arc::new(AtomicBool::new(false));
+    let (release, gate) = std::sync::mpsc::channel();
+    target.do_send(Block {
+        blocked: blocked.clone(),
+        release: gate,
+    });
+    until("the target to block", || blocked.load(Ordering::SeqCst)).await;
+
+    let forward = Forward::new(Slot::with(target))
+        .with_capacity(64)
+        .on_drop(|why| {
+            assert_eq!(why, Undelivered::Full);
+            FULL.fetch_add(1, Ordering::SeqCst);
+        })
+        .start();
+    let sent = 50;
+    for _ in 0..sent {
+        forward.try_send(Signal).unwrap();
+    }
+    until("the forwarder to hand on or drop every signal", || {
+        FULL.load(Ordering::SeqCst) >= sent - 8
+    })
+    .await;
+    drop(release);
+    let dropped = FULL.load(Ordering::SeqCst);
+    until("the target to take what it queued", || {
+        delivered.load(Ordering::SeqCst) + dropped >= sent
+    })
+    .await;
+    // What reached the target is bounded by its mailbox (4, plus one per sender handle).
+    assert!(delivered.load(Ordering::SeqCst) <= 6, "{delivered:?}");
+    arbiter.stop();
+}

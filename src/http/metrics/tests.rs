@@ -43,6 +43,8 @@ fn snapshot() -> Snapshot {
             start_time_seconds: 1_700_000_000.25,
             resident_memory_bytes: Some(10 << 20),
         },
+        store_size_bytes: Some(3 << 20),
+        store_cache_limit_bytes: 32 << 20,
     }
 }
 
@@ -76,6 +78,8 @@ fn a_snapshot_keeps_todays_names_and_adds_the_new_series() {
         "kafclaw_auth_lockouts_active 2",
         "process_start_time_seconds 1700000000.25",
         "process_resident_memory_bytes 10485760",
+        "kafclaw_store_size_bytes 3145728",
+        "kafclaw_store_cache_limit_bytes 33554432",
     ] {
         assert!(
             text.lines().any(|l| l == line),

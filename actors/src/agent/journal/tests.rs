@@ -51,6 +51,10 @@ fn begin_finish_reuse_and_keys_that_cannot_collide() {
         "one key never runs in two sessions (their queues would not serialise it)"
     );
     j.finish(&key, "the reply", Usage::default()).unwrap();
+    assert!(
+        j.steps(&key).unwrap().is_empty(),
+        "a finished turn keeps its reply in the header, not its steps"
+    );
     assert_eq!(
         j.begin(&key, "s", "whatsapp", "hi", 4_000).unwrap(),
         Resume::Done {

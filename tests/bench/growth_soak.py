@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Growth soak (issue 20): does a long-running gateway stay flat in memory and on disk?
+Prints figures; asserts nothing.
+
+For each run: a temporary --home with WhatsApp on the instant model server (the set-up of
+webhook_ingest.py, reused), then for --minutes:
+- `--example webhook_load` drives signed deliveries from an owner flat out over --connections
+  keep-alive connections (every message is admitted, journaled, answered and sent);
+- --chat-workers threads drive `POST /chat` turns (one at a time each, 20 sessions per worker,
+  an Idempotency-Key per turn, so each is journaled);
+- every --interval seconds: the gateway's RSS (/proc/PID/status VmRSS), the store's size on
+  disk (timeline.db), the audit log's size, and from /metrics the messages accepted, replies
+  sent, inbox depth and signals dropped.
+Printed: the series, then over the last 20 minutes (the last 2/3 for shorter runs) the RSS
+slope (MiB/min), the store and audit growth per message, and the largest RSS seen, against
+the goals (RSS <= 64 MiB, flat).
+
+Runs: one per --cache-mib value (store.cache_mib; default: "32", the default). To compare
+with sled's own cache default of 1 GiB in the same run: --cache-mib 1024,32.
+
+Usage: tests/bench/growth_soak.py [--minutes 30] [--interval 10] [--connections 16]
+           [--chat-workers 2] [--cache-mib 32] [kafclaw binary]
+       (build: `cargo build --release && cargo build --release -p kafclaw-actors
+       --example webhook_load --example instant_model`)
+"""
+import argparse, http.client, json, os, re, subprocess, sys, threading, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import webhook_ingest as ingest  # noqa: E402  (one webhook set-up and one signer: its own)
+
+TOKEN = "kc_bench-token-0123456789abcdefghijklmnopqrstuvwxyz"
+MIB = 1024.0 * 1024.0
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def scrape(dashboard):
+    """A few figures from /metrics (0 when absent)."""
+    host, port = dashboard.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    text = conn.getresponse().read().decode()
+    conn.close()
+
+    def total(pattern):
+        return sum(float(v) for v in re.findall(pattern + r"\s+([\d.e+]+)$", text, re.M))
+
+    return {
+        "accepted": total(r'^kafclaw_channel_messages_total\{[^}]*direction="inbound"[^}]*state="accepted"[^}]*\}'),
+        "sent": total(r'^kafclaw_channel_messages_total\{[^}]*direction="outbound"[^}]*state="sent"[^}]*\}'),
+        "pending": total(r'^kafclaw_channel_inbox_depth\{[^}]*queue="pending"[^}]*\}'),
+        "dropped": total(r"^kafclaw_incident_signals_dropped_total\{[^}]*\}"),
+    }
+
+
+def chat_worker(addr, worker, stop, counts):
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        body = json.dumps({"message": f"soak message {n}", "session": f"soak-{worker}-{n % 20}"})
+        try:
+            conn.request("POST", "/chat", body=body, headers={
+                "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
+                "Idempotency-Key": f"soak-{worker}-{n}"})
+            response = conn.getresponse()
+            response.read()
+            counts["ok" if response.status == 200 else "non_ok"] += 1
+        except (OSError, http.client.HTTPException):
+            counts["errors"] += 1
+            conn.close()
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+
+def slope(points):
+    """Least-squares slope of (t, y) pairs, per second."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    my = sum(y for _, y in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (y - my) for t, y in points) / den if den else 0.0
+
+
+def run(binary, base, args, cache_mib):
+    env = {"KAFCLAW_GATEWAY_AUTH_TOKEN": TOKEN, "KAFCLAW_STORE_CACHE_MIB": str(cache_mib)}
+    gateway, addr = ingest.start_gateway(binary, base, env)
+    stop = threading.Event()
+    chats = {"ok": 0, "non_ok": 0, "errors": 0}
+    workers = [threading.Thread(target=chat_worker, args=(addr, w, stop, chats), daemon=True)
+               for w in range(args.chat_workers)]
+    seconds = int(args.minutes * 60)
+    load = subprocess.Popen(
+        [ingest.LOAD, "--url", f"http://{addr}/webhooks/whatsapp",
+         "--connections", str(args.connections), "--duration", str(seconds),
+         "--app-secret", ingest.SECRET, "--from", ingest.OWNER,
+         "--phone-number-id", ingest.PNID],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for w in workers:
+        w.start()
+    kafclaw = f"{gateway.home}/.kafclaw"
+    samples = []
+    print(f"== {binary}, store.cache_mib {cache_mib}, {args.minutes} min, "
+          f"{args.connections} webhook connections, {args.chat_workers} /chat workers")
+    print(f"{'t_s':>6} {'rss_MiB':>8} {'store_MiB':>9} {'audit_MiB':>9} {'accepted':>9} "
+          f"{'sent':>9} {'chat':>7} {'pending':>7} {'dropped':>7}")
+    start = time.monotonic()
+    try:
+        while True:
+            t = time.monotonic() - start
+            m = scrape(gateway.dashboard)
+            sample = {
+                "t": t, "rss": rss_bytes(gateway.pid),
+                "store": tree_bytes(f"{kafclaw}/timeline.db"),
+                "audit": tree_bytes(f"{kafclaw}/audit"), "chat": chats["ok"], **m,
+            }
+            samples.append(sample)
+            print(f"{t:6.0f} {sample['rss'] / MIB:8.1f} {sample['store'] / MIB:9.1f} "
+                  f"{sample['audit'] / MIB:9.1f} {m['accepted']:9.0f} {m['sent']:9.0f} "
+                  f"{chats['ok']:7d} {m['pending']:7.0f} {m['dropped']:7.0f}", flush=True)
+            if load.poll() is not None or t >= seconds:
+                break
+            time.sleep(max(0.0, args.interval - (time.monotonic() - start - t)))
+        stop.set()
+        out, err = load.communicate(timeout=60)
+    finally:
+        stop.set()
+        load.kill()
+        gateway.kill()
+        gateway.wait()
+    print("webhook_load: " + " | ".join(out.strip().splitlines()))
+    if load.returncode:
+        print(err.strip())
+    print(f"/chat: {chats['ok']} turns answered, {chats['non_ok']} refused, {chats['errors']} errors")
+    summarize(samples)
+
+
+def summarize(samples):
+    span = samples[-1]["t"] - samples[0]["t"]
+    window = min(20 * 60.0, span * 2 / 3)
+    tail = [s for s in samples if s["t"] >= samples[-1]["t"] - window]
+    first, last = tail[0], tail[-1]
+    messages = (last["accepted"] - first["accepted"]) + (last["chat"] - first["chat"])
+    rss_slope = slope([(s["t"], s["rss"] / MIB) for s in tail]) * 60
+    peak = max(s["rss"] for s in samples) / MIB
+    print(f"over the last {window / 60:.1f} min ({len(tail)} samples, {messages:.0f} messages, "
+          f"{messages / max(window, 1):.0f}/s):")
+    print(f"  RSS: peak {peak:.1f} MiB (goal <= 64), slope {rss_slope:+.2f} MiB/min, "
+          f"first {first['rss'] / MIB:.1f} -> last {last['rss'] / MIB:.1f} MiB")
+    for key in ("store", "audit"):
+        grown = last[key] - first[key]
+        per = grown / messages if messages else 0.0
+        print(f"  {key}: {first[key] / MIB:.1f} -> {last[key] / MIB:.1f} MiB, "
+              f"{per:.0f} bytes/message, slope "
+              f"{slope([(s['t'], s[key] / MIB) for s in tail]) * 60:+.2f} MiB/min")
+    print(f"  whole run: {samples[-1]['accepted'] + samples[-1]['chat']:.0f} messages, "
+          f"store {samples[-1]['store'] / max(samples[-1]['accepted'] + samples[-1]['chat'], 1):.0f} "
+          f"bytes/message, signals dropped {samples[-1]['dropped']:.0f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--interval", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--chat-workers", type=int, default=2)
+    parser.add_argument("--cache-mib", default="32")
+    parser.add_argument("binary", nargs="?", default=f"{ingest.TARGET}/release/kafclaw")
+    args = parser.parse_args()
+    for path in (args.binary, ingest.LOAD, ingest.MODEL):
+        if not os.path.exists(path):
+            sys.exit(f"{path} is missing (see the build line in this script's doc)")
+    model, base = ingest.start_model()
+    try:
+        for cache in args.cache_mib.split(","):
+            run(args.binary, base, args, int(cache))
+    finally:
+        model.kill()
+
+
+if __name__ == "__main__":
+    main()
