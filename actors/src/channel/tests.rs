@@ -1751,6 +1751,73 @@ mod bridge_actor {
         delivered
     }
 
+    /// An agent that answers only when the test lets it (one permit per answer).
+    struct GatedAgent {
+        gate: Arc<tokio::sync::Semaphore>,
+        got: Arc<std::sync::atomic::AtomicUsize>,
+    }
+    impl Actor for GatedAgent {
+        type Context = Context<Self>;
+    }
+    impl Handler<DeliverToAgent> for GatedAgent {
+        type Result = ResponseFuture<Result<(), DeliveryRefused>>;
+        fn handle(&mut self, _: DeliverToAgent, _: &mut Context<Self>) -> Self::Result {
+            self.got.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let gate = self.gate.clone();
+            Box::pin(async move {
+                gate.acquire().await.unwrap().forget();
+                Ok(())
+            })
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_slow_agent_is_handed_at_most_max_awaiting_messages_and_the_rest_wait_on_disk() {
+        use super::super::actor::MAX_AWAITING;
+        let mut h = harness(StoreDb::temporary().unwrap());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        h.links.agent = GatedAgent {
+            gate: gate.clone(),
+            got: got.clone(),
+        }
+        .start()
+        .recipient();
+        let bridge = h.start(UnknownSenders::Deny);
+        let total = MAX_AWAITING + 72;
+        for n in 0..total {
+            accept(&bridge, &format!("m{n}"), OWNER).await;
+        }
+        let handed = || got.load(std::sync::atomic::Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while handed() < MAX_AWAITING {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} handed",
+                handed()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // More arrivals pump again, but nothing more is handed while none is answered.
+        accept(&bridge, "late", OWNER).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(handed(), MAX_AWAITING);
+        let info = bridge.send(GetChannelInfo).await.unwrap().unwrap();
+        assert_eq!(info.queue.pending, total + 1 - MAX_AWAITING);
+        // Answers free places: every message is handed on, in the end, exactly once.
+        gate.add_permits(total + 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let info = bridge.send(GetChannelInfo).await.unwrap().unwrap();
+            if info.queue.pending == 0 && info.queue.processing == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{:?}", info.queue);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(handed(), total + 1);
+    }
+
     #[actix_rt::test]
     async fn running_admits_dedupes_and_drops_unknown_senders_with_an_audit() {
         let h = harness(StoreDb::temporary().unwrap());
