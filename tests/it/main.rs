@@ -7,6 +7,7 @@ mod auth;
 mod browser;
 mod channels;
 mod confinement;
+mod docs;
 mod edge;
 mod exactly_once;
 mod harness;
