@@ -234,7 +234,7 @@ fn links(text: &str) -> Vec<String> {
         // Drop code spans: a `[x](y)` inside backticks is text, not a link.
         let mut plain = String::new();
         for (i, part) in line.split('`').enumerate() {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 plain.push_str(part);
             }
         }
