@@ -610,6 +610,15 @@ async fn the_real_answers_match_the_document_and_every_route_is_served_with_its_
         probe(
             Method::GET,
             D,
+            "/api/v1/channels/{name}/outbox",
+            "/api/v1/channels/whatsapp/outbox",
+            &read,
+            None,
+            200,
+        ),
+        probe(
+            Method::GET,
+            D,
             "/api/v1/incidents",
             "/api/v1/incidents",
             &read,
