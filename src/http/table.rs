@@ -194,9 +194,13 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint(Dashboard, Get, "/api/v1/channels", Read, |r| {
         r.to(webhooks::channels)
     }),
-    endpoint(Dashboard, Get, "/api/v1/channels/{name}/outbox", Read, |r| {
-        r.to(webhooks::outbox)
-    }),
+    endpoint(
+        Dashboard,
+        Get,
+        "/api/v1/channels/{name}/outbox",
+        Read,
+        |r| r.to(webhooks::outbox),
+    ),
     endpoint(Dashboard, Get, "/api/v1/incidents", Read, |r| {
         r.to(routes::incidents)
     }),
