@@ -102,7 +102,7 @@ impl AppState {
     pub fn note_auth_failure(&self, client: &str, path: &str, failure: &AuthFailure) {
         let n = self.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::edge::metrics().auth_failure(failure.as_str());
-        if n == 1 || n % 100 == 0 {
+        if n == 1 || n.is_multiple_of(100) {
             tracing::warn!(
                 client,
                 path,

@@ -59,7 +59,7 @@ async fn main() {
     for i in 0..n {
         let (tool, tier) = tools[(i % 3) as usize];
         let input = PolicyInput {
-            sender: if i % 2 == 0 {
+            sender: if i.is_multiple_of(2) {
                 SenderKind::Owner
             } else {
                 SenderKind::External

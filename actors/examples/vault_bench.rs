@@ -98,7 +98,7 @@ fn pure_crypto() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..rounds {
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
-        let nonce = XNonce::from_slice(&nonce);
+        let nonce = &XNonce::from(nonce);
         let sealed = cipher
             .encrypt(nonce, Payload { msg: VALUE, aad })
             .map_err(|_| "seal failed")?;

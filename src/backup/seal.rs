@@ -33,7 +33,7 @@ pub fn seal_key(key_file: &[u8], passphrase: &str) -> Result<String, String> {
     let cipher = XChaCha20Poly1305::new_from_slice(&*key).map_err(|e| e.to_string())?;
     let ciphertext = cipher
         .encrypt(
-            XNonce::from_slice(&nonce),
+            &XNonce::from(nonce),
             Payload {
                 msg: key_file,
                 aad: KEY_AAD,
@@ -88,7 +88,8 @@ pub fn open_key(sealed: &str, passphrase: &str) -> Result<zeroize::Zeroizing<Vec
     let cipher = XChaCha20Poly1305::new_from_slice(&*key).map_err(|e| e.to_string())?;
     cipher
         .decrypt(
-            XNonce::from_slice(&nonce),
+            &XNonce::try_from(nonce.as_slice())
+                .map_err(|_| "the sealed key's nonce is malformed".to_string())?,
             Payload {
                 msg: &ciphertext,
                 aad: KEY_AAD,

@@ -9,6 +9,7 @@ mod channels;
 mod command_line;
 mod confinement;
 mod deploy;
+mod docs;
 mod edge;
 mod exactly_once;
 mod harness;

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
@@ -175,7 +175,7 @@ pub fn verify_bridge(
     let hex_sig = sig
         .strip_prefix("v1=")
         .ok_or(BridgeAuthError::UnsupportedVersion)?;
-    if hex_sig.len() % 2 != 0 {
+    if !hex_sig.len().is_multiple_of(2) {
         return Err(BridgeAuthError::BadHex);
     }
     let presented = hex::decode(hex_sig).map_err(|_| BridgeAuthError::BadHex)?;

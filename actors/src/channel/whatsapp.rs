@@ -12,7 +12,7 @@
 //! power (the comparison is on the MAC bytes, not on the text), and rejecting it would only
 //! break proxies that re-case headers. The `sha256=` prefix itself is case-sensitive.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -122,7 +122,7 @@ pub fn verify_signature(
 
 /// Decodes a 32-byte MAC from hex (either case).
 pub(crate) fn decode_mac_hex(hex_sig: &str) -> Result<Vec<u8>, SignatureError> {
-    if hex_sig.len() % 2 != 0 {
+    if !hex_sig.len().is_multiple_of(2) {
         return Err(SignatureError::BadHex);
     }
     let bytes = hex::decode(hex_sig).map_err(|_| SignatureError::BadHex)?;

@@ -1416,7 +1416,7 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> HookRequest {
 
 /// Checks the signature independently of the code under test.
 fn signature_verifies(key: &[u8; 32], request: &HookRequest) -> bool {
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     let timestamp = &request.headers["x-kafclaw-timestamp"];
     let Some(hex_sig) = request.headers["x-kafclaw-signature"].strip_prefix("v1=") else {
         return false;

@@ -170,7 +170,7 @@ pub fn generate(wrapping: Option<&Wrapping>) -> Result<NewKey, VaultError> {
             let wrapped = w
                 .kek
                 .encrypt(
-                    XNonce::from_slice(&nonce),
+                    &XNonce::from(nonce),
                     Payload {
                         msg: raw.as_ref(),
                         aad: &wrap_aad(&id),
@@ -205,7 +205,7 @@ pub fn generate(wrapping: Option<&Wrapping>) -> Result<NewKey, VaultError> {
         })?);
     file_bytes.push(b'\n');
     let key = VaultKey {
-        cipher: XChaCha20Poly1305::new(raw.as_ref().into()),
+        cipher: XChaCha20Poly1305::new((&*raw).into()),
         id,
     };
     Ok(NewKey { key, file_bytes })
@@ -269,7 +269,7 @@ pub fn load(path: &Path, passphrase: Option<&SecretValue>) -> Result<Loaded, Vau
             let kek = derive_kek(passphrase, salt.as_ref(), argon).map_err(|r| malformed(&r))?;
             let opened = Zeroizing::new(
                 kek.decrypt(
-                    XNonce::from_slice(nonce.as_ref()),
+                    &XNonce::from(*nonce),
                     Payload {
                         msg: &wrapped,
                         aad: &wrap_aad(&doc.key_id),
@@ -302,7 +302,7 @@ pub fn load(path: &Path, passphrase: Option<&SecretValue>) -> Result<Loaded, Vau
     let passphrase_unused = passphrase.is_some() && wrapping.is_none();
     Ok(Loaded {
         key: VaultKey {
-            cipher: XChaCha20Poly1305::new(raw.as_ref().into()),
+            cipher: XChaCha20Poly1305::new((&*raw).into()),
             id: doc.key_id.clone(),
         },
         wrapping,
@@ -433,7 +433,7 @@ fn derive_kek(
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase.expose(), salt, out.as_mut())
         .map_err(|e| format!("argon2id failed: {e}"))?;
-    Ok(XChaCha20Poly1305::new(out.as_ref().into()))
+    Ok(XChaCha20Poly1305::new((&*out).into()))
 }
 
 fn wrap_aad(key_id: &str) -> Vec<u8> {

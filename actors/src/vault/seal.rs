@@ -83,7 +83,7 @@ pub fn seal(
     let ct = key
         .cipher()
         .encrypt(
-            XNonce::from_slice(&nonce),
+            &XNonce::from(nonce),
             Payload {
                 msg: value.expose(),
                 aad: &aad,
@@ -128,7 +128,7 @@ pub fn open(key: &VaultKey, name: &str, record: &SealedRecord) -> Result<SecretV
     let aad = aad(record.v, key.id(), name);
     key.cipher()
         .decrypt(
-            XNonce::from_slice(&nonce),
+            &XNonce::try_from(nonce.as_slice()).map_err(|_| malformed("bad nonce"))?,
             Payload {
                 msg: &ct,
                 aad: &aad,

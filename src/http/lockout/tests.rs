@@ -110,7 +110,7 @@ fn random_failures_keep_the_table_consistent() {
     let t0 = Instant::now();
     for step in 0..50_000u64 {
         let r = next();
-        let client = if r % 2 == 0 {
+        let client = if r.is_multiple_of(2) {
             IpAddr::V4(std::net::Ipv4Addr::from((r >> 8) as u32 % 200))
         } else {
             IpAddr::V6(std::net::Ipv6Addr::from(

@@ -81,7 +81,7 @@ impl Ledger {
             Kind::Bridge => (format!("b.soak.{n}"), format!("U{}", worker % 4 + 1)),
             Kind::Chat => (format!("k.soak.{n}"), format!("soak-{worker}")),
         };
-        let tool = if n % 3 == 0 { " tool" } else { "" };
+        let tool = if n.is_multiple_of(3) { " tool" } else { "" };
         self.messages.push(Message {
             kind,
             id: id.clone(),
