@@ -273,6 +273,7 @@ async fn serve(
         signals: signals.clone(),
         control: control.clone(),
         status_cache: Default::default(),
+        chat_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(gw.max_concurrent_chats)),
         home: home.clone(),
         db: db.clone(),
         tool_policy: serde_json::from_value(settings.tools["policy"].clone()).unwrap_or_default(),

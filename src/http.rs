@@ -88,6 +88,9 @@ pub struct AppState {
     pub control: crate::admin::ControlContext,
     /// The full status body of the current second.
     pub status_cache: StatusCache,
+    /// Places for `/chat` turns in progress (`gateway.max_concurrent_chats`): a turn takes
+    /// one for its whole run or is refused at once.
+    pub chat_slots: std::sync::Arc<tokio::sync::Semaphore>,
     /// The home (for backups over the control socket).
     pub home: kafclaw_actors::paths::Home,
     /// The open store (for backups over the control socket: sled is single-process).

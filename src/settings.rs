@@ -274,6 +274,8 @@ pub struct GatewaySettings {
     pub trusted_proxies: Vec<String>,
     /// Deadline for a whole request body.
     pub body_timeout_seconds: u64,
+    /// `/chat` turns in progress at once on the gateway port; one more gets 503.
+    pub max_concurrent_chats: usize,
     /// Open connections per client (IPv4 address, IPv6 /64) on each listener; 0 = no cap.
     pub max_connections_per_ip: usize,
     /// Bodies read at once before authentication (webhooks), per listener.

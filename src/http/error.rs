@@ -41,6 +41,9 @@ pub enum ApiError {
     /// The client already has `gateway.max_connections_per_ip` connections open (503).
     #[error("too many connections from client")]
     TooManyConnections,
+    /// `gateway.max_concurrent_chats` turns are in progress (503 + `Retry-After: 1`).
+    #[error("too many chat turns in progress")]
+    TooManyChats,
     /// A dependency is not available (no provider, a child down); the message is generic.
     #[error("{0}")]
     Unavailable(String),
@@ -69,7 +72,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden { .. } | ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyConnections | ApiError::TooManyChats => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -106,6 +111,10 @@ impl ResponseError for ApiError {
                 response.force_close();
                 response.insert_header((header::RETRY_AFTER, "1"));
                 json!({"error": "too many connections from client"})
+            }
+            ApiError::TooManyChats => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+                json!({"error": "too many chat turns in progress"})
             }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "request failed");

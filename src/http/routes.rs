@@ -297,6 +297,13 @@ pub async fn chat(
     if !state.provider_configured {
         return Err(ApiError::Unavailable("no model provider configured".into()));
     }
+    // Held until the turn ends (the answer is written or the client went away and the handler
+    // was dropped); a turn over the cap is refused before anything is stored or asked.
+    let _slot = state
+        .chat_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyChats)?;
     let principal = caller.principal;
     // The caller's name for the session comes back in the response; the stored key is bound
     // to the principal, so naming another caller's session opens an empty one of your own.

@@ -85,6 +85,13 @@ pub const KEYS: &[KeySpec] = &[
         Kind::UInt { min: 1, max: 3600 },
     ),
     k(
+        "gateway.max_concurrent_chats",
+        Kind::UInt {
+            min: 1,
+            max: 100_000,
+        },
+    ),
+    k(
         "gateway.max_connections_per_ip",
         Kind::UInt {
             min: 0,

@@ -317,3 +317,51 @@ async fn a_slow_session_does_not_block_another() {
         "the fast session ({fast:?}) waited for the slow one ({slow:?})"
     );
 }
+
+#[tokio::test]
+async fn chat_turns_over_the_concurrency_cap_are_refused_at_once_and_the_place_comes_back() {
+    let server = ModelServer::start(vec![]);
+    let mut slow = model_server::text("slow", 1, 1);
+    slow.delay = Duration::from_secs(2);
+    server.fallback(slow);
+    let gw = Gateway::start(with_model(&server).env("KAFCLAW_GATEWAY_MAX_CONCURRENT_CHATS", "1"));
+    let first = tokio::spawn({
+        let url = gw.gw_url("/chat");
+        async move {
+            client()
+                .post(url)
+                .header("Authorization", format!("Bearer {TOKEN}"))
+                .json(&json!({"message": "first", "session": "a"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let start = Instant::now();
+    while server.seen().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the first turn never reached the model"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another session, another caller's worth of work: refused at once, nothing asked.
+    let res = client()
+        .post(gw.gw_url("/chat"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .json(&json!({"message": "second", "session": "b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "too many chat turns in progress");
+    assert_eq!(server.seen().len(), 1, "a refused turn asks no model");
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    // The place is free again once the first turn answered.
+    server.fallback(model_server::text("fast", 1, 1));
+    let (status, body) = chat(&gw, json!({"message": "third", "session": "b"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
