@@ -6,13 +6,17 @@
 //! The supervision tree (one-for-one, a restart budget per child):
 //!
 //! ```text
-//! Supervisor
-//! ├── Store            owns timeline.db (sled); the only module that imports sled   [permanent]
-//! ├── SecretVault      owns tomb.rr and the sealed secrets                           [permanent]
-//! ├── AuditChainer     owns ~/.kafclaw/audit; keyed-BLAKE3 chain, group commit      [permanent]
-//! ├── ToolExecutor     policy decision + sandboxed execution; never a shell          [permanent]
-//! ├── Pruner           removes finished records past store.retention_days            [quarantine]
-//! └── ChannelBridge(…) one per channel; quarantined when it exhausts its budget      [quarantine]
+//! Supervisor                (children as `src/services.rs` builds them, by their names)
+//! ├── store            Store: owns timeline.db (sled); the only module importing sled [permanent]
+//! ├── vault            SecretVault: owns tomb.rr and the sealed secrets               [permanent]
+//! ├── audit            AuditChainer: ~/.kafclaw/audit, keyed-BLAKE3 chain, group commit [permanent]
+//! ├── approvals        Approvals: pending tool approvals, decided out of band         [permanent]
+//! ├── incidents        IncidentMonitor: sliding-window triggers, automatic actions    [permanent]
+//! ├── agent            Agent: turns, the journal, the model client, session locks     [permanent]
+//! ├── executor         ToolExecutor: policy + sandboxed execution; never a shell      [permanent]
+//! ├── retention        Pruner: removes finished records past store.retention_days     [quarantine]
+//! ├── channel:NAME     ChannelBridge, one per channel, on its own thread              [quarantine]
+//! └── dispatch:NAME    Dispatcher, one per channel: the outbox's sends                [quarantine]
 //! ```
 //!
 //! The HTTP gateway lives in the binary crate and holds no domain state.
