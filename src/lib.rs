@@ -28,6 +28,7 @@ pub mod secret;
 pub mod security;
 pub mod services;
 pub mod settings;
+pub mod skills;
 pub mod status;
 
 use std::collections::HashMap;
