@@ -27,6 +27,7 @@ pub mod files;
 pub mod hard_links;
 pub mod report;
 pub mod secrets;
+pub mod skills;
 pub mod tls;
 pub mod tools;
 pub mod workspace;

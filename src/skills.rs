@@ -16,6 +16,7 @@ use kafclaw_actors::paths::Home;
 
 pub mod install;
 pub mod manifest;
+pub mod runtime;
 pub mod verify;
 mod walk;
 
@@ -72,6 +73,23 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    /// The stable name (as in the `--json` findings).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::FrontMatter => "front_matter",
+            FindingKind::Link => "link",
+            FindingKind::Path => "path",
+            FindingKind::EntryType => "entry_type",
+            FindingKind::Size => "size",
+            FindingKind::Setuid => "setuid",
+            FindingKind::DownloadExec => "download_exec",
+            FindingKind::EncodedPayload => "encoded_payload",
+            FindingKind::LinkDomain => "link_domain",
+            FindingKind::InsecureLink => "insecure_link",
+            FindingKind::TooManyLinks => "too_many_links",
+        }
+    }
+
     /// Critical kinds refuse the install; the others are warnings.
     pub fn severity(self) -> Severity {
         match self {
@@ -187,4 +205,46 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// The `skills.*` settings, sliced from the validated settings tree.
+#[derive(Clone, Debug)]
+pub struct SkillsConfig {
+    /// `skills.enabled`.
+    pub enabled: bool,
+    /// `skills.scope`: `selected` or `all`.
+    pub scope: String,
+    /// `skills.runtime_isolation`: `auto`, `host` or `strict`.
+    pub runtime_isolation: String,
+    /// `skills.link_policy`.
+    pub link_policy: LinkPolicy,
+}
+
+impl SkillsConfig {
+    /// The slice of `settings`.
+    pub fn of(settings: &crate::settings::Settings) -> Self {
+        let s = &settings.tree["skills"];
+        let defaults = LinkPolicy::default();
+        Self {
+            enabled: s["enabled"].as_bool().unwrap_or(false),
+            scope: s["scope"].as_str().unwrap_or("selected").to_string(),
+            runtime_isolation: s["runtime_isolation"]
+                .as_str()
+                .unwrap_or("auto")
+                .to_string(),
+            link_policy: LinkPolicy {
+                allow_domains: s["link_policy"]["allow_domains"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|d| d.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or(defaults.allow_domains),
+                max_links: s["link_policy"]["max_links"]
+                    .as_u64()
+                    .map_or(defaults.max_links, |n| n as usize),
+            },
+        }
+    }
 }

@@ -44,14 +44,13 @@ fn summary(findings: &[Finding]) -> String {
         .iter()
         .map(|f| {
             if f.file.is_empty() {
-                format!("{:?}: {}", f.kind, f.detail)
+                format!("{}: {}", f.kind.as_str(), f.detail)
             } else {
-                format!("{:?}: {} {}", f.kind, f.file, f.detail)
+                format!("{}: {} {}", f.kind.as_str(), f.file, f.detail)
             }
         })
         .collect::<Vec<_>>()
         .join("; ")
-        .to_lowercase()
 }
 
 /// The pins of an installed skill (`.pins.json`).
