@@ -145,6 +145,7 @@ pub fn start(
     let agent_settings = AgentSettings {
         max_tool_iterations: settings.model.max_tool_iterations,
         workspace: settings.workspace(home),
+        skills: skill_catalog(home, settings),
     };
     let agent = tree.child(
         "agent",
@@ -594,4 +595,17 @@ fn provider_client(settings: &Settings) -> Result<Option<ChatClient>, String> {
     ChatClient::new(provider)
         .map(Some)
         .map_err(|e| format!("providers.openai: {e}"))
+}
+
+/// The skills section of the system prompt, when `skills.enabled`.
+fn skill_catalog(home: &Home, settings: &Settings) -> Option<kafclaw_actors::agent::SkillCatalog> {
+    let config = crate::skills::SkillsConfig::of(settings);
+    if !config.enabled {
+        return None;
+    }
+    let dir = crate::skills::SkillsDir::of(home);
+    let all = config.scope == "all";
+    Some(kafclaw_actors::agent::SkillCatalog(std::sync::Arc::new(
+        move || crate::skills::prompt_section(&dir, all),
+    )))
 }

@@ -31,7 +31,7 @@ pub mod turn;
 
 pub use actor::{
     api_session_key, Agent, AgentError, AgentLinks, AgentSettings, NoteInSession, RunTurn,
-    ToolSurface, TurnReply,
+    SkillCatalog, ToolSurface, TurnReply,
 };
 pub use budget::{
     utc_today, Budget, BudgetError, BudgetExceeded, BudgetLimit, BudgetSettings, UsageTotals,

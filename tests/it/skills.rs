@@ -380,3 +380,68 @@ fn a_credential_is_sealed_under_its_skill_and_never_written_elsewhere() {
         );
     }
 }
+
+async fn prompt_seen(home: tempfile::TempDir, scope: &str, enable: bool) -> String {
+    use crate::model_server::{self, ModelServer};
+    let server = ModelServer::start(vec![]);
+    server.fallback(model_server::text("ok", 1, 1));
+    let options = Options::default()
+        .token()
+        .env("KAFCLAW_PROVIDERS_OPENAI_API_BASE", &server.base)
+        .env("KAFCLAW_PROVIDERS_OPENAI_MODEL", "test-model")
+        .env(
+            "KAFCLAW_PROVIDERS_OPENAI_API_KEY",
+            "sk-test-provider-key-0123456789abcdef",
+        )
+        .env("KAFCLAW_SKILLS_ENABLED", "true")
+        .env("KAFCLAW_SKILLS_SCOPE", scope);
+    let gw = Gateway::start_in(home, options);
+    if enable {
+        let (code, _, err) = run(&gw.home_path(), &env(), &["skills", "enable", "demo"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let res = crate::harness::client()
+        .post(gw.gw_url("/chat"))
+        .header("Authorization", format!("Bearer {}", crate::harness::TOKEN))
+        .json(&serde_json::json!({"message": "hi", "session": "s"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let seen = server.seen();
+    let body = &seen.last().expect("the model server was asked").body;
+    body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn home_with(skills: &[&str]) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    for name in skills {
+        let front = FRONT.replace("name: demo", &format!("name: {name}"));
+        let src = skill(&[("SKILL.md", &front)]);
+        assert_eq!(install(home.path(), src.path(), &[]).0, 0);
+    }
+    home
+}
+
+#[tokio::test]
+async fn the_scope_decides_which_skills_the_model_is_told_about() {
+    // selected: only the enabled one (enabled while the gateway runs).
+    let prompt = prompt_seen(home_with(&["demo", "other"]), "selected", true).await;
+    assert!(
+        prompt.contains("## Skills") && prompt.contains("- demo (1.0)"),
+        "{prompt}"
+    );
+    assert!(!prompt.contains("- other"), "{prompt}");
+    // selected with none enabled: no section at all.
+    let prompt = prompt_seen(home_with(&["demo", "other"]), "selected", false).await;
+    assert!(!prompt.contains("## Skills"), "{prompt}");
+    // all: every installed skill.
+    let prompt = prompt_seen(home_with(&["demo", "other"]), "all", false).await;
+    assert!(
+        prompt.contains("- demo") && prompt.contains("- other"),
+        "{prompt}"
+    );
+}
