@@ -445,3 +445,21 @@ async fn the_scope_decides_which_skills_the_model_is_told_about() {
         "{prompt}"
     );
 }
+
+#[test]
+fn the_bundled_skills_pass_the_verifier() {
+    let home = tempfile::tempdir().unwrap();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("skills");
+    for name in ["work-repo-summary", "git-activity"] {
+        let (code, doc) = install(home.path(), &bundled.join(name), &[]);
+        assert_eq!(code, 0, "{name}: {doc}");
+        assert_eq!(doc["result"]["warnings"], serde_json::json!([]), "{name}");
+    }
+    let entry = home
+        .path()
+        .join(".kafclaw/skills/installed/git-activity/report.sh");
+    assert_eq!(
+        std::fs::metadata(entry).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}
