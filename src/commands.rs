@@ -260,8 +260,16 @@ fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
             .map_err(|e| e.to_string());
     let by = format!("cli:uid={}", rustix::process::geteuid().as_raw());
     crate::last_verify::record(&core.db, &crate::last_verify::outcome(&report, &by));
+    let report = report.and_then(|r| {
+        crate::ops::skill::check_mirror(ctx.home, &dir)
+            .map(|n| (r, n))
+            .map_err(|e| {
+                format!("the audit chain verifies but the skills audit mirror does not: {e}")
+            })
+    });
     match report {
-        Ok(report) => Outcome::Done(serde_json::json!({
+        Ok((report, mirrored)) => Outcome::Done(serde_json::json!({
+            "skills_mirror_lines": mirrored,
             "records": report.records,
             "head_seq": report.head_seq,
             "head_hash": report.head_hash,

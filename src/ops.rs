@@ -358,7 +358,13 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 other => OpError::Failed(other.to_string()),
             })?;
             let report = report.map_err(OpError::Failed)?;
+            let mirrored = skill::check_mirror(&ctx.home, &ctx.audit_dir).map_err(|e| {
+                OpError::Failed(format!(
+                    "the audit chain verifies but the skills audit mirror does not: {e}"
+                ))
+            })?;
             Ok(json!({
+                "skills_mirror_lines": mirrored,
                 "records": report.records,
                 "head_seq": report.head_seq,
                 "head_hash": report.head_hash,

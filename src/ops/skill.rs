@@ -288,3 +288,58 @@ async fn verify(ctx: &OpsContext, dir: &SkillsDir, name: Option<String>) -> Resu
         )))
     }
 }
+
+/// Checks the mirror under `~/.kafclaw/skills/audit/` against the (already verified) chain in
+/// `audit_dir`: every line's seq must be a record of the same kind and hash (lines older than
+/// the chain's first kept record, pruned by retention, are skipped). Returns the lines checked.
+pub fn check_mirror(
+    home: &kafclaw_actors::paths::Home,
+    audit_dir: &std::path::Path,
+) -> Result<usize, String> {
+    let mut chain = std::collections::HashMap::new();
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(audit_dir)
+        .map_err(|e| format!("cannot read {}: {e}", audit_dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    segments.sort();
+    for segment in segments {
+        let text = std::fs::read_to_string(&segment).unwrap_or_default();
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                if let Some(seq) = v["seq"].as_u64() {
+                    chain.insert(seq, (v["kind"].clone(), v["hash"].clone()));
+                }
+            }
+        }
+    }
+    let first = chain.keys().min().copied().unwrap_or(u64::MAX);
+    let dir = SkillsDir::of(home).audit();
+    let mut checked = 0;
+    for file in [INSTALL_DECISIONS, SECURITY_EVENTS] {
+        let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            let at = format!("{file} line {}", n + 1);
+            let v: Value = serde_json::from_str(line).map_err(|_| format!("{at} is not JSON"))?;
+            let seq = v["seq"]
+                .as_u64()
+                .ok_or_else(|| format!("{at} has no seq"))?;
+            if seq < first {
+                continue;
+            }
+            match chain.get(&seq) {
+                Some((kind, hash)) if *kind == v["kind"] && *hash == v["hash"] => checked += 1,
+                Some(_) => return Err(format!("{at} (seq {seq}) does not match the audit chain")),
+                None => {
+                    return Err(format!(
+                        "{at} names seq {seq}, which the audit chain does not hold"
+                    ))
+                }
+            }
+        }
+    }
+    Ok(checked)
+}

@@ -241,6 +241,31 @@ fn warnings_need_accept_warnings_and_an_edited_file_fails_verify() {
         .unwrap();
     assert_eq!(row["status"], "fail", "{row}");
 
+    let (code, out, err) = run(home.path(), &env(), &["--json", "audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        json_of(&out)["result"]["skills_mirror_lines"]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{out}"
+    );
+    // A forged mirror line is caught by `audit verify`.
+    let mirror_file = home
+        .path()
+        .join(".kafclaw/skills/audit/install-decisions.jsonl");
+    let original = std::fs::read_to_string(&mirror_file).unwrap();
+    let forged = original.replacen(
+        "\"kind\":\"skill.installed\"",
+        "\"kind\":\"skill.removed\"",
+        1,
+    );
+    std::fs::write(&mirror_file, &forged).unwrap();
+    let (code, out, _) = run(home.path(), &env(), &["--json", "audit", "verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("mirror"), "{out}");
+    std::fs::write(&mirror_file, &original).unwrap();
+
     let (code, _, err) = run(home.path(), &env(), &["skills", "remove", "demo"]);
     assert_eq!(code, 0, "{err}");
     assert!(!root.exists());
