@@ -38,16 +38,16 @@ use crate::cli::BackupCommand;
 use crate::control::{self, Answer};
 use crate::ops::Operation;
 
-mod archive;
+pub(crate) mod archive;
 mod config_diff;
 mod create;
 mod destination;
 mod files;
-mod layout;
+pub(crate) mod layout;
 mod manifest;
 mod restore;
 mod seal;
-mod staging;
+pub(crate) mod staging;
 mod swap;
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,7 @@ pub mod hard_links;
 pub mod isolation;
 pub mod report;
 pub mod secrets;
+pub mod skills;
 pub mod tls;
 pub mod tools;
 

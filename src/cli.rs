@@ -120,6 +120,9 @@ pub enum Command {
     /// Backups: create, verify, restore.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Skills (runbook §9): list, show, enable, disable, install, remove, verify, credential.
+    #[command(subcommand)]
+    Skills(SkillsCommand),
     /// Config, providers, channels, token usage today, open incidents, audit head: from the
     /// running gateway (its control socket, no token; --url for a remote one) or the store.
     Status,
@@ -273,6 +276,61 @@ pub enum PairingCommand {
         channel: String,
         /// The code the sender received.
         code: String,
+    },
+}
+
+/// `kafclaw skills …`.
+#[derive(Debug, Subcommand)]
+pub enum SkillsCommand {
+    /// Installed skills: name, version, enabled, description.
+    List,
+    /// One installed skill: its front matter, pins and state.
+    Show {
+        /// Skill name.
+        name: String,
+    },
+    /// Enable a skill (applies at once to a running gateway).
+    Enable {
+        /// Skill name.
+        name: String,
+    },
+    /// Disable a skill (applies at once to a running gateway).
+    Disable {
+        /// Skill name.
+        name: String,
+    },
+    /// Verify and install a local directory or a .tar / .tar.zst archive.
+    Install {
+        /// The directory or archive.
+        path: std::path::PathBuf,
+        /// Install even with warnings (links outside the allowed domains, http://, too many).
+        #[arg(long)]
+        accept_warnings: bool,
+    },
+    /// Remove an installed skill.
+    Remove {
+        /// Skill name.
+        name: String,
+    },
+    /// Re-hash one or every installed skill against its BLAKE3 pins (exit 1 on a change).
+    Verify {
+        /// Skill name (all when omitted).
+        name: Option<String>,
+    },
+    /// Skill credentials: set (value from stdin, sealed as skills.NAME.CRED).
+    #[command(subcommand)]
+    Credential(SkillCredentialCommand),
+}
+
+/// `kafclaw skills credential …`.
+#[derive(Debug, Subcommand)]
+pub enum SkillCredentialCommand {
+    /// Seal a credential of a skill; the value is read from stdin.
+    Set {
+        /// Skill name.
+        name: String,
+        /// Credential name (declared in the skill's front matter).
+        credential: String,
     },
 }
 

@@ -16,6 +16,8 @@ use crate::envelope::{self, ErrorCode};
 use crate::ops::{self, OpError, Operation, OpsContext};
 use crate::settings::Settings;
 
+pub mod skills;
+
 /// Everything a command needs from `main`.
 pub struct CommandEnv<'a> {
     /// The KafClaw root.
@@ -258,8 +260,16 @@ fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
             .map_err(|e| e.to_string());
     let by = format!("cli:uid={}", rustix::process::geteuid().as_raw());
     crate::last_verify::record(&core.db, &crate::last_verify::outcome(&report, &by));
+    let report = report.and_then(|r| {
+        crate::ops::skill::check_mirror(ctx.home, &dir)
+            .map(|n| (r, n))
+            .map_err(|e| {
+                format!("the audit chain verifies but the skills audit mirror does not: {e}")
+            })
+    });
     match report {
-        Ok(report) => Outcome::Done(serde_json::json!({
+        Ok((report, mirrored)) => Outcome::Done(serde_json::json!({
+            "skills_mirror_lines": mirrored,
             "records": report.records,
             "head_seq": report.head_seq,
             "head_hash": report.head_hash,
@@ -342,7 +352,7 @@ fn print_repair(report: &kafclaw_actors::audit::RepairReport) {
 }
 
 /// The outcome of an operation: its result, a failed check (exit 1), or an error (exit 2).
-enum Outcome {
+pub(crate) enum Outcome {
     Done(Value),
     Failed(String),
     Error(ErrorCode, String),
@@ -350,7 +360,12 @@ enum Outcome {
 
 /// Prints `outcome` in the one shape of [`crate::envelope`] (or as text); returns the exit
 /// code.
-fn finish(outcome: Outcome, command: &str, json: bool, human: impl FnOnce(&Value)) -> i32 {
+pub(crate) fn finish(
+    outcome: Outcome,
+    command: &str,
+    json: bool,
+    human: impl FnOnce(&Value),
+) -> i32 {
     match outcome {
         Outcome::Done(value) => envelope::succeed(command, json, value, human),
         Outcome::Failed(message) => envelope::fail(command, json, ErrorCode::Failed, &message),
@@ -374,7 +389,7 @@ impl From<crate::remote::RemoteError> for Outcome {
     }
 }
 
-fn run(op: Operation, ctx: CommandEnv<'_>) -> Outcome {
+pub(crate) fn run(op: Operation, ctx: CommandEnv<'_>) -> Outcome {
     if let Some(remote) = &ctx.remote {
         return over_http(remote, &op, &ctx);
     }

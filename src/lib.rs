@@ -28,6 +28,7 @@ pub mod secret;
 pub mod security;
 pub mod services;
 pub mod settings;
+pub mod skills;
 pub mod status;
 
 use std::collections::HashMap;
@@ -161,6 +162,7 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         cli::Command::Approvals(cmd) => commands::approvals(cmd, ctx(settings)),
         cli::Command::Admin { args } => commands::admin(args, ctx(settings)),
         cli::Command::Pairing(cmd) => commands::pairing(cmd, ctx(settings)),
+        cli::Command::Skills(cmd) => commands::skills::run(cmd, ctx(settings)),
         cli::Command::Healthcheck(_) => healthcheck::run(&settings, cli.json),
         // Handled before the settings are loaded (above).
         cli::Command::Doctor(_)

@@ -8,6 +8,8 @@
 //! codes are shown to the operator who asks and never written to a log or the audit log.
 
 use serde::{Deserialize, Serialize};
+
+pub mod skill;
 use serde_json::{json, Value};
 
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKind};
@@ -99,6 +101,11 @@ pub enum Operation {
     /// The running gateway's full status (`kafclaw status`): answered by the control socket
     /// itself, which holds the gateway's state.
     Status,
+    /// A skill operation (`kafclaw skills …`).
+    Skill {
+        /// What to do.
+        request: skill::SkillOp,
+    },
     /// Write a backup (`kafclaw backup create` while the gateway holds the store).
     BackupCreate {
         /// The archive file to write (checked by the CLI with `backup::destination`).
@@ -130,6 +137,7 @@ impl std::fmt::Debug for Operation {
             Operation::ApprovalList => "approval_list",
             Operation::ApprovalDecide { .. } => "approval_decide",
             Operation::BackupCreate { .. } => "backup_create",
+            Operation::Skill { request } => request.label(),
             Operation::Status => "status",
             Operation::PairingPending { .. } => "pairing_pending",
             Operation::PairingApprove { .. } => "pairing_approve",
@@ -179,6 +187,16 @@ pub struct OpsContext {
 
 impl OpsContext {
     async fn audit(&self, kind: AuditKind, subject: &str, data: Value) -> Result<(), OpError> {
+        self.audit_receipt(kind, subject, data).await.map(|_| ())
+    }
+
+    /// Appends a record and returns where it landed (seq and hash).
+    pub(crate) async fn audit_receipt(
+        &self,
+        kind: AuditKind,
+        subject: &str,
+        data: Value,
+    ) -> Result<kafclaw_actors::audit::AuditReceipt, OpError> {
         let addr = self
             .audit
             .addr()
@@ -190,7 +208,7 @@ impl OpsContext {
             data,
         };
         match addr.send(record).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(receipt)) => Ok(receipt),
             _ => Err(OpError::Unavailable(
                 "the change was made but could not be written to the audit log".into(),
             )),
@@ -340,7 +358,13 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 other => OpError::Failed(other.to_string()),
             })?;
             let report = report.map_err(OpError::Failed)?;
+            let mirrored = skill::check_mirror(&ctx.home, &ctx.audit_dir).map_err(|e| {
+                OpError::Failed(format!(
+                    "the audit chain verifies but the skills audit mirror does not: {e}"
+                ))
+            })?;
             Ok(json!({
+                "skills_mirror_lines": mirrored,
                 "records": report.records,
                 "head_seq": report.head_seq,
                 "head_hash": report.head_hash,
@@ -381,6 +405,7 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
             compress,
             workspace,
         } => backup_create(out, sealed_key, compress, workspace, ctx).await,
+        Operation::Skill { request } => skill::execute(request, ctx).await,
         Operation::Status => Err(OpError::Unavailable(
             "status is answered by the running gateway's control socket".into(),
         )),

@@ -102,10 +102,7 @@ fn posture(
     let defaults = checks::default_settings();
     tools::check(&settings, defaults.as_ref(), report);
     hard_links::check(home, &settings, report);
-    report.pass(
-        "skills",
-        "no skill runtime in this build (nothing to scope or isolate)",
-    );
+    crate::checks::skills::check(home, &settings, deep, report);
     backup::check(home, &settings, report);
     if deep {
         deep_checks(home, &settings, &trust, report);

@@ -147,6 +147,7 @@ pub fn start(
         max_tool_calls_per_round: settings.model.max_tool_calls_per_round,
         max_turn_time: std::time::Duration::from_secs(settings.model.max_turn_seconds),
         workspace: settings.workspace(home),
+        skills: skill_catalog(home, settings),
     };
     let agent = tree.child(
         "agent",
@@ -599,4 +600,17 @@ fn provider_client(settings: &Settings) -> Result<Option<ChatClient>, String> {
     ChatClient::new(provider)
         .map(Some)
         .map_err(|e| format!("providers.openai: {e}"))
+}
+
+/// The skills section of the system prompt, when `skills.enabled`.
+fn skill_catalog(home: &Home, settings: &Settings) -> Option<kafclaw_actors::agent::SkillCatalog> {
+    let config = crate::skills::SkillsConfig::of(settings);
+    if !config.enabled {
+        return None;
+    }
+    let dir = crate::skills::SkillsDir::of(home);
+    let all = config.scope == "all";
+    Some(kafclaw_actors::agent::SkillCatalog(std::sync::Arc::new(
+        move || crate::skills::prompt_section(&dir, all),
+    )))
 }

@@ -243,6 +243,30 @@ pub enum AuditKind {
     /// reload failed and the previous configuration stayed in force.
     #[serde(rename = "config.reloaded")]
     ConfigReloaded,
+    /// A skill was installed (name, version, pinned files, accepted warnings).
+    #[serde(rename = "skill.installed")]
+    SkillInstalled,
+    /// A skill install was refused (the verifier's findings).
+    #[serde(rename = "skill.refused")]
+    SkillRefused,
+    /// An installed skill was removed.
+    #[serde(rename = "skill.removed")]
+    SkillRemoved,
+    /// An installed skill no longer matches its pins.
+    #[serde(rename = "skill.verify_failed")]
+    SkillVerifyFailed,
+    /// A skill was enabled.
+    #[serde(rename = "skill.enabled")]
+    SkillEnabled,
+    /// A skill was disabled.
+    #[serde(rename = "skill.disabled")]
+    SkillDisabled,
+    /// A skill's entry ran (exit status, duration; never its output).
+    #[serde(rename = "skill.executed")]
+    SkillExecuted,
+    /// A skill credential was set (its name, never the value).
+    #[serde(rename = "skill.credential_changed")]
+    SkillCredentialChanged,
 }
 
 impl AuditKind {
@@ -279,6 +303,14 @@ impl AuditKind {
             AuditKind::ToolRefused => "tool.refused",
             AuditKind::ReplyFailed => "reply.failed",
             AuditKind::ConfigReloaded => "config.reloaded",
+            AuditKind::SkillInstalled => "skill.installed",
+            AuditKind::SkillRefused => "skill.refused",
+            AuditKind::SkillRemoved => "skill.removed",
+            AuditKind::SkillVerifyFailed => "skill.verify_failed",
+            AuditKind::SkillEnabled => "skill.enabled",
+            AuditKind::SkillDisabled => "skill.disabled",
+            AuditKind::SkillExecuted => "skill.executed",
+            AuditKind::SkillCredentialChanged => "skill.credential_changed",
         }
     }
 }

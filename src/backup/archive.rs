@@ -91,6 +91,13 @@ fn append_all<W: Write>(
 
 /// Reads the archive file at `path` into `sink`.
 pub fn read(path: &Path, sink: &mut Sink<'_>) -> Result<(), StageError> {
+    entries(open_untrusted(path)?, sink)
+}
+
+/// Opens an untrusted archive file (not a FIFO or device: `O_NONBLOCK|O_NOCTTY`, then
+/// `fstat`) and returns its tar stream, zstd-decoded (bounded window) when it starts with
+/// zstd's magic. Also the reader of skill archives.
+pub(crate) fn open_untrusted(path: &Path) -> Result<Box<dyn Read>, StageError> {
     let shown = path.display().to_string();
     let err = |e: std::io::Error| StageError::Read {
         what: shown.clone(),
@@ -112,9 +119,9 @@ pub fn read(path: &Path, sink: &mut Sink<'_>) -> Result<(), StageError> {
     if compressed {
         let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(err)?;
         decoder.window_log_max(WINDOW_LOG_MAX).map_err(err)?;
-        entries(decoder, sink)
+        Ok(Box::new(decoder))
     } else {
-        entries(input, sink)
+        Ok(Box::new(input))
     }
 }
 
@@ -159,7 +166,7 @@ fn entries<R: Read>(input: R, sink: &mut Sink<'_>) -> Result<(), StageError> {
     Ok(())
 }
 
-fn tar_kind(kind: EntryType) -> &'static str {
+pub(crate) fn tar_kind(kind: EntryType) -> &'static str {
     match kind {
         EntryType::Symlink => "is a symbolic link",
         EntryType::Link => "is a hard link",

@@ -111,7 +111,7 @@ pub fn classify(raw: &[u8], dir: bool) -> Result<(String, Part), NameError> {
     Ok((text.to_string(), part))
 }
 
-fn plain_component(p: &str) -> bool {
+pub(crate) fn plain_component(p: &str) -> bool {
     !p.is_empty()
         && p != "."
         && p != ".."

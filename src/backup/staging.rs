@@ -23,7 +23,7 @@ use kafclaw_actors::paths::Home;
 use super::layout::{self, NameError, Part, MANIFEST};
 use super::manifest::{Listed, Manifest, ManifestError};
 
-mod dir;
+pub(crate) mod dir;
 
 /// Space left free on the staging file system, whatever the backup says.
 const SPARE_BYTES: u64 = 64 << 20;

@@ -302,6 +302,21 @@ pub const KEYS: &[KeySpec] = &[
     // Operator readiness, checked by `kafclaw security check` (runbook §5, §7).
     k("backup.max_age_days", Kind::UInt { min: 1, max: 3650 }),
     k("log.retention_days", Kind::UInt { min: 0, max: 3650 }),
+    // Skills (runbook §9).
+    k("skills.enabled", Kind::Bool),
+    k("skills.scope", Kind::OneOf(&["selected", "all"])),
+    k(
+        "skills.runtime_isolation",
+        Kind::OneOf(&["auto", "host", "strict"]),
+    ),
+    k("skills.link_policy.allow_domains", Kind::List),
+    k(
+        "skills.link_policy.max_links",
+        Kind::UInt {
+            min: 0,
+            max: 10_000,
+        },
+    ),
     k("log.dir", Kind::Str),
     k("incidents.owner", Kind::Str),
     k("incidents.webhook_url", Kind::Url),
@@ -484,6 +499,8 @@ pub enum Unit {
     Seconds,
     /// Whole days.
     Days,
+    /// The same value under another spelling (the runbook's camelCase names).
+    Same,
 }
 
 /// Names the contract and the issues also use for keys stored under a unit-suffixed name
@@ -511,6 +528,11 @@ pub const ALIASES: &[(&str, &str, Unit)] = &[
         Unit::Days,
     ),
     ("backup.max_age", "backup.max_age_days", Unit::Days),
+    (
+        "skills.runtimeIsolation",
+        "skills.runtime_isolation",
+        Unit::Same,
+    ),
 ];
 
 /// The key and unit an alias stands for.
@@ -523,6 +545,9 @@ pub fn alias(key: &str) -> Option<(&'static str, Unit)> {
 
 /// Converts an alias's value into its key's unit; `None` when it is not a duration.
 pub fn alias_value(raw: &serde_json::Value, unit: Unit) -> Option<serde_json::Value> {
+    if unit == Unit::Same {
+        return Some(raw.clone());
+    }
     let text = match raw {
         serde_json::Value::Number(n) => return n.as_u64().map(serde_json::Value::from),
         serde_json::Value::String(s) => s.trim(),
@@ -535,5 +560,6 @@ pub fn alias_value(raw: &serde_json::Value, unit: Unit) -> Option<serde_json::Va
     Some(serde_json::Value::from(match unit {
         Unit::Seconds => seconds,
         Unit::Days => seconds.div_ceil(86_400),
+        Unit::Same => seconds,
     }))
 }

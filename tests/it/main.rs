@@ -26,6 +26,7 @@ mod pairing;
 mod prometheus;
 mod restore;
 mod secret_files;
+mod skills;
 mod startup;
 mod supervision;
 mod tls;

@@ -165,6 +165,32 @@ pub struct AgentSettings {
     pub max_turn_time: std::time::Duration,
     /// The workspace holding the identity files.
     pub workspace: PathBuf,
+    /// The skills described to the model (`skills.enabled`), read at each turn so that
+    /// enabling or disabling one applies at once; `None` when skills are off.
+    pub skills: Option<SkillCatalog>,
+}
+
+/// Builds the prompt's skills section at each turn (the root crate owns the skills tree).
+#[derive(Clone)]
+pub struct SkillCatalog(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for SkillCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkillCatalog")
+    }
+}
+
+/// `prompt` with the skills section before its request context (nothing when empty).
+fn with_skills(prompt: String, skills: Option<&SkillCatalog>) -> String {
+    let section = skills.map(|c| (c.0)()).unwrap_or_default();
+    if section.trim().is_empty() {
+        return prompt;
+    }
+    let block = format!("\n\n## Skills\n\n{}", section.trim_end());
+    match prompt.rfind("\n\n## Request context") {
+        Some(at) => format!("{}{block}{}", &prompt[..at], &prompt[at..]),
+        None => prompt + &block,
+    }
 }
 
 /// The agent actor.
@@ -497,7 +523,10 @@ async fn turn(
     ctx.max_tool_iterations = settings.max_tool_iterations;
     ctx.max_tool_calls_per_round = settings.max_tool_calls_per_round;
     ctx.max_turn_time = settings.max_turn_time;
-    ctx.system_prompt = Some(system_prompt(&settings.workspace, msg.sender, &msg.channel));
+    ctx.system_prompt = Some(with_skills(
+        system_prompt(&settings.workspace, msg.sender, &msg.channel),
+        settings.skills.as_ref(),
+    ));
     let tools = ExecutorTools {
         links: links.clone(),
         turn: msg.clone(),

@@ -15,7 +15,7 @@ use super::super::layout::MANIFEST;
 use super::{read_err, Sink, StageError};
 
 /// A name for a file type that a backup must not hold.
-pub(super) fn what_is(kind: FileType) -> &'static str {
+pub(crate) fn what_is(kind: FileType) -> &'static str {
     match kind {
         FileType::Symlink => "is a symbolic link",
         FileType::Fifo => "is a FIFO",
@@ -83,7 +83,11 @@ fn walk(dir: &OwnedFd, prefix: &str, sink: &mut Sink<'_>) -> Result<(), StageErr
 /// Opens `name` in `dir` if it is a regular file with one link: `lstat` first (nothing else
 /// is opened: a FIFO would block, a device could act), then `O_NOFOLLOW|O_NONBLOCK` and
 /// `fstat` to close the race. Returns the file and its size.
-fn open_regular(dir: &OwnedFd, name: &str, rel: &str) -> Result<(File, u64), StageError> {
+pub(crate) fn open_regular(
+    dir: &OwnedFd,
+    name: &str,
+    rel: &str,
+) -> Result<(File, u64), StageError> {
     let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(s) => s,
         Err(rustix::io::Errno::NOENT) if rel == MANIFEST => return Err(StageError::NoManifest),
@@ -114,7 +118,7 @@ fn check_regular(stat: &rustix::fs::Stat, rel: &str) -> Result<(), StageError> {
 }
 
 /// The `fstat` of `fd`, if it is the inode that `lstat` saw.
-fn same_inode(
+pub(crate) fn same_inode(
     fd: &impl AsFd,
     seen: &rustix::fs::Stat,
     rel: &str,
