@@ -213,13 +213,15 @@ pub fn config_markdown(toml: &str) -> Result<String, String> {
         );
     }
     md.push_str(
-        "\n## Aliases\n\nNames that take a duration (`60s`, `5m`, `90d`, or a bare number in the \
-         key's unit) and set the key they stand for.\n\n| alias | sets | unit |\n|---|---|---|\n",
+        "\n## Aliases\n\nOther names for a key: most take a duration (`60s`, `5m`, `90d`, or a bare \
+         number in the key's unit); those marked \"same value\" are another spelling (the \
+         runbook's camelCase names).\n\n| alias | sets | unit |\n|---|---|---|\n",
     );
     for (alias, key, unit) in keys::ALIASES {
         let unit = match unit {
             keys::Unit::Seconds => "seconds",
             keys::Unit::Days => "days",
+            keys::Unit::Same => "same value",
         };
         let _ = writeln!(md, "| `{alias}` | `{key}` | {unit} |");
     }
