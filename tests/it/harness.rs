@@ -180,6 +180,19 @@ fn parse_ready(line: &str) -> (String, String) {
     (gateway.to_string(), dashboard.to_string())
 }
 
+/// Runs `cmd` to the end with `stdin` written to it; its stdout and stderr are captured.
+pub fn run_fed(mut cmd: Command, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Runs the binary to completion (for commands and refused starts).
 pub fn run(home: &Path, env: &HashMap<String, String>, args: &[&str]) -> (i32, String, String) {
     let mut child = command(home, env)

@@ -86,20 +86,9 @@ fn chmod(path: &Path, mode: u32) {
 }
 
 fn secrets_set(home: &Path, name: &str, value: &str) {
-    let mut child = command(home, &HashMap::new())
-        .args(["secrets", "set", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = command(home, &HashMap::new());
+    cmd.args(["secrets", "set", name]);
+    let out = crate::harness::run_fed(cmd, value.as_bytes());
     assert!(out.status.success(), "{out:?}");
 }
 

@@ -2,7 +2,6 @@
 //! example alert rules and a real `/metrics` scrape. When promtool is missing the tests say so
 //! and pass; `.ci/run` installs it, so CI always runs them.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::channels::{options, OWNER};
@@ -69,20 +68,9 @@ async fn a_real_scrape_passes_promtool_check_metrics() {
         .text()
         .await
         .unwrap();
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = Command::new(promtool);
+    cmd.args(["check", "metrics"]);
+    let out = crate::harness::run_fed(cmd, text.as_bytes());
     assert!(
         out.status.success(),
         "{}{}\n{text}",

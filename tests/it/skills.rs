@@ -365,21 +365,9 @@ fn a_credential_is_sealed_under_its_skill_and_never_written_elsewhere() {
     let src = skill(&[("SKILL.md", &front)]);
     assert_eq!(install(home.path(), src.path(), &[]).0, 0);
     let set = |cred: &str, value: &str| {
-        let mut child = crate::harness::command(home.path(), &env())
-            .args(["--json", "skills", "credential", "set", "demo", cred])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(value.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let mut cmd = crate::harness::command(home.path(), &env());
+        cmd.args(["--json", "skills", "credential", "set", "demo", cred]);
+        let out = crate::harness::run_fed(cmd, value.as_bytes());
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

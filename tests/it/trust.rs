@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -14,20 +13,9 @@ const SECRET: &str = "kc_vault-held-admin-token-0123456789abcdefghijklmnop";
 
 /// Runs `kafclaw --home H args…` with `stdin` fed to it.
 fn run_with_stdin(home: &std::path::Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = command(home, &HashMap::new())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = command(home, &HashMap::new());
+    cmd.args(args);
+    let out = crate::harness::run_fed(cmd, stdin.as_bytes());
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
