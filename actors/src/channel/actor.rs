@@ -64,7 +64,8 @@ const MAX_HANDOVER: usize = 64;
 
 /// At most this many messages of one channel are handed to the agent and not yet answered;
 /// the rest wait, durable, in the inbox. Without it a sender faster than its session's turns
-/// queued every message as a waiting turn in memory (RSS grew ~2.5 KiB per message).
+/// had every message queued as a waiting turn in memory (heaptrack under the growth soak:
+/// 33 MB of waiting `RunTurn` futures after 90 s).
 pub(crate) const MAX_AWAITING: usize = 128;
 
 /// The state of a channel (CONTRACT §3.3 `GET /api/v1/channels`).
