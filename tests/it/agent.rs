@@ -79,15 +79,7 @@ async fn a_plain_reply_has_the_contract_shape_and_a_trace() {
         .collect();
     assert_eq!(kinds, ["message.outbound", "model.call", "message.inbound"]);
 
-    let status: serde_json::Value = client()
-        .get(gw.url("/api/v1/status"))
-        .header("Authorization", format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = gw.get_json("/api/v1/status").await;
     assert_eq!(status["usage_today"]["total"], 15, "{status}");
     assert_eq!(status["open_incidents"], 0);
 

@@ -39,15 +39,7 @@ fn channel_state(name: &str) -> String {
 }
 
 async fn api_state(gw: &Gateway, name: &str) -> String {
-    let channels: serde_json::Value = client()
-        .get(gw.url("/api/v1/channels"))
-        .header("Authorization", format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels = gw.get_json("/api/v1/channels").await;
     channels
         .as_array()
         .unwrap()

@@ -474,15 +474,7 @@ async fn status_shows_the_store_size_and_its_oldest_record() {
             .unwrap(),
         StatusCode::OK
     );
-    let body: serde_json::Value = client()
-        .get(gw.url("/api/v1/status"))
-        .header("Authorization", format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = gw.get_json("/api/v1/status").await;
     assert!(body["store"]["size_bytes"].as_u64().unwrap() > 0, "{body}");
     let oldest = body["store"]["oldest_record"].as_str().unwrap();
     assert!(

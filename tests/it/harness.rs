@@ -126,6 +126,18 @@ impl Gateway {
     pub fn gw_url(&self, path: &str) -> String {
         format!("http://{}{}", self.gateway, path)
     }
+    /// `GET path` on the dashboard port with the admin [`TOKEN`]; the JSON answer.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        client()
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
     pub fn home_path(&self) -> PathBuf {
         self.home.path().to_path_buf()
     }

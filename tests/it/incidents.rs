@@ -25,15 +25,7 @@ async fn control(gw: &Gateway, token: &str, body: Value) -> (StatusCode, Value) 
 }
 
 async fn get(gw: &Gateway, path: &str) -> Value {
-    client()
-        .get(gw.url(path))
-        .header("Authorization", format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gw.get_json(path).await
 }
 
 async fn channel_state(gw: &Gateway, name: &str) -> String {

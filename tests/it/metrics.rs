@@ -297,15 +297,7 @@ async fn a_restarted_channel_keeps_its_counters() {
         (2.0, 1.0),
         "the counters survived the restart"
     );
-    let channels: serde_json::Value = client()
-        .get(gw.url("/api/v1/channels"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels = gw.get_json("/api/v1/channels").await;
     let whatsapp = channels
         .as_array()
         .unwrap()
