@@ -683,3 +683,84 @@ async fn a_failed_download_leaves_the_message_processed_and_is_retried_in_the_ba
         "the message was processed once"
     );
 }
+
+/// Model calls and message sends of [`graph_numbering_sends`] so far (one test uses them).
+static NUMBERED_CALLS: AtomicUsize = AtomicUsize::new(0);
+static NUMBERED_SENDS: AtomicUsize = AtomicUsize::new(0);
+
+/// The model answers `answer N` to its Nth call; the Graph stand-in gives the first send the id
+/// `wamid.sent1` in its answer and the later ones no id (their id comes by receipt).
+fn graph_numbering_sends(_: usize, request: &Recorded) -> Option<Reply> {
+    let path = request.target.split('?').next().unwrap_or_default();
+    if path.ends_with("/chat/completions") {
+        let n = NUMBERED_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+        return Some(model_server::text(&format!("answer {n}"), 3, 2));
+    }
+    if path.ends_with("/messages") {
+        let n = NUMBERED_SENDS.fetch_add(1, Ordering::SeqCst) + 1;
+        return Some(model_server::ok(if n == 1 {
+            json!({"messaging_product": "whatsapp", "messages": [{"id": "wamid.sent1"}]})
+        } else {
+            json!({"messaging_product": "whatsapp"})
+        }));
+    }
+    Some(model_server::status(404))
+}
+
+#[tokio::test]
+async fn a_reply_to_one_of_our_messages_quotes_our_text() {
+    let server = ModelServer::start_with(graph_numbering_sends);
+    let gw = Gateway::start(options(&server, json!({})));
+    let text = |body: &str| json!({"type": "text", "text": {"body": body}});
+    let sends = |seen: &[Seen]| -> Vec<Value> {
+        seen.iter()
+            .filter(|s| s.path.ends_with("/messages"))
+            .map(|s| s.body.clone())
+            .collect()
+    };
+    post(&gw, &delivery(OWNER, "wamid.q1", text("hello there"))).await;
+    wait_seen(&server, "the first reply sent", |s| sends(s).len() == 1).await;
+
+    // Meta's send answer named our first reply `wamid.sent1`.
+    let mut reply = text("why that?");
+    reply["context"] = json!({"from": "15550000000", "id": "wamid.sent1"});
+    post(&gw, &delivery(OWNER, "wamid.q2", reply)).await;
+    let calls = wait_calls(&server, 2).await;
+    let seen = last_user(&calls[1]);
+    assert!(
+        seen.contains("why that?") && seen.contains("[in reply to: \"answer 1\"]"),
+        "{seen:?}"
+    );
+    wait_seen(&server, "the second reply sent", |s| sends(s).len() == 2).await;
+
+    // The second reply's id comes only with its status webhook, which echoes our tag.
+    let tag = sends(&server.seen())[1]["biz_opaque_callback_data"].clone();
+    let status = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "e1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "1234567890"},
+            "statuses": [{"id": "wamid.byreceipt", "status": "delivered", "timestamp": "1700000005",
+                "recipient_id": OWNER, "biz_opaque_callback_data": tag}]
+        }}]}]
+    })
+    .to_string();
+    post(&gw, &status).await;
+    let mut reply = text("and this?");
+    reply["context"] = json!({"from": "15550000000", "id": "wamid.byreceipt"});
+    post(&gw, &delivery(OWNER, "wamid.q3", reply)).await;
+    let calls = wait_calls(&server, 3).await;
+    let seen = last_user(&calls[2]);
+    assert!(seen.contains("[in reply to: \"answer 2\"]"), "{seen:?}");
+
+    // An id we never sent (or another account's message) is not quoted.
+    let mut reply = text("and that?");
+    reply["context"] = json!({"from": "15550000000", "id": "wamid.sent9"});
+    post(&gw, &delivery(OWNER, "wamid.q4", reply)).await;
+    let calls = wait_calls(&server, 4).await;
+    let seen = last_user(&calls[3]);
+    assert!(
+        seen.contains("[in reply to an earlier message]"),
+        "{seen:?}"
+    );
+}

@@ -639,6 +639,7 @@ impl ChannelBridge {
         let agent = self.links.agent.clone();
         let preparer = prepare::Preparer {
             inbox: self.inbox.clone(),
+            outbox: self.outbox.clone(),
             media: self.links.media.clone(),
             attachment_origin: self.config.messages.attachment_origin.clone(),
         };

@@ -374,6 +374,7 @@ impl Dispatcher {
                         attempt,
                         result: delivery.result.clone(),
                         parts_accepted: delivery.parts_done,
+                        provider_ids: delivery.provider_ids.clone(),
                         now_ms: clock(),
                     })
                     .await

@@ -4,7 +4,10 @@
 //!
 //! Owns, in [`Space::Outbox`] of the storage seam: `outbox/m/<id>` (the [`OutboxRecord`]),
 //! `outbox/due/<next attempt ms>/<id>` (the schedule) and `outbox/r/<channel>/<message id>`
-//! (the one reply per inbound message), always changed together in one batch; the delivery
+//! (the one reply per inbound message), always changed together in one batch;
+//! `outbox/w/<channel>/<provider id>` → id and `outbox/wi/<id>/<part>` → provider id (the ids
+//! the provider gave the parts we sent, from its send answer or its receipts: a user's reply
+//! to one of our messages names that id, and the channel quotes our text); the delivery
 //! state machine; the retry schedule ([`Backoff`]) and the HTTP classification
 //! ([`classify_http`]).
 //! Must not: send anything (the dispatcher does, between [`Outbox::take_due`] and
@@ -248,6 +251,25 @@ fn reply_key(channel: &str, message_id: &str) -> String {
     )
 }
 
+/// Longest provider message id kept (Meta's `wamid…` ids are about 60 characters).
+const MAX_PROVIDER_ID: usize = 256;
+
+fn sent_key(channel: &str, provider_id: &str) -> String {
+    format!(
+        "outbox/w/{}/{}",
+        encode_component(channel),
+        encode_component(provider_id)
+    )
+}
+
+fn sent_part_prefix(id: u64) -> String {
+    format!("outbox/wi/{id:020}/")
+}
+
+fn sent_part_key(id: u64, part: u32) -> String {
+    format!("{}{part:010}", sent_part_prefix(id))
+}
+
 /// The id a reply carries on every send: `kafclaw-<id>` (the bridge `Idempotency-Key`,
 /// WhatsApp's `biz_opaque_callback_data` of the first part).
 pub fn reply_id(id: u64) -> String {
@@ -373,6 +395,55 @@ impl Outbox {
             .and_then(|v| decode_id(&v))
         {
             Some(id) => self.get(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Records that the provider calls part `part` of reply `id` on `channel` by
+    /// `provider_id` (its send answer or a receipt said so). Nothing for a reply of another
+    /// channel, a part it does not have, an empty or oversized id, or an id already known.
+    /// The caller syncs (or lets the next sync carry it: the index only serves quotes).
+    pub fn note_provider_id(
+        &self,
+        channel: &str,
+        id: u64,
+        part: u32,
+        provider_id: &str,
+    ) -> Result<bool, StoreError> {
+        if provider_id.is_empty() || provider_id.len() > MAX_PROVIDER_ID {
+            return Ok(false);
+        }
+        let key = sent_key(channel, provider_id);
+        if self.space.get(&key)?.is_some() {
+            return Ok(false);
+        }
+        match self.get(id)? {
+            Some(record) if record.channel == channel && part < record.parts => {}
+            _ => return Ok(false),
+        }
+        let mut batch = Batch::default();
+        batch.put(key, id.to_be_bytes());
+        batch.put(sent_part_key(id, part), provider_id.as_bytes());
+        self.space.apply(batch)?;
+        Ok(true)
+    }
+
+    /// The reply of `channel` the provider knows as `provider_id` (see
+    /// [`Outbox::note_provider_id`]), if there is one.
+    pub fn sent_as(
+        &self,
+        channel: &str,
+        provider_id: &str,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        if provider_id.is_empty() || provider_id.len() > MAX_PROVIDER_ID {
+            return Ok(None);
+        }
+        match self
+            .space
+            .get(sent_key(channel, provider_id))?
+            .and_then(|v| decode_id(&v))
+        {
+            Some(id) => Ok(self.get(id)?.filter(|r| r.channel == channel)),
             None => Ok(None),
         }
     }

@@ -1977,6 +1977,7 @@ mod bridge_actor {
                 attempt: due[0].attempts,
                 result: super::super::outbox::AttemptResult::Sent,
                 parts_accepted: 1,
+                provider_ids: Vec::new(),
                 now_ms: NOW * 1000,
             })
             .await

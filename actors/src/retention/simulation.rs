@@ -113,6 +113,9 @@ pub fn drive(db: &StoreDb, state: &State, i: usize, at_ms: i64) -> u64 {
     outbox
         .record_attempt(rid, 1, AttemptResult::Sent, 1, at_ms)
         .unwrap();
+    outbox
+        .note_provider_id("whatsapp", rid, 0, &format!("wamid.out{i}"))
+        .unwrap();
     inbox.mark_done("whatsapp", seq).unwrap();
     let at =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000).unwrap();
@@ -154,6 +157,11 @@ pub fn simulate(messages: usize, days: usize, retention_days: i64) -> Simulated 
             ("dedupe keys", count(state, Space::Inbox, "dedupe/")),
             ("replies", count(state, Space::Outbox, "outbox/m/")),
             ("reply keys", count(state, Space::Outbox, "outbox/r/")),
+            ("provider ids", count(state, Space::Outbox, "outbox/w/")),
+            (
+                "provider id parts",
+                count(state, Space::Outbox, "outbox/wi/"),
+            ),
             ("journals", count(state, Space::Journal, "h/")),
             ("journal steps", count(state, Space::Journal, "s/")),
             (

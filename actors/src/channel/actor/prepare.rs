@@ -5,13 +5,15 @@
 //!
 //! Owns: the attachment lines (`[attachment image/jpeg, 5120 bytes: /…/media/whatsapp/….jpg]`,
 //! `[attachment unavailable: …]`) and the quote lines (`[in reply to: "…"]`,
-//! `[reacted to: "…"]`), which quote only a message of the same session.
+//! `[reacted to: "…"]`), which quote only a message of the same session: one the user sent
+//! (the inbox) or one of our replies (the outbox, by the id the provider gave it).
 //! Must not: fetch for a message that was not admitted (only claimed records come here), or
 //! block the hand-over past the media deadline (the fetcher bounds every fetch).
 
 use crate::channel::content::Content;
 use crate::channel::inbox::{Inbox, InboxRecord};
 use crate::channel::media::{MediaError, MediaFetcher, SavedMedia};
+use crate::channel::outbox::Outbox;
 use crate::channel::whatsapp::truncate_bytes;
 use crate::channel::MAX_TEXT_BYTES;
 
@@ -22,6 +24,8 @@ const QUOTE_CHARS: usize = 280;
 pub(super) struct Preparer {
     /// The channel's inbox (quotes, the prepared record).
     pub(super) inbox: Inbox,
+    /// The outbox (quotes of our own replies, by the id the provider gave them).
+    pub(super) outbox: Outbox,
     /// Saves media and attachments.
     pub(super) media: Option<MediaFetcher>,
     /// The origin bridge attachment URLs must be on.
@@ -125,11 +129,16 @@ impl Preparer {
 
     /// The text of message `id` when it is stored and belongs to the same session.
     fn quote(&self, record: &InboxRecord, id: &str) -> Option<String> {
-        let earlier = self.inbox.find(&record.channel, id).ok()??;
-        if earlier.session_key.is_none() || earlier.session_key != record.session_key {
+        let (session, text) = match self.inbox.find(&record.channel, id).ok().flatten() {
+            Some(earlier) => (earlier.session_key, earlier.message.text?),
+            None => {
+                let ours = self.outbox.sent_as(&record.channel, id).ok()??;
+                (ours.message.session, ours.message.text)
+            }
+        };
+        if session.is_none() || session != record.session_key {
             return None;
         }
-        let text = earlier.message.text?;
         let first = text.lines().next().unwrap_or_default();
         let mut quote: String = first.chars().take(QUOTE_CHARS).collect();
         if quote.chars().count() < text.chars().count() {

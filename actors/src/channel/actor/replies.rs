@@ -56,6 +56,8 @@ pub struct RecordDelivery {
     pub result: AttemptResult,
     /// Leading parts the provider has accepted so far.
     pub parts_accepted: u32,
+    /// The ids the provider gave the parts it accepted in this attempt (part, id).
+    pub provider_ids: Vec<(u32, String)>,
     /// Now, unix milliseconds.
     pub now_ms: i64,
 }
@@ -104,6 +106,16 @@ fn receipt_of(status: &DeliveryStatus) -> Option<(u64, u32, Receipt)> {
         _ => return None,
     };
     Some((id, part, receipt))
+}
+
+/// Remembers the provider's ids of parts of reply `id` (for quoting a user's reply to them).
+/// Best effort: the index serves quotes only, so a store failure is logged, never fatal.
+fn note_provider_ids(outbox: &Outbox, channel: &str, id: u64, ids: &[(u32, String)]) {
+    for (part, provider_id) in ids {
+        if let Err(error) = outbox.note_provider_id(channel, id, *part, provider_id) {
+            tracing::warn!(%channel, id, %error, "provider message id not recorded");
+        }
+    }
 }
 
 impl ChannelBridge {
@@ -271,8 +283,10 @@ impl Handler<RecordDelivery> for ChannelBridge {
         let audit = self.links.audit.clone();
         let db = self.db.clone();
         let id = msg.id;
+        let channel = self.config.name.clone();
         Box::pin(
             async move {
+                note_provider_ids(&outbox, &channel, id, &msg.provider_ids);
                 let record = audit_and_commit(&outbox, &audit, transition)
                     .await?
                     .ok_or(crate::channel::outbox::OutboxError::Finished(id))?;
@@ -301,6 +315,9 @@ impl Handler<ApplyReceipts> for ChannelBridge {
                         out.ignored += 1;
                         continue;
                     };
+                    // Every status names the part by Meta's id for it.
+                    let ids = [(part, status.message_id.clone())];
+                    note_provider_ids(&outbox, &channel, id, &ids);
                     let planned = outbox
                         .plan_receipt(id, part, &receipt, now_ms)?
                         .filter(|t| t.before.channel == channel);

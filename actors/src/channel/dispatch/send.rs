@@ -61,6 +61,9 @@ pub(super) struct Delivery {
     pub result: AttemptResult,
     /// Parts accepted; a retry starts at this part.
     pub parts_done: u32,
+    /// The ids the provider gave the parts it accepted in this attempt (part, id): WhatsApp's
+    /// `messages[0].id` of each send.
+    pub provider_ids: Vec<(u32, String)>,
 }
 
 /// A validated target.
@@ -180,6 +183,7 @@ impl Sender {
                     reason: "reply text is empty".into(),
                 },
                 parts_done: 0,
+                provider_ids: Vec::new(),
             };
         }
         let delivery = match &self.target {
@@ -192,16 +196,21 @@ impl Sender {
                     return Delivery {
                         result: AttemptResult::Sent,
                         parts_done: 1,
+                        provider_ids: Vec::new(),
                     };
                 }
-                let result = self.deliver_bridge(url, secret, record, clock).await;
+                let (result, _) = self.deliver_bridge(url, secret, record, clock).await;
                 let parts_done = u32::from(result == AttemptResult::Sent);
-                Delivery { result, parts_done }
+                Delivery {
+                    result,
+                    parts_done,
+                    provider_ids: Vec::new(),
+                }
             }
         };
         Delivery {
             result: self.scrub(delivery.result),
-            parts_done: delivery.parts_done,
+            ..delivery
         }
     }
 
@@ -216,6 +225,7 @@ impl Sender {
         let parts = build_text_messages(&message.to, &message.text, message.reply_to.as_deref());
         let total = parts.len();
         let done = |index: usize| u32::try_from(index).unwrap_or(u32::MAX);
+        let mut provider_ids = Vec::new();
         for (index, mut body) in parts.into_iter().enumerate().skip(from_part) {
             let Some(authorization) = bearer(token) else {
                 return Delivery {
@@ -225,6 +235,7 @@ impl Sender {
                         reason: "access token cannot be sent in a header".into(),
                     },
                     parts_done: done(index),
+                    provider_ids,
                 };
             };
             // Meta echoes this in the status webhooks of the message: the receipt that tells
@@ -237,11 +248,14 @@ impl Sender {
                 .header(AUTHORIZATION, authorization)
                 .json(&body);
             match attempt(request, true).await {
-                AttemptResult::Sent => continue,
-                failed => {
+                (AttemptResult::Sent, provider_id) => {
+                    provider_ids.extend(provider_id.map(|id| (done(index), id)));
+                }
+                (failed, _) => {
                     return Delivery {
                         result: with_part(failed, index, total),
                         parts_done: done(index),
+                        provider_ids,
                     }
                 }
             }
@@ -249,6 +263,7 @@ impl Sender {
         Delivery {
             result: AttemptResult::Sent,
             parts_done: done(total),
+            provider_ids,
         }
     }
 
@@ -258,25 +273,27 @@ impl Sender {
         secret: &SecretValue,
         record: &OutboxRecord,
         clock: &MillisClock,
-    ) -> AttemptResult {
+    ) -> (AttemptResult, Option<String>) {
         let body = match serde_json::to_vec(&bridge_body(record)) {
             Ok(body) => body,
             Err(_) => {
-                return AttemptResult::Terminal {
+                let result = AttemptResult::Terminal {
                     status: None,
                     code: None,
                     reason: "reply cannot be encoded".into(),
-                }
+                };
+                return (result, None);
             }
         };
         let timestamp = clock().div_euclid(1000);
         let signature = sign_bridge(secret.expose(), timestamp, &body);
         let Ok(mut signature) = HeaderValue::from_str(&signature) else {
-            return AttemptResult::Terminal {
+            let result = AttemptResult::Terminal {
                 status: None,
                 code: None,
                 reason: "reply cannot be signed".into(),
             };
+            return (result, None);
         };
         signature.set_sensitive(true);
         let request = self
@@ -331,11 +348,11 @@ impl Sender {
 }
 
 /// Sends one request and classifies the answer; `graph` adds the Graph API's numeric error
-/// codes to a failure's reason.
-async fn attempt(request: reqwest::RequestBuilder, graph: bool) -> AttemptResult {
+/// codes to a failure's reason and reads the id it gave an accepted message.
+async fn attempt(request: reqwest::RequestBuilder, graph: bool) -> (AttemptResult, Option<String>) {
     let response = match request.send().await {
         Ok(response) => response,
-        Err(error) => return classify_network_error(&error_reason(&error)),
+        Err(error) => return (classify_network_error(&error_reason(&error)), None),
     };
     let status = response.status().as_u16();
     let retry_after = response
@@ -345,7 +362,7 @@ async fn attempt(request: reqwest::RequestBuilder, graph: bool) -> AttemptResult
         .map(str::to_owned);
     let body = read_capped(response, MAX_ANSWER_BYTES).await;
     let detail = if graph { graph_error(&body) } else { None };
-    match (classify_http(status, retry_after.as_deref()), detail) {
+    let result = match (classify_http(status, retry_after.as_deref()), detail) {
         (
             AttemptResult::Transient {
                 retry_after,
@@ -364,7 +381,32 @@ async fn attempt(request: reqwest::RequestBuilder, graph: bool) -> AttemptResult
             }
         }
         (result, _) => result,
+    };
+    let provider_id = (graph && result == AttemptResult::Sent)
+        .then(|| graph_message_id(&body))
+        .flatten();
+    (result, provider_id)
+}
+
+/// The id the Graph API gave an accepted message (`{"messages":[{"id":"wamid…"}]}`), when it
+/// is a plain printable token.
+fn graph_message_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        messages: Vec<Sent>,
     }
+    #[derive(Deserialize)]
+    struct Sent {
+        id: String,
+    }
+    let id = serde_json::from_slice::<Answer>(body)
+        .ok()?
+        .messages
+        .into_iter()
+        .next()?
+        .id;
+    let plain = !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic());
+    plain.then_some(id)
 }
 
 /// Reads at most `cap` bytes of the body; a body that fails half-way counts as what was read.
@@ -453,4 +495,29 @@ pub(crate) fn error_reason(error: &reqwest::Error) -> String {
         detail = detail.replace(url.as_str(), "");
     }
     format!("{what}: {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::graph_message_id;
+
+    #[test]
+    fn the_graph_message_id_is_read_only_when_plain() {
+        let id = |body: &str| graph_message_id(body.as_bytes());
+        assert_eq!(
+            id(r#"{"messaging_product":"whatsapp","messages":[{"id":"wamid.HBg"}]}"#),
+            Some("wamid.HBg".into())
+        );
+        assert_eq!(id(r#"{"messages":[]}"#), None);
+        assert_eq!(id(r#"{"messages":[{"id":""}]}"#), None);
+        assert_eq!(id(r#"{"messages":[{"id":"a b"}]}"#), None);
+        assert_eq!(
+            id(&format!(
+                r#"{{"messages":[{{"id":"{}"}}]}}"#,
+                "w".repeat(257)
+            )),
+            None
+        );
+        assert_eq!(id("not json"), None);
+    }
 }

@@ -264,7 +264,10 @@ async fn whatsapp_reply_is_posted_with_the_bearer_token_and_the_exact_body() {
             "context": {"message_id": "wamid.IN1"},
             "biz_opaque_callback_data": format!("kafclaw-{id}")
         })
-    );
+    ); // The id Meta gave the message finds the reply (a user's reply to it quotes our text).
+    let name = config(ChannelKind::Whatsapp).name;
+    let ours = h.outbox.sent_as(&name, "wamid.OUT").unwrap();
+    assert_eq!(ours.map(|r| r.id), Some(id));
 }
 
 #[actix_rt::test]

@@ -1,11 +1,12 @@
 //! Pruning of the outbox: finished replies (sent, delivered, read, failed) older than the
-//! retention, with their "one reply per inbound message" key.
+//! retention, with their "one reply per inbound message" key and the provider ids of their
+//! parts.
 //!
 //! Owns: bounded passes over [`Space::Outbox`](crate::store::Space::Outbox) in id order (ids
 //! grow with time, so the first younger reply ends a pass), one batch of removals per chunk.
 //! Must not: remove a reply that is still queued or sending, whatever its age.
 
-use super::{record_key, reply_key, Outbox, OutboxRecord};
+use super::{record_key, reply_key, sent_key, sent_part_prefix, Outbox, OutboxRecord};
 use crate::store::{Batch, StoreError};
 
 /// What one chunk of a pass removed.
@@ -53,6 +54,15 @@ impl Outbox {
                 if self.space.get(&reply)?.as_deref() == Some(&record.id.to_be_bytes()[..]) {
                     batch.delete(reply);
                 }
+            }
+            for (part_key, provider_id) in self.space.scan(
+                sent_part_prefix(record.id),
+                None,
+                record.parts.max(1) as usize,
+            )? {
+                let provider_id = String::from_utf8_lossy(&provider_id);
+                batch.delete(sent_key(&record.channel, &provider_id));
+                batch.delete(part_key);
             }
             out.records += 1;
         }

@@ -192,3 +192,43 @@ fn pruning_removes_finished_replies_older_than_the_cutoff_only() {
     assert!(o.get(young).unwrap().is_some());
     assert_eq!(o.oldest_created_at().unwrap(), Some(2_000));
 }
+
+#[test]
+fn provider_ids_find_our_reply_on_its_channel_and_part_only() {
+    let o = outbox();
+    let id = o.enqueue("wa", reply(Some("m")), 2, 0).unwrap().id();
+    assert!(o.note_provider_id("wa", id, 0, "wamid.ours0").unwrap());
+    assert!(o.note_provider_id("wa", id, 1, "wamid.ours1").unwrap());
+    // Known already, another channel, a part it does not have, no such reply, bad ids.
+    assert!(!o.note_provider_id("wa", id, 0, "wamid.ours0").unwrap());
+    assert!(!o.note_provider_id("slack", id, 0, "wamid.x").unwrap());
+    assert!(!o.note_provider_id("wa", id, 2, "wamid.x").unwrap());
+    assert!(!o.note_provider_id("wa", id + 99, 0, "wamid.x").unwrap());
+    assert!(!o.note_provider_id("wa", id, 0, "").unwrap());
+    assert!(!o.note_provider_id("wa", id, 0, &"w".repeat(257)).unwrap());
+    assert_eq!(o.sent_as("wa", "wamid.ours1").unwrap().unwrap().id, id);
+    assert!(o.sent_as("wa", "wamid.x").unwrap().is_none());
+    assert!(o.sent_as("slack", "wamid.ours0").unwrap().is_none());
+    assert!(o.sent_as("wa", "").unwrap().is_none());
+}
+
+#[test]
+fn pruning_a_reply_forgets_the_provider_ids_of_its_parts() {
+    let o = outbox();
+    let old = o.enqueue("wa", reply(Some("a")), 2, 1_000).unwrap().id();
+    let young = o.enqueue("wa", reply(Some("b")), 1, 9_000).unwrap().id();
+    for r in take(&o, 10_000) {
+        o.record_attempt(r.id, r.attempts, AttemptResult::Sent, r.parts, 10_000)
+            .unwrap();
+    }
+    o.note_provider_id("wa", old, 0, "wamid.old0").unwrap();
+    o.note_provider_id("wa", old, 1, "wamid.old1").unwrap();
+    o.note_provider_id("wa", young, 0, "wamid.young").unwrap();
+    let mut cursor = None;
+    assert_eq!(o.prune(5_000, &mut cursor, 100).unwrap().records, 1);
+    assert!(o.sent_as("wa", "wamid.old0").unwrap().is_none());
+    assert!(o.sent_as("wa", "wamid.old1").unwrap().is_none());
+    assert_eq!(o.sent_as("wa", "wamid.young").unwrap().unwrap().id, young);
+    let left = o.space.scan_all("outbox/w").unwrap();
+    assert_eq!(left.len(), 2, "only the young reply's two keys: {left:?}");
+}
