@@ -429,13 +429,10 @@ fn start_executor(
     ))
 }
 
-/// The background pruner (`store.retention_days`). Quarantined, not fatal, if it keeps
-/// failing: the gateway serves on with a store that grows.
+/// The background pruner (`store.retention_days`, or `store.retention_minutes` when set).
+/// Quarantined, not fatal, if it keeps failing: the gateway serves on with a store that grows.
 fn start_pruner(tree: &mut SupervisorBuilder, db: &StoreDb, settings: &Settings) {
-    let retention = RetentionSettings {
-        retention: Duration::from_secs(settings.store.retention_days.max(1) * 86_400),
-        ..RetentionSettings::default()
-    };
+    let retention = RetentionSettings::for_retention(settings.store.retention());
     let db = db.clone();
     tree.child(
         "retention",

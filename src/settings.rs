@@ -389,8 +389,31 @@ pub struct ModelSettings {
 pub struct StoreSettings {
     /// Days finished records are kept (de-duplication keys at least 7).
     pub retention_days: u64,
+    /// When not 0, minutes finished records are kept, in place of `retention_days`.
+    pub retention_minutes: u64,
     /// MiB of the store's page cache (sled's `cache_capacity`): the store's memory bound.
     pub cache_mib: u64,
+}
+
+impl StoreSettings {
+    /// How long finished records are kept: `retention_minutes` when set, else
+    /// `retention_days` (at least one day).
+    pub fn retention(&self) -> std::time::Duration {
+        if self.retention_minutes > 0 {
+            std::time::Duration::from_secs(self.retention_minutes.saturating_mul(60))
+        } else {
+            std::time::Duration::from_secs(self.retention_days.max(1).saturating_mul(86_400))
+        }
+    }
+
+    /// The retention as `status` states it (`30 days`, `5 minutes`).
+    pub fn retention_label(&self) -> String {
+        match self.retention_minutes {
+            0 => format!("{} days", self.retention_days.max(1)),
+            1 => "1 minute".to_string(),
+            m => format!("{m} minutes"),
+        }
+    }
 }
 
 /// `paths.*` (empty = the default under `~/.kafclaw`).

@@ -85,7 +85,7 @@ pub fn run(
     match &live {
         Some((v, from)) => live_rows(v, from, &settings, &mut report),
         None if !report.checks.iter().any(|c| c.name == "source") => {
-            store_facts(home, settings.store.retention_days, &mut report);
+            store_facts(home, &settings.store.retention_label(), &mut report);
             report.pass(
                 "memory",
                 format!(
@@ -189,18 +189,18 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// `N MiB on disk, oldest record … (retention R days)`.
-fn store_line(size: Option<u64>, oldest: Option<&str>, retention_days: u64) -> String {
+/// `N MiB on disk, oldest record … (retention 30 days)`.
+fn store_line(size: Option<u64>, oldest: Option<&str>, retention: &str) -> String {
     let size = size.map_or("size unknown".to_string(), |b| {
         format!("{:.1} MiB on disk", b as f64 / (1024.0 * 1024.0))
     });
     let oldest = oldest.map_or("no record yet".to_string(), |t| {
         format!("oldest record {t}")
     });
-    format!("{size}, {oldest} (retention {retention_days} days)")
+    format!("{size}, {oldest} (retention {retention})")
 }
 
-fn store_facts(home: &Home, retention_days: u64, report: &mut Report) {
+fn store_facts(home: &Home, retention: &str, report: &mut Report) {
     if !home.store_dir().exists() {
         report.pass("source", "no gateway running and no store yet");
         report.pass("token_usage_today", "0 tokens today (no store yet)");
@@ -231,7 +231,7 @@ fn store_facts(home: &Home, retention_days: u64, report: &mut Report) {
             store_line(
                 Some(stats.size_bytes),
                 stats.oldest_record.as_deref(),
-                retention_days,
+                retention,
             ),
         ),
         Err(e) => report.warn("store", e.to_string(), "`kafclaw doctor`"),
@@ -374,7 +374,7 @@ fn live_rows(v: &Value, from: &str, settings: &Settings, report: &mut Report) {
         store_line(
             store["size_bytes"].as_u64(),
             store["oldest_record"].as_str(),
-            settings.store.retention_days,
+            &settings.store.retention_label(),
         ),
     );
     report.pass(

@@ -21,8 +21,9 @@
 //!
 //! The HTTP gateway lives in the binary crate and holds no domain state.
 
-// Denied everywhere; allowed only on the one function that sets rlimits between fork and
-// exec (`executor::sandbox`), which carries its SAFETY argument.
+// Denied everywhere; allowed only on the functions that make system or libc calls rustix does
+// not wrap (`executor::sandbox`: between fork and exec; `heap`: mallopt at start), each
+// carrying its SAFETY argument.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -38,6 +39,7 @@ pub mod clock;
 pub mod drain;
 pub mod executor;
 pub mod fsutil;
+pub mod heap;
 pub mod incident;
 pub mod metrics;
 pub mod paths;

@@ -31,6 +31,12 @@ use crate::supervisor::{Ping, Pong};
 /// De-duplication keys are kept at least this long, whatever the retention.
 pub const MIN_DEDUPE: Duration = Duration::from_secs(7 * 86_400);
 
+/// The longest time between two passes (a day-long retention runs a pass this often).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The shortest time between two passes (a retention of minutes).
+pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+
 /// `store.retention_days` and the pruner's pace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetentionSettings {
@@ -49,6 +55,16 @@ pub struct RetentionSettings {
 }
 
 impl RetentionSettings {
+    /// The default pace for `retention`: a pass every quarter of it, at least every 5 s and at
+    /// most every [`MAX_INTERVAL`] (so a short retention is kept to about 1.25 times itself).
+    pub fn for_retention(retention: Duration) -> Self {
+        Self {
+            retention,
+            interval: (retention / 4).clamp(MIN_INTERVAL, MAX_INTERVAL),
+            ..Self::default()
+        }
+    }
+
     /// What the pruner does between two chunks: sleep (see [`RetentionSettings::pause`]).
     pub fn throttle(&self) -> impl FnMut(Duration) {
         let (pause, duty) = (self.pause, self.duty);
@@ -60,7 +76,7 @@ impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(30 * 86_400),
-            interval: Duration::from_secs(600),
+            interval: MAX_INTERVAL,
             chunk: 64,
             pause: Duration::from_millis(5),
             duty: 4,

@@ -291,6 +291,14 @@ pub const KEYS: &[KeySpec] = &[
     ),
     // Bounded state: what the background pruner keeps (de-duplication keys at least 7 days).
     k("store.retention_days", Kind::UInt { min: 1, max: 3650 }),
+    // A retention shorter than a day (soaks, privacy-minded deployments); 0 = retention_days.
+    k(
+        "store.retention_minutes",
+        Kind::UInt {
+            min: 0,
+            max: 5_256_000,
+        },
+    ),
     // The store's page cache: sled's only memory bound (its default is 1 GiB).
     k(
         "store.cache_mib",

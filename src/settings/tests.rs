@@ -405,3 +405,20 @@ fn the_tls_mode_is_one_of_three_words() {
         "{e}"
     );
 }
+
+#[test]
+fn retention_minutes_replaces_the_days_when_set() {
+    let mut f = fixture();
+    let s = f.load().unwrap();
+    assert_eq!(
+        s.store.retention(),
+        std::time::Duration::from_secs(30 * 86_400)
+    );
+    assert_eq!(s.store.retention_label(), "30 days");
+    f.env("KAFCLAW_STORE_RETENTION_MINUTES", "5");
+    let s = f.load().unwrap();
+    assert_eq!(s.store.retention(), std::time::Duration::from_secs(300));
+    assert_eq!(s.store.retention_label(), "5 minutes");
+    f.env("KAFCLAW_STORE_RETENTION_MINUTES", "-1");
+    assert!(f.load().is_err(), "a negative retention is refused");
+}

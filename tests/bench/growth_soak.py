@@ -3,27 +3,35 @@
 Prints figures; asserts nothing.
 
 For each run: a temporary --home with WhatsApp on the instant model server (the set-up of
-webhook_ingest.py, reused), then for --minutes:
+webhook_ingest.py, reused; removed after the run unless --keep-home), then for --minutes:
 - `--example webhook_load` drives signed deliveries from an owner flat out over --connections
-  keep-alive connections (every message is admitted, journaled, answered and sent);
+  keep-alive connections (every message is admitted, journaled, answered and sent; the
+  token-spike trigger is raised out of reach, or the flood would quarantine the channel and
+  the soak would measure held messages only);
 - --chat-workers threads drive `POST /chat` turns (one at a time each, 20 sessions per worker,
   an Idempotency-Key per turn, so each is journaled);
 - every --interval seconds: the gateway's RSS (/proc/PID/status VmRSS), the store's size on
-  disk (timeline.db), the audit log's size, and from /metrics the messages accepted, replies
-  sent, inbox depth and signals dropped.
-Printed: the series, then over the last 20 minutes (the last 2/3 for shorter runs) the RSS
-slope (MiB/min), the store and audit growth per message, and the largest RSS seen, against
-the goals (RSS <= 64 MiB, flat).
+  disk (timeline.db), the audit log's size, and from /metrics the deliveries stored
+  (kafclaw_channel_inbound_total), replies sent, inbox depth (pending, held), audit records
+  (kafclaw_audit_head_seq) and signals dropped.
+Printed: the series, the end's /proc/PID/smaps_rollup, then over the last 20 minutes (the last
+2/3 for shorter runs) the RSS slope (MiB/min), the store and audit growth per message, and the
+largest RSS seen, against the goals (RSS <= 64 MiB, flat).
 
-Runs: one per --cache-mib value (store.cache_mib; default: "32", the default). To compare
-with sled's own cache default of 1 GiB in the same run: --cache-mib 1024,32.
+Runs: one per binary x --env x --cache-mib value (store.cache_mib; default "32", the
+default). To compare with sled's own cache default of 1 GiB in the same run: --cache-mib
+1024,32; allocator variants in the same run: --env '' --env 'MALLOC_ARENA_MAX=8'
+--env 'LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2'. --retention-minutes N sets
+store.retention_minutes, so pruning runs within the soak and the store should level off.
 
 Usage: tests/bench/growth_soak.py [--minutes 30] [--interval 10] [--connections 16]
-           [--chat-workers 2] [--cache-mib 32] [kafclaw binary]
+           [--chat-workers 2] [--cache-mib 32] [--retention-minutes N] [--env 'K=V ...']...
+           [--keep-home] [kafclaw binary ...]
+       CI size: --minutes 1 --interval 5
        (build: `cargo build --release && cargo build --release -p kafclaw-actors
        --example webhook_load --example instant_model`)
 """
-import argparse, http.client, json, os, re, subprocess, sys, threading, time
+import argparse, http.client, json, os, re, shutil, subprocess, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import webhook_ingest as ingest  # noqa: E402  (one webhook set-up and one signer: its own)
@@ -63,9 +71,13 @@ def scrape(dashboard):
         return sum(float(v) for v in re.findall(pattern + r"\s+([\d.e+]+)$", text, re.M))
 
     return {
-        "accepted": total(r'^kafclaw_channel_messages_total\{[^}]*direction="inbound"[^}]*state="accepted"[^}]*\}'),
+        # Every stored delivery (accepted, held or dropped): the store and audit grow with it.
+        "accepted": total(r"^kafclaw_channel_inbound_total\{[^}]*\}"),
         "sent": total(r'^kafclaw_channel_messages_total\{[^}]*direction="outbound"[^}]*state="sent"[^}]*\}'),
         "pending": total(r'^kafclaw_channel_inbox_depth\{[^}]*queue="pending"[^}]*\}'),
+        "held": total(r'^kafclaw_channel_inbox_depth\{[^}]*queue="held"[^}]*\}'),
+        "incidents": total(r"^kafclaw_incidents_open"),
+        "audit_records": total(r"^kafclaw_audit_head_seq"),
         "dropped": total(r"^kafclaw_incident_signals_dropped_total\{[^}]*\}"),
     }
 
@@ -101,8 +113,29 @@ def slope(points):
     return sum((t - mt) * (y - my) for t, y in points) / den if den else 0.0
 
 
-def run(binary, base, args, cache_mib):
-    env = {"KAFCLAW_GATEWAY_AUTH_TOKEN": TOKEN, "KAFCLAW_STORE_CACHE_MIB": str(cache_mib)}
+def smaps_rollup(pid):
+    """Rss split of /proc/PID/smaps_rollup (anonymous vs file-backed), kB."""
+    wanted = ("Rss", "Anonymous", "Private_Dirty", "Shared_Clean", "Private_Clean")
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in wanted:
+                    out[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def run(binary, base, args, cache_mib, extra):
+    env = {"KAFCLAW_GATEWAY_AUTH_TOKEN": TOKEN, "KAFCLAW_STORE_CACHE_MIB": str(cache_mib),
+           # A flood from one owner is a token spike by design (the channel is quarantined and
+           # every later message held): the soak measures the steady state, not the incident.
+           "KAFCLAW_INCIDENTS_TOKEN_SPIKE_MIN_TOKENS": "1000000000000"}
+    if args.retention_minutes:
+        env["KAFCLAW_STORE_RETENTION_MINUTES"] = str(args.retention_minutes)
+    env.update(extra)
     gateway, addr = ingest.start_gateway(binary, base, env)
     stop = threading.Event()
     chats = {"ok": 0, "non_ok": 0, "errors": 0}
@@ -119,10 +152,13 @@ def run(binary, base, args, cache_mib):
         w.start()
     kafclaw = f"{gateway.home}/.kafclaw"
     samples = []
-    print(f"== {binary}, store.cache_mib {cache_mib}, {args.minutes} min, "
+    label = " ".join(f"{k}={v}" for k, v in extra.items()) or "(no extra environment)"
+    if args.retention_minutes:
+        label += f", store.retention_minutes {args.retention_minutes}"
+    print(f"== {binary}, store.cache_mib {cache_mib}, {label}, {args.minutes} min, "
           f"{args.connections} webhook connections, {args.chat_workers} /chat workers")
     print(f"{'t_s':>6} {'rss_MiB':>8} {'store_MiB':>9} {'audit_MiB':>9} {'accepted':>9} "
-          f"{'sent':>9} {'chat':>7} {'pending':>7} {'dropped':>7}")
+          f"{'sent':>9} {'chat':>7} {'pending':>7} {'held':>7} {'records':>8} {'dropped':>7}")
     start = time.monotonic()
     try:
         while True:
@@ -136,21 +172,29 @@ def run(binary, base, args, cache_mib):
             samples.append(sample)
             print(f"{t:6.0f} {sample['rss'] / MIB:8.1f} {sample['store'] / MIB:9.1f} "
                   f"{sample['audit'] / MIB:9.1f} {m['accepted']:9.0f} {m['sent']:9.0f} "
-                  f"{chats['ok']:7d} {m['pending']:7.0f} {m['dropped']:7.0f}", flush=True)
+                  f"{chats['ok']:7d} {m['pending']:7.0f} {m['held']:7.0f} {m['audit_records']:8.0f} "
+                  f"{m['dropped']:7.0f}", flush=True)
             if load.poll() is not None or t >= seconds:
                 break
             time.sleep(max(0.0, args.interval - (time.monotonic() - start - t)))
         stop.set()
+        rollup = smaps_rollup(gateway.pid)
         out, err = load.communicate(timeout=60)
     finally:
         stop.set()
         load.kill()
         gateway.kill()
         gateway.wait()
+        if args.keep_home:
+            print(f"home kept: {gateway.home}")
+        else:
+            shutil.rmtree(gateway.home, ignore_errors=True)
     print("webhook_load: " + " | ".join(out.strip().splitlines()))
     if load.returncode:
         print(err.strip())
     print(f"/chat: {chats['ok']} turns answered, {chats['non_ok']} refused, {chats['errors']} errors")
+    print("smaps_rollup at the end (MiB): " + ", ".join(
+        f"{k} {v / 1024:.1f}" for k, v in rollup.items()))
     summarize(samples)
 
 
@@ -184,15 +228,26 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--chat-workers", type=int, default=2)
     parser.add_argument("--cache-mib", default="32")
-    parser.add_argument("binary", nargs="?", default=f"{ingest.TARGET}/release/kafclaw")
+    parser.add_argument("--retention-minutes", type=int, default=0,
+                        help="store.retention_minutes (0: the default 30 days); pruning then "
+                        "runs every quarter of it, and the store should level off")
+    parser.add_argument("--keep-home", action="store_true",
+                        help="keep each run's --home (for `--example store_cost`)")
+    parser.add_argument("--env", action="append", default=[], metavar="'K=V K=V'",
+                        help="one more run per --env with these variables (allocator tuning, "
+                        "LD_PRELOAD, ...); without it one run with none")
+    parser.add_argument("binary", nargs="*", default=[f"{ingest.TARGET}/release/kafclaw"])
     args = parser.parse_args()
-    for path in (args.binary, ingest.LOAD, ingest.MODEL):
+    env_sets = [dict(kv.split("=", 1) for kv in spec.split()) for spec in args.env] or [{}]
+    for path in (*args.binary, ingest.LOAD, ingest.MODEL):
         if not os.path.exists(path):
             sys.exit(f"{path} is missing (see the build line in this script's doc)")
     model, base = ingest.start_model()
     try:
-        for cache in args.cache_mib.split(","):
-            run(args.binary, base, args, int(cache))
+        for binary in args.binary:
+            for extra in env_sets:
+                for cache in args.cache_mib.split(","):
+                    run(binary, base, args, int(cache), extra)
     finally:
         model.kill()
 

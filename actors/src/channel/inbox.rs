@@ -28,6 +28,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::content::Content;
 use super::session::encode_component;
 use super::{InboundMessage, SenderKind};
 use crate::store::{Batch, Space, SpaceRef, State, StoreDb, StoreError};
@@ -121,6 +122,9 @@ pub struct Inbox {
     space: SpaceRef,
 }
 
+/// Index entries read per step of [`Inbox::claim_next`] (the head is almost always claimable).
+const CLAIM_PAGE: usize = 16;
+
 fn seq_key(seq: u64) -> String {
     format!("{seq:020}")
 }
@@ -187,6 +191,7 @@ impl Inbox {
             message.content = None;
             message.attachments.clear();
         }
+        drop_repeated_text(&mut message);
         let record = InboxRecord {
             seq,
             channel: channel.to_string(),
@@ -220,13 +225,27 @@ impl Inbox {
     }
 
     fn indexed(&self, channel: &str, state: InboxState) -> Result<Vec<u64>, StoreError> {
+        self.indexed_page(channel, state, None, usize::MAX)
+    }
+
+    /// Up to `limit` sequence numbers of `state`'s index after `after`, in arrival order: the
+    /// queue is read a page at a time where only its head matters (a claim, the next pending),
+    /// so a backlog of thousands costs a claim one short scan, not a copy of the whole index.
+    fn indexed_page(
+        &self,
+        channel: &str,
+        state: InboxState,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
         let Some(index) = state.index_name() else {
             return Ok(Vec::new());
         };
         let prefix = Self::index_prefix(channel, index);
+        let after = after.map(|seq| format!("{prefix}{}", seq_key(seq)));
         Ok(self
             .space
-            .scan_all(&prefix)?
+            .scan(&prefix, after.as_deref().map(str::as_bytes), limit)?
             .into_iter()
             .filter_map(|(k, _)| std::str::from_utf8(&k[prefix.len()..]).ok()?.parse().ok())
             .collect())
@@ -296,6 +315,7 @@ impl Inbox {
             return Ok(false);
         }
         record.message = message.clone();
+        drop_repeated_text(&mut record.message);
         record.prepared = true;
         let mut batch = Batch::default();
         batch.put(Self::record_key(channel, seq), encode(&record)?);
@@ -313,7 +333,10 @@ impl Inbox {
 
     /// The oldest pending message of `channel`, without claiming it.
     pub fn next_pending(&self, channel: &str) -> Result<Option<InboxRecord>, StoreError> {
-        match self.indexed(channel, InboxState::Pending)?.first() {
+        match self
+            .indexed_page(channel, InboxState::Pending, None, 1)?
+            .first()
+        {
             Some(&seq) => self.get(channel, seq),
             None => Ok(None),
         }
@@ -322,21 +345,28 @@ impl Inbox {
     /// Claims the oldest pending message with `seq <= up_to` (only durably stored messages
     /// may be handed on): it becomes `processing` and is returned.
     pub fn claim_next(&self, channel: &str, up_to: u64) -> Result<Option<InboxRecord>, StoreError> {
-        for seq in self.indexed(channel, InboxState::Pending)? {
-            if seq > up_to {
-                return Ok(None);
+        let mut after = None;
+        loop {
+            let page = self.indexed_page(channel, InboxState::Pending, after, CLAIM_PAGE)?;
+            for &seq in &page {
+                if seq > up_to {
+                    return Ok(None);
+                }
+                if self.transition(
+                    channel,
+                    seq,
+                    InboxState::Pending,
+                    InboxState::Processing,
+                    None,
+                )? {
+                    return self.get(channel, seq);
+                }
             }
-            if self.transition(
-                channel,
-                seq,
-                InboxState::Pending,
-                InboxState::Processing,
-                None,
-            )? {
-                return self.get(channel, seq);
+            match page.last() {
+                Some(&last) if page.len() == CLAIM_PAGE => after = Some(last),
+                _ => return Ok(None),
             }
         }
-        Ok(None)
     }
 
     /// Marks a claimed (or pending) message done. Idempotent: returns false when it already
@@ -447,6 +477,18 @@ pub struct InboxCounts {
     pub held: usize,
     /// Handed on, not yet confirmed.
     pub processing: usize,
+}
+
+/// A plain text arrives as its `text` and again as `content: Text { body }`: the record keeps
+/// the text once (no content reads as plain text everywhere), so the store holds each
+/// message's body once.
+fn drop_repeated_text(message: &mut InboundMessage) {
+    if matches!(
+        &message.content,
+        Some(Content::Text { body }) if message.text.as_deref() == Some(body.as_str())
+    ) {
+        message.content = None;
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

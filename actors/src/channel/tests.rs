@@ -1140,7 +1140,7 @@ mod durable_inbox {
     use super::super::inbox::*;
     use super::super::SenderKind;
     use super::text_message;
-    use crate::store::StoreDb;
+    use crate::store::{StoreDb, TreeName};
 
     fn pending() -> NewEntry {
         NewEntry {
@@ -1251,6 +1251,93 @@ mod durable_inbox {
                 processing: 3
             }
         );
+    }
+
+    #[test]
+    fn a_plain_text_is_stored_once_and_other_content_kept() {
+        // A WhatsApp text arrives as `text` plus `content: Text { body }` with the same body:
+        // the record keeps the text once (no content reads as plain text). Other content is
+        // kept, and a text whose content differs from it is not touched.
+        use super::super::content::Content;
+        let db = StoreDb::temporary().unwrap();
+        let inbox = Inbox::new(&db).unwrap();
+        let body = "a body that must be stored once 0123456789";
+        let mut plain = text_message("t1", "491");
+        plain.text = Some(body.into());
+        plain.content = Some(Content::Text { body: body.into() });
+        let Accepted::New(seq) = inbox.accept("wa", &plain, pending(), 1).unwrap() else {
+            panic!("new")
+        };
+        let stored = inbox.get("wa", seq).unwrap().unwrap();
+        assert_eq!(stored.message.text.as_deref(), Some(body));
+        assert_eq!(stored.message.content, None);
+        let raw = db.tree(TreeName::Channels).unwrap();
+        let mut copies = 0;
+        raw.for_each(|_, v| {
+            copies += v
+                .windows(body.len())
+                .filter(|w| *w == body.as_bytes())
+                .count();
+            true
+        })
+        .unwrap();
+        assert_eq!(copies, 1, "the body is on disk once");
+
+        let mut located = text_message("t2", "491");
+        located.content = Some(Content::Location {
+            latitude: None,
+            longitude: None,
+            name: Some("here".into()),
+            address: None,
+        });
+        let Accepted::New(seq) = inbox.accept("wa", &located, pending(), 1).unwrap() else {
+            panic!("new")
+        };
+        assert_eq!(
+            inbox.get("wa", seq).unwrap().unwrap().message.content,
+            located.content
+        );
+        let mut differs = text_message("t3", "491");
+        differs.content = Some(Content::Text {
+            body: "another body".into(),
+        });
+        let Accepted::New(seq) = inbox.accept("wa", &differs, pending(), 1).unwrap() else {
+            panic!("new")
+        };
+        assert_eq!(
+            inbox.get("wa", seq).unwrap().unwrap().message.content,
+            differs.content
+        );
+    }
+
+    #[test]
+    fn claims_walk_a_backlog_longer_than_one_page_in_order() {
+        // claim_next reads the pending index a page at a time: a backlog of several pages,
+        // with messages already claimed or done out of order, is still claimed oldest first,
+        // and the durable bound (`up_to`) still stops it inside a later page.
+        let db = StoreDb::temporary().unwrap();
+        let inbox = Inbox::new(&db).unwrap();
+        let seqs: Vec<u64> = (0..53)
+            .map(|i| {
+                match inbox
+                    .accept("wa", &text_message(&format!("b{i}"), "491"), pending(), 1)
+                    .unwrap()
+                {
+                    Accepted::New(seq) => seq,
+                    Accepted::Duplicate(_) => panic!("unexpected duplicate"),
+                }
+            })
+            .collect();
+        let up_to = seqs[40];
+        let claimed: Vec<u64> =
+            std::iter::from_fn(|| inbox.claim_next("wa", up_to).unwrap().map(|r| r.seq)).collect();
+        assert_eq!(claimed, seqs[..=40]);
+        assert_eq!(inbox.next_pending("wa").unwrap().unwrap().seq, seqs[41]);
+        let rest: Vec<u64> =
+            std::iter::from_fn(|| inbox.claim_next("wa", u64::MAX).unwrap().map(|r| r.seq))
+                .collect();
+        assert_eq!(rest, seqs[41..]);
+        assert_eq!(inbox.counts("wa").unwrap().processing, 53);
     }
 
     #[test]

@@ -76,3 +76,19 @@ fn live_messages_are_never_pruned_whatever_their_age() {
     assert!(inbox.get("whatsapp", seq).unwrap().is_some());
     assert!(inbox.known("whatsapp", "old-held").unwrap().is_some());
 }
+
+#[test]
+fn the_pass_interval_follows_a_short_retention_within_its_bounds() {
+    let pace = |secs| RetentionSettings::for_retention(Duration::from_secs(secs)).interval;
+    assert_eq!(pace(30 * 86_400), MAX_INTERVAL, "days: every 10 minutes");
+    assert_eq!(
+        pace(300),
+        Duration::from_secs(75),
+        "5 minutes: every quarter"
+    );
+    assert_eq!(pace(8), MIN_INTERVAL, "never busier than every 5 s");
+    assert_eq!(
+        RetentionSettings::for_retention(Duration::from_secs(300)).chunk,
+        RetentionSettings::default().chunk
+    );
+}
