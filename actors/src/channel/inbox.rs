@@ -121,6 +121,9 @@ pub struct Inbox {
     space: SpaceRef,
 }
 
+/// Index entries read per page by [`Inbox::claim_next`].
+const CLAIM_PAGE: usize = 32;
+
 fn seq_key(seq: u64) -> String {
     format!("{seq:020}")
 }
@@ -232,6 +235,27 @@ impl Inbox {
             .collect())
     }
 
+    /// Up to `limit` sequence numbers of the index of `state`, above `after`, in order.
+    fn indexed_page(
+        &self,
+        channel: &str,
+        state: InboxState,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let Some(index) = state.index_name() else {
+            return Ok(Vec::new());
+        };
+        let prefix = Self::index_prefix(channel, index);
+        let after = after.map(|seq| format!("{prefix}{}", seq_key(seq)));
+        Ok(self
+            .space
+            .scan(&prefix, after.as_deref().map(str::as_bytes), limit)?
+            .into_iter()
+            .filter_map(|(k, _)| std::str::from_utf8(&k[prefix.len()..]).ok()?.parse().ok())
+            .collect())
+    }
+
     fn records(&self, channel: &str, state: InboxState) -> Result<Vec<InboxRecord>, StoreError> {
         let mut out = Vec::new();
         for seq in self.indexed(channel, state)? {
@@ -313,7 +337,10 @@ impl Inbox {
 
     /// The oldest pending message of `channel`, without claiming it.
     pub fn next_pending(&self, channel: &str) -> Result<Option<InboxRecord>, StoreError> {
-        match self.indexed(channel, InboxState::Pending)?.first() {
+        match self
+            .indexed_page(channel, InboxState::Pending, None, 1)?
+            .first()
+        {
             Some(&seq) => self.get(channel, seq),
             None => Ok(None),
         }
@@ -322,21 +349,30 @@ impl Inbox {
     /// Claims the oldest pending message with `seq <= up_to` (only durably stored messages
     /// may be handed on): it becomes `processing` and is returned.
     pub fn claim_next(&self, channel: &str, up_to: u64) -> Result<Option<InboxRecord>, StoreError> {
-        for seq in self.indexed(channel, InboxState::Pending)? {
-            if seq > up_to {
+        // Page through the index instead of reading all of it: under a flood thousands wait,
+        // and the pump claims one at a time (reading the whole queue per claim is quadratic).
+        let mut after = None;
+        loop {
+            let page = self.indexed_page(channel, InboxState::Pending, after, CLAIM_PAGE)?;
+            for &seq in &page {
+                if seq > up_to {
+                    return Ok(None);
+                }
+                if self.transition(
+                    channel,
+                    seq,
+                    InboxState::Pending,
+                    InboxState::Processing,
+                    None,
+                )? {
+                    return self.get(channel, seq);
+                }
+            }
+            if page.len() < CLAIM_PAGE {
                 return Ok(None);
             }
-            if self.transition(
-                channel,
-                seq,
-                InboxState::Pending,
-                InboxState::Processing,
-                None,
-            )? {
-                return self.get(channel, seq);
-            }
+            after = page.last().copied();
         }
-        Ok(None)
     }
 
     /// Marks a claimed (or pending) message done. Idempotent: returns false when it already
