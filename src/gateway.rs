@@ -162,6 +162,11 @@ fn listen(settings: &Settings) -> Result<(TcpListener, TcpListener, Limits), Sta
             .unwrap_or(1),
         n => n,
     };
+    // The dashboard serves an operator, not the traffic: one thread unless a count is named.
+    let dashboard_workers = match gw.workers {
+        0 => 1,
+        n => n,
+    };
     let lockout = &settings.security.auth_lockout;
     let limits = Limits {
         max_body_bytes: gw.max_body_bytes,
@@ -169,6 +174,7 @@ fn listen(settings: &Settings) -> Result<(TcpListener, TcpListener, Limits), Sta
         request_timeout: Duration::from_secs(gw.request_timeout_seconds),
         max_connections: gw.max_connections,
         workers,
+        dashboard_workers,
         body_timeout: Duration::from_secs(gw.body_timeout_seconds),
         max_connections_per_ip: gw.max_connections_per_ip,
         max_unauthenticated_bodies: gw.max_unauthenticated_bodies,
@@ -215,6 +221,7 @@ async fn serve(
     };
     let crate::services::Services {
         supervisor,
+        health,
         mut events,
         db,
         store,
@@ -257,6 +264,7 @@ async fn serve(
         started,
         auth: Authenticator::new(tokens.clone(), gw.auth_token.is_some(), gw.is_loopback()),
         supervisor: supervisor.clone(),
+        health,
         store: store.clone(),
         cors_origins: gw.cors_origins.clone(),
         mode,

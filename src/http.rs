@@ -55,6 +55,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// The supervisor (health, tree).
     pub supervisor: actix::Addr<Supervisor>,
+    /// What the supervisor publishes for `/healthz` (read without a message).
+    pub health: kafclaw_actors::supervisor::HealthBoard,
     /// The store actor (timeline).
     pub store: Slot<Store>,
     /// Allowed cross-origin browser origins (exact).
@@ -144,6 +146,38 @@ impl AppState {
             Err(_) => Err(ApiError::Unavailable("audit log unavailable".into())),
         }
     }
+
+    /// Appends the record of a refusal (a 401) and waits until it is written in chain order,
+    /// not for its fsync: see ARCHITECTURE "What a 401 acts on".
+    pub async fn audit_refusal(
+        &self,
+        kind: AuditKind,
+        actor: &str,
+        subject: &str,
+        data: serde_json::Value,
+    ) -> Result<AuditReceipt, ApiError> {
+        let addr = self
+            .audit
+            .addr()
+            .ok_or_else(|| ApiError::Unavailable("audit log unavailable".into()))?;
+        let record = AppendRecord {
+            kind,
+            actor: actor.to_string(),
+            subject: subject.to_string(),
+            data,
+        };
+        match addr
+            .send(kafclaw_actors::audit::AppendWritten(record))
+            .await
+        {
+            Ok(Ok(receipt)) => Ok(receipt),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, kind = kind.as_str(), "audit append failed");
+                Err(ApiError::Unavailable("audit log unavailable".into()))
+            }
+            Err(_) => Err(ApiError::Unavailable("audit log unavailable".into())),
+        }
+    }
 }
 
 /// The full `/api/v1/status` body, kept for the second (of uptime) it was built in.
@@ -179,6 +213,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Worker threads per listener.
     pub workers: usize,
+    /// Worker threads of the dashboard listener (one unless `gateway.workers` names a count:
+    /// it serves one operator's browser and the control API, not the traffic).
+    pub dashboard_workers: usize,
     /// Deadline for a whole request body, from the complete head (408 after).
     pub body_timeout: Duration,
     /// Open connections per client key on each listener (0 = no cap).
@@ -313,7 +350,8 @@ pub fn serve(
             }),
             limits,
             dashboard_connections,
-        ),
+        )
+        .workers(limits.dashboard_workers),
         dashboard,
         tls_config
     )

@@ -32,7 +32,7 @@ use kafclaw_actors::provider::{ChatClient, ProviderSettings};
 use kafclaw_actors::retention::{Pruner, RetentionSettings};
 use kafclaw_actors::store::{Store, StoreDb};
 use kafclaw_actors::supervisor::{
-    Forward, RestartPolicy, Slot, SupervisionEvent, Supervisor, SupervisorBuilder,
+    Forward, HealthBoard, RestartPolicy, Slot, SupervisionEvent, Supervisor, SupervisorBuilder,
 };
 use kafclaw_actors::token::TokenRegistry;
 use kafclaw_actors::vault::{SecretValue, SecretVault};
@@ -47,6 +47,8 @@ use crate::settings::Settings;
 pub struct Services {
     /// The supervisor.
     pub supervisor: Addr<Supervisor>,
+    /// What the supervisor publishes for `/healthz`.
+    pub health: HealthBoard,
     /// Supervision events (restarts, give-ups).
     pub events: mpsc::UnboundedReceiver<SupervisionEvent>,
     /// The store handle.
@@ -213,9 +215,11 @@ pub fn start(
         }),
     );
 
+    let health = tree.health();
     let (supervisor, events) = tree.start()?;
     Ok(Services {
         supervisor,
+        health,
         events,
         db,
         store,

@@ -329,6 +329,15 @@ pub struct AppendRecord {
     pub data: serde_json::Value,
 }
 
+/// Appends one record of a refusal; answered once the record is written to the segment (in
+/// chain order, readable), before its batch's fsync. Only for decisions whose action grants
+/// nothing and changes nothing (a 401): the record cannot be lost while anything that follows
+/// it is durable, because the same fsync makes the whole batch durable, and a failed write or
+/// fsync stops the chainer (every later append fails closed).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Result<AuditReceipt, AuditError>")]
+pub struct AppendWritten(pub AppendRecord);
+
 /// Where an appended record landed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReceipt {

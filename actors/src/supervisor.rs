@@ -11,8 +11,13 @@
 //! [`Ping`] with a deadline catches a child that is alive but stuck. A failed child is replaced
 //! by a *fresh* instance from its factory (never the old struct), and its [`Slot`] is updated so
 //! every holder of the slot reaches the new one.
+//!
+//! The supervisor also publishes what `/healthz` answers on a [`HealthBoard`] (the failing
+//! permanent children, and a heartbeat each watch tick), so a health probe reads shared state
+//! instead of queueing a message behind everything else on the supervisor's thread.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -282,27 +287,119 @@ pub struct ChildStatus {
     pub children: Vec<ChildStatus>,
 }
 
+/// What `/healthz` answers, published by the supervisor and read without a message.
+///
+/// The supervisor rewrites the failing list whenever a child changes state and beats the
+/// heartbeat on every watch tick; a reader sees `supervisor` failing when the heartbeat is
+/// older than the ping deadline (the supervisor's thread is stuck, or it stopped), the same
+/// deadline the supervisor gives its children.
+#[derive(Clone)]
+pub struct HealthBoard {
+    inner: Arc<HealthInner>,
+}
+
+struct HealthInner {
+    /// Names of permanent children that are not running.
+    failing: RwLock<Arc<[String]>>,
+    /// Milliseconds since `epoch` of the last heartbeat (`u64::MAX`: stopped).
+    beat_ms: AtomicU64,
+    epoch: Instant,
+    /// Older heartbeats mean the supervisor is not running.
+    stale_after: Duration,
+}
+
+impl std::fmt::Debug for HealthBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthBoard")
+            .field("failing", &self.failing())
+            .finish()
+    }
+}
+
+impl HealthBoard {
+    fn new(stale_after: Duration) -> Self {
+        Self {
+            inner: Arc::new(HealthInner {
+                failing: RwLock::new(Arc::from(Vec::new())),
+                beat_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+                stale_after,
+            }),
+        }
+    }
+
+    fn beat(&self) {
+        let ms = self.inner.epoch.elapsed().as_millis() as u64;
+        // A stopped supervisor stays stopped.
+        let _ = self
+            .inner
+            .beat_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                (old != u64::MAX).then_some(ms.max(old))
+            });
+    }
+
+    fn stopped(&self) {
+        self.inner.beat_ms.store(u64::MAX, Ordering::Release);
+    }
+
+    fn publish(&self, failing: Vec<String>) {
+        let mut slot = self
+            .inner
+            .failing
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref() != failing.as_slice() {
+            *slot = Arc::from(failing);
+        }
+    }
+
+    /// Names of what is not healthy now (empty when healthy): the permanent children that
+    /// are not running, or `supervisor` when the supervisor itself stopped or is stuck.
+    pub fn failing(&self) -> Vec<String> {
+        let beat = self.inner.beat_ms.load(Ordering::Acquire);
+        let now = self.inner.epoch.elapsed().as_millis() as u64;
+        if beat == u64::MAX || now.saturating_sub(beat) > self.inner.stale_after.as_millis() as u64
+        {
+            return vec!["supervisor".to_string()];
+        }
+        self.inner
+            .failing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_vec()
+    }
+}
+
 /// The supervisor actor. Build it with [`SupervisorBuilder`].
 pub struct Supervisor {
     settings: SupervisorSettings,
     children: Vec<ChildEntry>,
     events: mpsc::UnboundedSender<SupervisionEvent>,
     started_at: Instant,
+    health: HealthBoard,
 }
 
 /// Collects the children in start order (startup order lives in one function, `run`).
 pub struct SupervisorBuilder {
     settings: SupervisorSettings,
     children: Vec<ChildEntry>,
+    health: HealthBoard,
 }
 
 impl SupervisorBuilder {
     /// An empty tree.
     pub fn new(settings: SupervisorSettings) -> Self {
         Self {
+            health: HealthBoard::new(settings.ping_interval()),
             settings,
             children: Vec::new(),
         }
+    }
+
+    /// The board on which the supervisor will publish its health (for `/healthz`).
+    pub fn health(&self) -> HealthBoard {
+        self.health.clone()
     }
 
     /// Adds a child; returns the slot through which the rest of the system reaches it.
@@ -388,7 +485,9 @@ impl SupervisorBuilder {
             children: self.children,
             events: tx,
             started_at: Instant::now(),
+            health: self.health,
         };
+        supervisor.publish_health();
         Ok((supervisor.start(), rx))
     }
 }
@@ -397,16 +496,40 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.publish_health();
         ctx.run_interval(self.settings.watch_interval(), |this, ctx| {
-            this.check_mailboxes(ctx)
+            this.check_mailboxes(ctx);
+            this.health.beat();
         });
         ctx.run_interval(self.settings.ping_interval(), |this, ctx| {
             this.ping_children(ctx)
         });
     }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.health.stopped();
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.health.stopped();
+    }
 }
 
 impl Supervisor {
+    /// Publishes the failing permanent children and beats the heartbeat.
+    fn publish_health(&self) {
+        self.health.publish(
+            self.children
+                .iter()
+                .filter(|c| c.policy == RestartPolicy::Permanent && c.state != ChildState::Running)
+                .map(|c| c.name.clone())
+                .collect(),
+        );
+        self.health.beat();
+    }
+
     fn check_mailboxes(&mut self, ctx: &mut Context<Self>) {
         for index in 0..self.children.len() {
             let entry = &self.children[index];
@@ -474,10 +597,12 @@ impl Supervisor {
                 policy: entry.policy,
                 reason,
             });
+            self.publish_health();
             return;
         }
         entry.state = ChildState::Restarting;
         let delay = self.settings.backoff(entry.failures.len());
+        self.publish_health();
         ctx.run_later(delay, move |this, ctx| this.restart(index, ctx));
     }
 
@@ -495,6 +620,7 @@ impl Supervisor {
                     name: entry.name.clone(),
                     restarts: entry.restarts,
                 });
+                self.publish_health();
             }
             Err(reason) => {
                 self.child_failed(index, format!("restart failed: {reason}"), ctx);

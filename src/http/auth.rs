@@ -279,14 +279,15 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
             if let Some(relay) = relayed_peer {
                 data["peer"] = json!(relay);
             }
-            // Denying is the safe direction: the 401 goes out even if the audit log fails.
+            // Denying is the safe direction: the 401 goes out even if the audit log fails, and
+            // once its record is written in chain order, without waiting for the fsync.
             let _ = state
-                .audit(AuditKind::AuthFailed, &client, req.path(), data)
+                .audit_refusal(AuditKind::AuthFailed, &client, req.path(), data)
                 .await;
             if let Some(FailureOutcome::LockedOut { retry_after }) = outcome {
                 tracing::warn!(client = %client, seconds = retry_after.as_secs(), "client locked out after repeated authentication failures");
                 let _ = state
-                    .audit(
+                    .audit_refusal(
                         AuditKind::AuthLockedOut,
                         &client,
                         req.path(),

@@ -33,7 +33,8 @@ def start(home, env_extra=None):
 def healthz_once(addr):
     host, port = addr.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=2) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        # The listener's own address: any other Host is refused with 421 (DNS rebinding).
+        s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
         return s.recv(64).startswith(b"HTTP/1.1 200")
 
 
@@ -89,13 +90,14 @@ def main():
     p, _, gw, dash = start(home, {"KAFCLAW_GATEWAY_AUTH_TOKEN": TOKEN})
     time.sleep(1)
     rss = rss_kib(p.pid)
+    threads = len(os.listdir(f"/proc/{p.pid}/task"))
     health, _ = wrk(f"http://{dash}/healthz")
     authed, authed_bad = wrk(f"http://{dash}/api/v1/status", f"Authorization: Bearer {TOKEN}")
     rejected, rejected_n = wrk(f"http://{dash}/api/v1/status", "Authorization: Bearer wrong-token")
     rss_after = rss_kib(p.pid)
     p.terminate(); p.wait()
     shutil.rmtree(home, ignore_errors=True)
-    print(f"binary: {BIN}")
+    print(f"binary: {BIN}  threads idle: {threads}")
     print(f"idle RSS after start:          {rss / 1024:.1f} MiB   (goal <= 10 MiB)")
     print(f"RSS after the load runs:       {rss_after / 1024:.1f} MiB")
     print(f"exec -> first /healthz 200:    median {median_ms:.1f} ms, best {best_ms:.1f} ms   (goal <= 10 ms)")

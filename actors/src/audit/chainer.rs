@@ -6,7 +6,10 @@
 //! keeps accepting records meanwhile. After the fsync and before any sender is answered, the
 //! batch's last record is noted as the recorded head (one store insert per batch, no extra
 //! fsync; see [`super::RecordedHead`]).
-//! Must not: answer a sender before its batch is durable, or run on after a failed write (it
+//! An [`AppendWritten`] (a refusal's record) is answered once its batch is written, before the
+//! fsync; every other append only once the batch is durable.
+//! Must not: answer an [`AppendRecord`] before its batch is durable, or run on after a failed
+//! write (it
 //! answers every waiter with [`AuditError::Write`] and stops, so the supervisor restarts it
 //! from what is on disk).
 
@@ -19,7 +22,10 @@ use tokio::sync::oneshot;
 use super::head::RecordedHead;
 use super::record::Chain;
 use super::segment::SegmentWriter;
-use super::{AppendRecord, AuditError, AuditHead, AuditKey, AuditLog, AuditReceipt, AuditSettings};
+use super::{
+    AppendRecord, AppendWritten, AuditError, AuditHead, AuditKey, AuditLog, AuditReceipt,
+    AuditSettings,
+};
 use crate::clock;
 use crate::supervisor::{Ping, Pong};
 
@@ -28,10 +34,12 @@ use crate::supervisor::{Ping, Pong};
 #[rtype(result = "AuditHead")]
 pub struct GetHead;
 
-/// One sender waiting for its batch.
+/// One sender waiting for its batch: its receipt, its answer, and whether it waits for the
+/// fsync (`false`: answered once the batch is written).
 type Waiter = (
     AuditReceipt,
     oneshot::Sender<Result<AuditReceipt, AuditError>>,
+    bool,
 );
 
 /// The audit chain actor (see the module doc).
@@ -126,30 +134,47 @@ impl AuditChainer {
         let durable = Arc::clone(&self.durable);
         // Every pending record is in this batch, so the chain's head is the batch's last.
         let (last_seq, last_hash) = self.chain.head();
+        let batch_len = waiters.len();
         let recorded = self.recorded.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let written = writer.write_batch(&batch).and_then(|()| match &recorded {
-                Some(recorded) => recorded
-                    .note(last_seq, &last_hash)
-                    .map_err(std::io::Error::other),
-                None => Ok(()),
-            });
+            let mut waiters = waiters;
+            let last = waiters.last().map(|(receipt, _, _)| receipt.clone());
+            let written = writer.write_unsynced(&batch);
+            if written.is_ok() {
+                // Refusals' records are in the segment, in chain order: answer them now.
+                waiters.retain_mut(|(receipt, tx, durable)| {
+                    if !*durable {
+                        let (done, _) = oneshot::channel();
+                        let tx = std::mem::replace(tx, done);
+                        let _ = tx.send(Ok(receipt.clone()));
+                    }
+                    *durable
+                });
+            }
+            let written = written
+                .and_then(|()| writer.sync())
+                .and_then(|()| match &recorded {
+                    Some(recorded) => recorded
+                        .note(last_seq, &last_hash)
+                        .map_err(std::io::Error::other),
+                    None => Ok(()),
+                });
             match &written {
                 Ok(()) => {
-                    crate::metrics::metrics().audit_appended(waiters.len() as u64);
-                    if let Some((last, _)) = waiters.last() {
-                        // Before any receipt goes out, so `GetHead` never lags one.
+                    crate::metrics::metrics().audit_appended(batch_len as u64);
+                    if let Some(last) = last {
+                        // Before any durable receipt goes out, so `GetHead` never lags one.
                         *lock(&durable) = AuditHead {
                             seq: last.seq,
-                            hash: last.hash.clone(),
+                            hash: last.hash,
                         };
                     }
-                    for (receipt, tx) in waiters {
+                    for (receipt, tx, _) in waiters {
                         let _ = tx.send(Ok(receipt));
                     }
                 }
                 Err(error) => {
-                    for (_, tx) in waiters {
+                    for (_, tx, _) in waiters {
                         let _ = tx.send(Err(AuditError::Write(error.to_string())));
                     }
                 }
@@ -175,7 +200,7 @@ impl AuditChainer {
     /// queued behind it.
     fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
         tracing::error!(error = %reason, "audit write failed; the audit chainer stops");
-        for (_, tx) in std::mem::take(&mut self.waiters) {
+        for (_, tx, _) in std::mem::take(&mut self.waiters) {
             let _ = tx.send(Err(AuditError::Write(reason.clone())));
         }
         self.pending.clear();
@@ -197,6 +222,26 @@ impl Handler<AppendRecord> for AuditChainer {
     type Result = ResponseFuture<Result<AuditReceipt, AuditError>>;
 
     fn handle(&mut self, msg: AppendRecord, ctx: &mut Context<Self>) -> Self::Result {
+        self.append(msg, true, ctx)
+    }
+}
+
+impl Handler<AppendWritten> for AuditChainer {
+    type Result = ResponseFuture<Result<AuditReceipt, AuditError>>;
+
+    fn handle(&mut self, msg: AppendWritten, ctx: &mut Context<Self>) -> Self::Result {
+        self.append(msg.0, false, ctx)
+    }
+}
+
+impl AuditChainer {
+    /// Seals `msg` in mailbox order and queues it for the next batch.
+    fn append(
+        &mut self,
+        msg: AppendRecord,
+        durable: bool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<AuditReceipt, AuditError>> {
         if let Some(reason) = &self.failed {
             let error = AuditError::Write(format!("an earlier write failed: {reason}"));
             return Box::pin(async move { Err(error) });
@@ -215,7 +260,7 @@ impl Handler<AppendRecord> for AuditChainer {
             Err(error) => return Box::pin(async move { Err(error) }),
         };
         let (tx, rx) = oneshot::channel();
-        self.waiters.push((receipt, tx));
+        self.waiters.push((receipt, tx, durable));
         self.schedule_flush(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(AuditError::Unavailable)) })
     }

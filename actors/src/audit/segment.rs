@@ -137,6 +137,13 @@ impl SegmentWriter {
     /// is full. On an error nothing is known about what reached the disk: the caller must stop
     /// using this writer.
     pub(crate) fn write_batch(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_unsynced(bytes)?;
+        self.sync()
+    }
+
+    /// The first half of [`SegmentWriter::write_batch`]: the bytes are in the segment
+    /// (readable), not yet durable.
+    pub(crate) fn write_unsynced(&mut self, bytes: &[u8]) -> io::Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -144,10 +151,15 @@ impl SegmentWriter {
             self.rotate()?;
         }
         self.file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The second half of [`SegmentWriter::write_batch`]: everything written is durable.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
         let syncing = std::time::Instant::now();
         self.file.sync_data()?;
         crate::metrics::metrics().audit_fsync(syncing.elapsed());
-        self.len += bytes.len() as u64;
         Ok(())
     }
 

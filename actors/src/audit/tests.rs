@@ -702,6 +702,77 @@ async fn chainer_fails_closed_and_stops_on_a_write_error() {
     );
 }
 
+#[actix_rt::test]
+async fn a_refusal_is_answered_once_written_in_chain_order_between_durable_appends() {
+    let (_tmp, dir) = audit_dir();
+    let addr = AuditChainer::open(&dir, key(), &AuditSettings::default())
+        .unwrap()
+        .start();
+    let record = |kind, i: u64| AppendRecord {
+        kind,
+        actor: "10.0.0.1".into(),
+        subject: "/api/v1/status".into(),
+        data: json!({ "i": i }),
+    };
+    let mut answered = Vec::new();
+    for i in 0..6u64 {
+        let receipt = if i % 2 == 0 {
+            addr.send(AppendWritten(record(AuditKind::AuthFailed, i)))
+                .await
+        } else {
+            addr.send(record(AuditKind::ControlApplied, i)).await
+        }
+        .unwrap()
+        .unwrap();
+        // Written (readable by `kafclaw audit` and tests) when answered, in seq order.
+        assert_eq!(seqs(&dir).last(), Some(&receipt.seq));
+        answered.push(receipt.seq);
+    }
+    assert_eq!(answered, (1..=6).collect::<Vec<_>>());
+    // Many refusals at once share batches with durable appends; the chain stays whole.
+    let refusals: Vec<_> = (0..50)
+        .map(|i| addr.send(AppendWritten(record(AuditKind::AuthFailed, 100 + i))))
+        .collect();
+    let durable = addr.send(record(AuditKind::ControlApplied, 999));
+    for refusal in refusals {
+        refusal.await.unwrap().unwrap();
+    }
+    let last = durable.await.unwrap().unwrap();
+    assert_eq!(last.seq, 57);
+    let head = addr.send(GetHead).await.unwrap();
+    assert_eq!(
+        head.seq, 57,
+        "the durable head covers the refusals before it"
+    );
+    let report = check(&dir).unwrap();
+    assert_eq!((report.records, report.head_seq), (57, 57));
+}
+
+#[actix_rt::test]
+async fn a_refusal_is_never_acknowledged_when_its_write_fails() {
+    let (_tmp, dir) = audit_dir();
+    fsutil::create_private_dir(&dir).unwrap();
+    std::os::unix::fs::symlink("/dev/full", segment(&dir, 1)).unwrap();
+    let addr = AuditChainer::open(&dir, key(), &AuditSettings::default())
+        .unwrap()
+        .start();
+    let refused = addr
+        .send(AppendWritten(AppendRecord {
+            kind: AuditKind::AuthFailed,
+            actor: "10.0.0.1".into(),
+            subject: "/api".into(),
+            data: json!({}),
+        }))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Ok(Err(AuditError::Write(_))) | Err(MailboxError::Closed)
+        ),
+        "{refused:?}"
+    );
+}
+
 /// Writes records 1..=n straight into segment 1 (no fsync per record), for big logs.
 fn write_chain(dir: &Path, n: u64) {
     fsutil::create_private_dir(dir).unwrap();

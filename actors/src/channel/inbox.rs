@@ -122,8 +122,8 @@ pub struct Inbox {
     space: SpaceRef,
 }
 
-/// Index entries read per step of [`Inbox::claim_next`] (the head is almost always claimable).
-const CLAIM_PAGE: usize = 16;
+/// Index entries read per page by [`Inbox::claim_next`].
+const CLAIM_PAGE: usize = 32;
 
 fn seq_key(seq: u64) -> String {
     format!("{seq:020}")
@@ -345,6 +345,8 @@ impl Inbox {
     /// Claims the oldest pending message with `seq <= up_to` (only durably stored messages
     /// may be handed on): it becomes `processing` and is returned.
     pub fn claim_next(&self, channel: &str, up_to: u64) -> Result<Option<InboxRecord>, StoreError> {
+        // Page through the index instead of reading all of it: under a flood thousands wait,
+        // and the pump claims one at a time (reading the whole queue per claim is quadratic).
         let mut after = None;
         loop {
             let page = self.indexed_page(channel, InboxState::Pending, after, CLAIM_PAGE)?;
@@ -362,10 +364,10 @@ impl Inbox {
                     return self.get(channel, seq);
                 }
             }
-            match page.last() {
-                Some(&last) if page.len() == CLAIM_PAGE => after = Some(last),
-                _ => return Ok(None),
+            if page.len() < CLAIM_PAGE {
+                return Ok(None);
             }
+            after = page.last().copied();
         }
     }
 

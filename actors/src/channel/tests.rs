@@ -1341,6 +1341,40 @@ mod durable_inbox {
     }
 
     #[test]
+    fn claims_page_past_stale_index_entries_in_order() {
+        // The claim reads the pending index a page at a time: entries whose record is gone
+        // (or no longer pending) fill more than one page and are stepped over, in order.
+        let db = StoreDb::temporary().unwrap();
+        for _ in 0..100 {
+            db.next_id().unwrap();
+        }
+        let inbox = Inbox::new(&db).unwrap();
+        let state = db.state().unwrap();
+        for seq in 1..=70u64 {
+            let key = format!("inbox/wa/i/pending/{seq:020}");
+            state
+                .put(crate::store::Space::Inbox, key.as_bytes(), b"")
+                .unwrap();
+        }
+        let mut seqs = Vec::new();
+        for i in 0..3 {
+            match inbox
+                .accept("wa", &text_message(&format!("m{i}"), "491"), pending(), 1)
+                .unwrap()
+            {
+                Accepted::New(seq) => seqs.push(seq),
+                Accepted::Duplicate(_) => panic!("unexpected duplicate"),
+            }
+        }
+        assert_eq!(inbox.claim_next("wa", seqs[0] - 1).unwrap(), None);
+        let order: Vec<u64> =
+            std::iter::from_fn(|| inbox.claim_next("wa", u64::MAX).unwrap().map(|r| r.seq))
+                .collect();
+        assert_eq!(order, seqs);
+        assert_eq!(inbox.next_pending("wa").unwrap(), None);
+    }
+
+    #[test]
     fn dropped_messages_keep_no_text() {
         let db = StoreDb::temporary().unwrap();
         let inbox = Inbox::new(&db).unwrap();

@@ -96,6 +96,54 @@ async fn a_permanent_child_that_keeps_failing_exhausts_its_budget() {
 }
 
 #[actix_rt::test]
+async fn the_health_board_follows_the_tree_without_a_message() {
+    let mut builder = SupervisorBuilder::new(fast(0));
+    let board = builder.health();
+    let slot = builder.child("audit", RestartPolicy::Permanent, Box::new(|| Ok(Worker)));
+    let (supervisor, mut events) = builder.start().unwrap();
+    assert!(board.failing().is_empty(), "healthy from the start");
+    slot.addr().unwrap().do_send(InjectPanic("gone".into()));
+    loop {
+        if let SupervisionEvent::GaveUp { .. } = next_event(&mut events).await {
+            break;
+        }
+    }
+    // Written in the same step as the give-up: read without a message.
+    assert_eq!(board.failing(), vec!["audit".to_string()]);
+    let tree = supervisor.send(GetSupervisionTree).await.unwrap();
+    assert_eq!(board.failing(), tree.unhealthy());
+}
+
+#[test]
+fn the_health_board_names_the_supervisor_when_it_stopped_or_stopped_beating() {
+    let board = HealthBoard::new(Duration::from_secs(60));
+    board.publish(vec!["audit".into()]);
+    board.beat();
+    assert_eq!(board.failing(), vec!["audit".to_string()]);
+    board.publish(Vec::new());
+    assert!(board.failing().is_empty());
+    board.stopped();
+    board.beat();
+    assert_eq!(
+        board.failing(),
+        vec!["supervisor".to_string()],
+        "a stopped supervisor stays stopped"
+    );
+
+    let stuck = HealthBoard::new(Duration::from_millis(1));
+    stuck.beat();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stuck.failing().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a silent heartbeat goes stale"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(stuck.failing(), vec!["supervisor".to_string()]);
+}
+
+#[actix_rt::test]
 async fn a_quarantinable_child_is_quarantined_not_fatal() {
     let mut builder = SupervisorBuilder::new(fast(0));
     let slot = builder.child(
