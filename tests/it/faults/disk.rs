@@ -1,0 +1,1 @@
+//! The disk under the state directory full.
