@@ -291,6 +291,14 @@ pub const KEYS: &[KeySpec] = &[
     ),
     // Bounded state: what the background pruner keeps (de-duplication keys at least 7 days).
     k("store.retention_days", Kind::UInt { min: 1, max: 3650 }),
+    // The free-space reserve of the state directory (0 = off).
+    k(
+        "store.min_free_mib",
+        Kind::UInt {
+            min: 0,
+            max: 1_048_576,
+        },
+    ),
     // The store's page cache: sled's only memory bound (its default is 1 GiB).
     k(
         "store.cache_mib",

@@ -1,1 +1,211 @@
-//! The disk under the state directory full.
+//! The disk under the state directory full: a small tmpfs mounted over `~/.kafclaw` in a
+//! private mount namespace of the gateway child (`unshare --mount`; root only), filled and
+//! emptied by the test through `/proc/<pid>/root`. Below `store.min_free_mib` free the gateway
+//! refuses new work (503) while what it had acknowledged is still answered from the reserve,
+//! and it takes work again by itself once space returns.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use super::{assert_healthy, options, post_messages, Graph};
+use crate::exactly_once::fixture::{post_whatsapp, OWNERS};
+use crate::harness::{client, Gateway, Options, BIN, TOKEN};
+use crate::model_server::{turn_step, ModelServer, Reply};
+
+/// Mounts a tmpfs of `$2` bytes over `$1` (keeping what was there), then runs the rest.
+const MOUNT_SMALL_FS: &str = r#"set -e
+state=$1; size=$2; shift 2
+seed=$(mktemp -d)
+cp -a "$state/." "$seed/"
+mount -t tmpfs -o "size=$size,mode=0700" kafclaw-faults "$state"
+cp -a "$seed/." "$state/"
+rm -rf "$seed"
+exec "$@""#;
+
+/// True when this machine lets the test mount a tmpfs in a private mount namespace.
+fn small_fs_possible() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=1m kafclaw-probe "$0""#)
+        .arg(dir.path())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `options` run on a tmpfs of `size` over the state directory of `home`.
+fn on_small_fs(options: Options, home: &Path, size: &str) -> Options {
+    let state = home.join(".kafclaw");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut options = options;
+    options.launcher = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            MOUNT_SMALL_FS.to_string(),
+            "small-fs".into(),
+            state.display().to_string(),
+            size.into(),
+        ])
+        .collect();
+    options
+}
+
+/// The gateway's state directory as the test reaches it (through its mount namespace).
+fn state_of(gw: &Gateway) -> PathBuf {
+    let pid = gw.child.as_ref().unwrap().id();
+    PathBuf::from(format!("/proc/{pid}/root"))
+        .join(gw.home.path().strip_prefix("/").unwrap().join(".kafclaw"))
+}
+
+/// Bytes free for the gateway on the file system of `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let stat = rustix::fs::statvfs(path).unwrap();
+    stat.f_bavail * stat.f_frsize
+}
+
+/// Fills the file system under `state` until `leave` bytes are free: the filler's path.
+fn fill_to(state: &Path, leave: u64) -> PathBuf {
+    let path = state.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 256 * 1024];
+    loop {
+        let free = free_bytes(state);
+        if free <= leave {
+            break;
+        }
+        let n = (free - leave).min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n]).unwrap();
+    }
+    file.sync_all().unwrap();
+    path
+}
+
+/// `kafclaw audit verify` inside the gateway's mount namespace (it asks the running gateway).
+fn verify_audit_in(gw: &Gateway) {
+    let pid = gw.child.as_ref().unwrap().id().to_string();
+    let out = Command::new("nsenter")
+        .args(["--target", &pid, "--mount", "--", BIN, "--home"])
+        .arg(gw.home.path())
+        .args(["audit", "verify"])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A model that answers `reply to <text>`, slowly for texts starting `slow`.
+fn model() -> ModelServer {
+    ModelServer::start_with(|_, request| {
+        let (text, _) = turn_step(&request.json())?;
+        let reply = Reply::text(&format!("reply to {text}"), 3, 2);
+        Some(if text.starts_with("slow") {
+            reply.with_delay(Duration::from_secs(3))
+        } else {
+            reply
+        })
+    })
+}
+
+/// Posts one message; its status.
+async fn post_one(gw: &Gateway, id: &str, text: &str) -> StatusCode {
+    post_whatsapp(&format!("http://{}", gw.gateway), OWNERS[0], id, text)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_new_work_keeps_what_was_acknowledged_and_recovers_by_itself() {
+    if !small_fs_possible() {
+        eprintln!("skipped: this machine does not let the test mount a tmpfs (root and unshare)");
+        return;
+    }
+    let model = model();
+    let graph = Graph::accepting();
+    let home = tempfile::tempdir().unwrap();
+    let mut options = options(&model, &graph).env("KAFCLAW_STORE_MIN_FREE_MIB", "8");
+    std::fs::create_dir_all(home.path().join(".kafclaw")).unwrap();
+    std::fs::write(
+        home.path().join(".kafclaw/config.json"),
+        options.config_json.take().unwrap(),
+    )
+    .unwrap();
+    let options = on_small_fs(options, home.path(), "48m");
+    let mut gw = Gateway::start_in(home, options);
+    let state = state_of(&gw);
+
+    // Acknowledged while there is room; their turns are still running when the disk fills.
+    let kept = post_messages(&gw, "slow", 3).await;
+    let filler = fill_to(&state, 4 << 20);
+
+    // New work is refused with 503 and a reason, before anything is stored or asked.
+    let asked = model.seen().len();
+    for i in 0..3 {
+        let id = format!("wamid.refused.{i}");
+        assert_eq!(
+            post_one(&gw, &id, "refused").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let res = client()
+        .post(gw.gw_url("/chat"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"message": "refused chat"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "the disk is full; retry later", "{body}");
+    let logs = gw.stderr();
+    assert!(
+        logs.contains("the state directory's file system is full"),
+        "no clear log line:\n{logs}"
+    );
+
+    // What was acknowledged is answered, once, from the reserve.
+    graph.wait_answered(&kept, Duration::from_secs(30)).await;
+    assert!(model.seen().len() >= asked);
+    assert!(
+        model
+            .seen()
+            .iter()
+            .all(|s| !s.body.to_string().contains("refused")),
+        "a refused message reached the model"
+    );
+
+    // Space returns: work is taken again without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let start = std::time::Instant::now();
+    while post_one(&gw, "wamid.after", "after").await != StatusCode::OK {
+        assert!(start.elapsed() < Duration::from_secs(10), "did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = vec!["wamid.after".to_string()];
+    graph.wait_answered(&after, Duration::from_secs(15)).await;
+    let mut all = kept.clone();
+    all.extend(after);
+    graph.answered_once(&all);
+    assert!(graph.accepted().keys().all(|id| !id.contains("refused")));
+    assert!(
+        gw.stderr().contains("accepting new work again"),
+        "{}",
+        gw.stderr()
+    );
+    assert_healthy(&gw).await;
+    verify_audit_in(&gw);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(20)).code(), Some(0));
+}

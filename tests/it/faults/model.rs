@@ -110,10 +110,7 @@ async fn a_model_hanging_past_its_timeout_gets_one_reply_and_frees_the_gateway()
         .unwrap();
     let status = res.status();
     let body = res.text().await.unwrap();
-    assert!(
-        status == StatusCode::BAD_GATEWAY || status == StatusCode::GATEWAY_TIMEOUT,
-        "{status} {body}"
-    );
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(
         !body.contains("127.0.0.1") && !body.contains("/v1"),
         "{body}"
