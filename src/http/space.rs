@@ -19,19 +19,21 @@ use super::error::ApiError;
 /// Refuses new work while the state directory's file system is short of its reserve.
 #[derive(Debug)]
 pub struct SpaceGuard {
-    /// The state directory (`~/.kafclaw`): the store and the audit log live under it.
-    dir: PathBuf,
+    /// Where the gateway writes: the store and the audit directory (measured apart, as either
+    /// may be a mount of its own).
+    dirs: [PathBuf; 2],
     /// `store.min_free_mib` in bytes; 0 turns the guard off.
     reserve: u64,
-    /// Whether the last check found the reserve short (for logging transitions only).
+    /// Whether the last check found the reserve short: work is taken again only once an
+    /// eighth more than the reserve is free, so a file system at the threshold does not flap.
     short: AtomicBool,
 }
 
 impl SpaceGuard {
-    /// A guard over `dir` keeping `reserve_mib` MiB free.
-    pub fn new(dir: PathBuf, reserve_mib: u64) -> Self {
+    /// A guard over the store and audit directories of `home` keeping `reserve_mib` MiB free.
+    pub fn new(home: &kafclaw_actors::paths::Home, reserve_mib: u64) -> Self {
         Self {
-            dir,
+            dirs: [home.store_dir(), home.audit_dir()],
             reserve: reserve_mib.saturating_mul(1 << 20),
             short: AtomicBool::new(false),
         }
@@ -42,22 +44,38 @@ impl SpaceGuard {
         if self.reserve == 0 {
             return Ok(());
         }
-        let space = measure(&self.dir);
-        // A small file system keeps an eighth of itself, not more than it can ever have free.
-        let reserve = space.map_or(self.reserve, |s| self.reserve.min(s.total / 8));
-        let free = space.map(|s| s.free);
-        let short = free.is_none_or(|free| free < reserve);
-        let was_short = self.short.swap(short, Ordering::Relaxed);
-        let (mib, reserve_mib) = (free.map(|f| f >> 20), reserve >> 20);
+        let was_short = self.short.load(Ordering::Relaxed);
+        let mut short = false;
+        let mut least: Option<(u64, u64)> = None; // (free, reserve) of the tightest
+        for dir in &self.dirs {
+            let Some(space) = measure(dir) else {
+                short = true;
+                continue;
+            };
+            // A small file system keeps an eighth of itself, not more than it can ever free.
+            let reserve = self.reserve.min(space.total / 8);
+            let needed = if was_short {
+                reserve + reserve / 8
+            } else {
+                reserve
+            };
+            short |= space.free < needed;
+            if least.is_none_or(|(free, _)| space.free < free) {
+                least = Some((space.free, reserve));
+            }
+        }
+        self.short.store(short, Ordering::Relaxed);
+        let free_mib = least.map(|(free, _)| free >> 20);
+        let reserve_mib = least.map_or(self.reserve, |(_, reserve)| reserve) >> 20;
         match (was_short, short) {
             (false, true) => tracing::error!(
-                free_mib = ?mib,
+                free_mib = ?free_mib,
                 reserve_mib,
                 "the state directory's file system is full (below store.min_free_mib); \
                  refusing new work until space returns"
             ),
             (true, false) => tracing::info!(
-                free_mib = ?mib,
+                free_mib = ?free_mib,
                 reserve_mib,
                 "space returned on the state directory's file system; accepting new work again"
             ),

@@ -119,6 +119,20 @@ fn model() -> ModelServer {
     })
 }
 
+/// Waits (deadline) until the gateway's stderr holds `needle`: its lines arrive through a
+/// reader thread, a moment after they were written.
+async fn wait_log(gw: &mut Gateway, needle: &str) {
+    let start = std::time::Instant::now();
+    while !gw.stderr().contains(needle) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no log line {needle:?}:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Posts one message; its status.
 async fn post_one(gw: &Gateway, id: &str, text: &str) -> StatusCode {
     post_whatsapp(&format!("http://{}", gw.gateway), OWNERS[0], id, text)
@@ -237,11 +251,7 @@ async fn full_disk(disk: Disk) {
     assert_eq!(res.headers()["retry-after"], "30");
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "the disk is full; retry later", "{body}");
-    let logs = gw.stderr();
-    assert!(
-        logs.contains("the state directory's file system is full"),
-        "no clear log line:\n{logs}"
-    );
+    wait_log(&mut gw, "the state directory's file system is full").await;
 
     // What was acknowledged is answered, once, from the reserve.
     graph.wait_answered(&kept, Duration::from_secs(30)).await;
@@ -266,11 +276,7 @@ async fn full_disk(disk: Disk) {
     all.extend(after);
     graph.answered_once(&all);
     assert!(graph.accepted().keys().all(|id| !id.contains("refused")));
-    assert!(
-        gw.stderr().contains("accepting new work again"),
-        "{}",
-        gw.stderr()
-    );
+    wait_log(&mut gw, "accepting new work again").await;
     assert_healthy(&gw).await;
     verify_audit_in(&gw);
     gw.signal("TERM");

@@ -95,7 +95,7 @@ async fn a_model_hanging_past_its_timeout_gets_one_reply_and_frees_the_gateway()
     let graph = Graph::accepting();
     let gw = Gateway::start(
         options(&model, &graph)
-            .env("KAFCLAW_PROVIDERS_OPENAI_TIMEOUT_SECONDS", "2")
+            .env("KAFCLAW_PROVIDERS_OPENAI_TIMEOUT_SECONDS", "3")
             .env("KAFCLAW_PROVIDERS_OPENAI_MAX_RETRIES", "2"),
     );
     let ids = post_messages(&gw, "hang", 3).await;
