@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::error::ApiError;
 
+#[cfg(test)]
+mod tests;
+
 /// Refuses new work while the state directory's file system is short of its reserve.
 #[derive(Debug)]
 pub struct SpaceGuard {
@@ -45,25 +48,8 @@ impl SpaceGuard {
             return Ok(());
         }
         let was_short = self.short.load(Ordering::Relaxed);
-        let mut short = false;
-        let mut least: Option<(u64, u64)> = None; // (free, reserve) of the tightest
-        for dir in &self.dirs {
-            let Some(space) = measure(dir) else {
-                short = true;
-                continue;
-            };
-            // A small file system keeps an eighth of itself, not more than it can ever free.
-            let reserve = self.reserve.min(space.total / 8);
-            let needed = if was_short {
-                reserve + reserve / 8
-            } else {
-                reserve
-            };
-            short |= space.free < needed;
-            if least.is_none_or(|(free, _)| space.free < free) {
-                least = Some((space.free, reserve));
-            }
-        }
+        let spaces = self.dirs.each_ref().map(|dir| measure(dir));
+        let (short, least) = decide(self.reserve, was_short, &spaces);
         self.short.store(short, Ordering::Relaxed);
         let free_mib = least.map(|(free, _)| free >> 20);
         let reserve_mib = least.map_or(self.reserve, |(_, reserve)| reserve) >> 20;
@@ -87,6 +73,31 @@ impl SpaceGuard {
             Ok(())
         }
     }
+}
+
+/// Whether the file systems `spaces` are short of `reserve` bytes (an unmeasured one is), given
+/// whether they were at the last check; and `(free, reserve)` of the tightest measured one.
+fn decide(reserve: u64, was_short: bool, spaces: &[Option<Space>]) -> (bool, Option<(u64, u64)>) {
+    let mut short = false;
+    let mut least: Option<(u64, u64)> = None;
+    for space in spaces {
+        let Some(space) = space else {
+            short = true;
+            continue;
+        };
+        // A small file system keeps an eighth of itself, not more than it can ever free.
+        let reserve = reserve.min(space.total / 8);
+        let needed = if was_short {
+            reserve + reserve / 8
+        } else {
+            reserve
+        };
+        short |= space.free < needed;
+        if least.is_none_or(|(free, _)| space.free < free) {
+            least = Some((space.free, reserve));
+        }
+    }
+    (short, least)
 }
 
 /// The size of a file system and what of it an unprivileged writer may still use, in bytes.
