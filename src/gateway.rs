@@ -271,6 +271,7 @@ async fn serve(
         provider_configured: settings.provider_configured(),
         auth_failures: AtomicU64::new(0),
         audit: audit.clone(),
+        space: crate::http::space::SpaceGuard::new(&home, settings.store.min_free_mib),
         vault: vault.clone(),
         audit_dir: home.audit_dir(),
         audit_key: audit_key.clone(),

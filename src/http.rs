@@ -31,6 +31,7 @@ pub mod lockout;
 pub mod metrics;
 pub mod posture;
 pub mod routes;
+pub mod space;
 pub mod table;
 pub mod tls;
 mod webhooks;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub auth_failures: AtomicU64,
     /// The audit chainer.
     pub audit: Slot<AuditChainer>,
+    /// Refuses new work while the state directory's file system is short of its reserve.
+    pub space: space::SpaceGuard,
     /// The secret vault.
     pub vault: Slot<kafclaw_actors::vault::SecretVault>,
     /// The audit directory (for verification over the control socket).

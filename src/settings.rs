@@ -393,6 +393,9 @@ pub struct StoreSettings {
     pub retention_minutes: u64,
     /// MiB of the store's page cache (sled's `cache_capacity`): the store's memory bound.
     pub cache_mib: u64,
+    /// MiB kept free on the state directory's file system: below it new work is refused (503)
+    /// so what was acknowledged can still be written. 0 turns the guard off.
+    pub min_free_mib: u64,
 }
 
 impl StoreSettings {

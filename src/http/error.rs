@@ -47,6 +47,10 @@ pub enum ApiError {
     /// A dependency is not available (no provider, a child down); the message is generic.
     #[error("{0}")]
     Unavailable(String),
+    /// The state directory's file system is short of `store.min_free_mib` (503 +
+    /// `Retry-After: 30`): new work is refused until space returns.
+    #[error("the disk is full; retry later")]
+    DiskFull,
     /// A token budget is used up; the message says which limit.
     #[error("{0}")]
     BudgetExceeded(String),
@@ -80,7 +84,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::DiskFull => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,6 +119,10 @@ impl ResponseError for ApiError {
             ApiError::TooManyChats => {
                 response.insert_header((header::RETRY_AFTER, "1"));
                 json!({"error": "too many chat turns in progress"})
+            }
+            ApiError::DiskFull => {
+                response.insert_header((header::RETRY_AFTER, "30"));
+                json!({"error": self.to_string()})
             }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "request failed");

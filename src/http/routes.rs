@@ -291,6 +291,7 @@ pub async fn chat(
     if !state.provider_configured {
         return Err(ApiError::Unavailable("no model provider configured".into()));
     }
+    state.space.admit()?;
     // Held until the turn ends (the answer is written or the client went away and the handler
     // was dropped); a turn over the cap is refused before anything is stored or asked.
     let _slot = state

@@ -82,6 +82,7 @@ pub async fn whatsapp_inbound(
         tracing::warn!(reason = %e, client = %client(&req), "whatsapp webhook signature refused");
         return Err(ApiError::Unauthorized);
     }
+    state.space.admit()?;
     let batch =
         parse_webhook(&body).map_err(|e| ApiError::BadRequest(format!("invalid payload: {e}")))?;
     for inbound in batch.messages {
@@ -152,6 +153,7 @@ pub async fn bridge_inbound(
             return Err(ApiError::Unauthorized);
         }
     }
+    state.space.admit()?;
     let timestamp = header("x-kafclaw-timestamp")
         .and_then(|t| t.parse().ok())
         .unwrap_or(now);

@@ -299,6 +299,14 @@ pub const KEYS: &[KeySpec] = &[
             max: 5_256_000,
         },
     ),
+    // The free-space reserve of the state directory (0 = off).
+    k(
+        "store.min_free_mib",
+        Kind::UInt {
+            min: 0,
+            max: 1_048_576,
+        },
+    ),
     // The store's page cache: sled's only memory bound (its default is 1 GiB).
     k(
         "store.cache_mib",

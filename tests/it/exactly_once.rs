@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 
 use crate::harness::{client, Gateway, Options, TOKEN};
 
-mod fixture;
+pub(crate) mod fixture;
 mod soak;
 
 use fixture::*;

@@ -30,6 +30,9 @@ pub struct Options {
     pub env: HashMap<String, String>,
     pub args: Vec<String>,
     pub config_json: Option<String>,
+    /// A program (and its arguments) that runs the binary: the child is
+    /// `launcher… BIN --home HOME gateway …` (e.g. a private mount namespace, `tests/it/faults`).
+    pub launcher: Vec<String>,
 }
 
 impl Options {
@@ -48,7 +51,19 @@ impl Options {
 
 /// A command with a cleared environment (only PATH), the given home and env.
 pub fn command(home: &Path, env: &HashMap<String, String>) -> Command {
-    let mut cmd = Command::new(BIN);
+    launched(&[], home, env)
+}
+
+/// [`command`], run through `launcher` (the program and its arguments before the binary).
+fn launched(launcher: &[String], home: &Path, env: &HashMap<String, String>) -> Command {
+    let mut cmd = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(BIN);
+            cmd
+        }
+        None => Command::new(BIN),
+    };
     cmd.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .arg("--home")
@@ -68,7 +83,7 @@ impl Gateway {
             std::fs::create_dir_all(home.path().join(".kafclaw")).unwrap();
             std::fs::write(home.path().join(".kafclaw/config.json"), json).unwrap();
         }
-        let mut child = command(home.path(), &options.env)
+        let mut child = launched(&options.launcher, home.path(), &options.env)
             .arg("gateway")
             .args(["--port", "0", "--dashboard-port", "0"])
             .args(&options.args)
