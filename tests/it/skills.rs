@@ -782,6 +782,12 @@ async fn an_external_sender_never_runs_a_skill() {
     );
     assert!(records(&home, "skill.executed").is_empty());
     assert!(!home.join(".kafclaw/work-repo/made-by-skill.txt").exists());
+    // Not even offered to an external sender.
+    let tools = model.seen()[0].body["tools"].to_string();
+    assert!(
+        tools.contains("read_file") && !tools.contains("skill_run"),
+        "{tools}"
+    );
 }
 
 #[tokio::test]

@@ -559,7 +559,13 @@ async fn turn(
     let input = TurnInput {
         history: past,
         user_text: msg.text.clone(),
-        tool_schemas: offered_tools(settings.skill_tool.as_ref()),
+        // External senders never run a skill (the policy denies it): not offered to them.
+        tool_schemas: offered_tools(
+            settings
+                .skill_tool
+                .as_ref()
+                .filter(|_| msg.sender == crate::policy::SenderKind::Owner),
+        ),
         replay,
     };
     let result = match journaled {
