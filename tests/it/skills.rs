@@ -945,3 +945,58 @@ async fn strict_runs_the_entry_in_a_container_when_a_runtime_is_usable() {
     let executed = records(&gw.home_path(), "skill.executed");
     assert_eq!(executed[0]["data"]["isolation"], "strict");
 }
+
+#[tokio::test]
+async fn the_bundled_git_activity_entry_reports_on_the_work_repo() {
+    use crate::model_server::{self, ModelServer};
+    let home = tempfile::tempdir().unwrap();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("skills/git-activity");
+    assert_eq!(install(home.path(), &bundled, &[]).0, 0);
+    let (code, _, err) = run(home.path(), &env(), &["skills", "enable", "git-activity"]);
+    assert_eq!(code, 0, "{err}");
+    let repo = home.path().join(".kafclaw/work-repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("notes.md"), "n\n").unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &repo)
+            .env("GIT_AUTHOR_NAME", "Ada")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.org")
+            .env("GIT_COMMITTER_NAME", "Ada")
+            .env("GIT_COMMITTER_EMAIL", "ada@example.org")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&["add", "notes.md"]);
+    git(&["commit", "-q", "-m", "first"]);
+    let server = ModelServer::start(vec![
+        skill_call("git-activity", serde_json::json!({"days": 30})),
+        model_server::text("done", 1, 1),
+        skill_call("git-activity", serde_json::json!({"days": 0})),
+        model_server::text("done", 1, 1),
+    ]);
+    let gw = Gateway::start_in(home, with_skills(&server, "host"));
+    chat(&gw, "report").await;
+    chat(&gw, "report again").await;
+    let results = tool_results(&server);
+    assert!(
+        results[0].contains("commits per author since 30 days ago")
+            && results[0].contains("Ada")
+            && results[0].contains("notes.md"),
+        "{results:?}"
+    );
+    assert!(
+        results[1].starts_with("denied:") && results[1].contains("minimum"),
+        "{results:?}"
+    );
+}

@@ -343,3 +343,80 @@ pub fn mask(text: String, credentials: &[SkillCredential]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(network: bool) -> SkillPlan {
+        SkillPlan {
+            skill: "git-activity".into(),
+            version: "1".into(),
+            pins_hash: "00".repeat(32),
+            skill_dir: PathBuf::from("/home/u/.kafclaw/skills/installed/git-activity"),
+            entry: "report.sh".into(),
+            args: vec!["7".into()],
+            network,
+            credentials: vec!["api_token".into()],
+            isolation: SkillIsolation::Strict {
+                runtime: "podman".into(),
+                program: PathBuf::from("/usr/bin/podman"),
+                image: "debian:stable-slim".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_container_is_locked_down_and_values_stay_out_of_the_argv() {
+        let env = vec![(
+            "KAFCLAW_CRED_API_TOKEN".to_string(),
+            "secret-value-123".to_string(),
+        )];
+        let limits = SandboxLimits::default();
+        let argv = container_argv(
+            &plan(false),
+            "kafclaw-skill-x",
+            "debian:stable-slim",
+            Path::new("/home/u/.kafclaw/work-repo"),
+            &limits,
+            &env,
+        );
+        let joined = argv.join(" ");
+        assert!(joined.starts_with("podman run --rm --name kafclaw-skill-x --pull never"));
+        for needed in [
+            "--network none",
+            "--read-only",
+            "--cap-drop ALL",
+            "--security-opt no-new-privileges",
+            "--pids-limit 64",
+            "--ulimit cpu=30:30",
+            "type=bind,source=/home/u/.kafclaw/skills/installed/git-activity,target=/skill,readonly",
+            "type=bind,source=/home/u/.kafclaw/work-repo,target=/work",
+            "--workdir /work",
+            "--env KAFCLAW_CRED_API_TOKEN debian:stable-slim /skill/report.sh 7",
+        ] {
+            assert!(joined.contains(needed), "{needed}: {joined}");
+        }
+        let user = &argv[argv.iter().position(|a| a == "--user").unwrap() + 1];
+        assert!(!user.starts_with("0:"), "never root: {user}");
+        assert!(!joined.contains("secret-value-123"));
+        // Exactly two mounts: the skill (read-only) and the work repo.
+        assert_eq!(argv.iter().filter(|a| *a == "--mount").count(), 2);
+        let networked = container_argv(&plan(true), "n", "i", Path::new("/w"), &limits, &[]);
+        assert!(!networked.join(" ").contains("--network none"));
+    }
+
+    #[test]
+    fn credential_names_become_plain_variables_and_values_are_masked() {
+        assert_eq!(credential_env("api-token"), "KAFCLAW_CRED_API_TOKEN");
+        let creds = [SkillCredential {
+            env: "KAFCLAW_CRED_X".into(),
+            value: SecretValue::from("tok-123456".to_string()),
+        }];
+        assert_eq!(
+            mask("a tok-123456 b tok-123456".into(), &creds),
+            "a [redacted] b [redacted]"
+        );
+        assert!(!format!("{:?}", creds[0]).contains("tok-"));
+    }
+}
