@@ -283,7 +283,12 @@ pub fn prompt_section(dir: &SkillsDir, all: bool) -> String {
             out.push_str(&format!(" Tools: {}.", clean(&m.tools.join(", "))));
         }
         if m.entry.is_some() {
-            out.push_str(" Has an entry program (a tier-2 tool call, run through the executor).");
+            let how = if enabled.contains(&name) {
+                " Has an entry program: run it with the skill_run tool (tier 2)."
+            } else {
+                " Has an entry program (runs only once enabled)."
+            };
+            out.push_str(how);
         }
         out.push('\n');
     }

@@ -2,7 +2,8 @@
 //!
 //! Owns: the [`ToolExecutor`] actor and its messages, the `exec` checker (`command`, `rules`,
 //! `launchers`, `paths`, `git`, `check`), the sandbox (the only code in KafClaw that spawns a
-//! process, and its Landlock confinement), and the file tools.
+//! process, and its Landlock confinement), the file tools, and `skill_run` (`skill`: a skill's
+//! entry, prepared and audited by the root crate's [`SkillHost`], run here).
 //! Must not: run anything through a shell; run a tool whose decision is not durably audited;
 //! put a tool's output, a file's content or the child's environment in the audit log.
 //!
