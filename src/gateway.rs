@@ -239,6 +239,7 @@ async fn serve(
         control,
         drain,
         dispatchers,
+        skills_status,
     } = services;
     let channel_edge = crate::channels::ChannelEdge::new(&channel_settings, &control.channels);
 
@@ -269,6 +270,7 @@ async fn serve(
         cors_origins: gw.cors_origins.clone(),
         mode,
         provider_configured: settings.provider_configured(),
+        skills: skills_status.clone(),
         auth_failures: AtomicU64::new(0),
         audit: audit.clone(),
         space: crate::http::space::SpaceGuard::new(&home, settings.store.min_free_mib),

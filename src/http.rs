@@ -66,6 +66,8 @@ pub struct AppState {
     pub mode: &'static str,
     /// Whether a model provider is configured.
     pub provider_configured: bool,
+    /// The skills row (`skills.runtime_isolation` as resolved at start).
+    pub skills: serde_json::Value,
     /// Failed authentications since start (for `/metrics`).
     pub auth_failures: AtomicU64,
     /// The audit chainer.

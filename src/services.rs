@@ -84,6 +84,8 @@ pub struct Services {
     pub drain: Drain,
     /// Every channel's dispatcher (told to finish its sends at a stop).
     pub dispatchers: Vec<Slot<Dispatcher>>,
+    /// The skills row of the status (`skills.runtime_isolation` as resolved at start).
+    pub skills_status: serde_json::Value,
 }
 
 /// Starts every child under one supervisor (inside an actix system). `core.vault` serves the
@@ -115,7 +117,15 @@ pub fn start(
         &mut tree, home, settings, &db, vault, passphrase, &audit_key,
     )?;
 
-    let executor = start_executor(&mut tree, home, settings, relay.clone(), &signals)?;
+    let (skill_host, skills_status) = skill_host(home, settings, relay.clone(), vault.clone());
+    let executor = start_executor(
+        &mut tree,
+        home,
+        settings,
+        relay.clone(),
+        &signals,
+        skill_host,
+    )?;
 
     let client = provider_client(settings)?;
     // The inbox, outbox, turn journal and history live behind the storage seam.
@@ -150,6 +160,7 @@ pub fn start(
         max_turn_time: std::time::Duration::from_secs(settings.model.max_turn_seconds),
         workspace: settings.workspace(home),
         skills: skill_catalog(home, settings),
+        skill_tool: skill_offer(home, settings),
     };
     let agent = tree.child(
         "agent",
@@ -237,6 +248,7 @@ pub fn start(
         control,
         drain,
         dispatchers,
+        skills_status,
     })
 }
 
@@ -394,6 +406,7 @@ fn start_executor(
     settings: &Settings,
     audit: Recipient<AppendRecord>,
     signals: &Addr<Forward<IncidentMonitor>>,
+    skill_host: Option<Arc<dyn kafclaw_actors::executor::SkillHost>>,
 ) -> Result<Slot<ToolExecutor>, String> {
     let exec_settings: ExecSettings = serde_json::from_value(settings.tools["exec"].clone())
         .map_err(|e| format!("tools.exec: {e}"))?;
@@ -404,6 +417,7 @@ fn start_executor(
     let links = ExecutorLinks {
         audit: audit.clone(),
         high_risk: Some(signals.clone().recipient()),
+        skills: skill_host,
     };
     let (first, warnings) = ToolExecutor::new(
         &exec_settings,
@@ -601,6 +615,69 @@ fn provider_client(settings: &Settings) -> Result<Option<ChatClient>, String> {
     ChatClient::new(provider)
         .map(Some)
         .map_err(|e| format!("providers.openai: {e}"))
+}
+
+/// What runs skill entries, when `skills.enabled`, with the isolation decided (and said) once,
+/// here; and the status row that reports it.
+fn skill_host(
+    home: &Home,
+    settings: &Settings,
+    audit: Recipient<AppendRecord>,
+    vault: Slot<SecretVault>,
+) -> (
+    Option<Arc<dyn kafclaw_actors::executor::SkillHost>>,
+    serde_json::Value,
+) {
+    use crate::skills::run::{Host, Resolved};
+    let config = crate::skills::SkillsConfig::of(settings);
+    let mode = config.runtime_isolation.as_str();
+    if !config.enabled {
+        let status = serde_json::json!({
+            "enabled": false,
+            "runtime_isolation": mode,
+            "effective": null,
+            "detail": "skills.enabled is false: no skill entry runs",
+        });
+        return (None, status);
+    }
+    let resolved = Resolved::decide(mode);
+    let detail = resolved.describe(mode);
+    match &resolved {
+        Resolved::StrictUnusable(_) => tracing::warn!(isolation = %detail, "skills isolation"),
+        _ => tracing::info!(isolation = %detail, "skills isolation"),
+    }
+    let status = serde_json::json!({
+        "enabled": true,
+        "runtime_isolation": mode,
+        "effective": resolved.effective(),
+        "runtime": match &resolved {
+            Resolved::Strict { runtime, .. } => Some(runtime.clone()),
+            _ => None,
+        },
+        "image": config.strict_image,
+        "detail": detail,
+    });
+    let host = Host::new(
+        crate::skills::SkillsDir::of(home),
+        mode,
+        &config.strict_image,
+        resolved,
+        audit,
+        vault,
+    );
+    (Some(host), status)
+}
+
+/// The skills `skill_run` is offered with, when `skills.enabled`: the enabled ones with an
+/// entry, read at each turn.
+fn skill_offer(home: &Home, settings: &Settings) -> Option<kafclaw_actors::agent::SkillOffer> {
+    if !crate::skills::SkillsConfig::of(settings).enabled {
+        return None;
+    }
+    let dir = crate::skills::SkillsDir::of(home);
+    Some(kafclaw_actors::agent::SkillOffer(std::sync::Arc::new(
+        move || crate::skills::run::offered(&dir),
+    )))
 }
 
 /// The skills section of the system prompt, when `skills.enabled`.

@@ -1,10 +1,11 @@
 //! Skills (runbook §9): a directory with a `SKILL.md` (YAML front matter) plus files, installed
-//! from a local directory or a `.tar`/`.tar.zst` archive after verification.
+//! from a local directory or a `.tar`/`.tar.gz`/`.tar.zst` archive after verification.
 //!
 //! Owns: the skills tree under `~/.kafclaw/skills/` (`quarantine/` for staging, `installed/<name>/`
 //! for verified skills, each with its BLAKE3 pins in `.pins.json`), the front matter, the
 //! verifier's findings and the atomic install, removal and re-verification.
-//! Must not: follow a link inside a skill, run anything from a skill, fetch from the network,
+//! Entries run as the tier-2 tool call `skill_run` ([`run`], through the executor).
+//! Must not: follow a link inside a skill, fetch from the network,
 //! or move a skill into `installed/` before every critical finding is absent and every warning
 //! accepted.
 
@@ -14,8 +15,10 @@ use serde::Serialize;
 
 use kafclaw_actors::paths::Home;
 
+pub mod args;
 pub mod install;
 pub mod manifest;
+pub mod run;
 pub mod runtime;
 pub mod verify;
 mod walk;
@@ -218,6 +221,8 @@ pub struct SkillsConfig {
     pub runtime_isolation: String,
     /// `skills.link_policy`.
     pub link_policy: LinkPolicy,
+    /// `skills.strict_image`: the image strict isolation runs entries in.
+    pub strict_image: String,
 }
 
 impl SkillsConfig {
@@ -231,6 +236,11 @@ impl SkillsConfig {
             runtime_isolation: s["runtime_isolation"]
                 .as_str()
                 .unwrap_or("auto")
+                .to_string(),
+            strict_image: s["strict_image"]
+                .as_str()
+                .filter(|i| !i.is_empty())
+                .unwrap_or(run::DEFAULT_STRICT_IMAGE)
                 .to_string(),
             link_policy: LinkPolicy {
                 allow_domains: s["link_policy"]["allow_domains"]
@@ -273,7 +283,12 @@ pub fn prompt_section(dir: &SkillsDir, all: bool) -> String {
             out.push_str(&format!(" Tools: {}.", clean(&m.tools.join(", "))));
         }
         if m.entry.is_some() {
-            out.push_str(" Has an entry program (a tier-2 tool call, run through the executor).");
+            let how = if enabled.contains(&name) {
+                " Has an entry program: run it with the skill_run tool (tier 2)."
+            } else {
+                " Has an entry program (runs only once enabled)."
+            };
+            out.push_str(how);
         }
         out.push('\n');
     }

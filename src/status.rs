@@ -347,6 +347,19 @@ fn live_rows(v: &Value, from: &str, settings: &Settings, report: &mut Report) {
             v["uptime_seconds"]
         ),
     );
+    // How skill entries run, as the gateway decided at start (`auto` says which).
+    let skills = &v["skills"];
+    if let Some(detail) = skills["detail"].as_str() {
+        if skills["effective"] == "unavailable" {
+            report.warn(
+                "skills",
+                format!("isolation {detail}"),
+                "install docker or podman usable by this user, or set skills.runtime_isolation = auto",
+            );
+        } else {
+            report.pass("skills", format!("isolation {detail}"));
+        }
+    }
     match serde_json::from_value::<UsageTotals>(v["usage_today"].clone()) {
         Ok(totals) => report.pass("token_usage_today", usage_line(&totals)),
         Err(_) => report.warn(

@@ -101,6 +101,7 @@ async fn main() {
         ExecutorLinks {
             audit: NullAudit.start().recipient(),
             high_risk: Some(NullSignals.start().recipient()),
+            skills: None,
         },
     )
     .expect("the default allow-list holds no launcher");

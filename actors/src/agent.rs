@@ -33,7 +33,7 @@ pub mod turn;
 
 pub use actor::{
     api_session_key, Agent, AgentError, AgentLinks, AgentSettings, NoteInSession, RunTurn,
-    SkillCatalog, ToolSurface, TurnReply,
+    SkillCatalog, SkillOffer, ToolSurface, TurnReply,
 };
 pub use bounds::{
     Limit, Refusal, RefusalReason, DEFAULT_MAX_TOOL_CALLS_PER_ROUND, DEFAULT_MAX_TURN_TIME,

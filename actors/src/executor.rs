@@ -2,7 +2,8 @@
 //!
 //! Owns: the [`ToolExecutor`] actor and its messages, the `exec` checker (`command`, `rules`,
 //! `launchers`, `paths`, `git`, `check`), the sandbox (the only code in KafClaw that spawns a
-//! process, and its Landlock confinement), and the file tools.
+//! process, and its Landlock confinement), the file tools, and `skill_run` (`skill`: a skill's
+//! entry, prepared and audited by the root crate's [`SkillHost`], run here).
 //! Must not: run anything through a shell; run a tool whose decision is not durably audited;
 //! put a tool's output, a file's content or the child's environment in the audit log.
 //!
@@ -38,6 +39,7 @@ mod launchers;
 mod paths;
 mod rules;
 mod sandbox;
+mod skill;
 
 pub use check::{CheckedCommand, CommandChecker};
 pub use command::{split as split_command, Denial, MAX_ARGS, MAX_COMMAND_BYTES};
@@ -52,6 +54,11 @@ pub use rules::{
 pub use sandbox::{
     kernel_support, run as run_sandboxed, Captured, ChildAccess, ExecReport, ExitState, KernelJail,
     KernelSupport, LandlockUnavailable, SandboxError, SandboxLimits, SandboxMode, SandboxStatus,
+};
+
+pub use skill::{
+    container_argv, credential_env, HostFuture, SkillCaller, SkillCredential, SkillHost,
+    SkillIsolation, SkillPlan,
 };
 
 #[cfg(test)]
@@ -263,6 +270,8 @@ struct Inner {
     jail: KernelJail,
     /// How children are confined (for `status` and the start-up line).
     sandbox: SandboxStatus,
+    /// The skills tree (`skill_run`); `None` when skills are off.
+    skills: Option<Arc<dyn SkillHost>>,
 }
 
 /// Where the executor works and what it reports to.
@@ -271,6 +280,8 @@ pub struct ExecutorLinks {
     pub audit: Recipient<AppendRecord>,
     /// The incident monitor's signal.
     pub high_risk: Option<Recipient<HighRiskDenied>>,
+    /// The skills tree (`skill_run`); `None` when skills are off (the call is then denied).
+    pub skills: Option<Arc<dyn SkillHost>>,
 }
 
 impl ToolExecutor {
@@ -309,6 +320,7 @@ impl ToolExecutor {
             child_home,
             jail,
             sandbox,
+            skills: links.skills,
         };
         let executor = Self {
             inner: Arc::new(inner),
@@ -363,6 +375,7 @@ impl Handler<ExecuteTool> for ToolExecutor {
 enum Prepared {
     Exec(CheckedCommand),
     File(FileCall),
+    Skill(Box<SkillPlan>),
 }
 
 /// A file-tool call; paths as given (resolved again when run).
@@ -384,6 +397,7 @@ enum FileCall {
 enum Refusal {
     Invalid(String),
     Denied(Denial),
+    Skill(String),
 }
 
 async fn execute(
@@ -428,6 +442,10 @@ async fn execute(
             Err(Refusal::Denied(denial)) => {
                 decision = Decision::Deny(DenyReason::ArgumentsRefused);
                 detail = Some(denial.to_string());
+            }
+            Err(Refusal::Skill(why)) => {
+                decision = Decision::Deny(DenyReason::ArgumentsRefused);
+                detail = Some(why);
             }
         }
     }
@@ -501,7 +519,10 @@ async fn execute(
                     "allowed call was not prepared".into(),
                 ));
             };
-            let (mut result, record) = run(&inner, prepared).await?;
+            let (mut result, record) = match prepared {
+                Prepared::Skill(plan) => run_skill(&inner, &msg, *plan).await?,
+                other => run(&inner, other).await?,
+            };
             let mut data = record;
             if let Some(map) = data.as_object_mut() {
                 map.insert("call_id".into(), json!(msg.call_id));
@@ -577,6 +598,21 @@ fn prepare(inner: &Inner, tool: Tool, args: &Value) -> Result<Prepared, Refusal>
             inner.files.resolve_write(&path).map_err(denied)?;
             Ok(Prepared::File(FileCall::Write { path, content }))
         }
+        Tool::SkillRun => {
+            let skill = str_arg(args, "skill")?;
+            let skill_args = match args.get("args") {
+                None | Some(Value::Null) => json!({}),
+                Some(v @ Value::Object(_)) => v.clone(),
+                Some(_) => return Err(Refusal::Invalid("args must be an object".into())),
+            };
+            let host = inner
+                .skills
+                .as_ref()
+                .ok_or_else(|| Refusal::Skill("skills are off (skills.enabled)".into()))?;
+            host.prepare(&skill, &skill_args)
+                .map(|plan| Prepared::Skill(Box::new(plan)))
+                .map_err(Refusal::Skill)
+        }
         Tool::EditFile => {
             let path = str_arg(args, "path")?;
             let old_text = str_arg(args, "old_text")?;
@@ -600,6 +636,9 @@ fn describe_prepared(data: &mut Value, prepared: Option<&Prepared>) {
         Some(Prepared::Exec(c)) => {
             map.insert("argv".into(), json!(c.argv));
             map.insert("cwd".into(), json!(c.cwd));
+        }
+        Some(Prepared::Skill(plan)) => {
+            map.insert("skill".into(), plan.describe());
         }
         Some(Prepared::File(
             FileCall::Read(p)
@@ -627,6 +666,11 @@ async fn run(
     };
     let call = match prepared {
         Prepared::File(call) => call,
+        Prepared::Skill(_) => {
+            return Err(ExecutorError::TaskFailed(
+                "a skill run is not a file call".into(),
+            ))
+        }
         Prepared::Exec(command) => {
             return Ok(
                 match sandbox::run(&command, &inner.child_home, &inner.jail, &inner.limits).await {
@@ -718,6 +762,77 @@ async fn run(
     })
     .await
     .map_err(|e| ExecutorError::TaskFailed(e.to_string()))
+}
+
+/// Runs a skill's entry: its start audited (and its pins checked) by the host first, its
+/// finish after; credential values masked in what the model sees.
+async fn run_skill(
+    inner: &Arc<Inner>,
+    msg: &ExecuteTool,
+    plan: SkillPlan,
+) -> Result<(ToolOutcome, Value), ExecutorError> {
+    let outcome = |status, content, exit| ToolOutcome {
+        call_id: String::new(),
+        tool: String::new(),
+        status,
+        content,
+        exit,
+    };
+    let Some(host) = inner.skills.clone() else {
+        return Err(ExecutorError::TaskFailed("skills are off".into()));
+    };
+    let caller = SkillCaller {
+        call_id: msg.call_id.clone(),
+        sender_id: msg.sender_id.clone(),
+        channel: msg.channel.clone(),
+        session: msg.session.clone(),
+    };
+    let mut record = plan.describe();
+    let credentials = match host.begin(&plan, &caller).await {
+        Ok(c) => c,
+        Err(e) => {
+            record["error"] = json!(e);
+            return Ok((
+                outcome(OutcomeStatus::Failed, format!("error: {e}"), None),
+                record,
+            ));
+        }
+    };
+    let work_repo = inner.child_home.clone();
+    let result = skill::run(&plan, &credentials, &work_repo, &inner.jail, &inner.limits).await;
+    let (result, finished) = match result {
+        Ok(report) => {
+            let finished = json!({
+                "exit": report.status,
+                "duration_ms": u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+                "timed_out": report.timed_out,
+                "stdout_bytes": report.stdout.total_bytes,
+                "stderr_bytes": report.stderr.total_bytes,
+                "stdout_truncated": report.stdout.truncated,
+                "stderr_truncated": report.stderr.truncated,
+            });
+            let content = skill::mask(format_exec(&report, inner.limits.timeout), &credentials);
+            (
+                outcome(OutcomeStatus::Completed, content, Some(report.status)),
+                finished,
+            )
+        }
+        Err(e) => {
+            let e = skill::mask(e.to_string(), &credentials);
+            (
+                outcome(OutcomeStatus::Failed, format!("error: {e}"), None),
+                json!({ "error": e }),
+            )
+        }
+    };
+    drop(credentials);
+    if let Err(e) = host.finish(&plan, &caller, finished.clone()).await {
+        tracing::error!(skill = %plan.skill, error = %e, "skill run finished but not audited");
+    }
+    if let (Some(map), Some(add)) = (record.as_object_mut(), finished.as_object()) {
+        map.extend(add.clone());
+    }
+    Ok((result, record))
 }
 
 fn format_listing(entries: &[DirEntryInfo]) -> String {

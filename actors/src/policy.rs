@@ -9,7 +9,8 @@
 //! incident's per-sender limit) is denied for every sender, owners included — the operator
 //! restricted it, so no approval could lift it and none is asked for; a tier above the
 //! sender's configured maximum is denied for an external sender and needs approval for an
-//! owner; everything else is allowed.
+//! owner; everything else is allowed. A skill's entry (`skill_run`) never runs for an external
+//! sender, whatever `tools.policy.max_tier_external` says.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -116,6 +117,8 @@ pub enum DenyReason {
     InvalidArguments,
     /// The arguments were refused by the tool's own checks (command rules, path confinement).
     ArgumentsRefused,
+    /// Skill entries run for owners only.
+    OwnersOnly,
 }
 
 impl fmt::Display for DenyReason {
@@ -134,6 +137,7 @@ impl fmt::Display for DenyReason {
             DenyReason::UnknownTool => write!(f, "unknown tool"),
             DenyReason::InvalidArguments => write!(f, "invalid tool arguments"),
             DenyReason::ArgumentsRefused => write!(f, "tool arguments refused"),
+            DenyReason::OwnersOnly => write!(f, "skill entries run for owners only"),
         }
     }
 }
@@ -179,6 +183,9 @@ pub fn decide(input: &PolicyInput<'_>) -> Decision {
             });
         }
     }
+    if input.sender == SenderKind::External && input.tool == SKILL_RUN {
+        return Decision::Deny(DenyReason::OwnersOnly);
+    }
     let max = match input.sender {
         SenderKind::Owner => input.settings.max_tier_owner,
         SenderKind::External => input.settings.max_tier_external,
@@ -209,11 +216,28 @@ pub enum Tool {
     EditFile,
     /// Run an allowed program without a shell (tier 2).
     Exec,
+    /// Run an enabled skill's entry program (tier 2, owners only; offered to the model only
+    /// when an enabled skill has an entry).
+    SkillRun,
 }
+
+/// The name of [`Tool::SkillRun`].
+pub const SKILL_RUN: &str = "skill_run";
 
 impl Tool {
     /// Every tool, in catalogue order.
-    pub const ALL: [Tool; 5] = [
+    pub const ALL: [Tool; 6] = [
+        Tool::ReadFile,
+        Tool::ListDir,
+        Tool::WriteFile,
+        Tool::EditFile,
+        Tool::Exec,
+        Tool::SkillRun,
+    ];
+
+    /// The tools offered to the model on every turn (`skill_run` is offered per turn, with
+    /// the enabled skills, see [`skill_run_schema`]).
+    pub const BUILT_IN: [Tool; 5] = [
         Tool::ReadFile,
         Tool::ListDir,
         Tool::WriteFile,
@@ -229,6 +253,7 @@ impl Tool {
             Tool::WriteFile => "write_file",
             Tool::EditFile => "edit_file",
             Tool::Exec => "exec",
+            Tool::SkillRun => SKILL_RUN,
         }
     }
 
@@ -242,7 +267,7 @@ impl Tool {
         match self {
             Tool::ReadFile | Tool::ListDir => 0,
             Tool::WriteFile | Tool::EditFile => 1,
-            Tool::Exec => 2,
+            Tool::Exec | Tool::SkillRun => 2,
         }
     }
 
@@ -288,6 +313,7 @@ impl Tool {
                 }),
                 json!(["command"]),
             ),
+            Tool::SkillRun => return skill_run_schema(&[]),
         };
         json!({
             "type": "function",
@@ -303,6 +329,49 @@ impl Tool {
             }
         })
     }
+}
+
+/// One enabled skill with an entry, as offered to the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OfferedSkill {
+    /// The skill's name.
+    pub name: String,
+    /// Its description (data, not instructions).
+    pub description: String,
+    /// The JSON schema of its entry's arguments (`{}` when it takes none).
+    pub args: Value,
+}
+
+/// The `skill_run` definition for the model: `skill` is one of `skills`' names, `args` is
+/// checked against that skill's schema when the call is prepared.
+pub fn skill_run_schema(skills: &[OfferedSkill]) -> Value {
+    let names: Vec<&str> = skills.iter().map(|s| s.name.as_str()).collect();
+    let mut description = String::from(
+        "Run an enabled skill's entry program (isolated, with only its own credentials). Skills and their args:",
+    );
+    for skill in skills {
+        let desc: String = skill.description.chars().take(300).collect();
+        description.push_str(&format!(
+            "\n- {}: {desc} args schema: {}",
+            skill.name, skill.args
+        ));
+    }
+    json!({
+        "type": "function",
+        "function": {
+            "name": SKILL_RUN,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "skill": { "type": "string", "enum": names, "description": "The skill's name" },
+                    "args": { "type": "object", "description": "The entry's arguments, as the skill's args schema says" }
+                },
+                "required": ["skill"],
+                "additionalProperties": false
+            }
+        }
+    })
 }
 
 #[cfg(test)]

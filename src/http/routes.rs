@@ -124,6 +124,7 @@ pub async fn full_status(state: &AppState, cache: Cache) -> Result<serde_json::V
         "ok": ok,
         "mode": state.mode,
         "provider_configured": state.provider_configured,
+        "skills": state.skills,
         "channels": channels,
         "supervisor": {"children": children.len(), "running": running, "restarts": restarts},
         "open_incidents": open_incidents,

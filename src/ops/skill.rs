@@ -90,6 +90,25 @@ async fn record(
     data: Value,
 ) -> Result<AuditReceipt, OpError> {
     let receipt = ctx.audit_receipt(kind, subject, data.clone()).await?;
+    write_mirror(dir, kind, &receipt, &ctx.actor, subject, data).map_err(|e| {
+        OpError::Unavailable(format!(
+            "recorded in the audit chain (seq {}) but the mirror could not be written: {e}",
+            receipt.seq
+        ))
+    })?;
+    Ok(receipt)
+}
+
+/// Writes the mirror line of the chain's record `receipt` (`install-decisions.jsonl` for
+/// installs, refusals and removals, `security-events.jsonl` for the rest), synced.
+pub fn write_mirror(
+    dir: &SkillsDir,
+    kind: AuditKind,
+    receipt: &AuditReceipt,
+    actor: &str,
+    subject: &str,
+    data: Value,
+) -> std::io::Result<()> {
     let file = match kind {
         AuditKind::SkillInstalled | AuditKind::SkillRefused | AuditKind::SkillRemoved => {
             INSTALL_DECISIONS
@@ -100,27 +119,18 @@ async fn record(
         "seq": receipt.seq,
         "hash": receipt.hash,
         "kind": kind.as_str(),
-        "actor": ctx.actor,
+        "actor": actor,
         "subject": subject,
         "ts": time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
         "data": data,
     });
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        fsutil::create_private_dir(&dir.audit())?;
-        let mut f = fsutil::open_private_append(&dir.audit().join(file))?;
-        writeln!(f, "{line}")?;
-        f.sync_data()
-    };
-    write().map_err(|e| {
-        OpError::Unavailable(format!(
-            "recorded in the audit chain (seq {}) but the mirror {file} could not be written: {e}",
-            receipt.seq
-        ))
-    })?;
-    Ok(receipt)
+    use std::io::Write;
+    fsutil::create_private_dir(&dir.audit())?;
+    let mut f = fsutil::open_private_append(&dir.audit().join(file))?;
+    writeln!(f, "{line}")?;
+    f.sync_data()
 }
 
 /// Runs one skill operation.

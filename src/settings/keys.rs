@@ -325,6 +325,7 @@ pub const KEYS: &[KeySpec] = &[
         "skills.runtime_isolation",
         Kind::OneOf(&["auto", "host", "strict"]),
     ),
+    k("skills.strict_image", Kind::Str),
     k("skills.link_policy.allow_domains", Kind::List),
     k(
         "skills.link_policy.max_links",

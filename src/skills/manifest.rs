@@ -30,6 +30,10 @@ pub struct SkillManifest {
     /// Credential names, sealed as `skills.<name>.<credential>`.
     #[serde(default)]
     pub credentials: Vec<String>,
+    /// The names of `args.properties` in the order the front matter declares them (the
+    /// entry's positional arguments).
+    #[serde(skip)]
+    pub arg_order: Vec<String>,
 }
 
 /// Why the front matter is refused (one lowercase line).
@@ -62,9 +66,21 @@ impl SkillManifest {
             .map(|(start, _)| start)
             .ok_or(ManifestError::Missing)?;
         let yaml = &rest[..end];
-        let m: SkillManifest = serde_yaml_ng::from_str(yaml).map_err(|e| {
+        let mut m: SkillManifest = serde_yaml_ng::from_str(yaml).map_err(|e| {
             ManifestError::Invalid(e.to_string().lines().next().unwrap_or("").to_lowercase())
         })?;
+        if let Ok(tree) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(yaml) {
+            if let Some(props) = tree
+                .get("args")
+                .and_then(|a| a.get("properties"))
+                .and_then(|p| p.as_mapping())
+            {
+                m.arg_order = props
+                    .keys()
+                    .filter_map(|k| k.as_str().map(String::from))
+                    .collect();
+            }
+        }
         m.check()?;
         Ok(m)
     }

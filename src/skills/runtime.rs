@@ -81,3 +81,14 @@ fn version(runtime: &str) -> Result<(), String> {
         }
     }
 }
+
+/// The absolute path of `runtime`'s client on this process's `PATH`.
+pub fn locate(runtime: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(runtime))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}

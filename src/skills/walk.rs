@@ -179,9 +179,19 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// Walks the archive file at `path` (plain or zstd-compressed tar).
+    /// Walks the archive file at `path` (plain, gzip- or zstd-compressed tar).
     pub fn archive(&mut self, path: &Path) -> Result<(), String> {
         let input = crate::backup::archive::open_untrusted(path).map_err(|e| e.to_string())?;
+        let mut input = std::io::BufReader::new(input);
+        let gzip = std::io::BufRead::fill_buf(&mut input)
+            .map_err(|e| format!("cannot read the archive: {e}"))?
+            .starts_with(&GZIP_MAGIC);
+        let input: Box<dyn std::io::Read> = if gzip {
+            // The walk bounds what it takes: the entry count and each file's size.
+            Box::new(flate2::bufread::MultiGzDecoder::new(input))
+        } else {
+            Box::new(input)
+        };
         let mut archive = tar::Archive::new(input);
         let bad = |e: std::io::Error| format!("cannot read the archive: {e}");
         for entry in archive.entries().map_err(bad)? {
@@ -234,6 +244,9 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 }
+
+/// The first two bytes of a gzip stream (RFC 1952).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 fn kind_of(what: &str) -> FindingKind {
     if what.contains("link") {

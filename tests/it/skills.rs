@@ -476,3 +476,527 @@ fn the_bundled_skills_pass_the_verifier() {
         0o700
     );
 }
+
+#[test]
+fn a_tar_gz_archive_installs_like_a_directory() {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, body, mode) in [
+        ("demo/SKILL.md", FRONT.as_bytes(), 0o644),
+        ("demo/notes.md", b"plain notes\n".as_slice(), 0o644),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(body.len() as u64);
+        h.set_mode(mode);
+        h.set_path(path).unwrap();
+        h.set_cksum();
+        b.append(&h, body).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("demo.tar.gz");
+    std::fs::write(&archive, gz.finish().unwrap()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (code, doc) = install(home.path(), &archive, &[]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["result"]["name"], "demo");
+    let root = home.path().join(".kafclaw/skills/installed/demo");
+    assert_eq!(
+        std::fs::read_to_string(root.join("notes.md")).unwrap(),
+        "plain notes\n"
+    );
+    let (code, out, err) = run(home.path(), &env(), &["skills", "verify", "demo"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+// ---- skill_run: the entry as a tier-2 tool call (host, strict, auto, credentials) ----
+
+const PROBE: &str = "---\nname: probe\ndescription: a probe skill\nversion: \"2.0\"\nentry: run.sh\nargs:\n  type: object\n  properties:\n    mode:\n      type: string\n      enum: [hello, sleep, flood, escape]\n  required: [mode]\n  additionalProperties: false\n---\n# Probe\n";
+
+const PROBE_SH: &str = "#!/bin/sh\ncase \"$1\" in\n  hello) echo \"hello from $KAFCLAW_SKILL\"; echo hi > made-by-skill.txt ;;\n  sleep) sleep 30 ;;\n  flood) yes 0123456789 | head -c 200000 ;;\n  escape)\n    if echo x > \"$KAFCLAW_SKILL_DIR/../../../escaped.txt\"; then echo wrote-outside; else echo refused-outside; fi\n    if echo y > \"$KAFCLAW_SKILL_DIR/inside.txt\"; then echo wrote-skill; else echo refused-skill; fi ;;\nesac\n";
+
+/// A home with `skills` (name, files) installed and enabled.
+fn home_enabled(skills: &[(&str, Vec<(&str, &str)>)]) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    for (name, files) in skills {
+        let src = skill(files);
+        std::fs::set_permissions(
+            src.path().join(files[1].0),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let (code, doc) = install(home.path(), src.path(), &[]);
+        assert_eq!(code, 0, "{doc}");
+        let (code, _, err) = run(home.path(), &env(), &["skills", "enable", name]);
+        assert_eq!(code, 0, "{err}");
+    }
+    home
+}
+
+fn probe_home() -> tempfile::TempDir {
+    home_enabled(&[("probe", vec![("SKILL.md", PROBE), ("run.sh", PROBE_SH)])])
+}
+
+fn with_skills(server: &crate::model_server::ModelServer, isolation: &str) -> Options {
+    Options::default()
+        .token()
+        .env("KAFCLAW_PROVIDERS_OPENAI_API_BASE", &server.base)
+        .env("KAFCLAW_PROVIDERS_OPENAI_MODEL", "test-model")
+        .env("KAFCLAW_SKILLS_ENABLED", "true")
+        .env("KAFCLAW_SKILLS_RUNTIME_ISOLATION", isolation)
+}
+
+async fn chat(gw: &Gateway, text: &str) -> Value {
+    let res = crate::harness::client()
+        .post(gw.gw_url("/chat"))
+        .header("Authorization", format!("Bearer {}", crate::harness::TOKEN))
+        .json(&serde_json::json!({"message": text, "session": text}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    res.json().await.unwrap()
+}
+
+fn skill_call(skill: &str, args: Value) -> crate::model_server::Reply {
+    crate::model_server::tool_call(
+        "skill_run",
+        serde_json::json!({"skill": skill, "args": args}),
+    )
+}
+
+/// The tool results the model server was sent, in order.
+fn tool_results(server: &crate::model_server::ModelServer) -> Vec<String> {
+    let mut out = Vec::new();
+    for seen in server.seen() {
+        if let Some(last) = seen.body["messages"].as_array().and_then(|m| m.last()) {
+            if last["role"] == "tool" {
+                out.push(last["content"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The audit records of `kind`.
+fn records(home: &Path, kind: &str) -> Vec<Value> {
+    chain(home)
+        .into_iter()
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_host_run_is_audited_first_confined_and_bounded() {
+    use crate::model_server::{self, ModelServer};
+    let server = ModelServer::start(vec![
+        skill_call("probe", serde_json::json!({"mode": "hello"})),
+        model_server::text("done", 1, 1),
+        skill_call("probe", serde_json::json!({"mode": "sleep"})),
+        model_server::text("done", 1, 1),
+        skill_call("probe", serde_json::json!({"mode": "flood"})),
+        model_server::text("done", 1, 1),
+        skill_call("probe", serde_json::json!({"mode": "escape"})),
+        model_server::text("done", 1, 1),
+        skill_call("probe", serde_json::json!({"mode": "rm -rf /"})),
+        model_server::text("done", 1, 1),
+        skill_call("other", serde_json::json!({})),
+        model_server::text("done", 1, 1),
+    ]);
+    let options = with_skills(&server, "host")
+        .env("KAFCLAW_TOOLS_EXEC_TIMEOUT_SECONDS", "2")
+        .env("KAFCLAW_TOOLS_EXEC_MAX_OUTPUT_BYTES", "1024");
+    let gw = Gateway::start_in(probe_home(), options);
+    let home = gw.home_path();
+    // skill_run is offered with the enabled skill and its args schema.
+    chat(&gw, "hello").await;
+    let tools = server.seen()[0].body["tools"].to_string();
+    assert!(
+        tools.contains("skill_run") && tools.contains("probe"),
+        "{tools}"
+    );
+    for text in ["sleep", "flood", "escape", "bad args", "unknown skill"] {
+        chat(&gw, text).await;
+    }
+    let results = tool_results(&server);
+    assert_eq!(results.len(), 6, "{results:?}");
+    assert!(results[0].contains("hello from probe"), "{}", results[0]);
+    let repo = home.join(".kafclaw/work-repo");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("made-by-skill.txt")).unwrap(),
+        "hi\n",
+        "the work repo is writable and the working directory"
+    );
+    assert!(results[1].contains("timed out after 2 s"), "{}", results[1]);
+    assert!(
+        results[2].contains("stdout truncated: 1024 of 200000"),
+        "{}",
+        results[2]
+    );
+    assert!(
+        results[3].contains("refused-outside") && results[3].contains("refused-skill"),
+        "{}",
+        results[3]
+    );
+    assert!(!home.join(".kafclaw/escaped.txt").exists());
+    assert!(
+        results[4].starts_with("denied:") && results[4].contains("enum"),
+        "{}",
+        results[4]
+    );
+    assert!(
+        results[5].starts_with("denied:") && results[5].contains("no enabled skill"),
+        "{}",
+        results[5]
+    );
+
+    // skill.executed: started before the run (with what ran), finished after (with the exit).
+    let executed = records(&home, "skill.executed");
+    let started = executed
+        .iter()
+        .find(|r| r["data"]["phase"] == "started")
+        .unwrap();
+    assert_eq!(started["data"]["skill"], "probe");
+    assert_eq!(started["data"]["version"], "2.0");
+    assert_eq!(started["data"]["isolation"], "host");
+    assert_eq!(started["data"]["args"], serde_json::json!(["hello"]));
+    assert!(started["data"]["pins_hash"].as_str().unwrap().len() == 64);
+    let finished = executed
+        .iter()
+        .find(|r| r["data"]["phase"] == "finished")
+        .unwrap();
+    assert!(finished["seq"].as_u64() > started["seq"].as_u64());
+    assert_eq!(finished["data"]["exit"]["value"], 0, "{finished}");
+    assert!(executed
+        .iter()
+        .any(|r| r["data"]["phase"] == "finished" && r["data"]["timed_out"] == true));
+    assert_mirrored(&home, "security-events.jsonl", "skill.executed");
+    let decided = records(&home, "tool.decided");
+    assert!(decided
+        .iter()
+        .any(|r| r["data"]["tool"] == "skill_run" && r["data"]["tier"] == 2));
+}
+
+#[tokio::test]
+async fn an_edited_skill_is_refused_before_it_runs() {
+    use crate::model_server::{self, ModelServer};
+    let server = ModelServer::start(vec![
+        skill_call("probe", serde_json::json!({"mode": "hello"})),
+        model_server::text("done", 1, 1),
+    ]);
+    let gw = Gateway::start_in(probe_home(), with_skills(&server, "host"));
+    let home = gw.home_path();
+    let entry = home.join(".kafclaw/skills/installed/probe/run.sh");
+    std::fs::write(&entry, "#!/bin/sh\necho tampered > tampered.txt\n").unwrap();
+    chat(&gw, "run it").await;
+    let results = tool_results(&server);
+    assert!(
+        results[0].contains("no longer matches its pins"),
+        "{results:?}"
+    );
+    assert!(!home.join(".kafclaw/work-repo/tampered.txt").exists());
+    assert!(records(&home, "skill.executed").is_empty());
+    assert_mirrored(&home, "security-events.jsonl", "skill.verify_failed");
+}
+
+#[tokio::test]
+async fn an_owner_run_above_the_owner_tier_waits_for_an_approval() {
+    use crate::model_server::{self, ModelServer};
+    use std::time::{Duration, Instant};
+    let server = ModelServer::start(vec![
+        skill_call("probe", serde_json::json!({"mode": "hello"})),
+        model_server::text("done", 1, 1),
+    ]);
+    let options = with_skills(&server, "host").env("KAFCLAW_TOOLS_POLICY_MAX_TIER_OWNER", "1");
+    let gw = Gateway::start_in(probe_home(), options);
+    let home = gw.home_path();
+    let pending = {
+        let home = home.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            loop {
+                let (_, out, _) = run(&home, &env(), &["approvals", "list", "--json"]);
+                let doc: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+                if let Some(first) = doc["result"].as_array().and_then(|a| a.first()) {
+                    assert!(
+                        !home.join(".kafclaw/work-repo/made-by-skill.txt").exists(),
+                        "nothing runs before the approval"
+                    );
+                    let id = first["id"].as_str().unwrap().to_string();
+                    let (code, _, err) = run(&home, &env(), &["approvals", "approve", &id]);
+                    assert_eq!(code, 0, "{err}");
+                    return first.clone();
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "no approval request"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    chat(&gw, "run it").await;
+    let request = pending.join().unwrap();
+    assert_eq!(request["tool"], "skill_run");
+    assert!(home.join(".kafclaw/work-repo/made-by-skill.txt").exists());
+    assert!(tool_results(&server)[0].contains("hello from probe"));
+}
+
+#[tokio::test]
+async fn an_external_sender_never_runs_a_skill() {
+    use crate::model_server::ModelServer;
+    let model = ModelServer::start(vec![]);
+    model.fallback(skill_call("probe", serde_json::json!({"mode": "hello"})));
+    let mut options = crate::channels::options(&model)
+        .env("KAFCLAW_SKILLS_ENABLED", "true")
+        .env("KAFCLAW_SKILLS_RUNTIME_ISOLATION", "host")
+        // Even a policy that lets external senders run tier 2 does not let them run skills.
+        .env("KAFCLAW_TOOLS_POLICY_MAX_TIER_EXTERNAL", "2")
+        .env("KAFCLAW_MODEL_MAX_TOOL_ITERATIONS", "1");
+    let mut cfg: Value = serde_json::from_str(options.config_json.as_deref().unwrap()).unwrap();
+    cfg["channels"]["whatsapp"]["allowlist"] = serde_json::json!(["4915144444444"]);
+    options.config_json = Some(cfg.to_string());
+    let gw = Gateway::start_in(probe_home(), options);
+    let home = gw.home_path();
+    crate::incidents::send_wa(&gw, "4915144444444", "wamid.s1", "run the probe").await;
+    crate::incidents::wait_for("the skill_run decision", async || {
+        records(&home, "tool.decided")
+            .iter()
+            .any(|r| r["data"]["tool"] == "skill_run")
+    })
+    .await;
+    let decided = records(&home, "tool.decided");
+    let d = decided
+        .iter()
+        .find(|r| r["data"]["tool"] == "skill_run")
+        .unwrap();
+    assert_eq!(d["data"]["decision"], "deny", "{d}");
+    assert_eq!(d["data"]["sender_kind"], "external");
+    assert!(
+        d["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("owners only"),
+        "{d}"
+    );
+    assert!(records(&home, "skill.executed").is_empty());
+    assert!(!home.join(".kafclaw/work-repo/made-by-skill.txt").exists());
+    // Not even offered to an external sender.
+    let tools = model.seen()[0].body["tools"].to_string();
+    assert!(
+        tools.contains("read_file") && !tools.contains("skill_run"),
+        "{tools}"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_reaches_its_own_skill_only_and_never_the_model() {
+    use crate::model_server::{self, ModelServer};
+    let alpha = "---\nname: alpha\ndescription: uses a token\nversion: \"1\"\nentry: run.sh\ncredentials: [api_token]\n---\n";
+    let alpha_sh = "#!/bin/sh\nprintf '%s' \"$KAFCLAW_CRED_API_TOKEN\" > alpha-saw.txt\necho \"token is $KAFCLAW_CRED_API_TOKEN\"\n";
+    let beta = "---\nname: beta\ndescription: has none\nversion: \"1\"\nentry: run.sh\n---\n";
+    let beta_sh = "#!/bin/sh\nenv > beta-env.txt\necho beta ran\n";
+    let home = home_enabled(&[
+        ("alpha", vec![("SKILL.md", alpha), ("run.sh", alpha_sh)]),
+        ("beta", vec![("SKILL.md", beta), ("run.sh", beta_sh)]),
+    ]);
+    let value = "tok-live-9f8e7d6c5b4a3210fedcba98";
+    let mut cmd = crate::harness::command(home.path(), &env());
+    cmd.args(["skills", "credential", "set", "alpha", "api_token"]);
+    let out = crate::harness::run_fed(cmd, value.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = ModelServer::start(vec![
+        skill_call("alpha", serde_json::json!({})),
+        skill_call("beta", serde_json::json!({})),
+        model_server::text("done", 1, 1),
+    ]);
+    let gw = Gateway::start_in(home, with_skills(&server, "host"));
+    let home = gw.home_path();
+    chat(&gw, "use both").await;
+    let repo = home.join(".kafclaw/work-repo");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("alpha-saw.txt")).unwrap(),
+        value
+    );
+    let beta_env = std::fs::read_to_string(repo.join("beta-env.txt")).unwrap();
+    assert!(beta_env.contains("KAFCLAW_SKILL=beta"), "{beta_env}");
+    assert!(
+        !beta_env.contains(value) && !beta_env.contains("KAFCLAW_CRED_"),
+        "{beta_env}"
+    );
+    let results = tool_results(&server);
+    assert!(results[0].contains("token is [redacted]"), "{results:?}");
+    for seen in server.seen() {
+        assert!(
+            !seen.body.to_string().contains(value),
+            "a prompt held the credential"
+        );
+    }
+    for dir in [".kafclaw/audit", ".kafclaw/skills/audit"] {
+        assert!(
+            !crate::harness::contains(&crate::harness::all_bytes(&home.join(dir)), value),
+            "the value leaked into {dir}"
+        );
+    }
+    let started = records(&home, "skill.executed");
+    assert!(started.iter().any(|r| r["data"]["skill"] == "alpha"
+        && r["data"]["credentials"] == serde_json::json!(["api_token"])));
+}
+
+#[tokio::test]
+async fn strict_without_a_runtime_refuses_cleanly_and_auto_says_it_chose_host() {
+    use crate::model_server::{self, ModelServer};
+    for (mode, effective) in [("strict", "unavailable"), ("auto", "host")] {
+        let server = ModelServer::start(vec![
+            skill_call("probe", serde_json::json!({"mode": "hello"})),
+            model_server::text("done", 1, 1),
+        ]);
+        // No docker or podman on this PATH.
+        let options = with_skills(&server, mode).env("PATH", "/usr/bin:/bin");
+        let mut gw = Gateway::start_in(probe_home(), options);
+        let home = gw.home_path();
+        let status = gw.get_json("/api/v1/status").await;
+        assert_eq!(status["skills"]["effective"], effective, "{status}");
+        assert_eq!(status["skills"]["runtime_isolation"], mode);
+        let mut e = env();
+        e.insert("PATH".into(), "/usr/bin:/bin".into());
+        let (_, out, _) = run(&home, &e, &["--json", "status"]);
+        let doc = json_of(&out);
+        let row = doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "skills")
+            .cloned()
+            .unwrap_or_else(|| panic!("no skills row: {doc}"));
+        assert!(
+            row["message"]
+                .as_str()
+                .unwrap()
+                .contains(if mode == "strict" {
+                    "unavailable"
+                } else {
+                    "host"
+                }),
+            "{row}"
+        );
+        chat(&gw, "run it").await;
+        let results = tool_results(&server);
+        if mode == "strict" {
+            assert!(
+                results[0].starts_with("denied:")
+                    && results[0].contains("no container runtime is usable")
+                    && !results[0].contains('\n'),
+                "{results:?}"
+            );
+            assert!(records(&home, "skill.executed").is_empty());
+        } else {
+            assert!(results[0].contains("hello from probe"), "{results:?}");
+        }
+        let stderr = gw.stderr();
+        assert!(stderr.contains("skills isolation"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn strict_runs_the_entry_in_a_container_when_a_runtime_is_usable() {
+    use crate::model_server::{self, ModelServer};
+    let probe = std::process::Command::new("docker").arg("version").output();
+    let usable = probe.as_ref().is_ok_and(|o| o.status.success());
+    if !usable {
+        eprintln!(
+            "skipped: docker is not usable by this user ({})",
+            probe
+                .map(|o| String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string())
+                .unwrap_or_else(|e| e.to_string())
+        );
+        return;
+    }
+    let image = "debian:stable-slim";
+    let present = std::process::Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        eprintln!("skipped: the image {image} is not present (strict never pulls)");
+        return;
+    }
+    let server = ModelServer::start(vec![
+        skill_call("probe", serde_json::json!({"mode": "hello"})),
+        model_server::text("done", 1, 1),
+    ]);
+    let gw = Gateway::start_in(probe_home(), with_skills(&server, "strict"));
+    chat(&gw, "run it").await;
+    let results = tool_results(&server);
+    assert!(results[0].contains("hello from probe"), "{results:?}");
+    assert!(gw
+        .home_path()
+        .join(".kafclaw/work-repo/made-by-skill.txt")
+        .exists());
+    let executed = records(&gw.home_path(), "skill.executed");
+    assert_eq!(executed[0]["data"]["isolation"], "strict");
+}
+
+#[tokio::test]
+async fn the_bundled_git_activity_entry_reports_on_the_work_repo() {
+    use crate::model_server::{self, ModelServer};
+    let home = tempfile::tempdir().unwrap();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("skills/git-activity");
+    assert_eq!(install(home.path(), &bundled, &[]).0, 0);
+    let (code, _, err) = run(home.path(), &env(), &["skills", "enable", "git-activity"]);
+    assert_eq!(code, 0, "{err}");
+    let repo = home.path().join(".kafclaw/work-repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("notes.md"), "n\n").unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &repo)
+            .env("GIT_AUTHOR_NAME", "Ada")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.org")
+            .env("GIT_COMMITTER_NAME", "Ada")
+            .env("GIT_COMMITTER_EMAIL", "ada@example.org")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&["add", "notes.md"]);
+    git(&["commit", "-q", "-m", "first"]);
+    let server = ModelServer::start(vec![
+        skill_call("git-activity", serde_json::json!({"days": 30})),
+        model_server::text("done", 1, 1),
+        skill_call("git-activity", serde_json::json!({"days": 0})),
+        model_server::text("done", 1, 1),
+    ]);
+    let gw = Gateway::start_in(home, with_skills(&server, "host"));
+    chat(&gw, "report").await;
+    chat(&gw, "report again").await;
+    let results = tool_results(&server);
+    assert!(
+        results[0].contains("commits per author since 30 days ago")
+            && results[0].contains("Ada")
+            && results[0].contains("notes.md"),
+        "{results:?}"
+    );
+    assert!(
+        results[1].starts_with("denied:") && results[1].contains("minimum"),
+        "{results:?}"
+    );
+}

@@ -168,6 +168,31 @@ pub struct AgentSettings {
     /// The skills described to the model (`skills.enabled`), read at each turn so that
     /// enabling or disabling one applies at once; `None` when skills are off.
     pub skills: Option<SkillCatalog>,
+    /// The enabled skills with an entry, read at each turn: `skill_run` is offered with them
+    /// (and not at all when there are none); `None` when skills are off.
+    pub skill_tool: Option<SkillOffer>,
+}
+
+/// The skills `skill_run` is offered with at each turn (the root crate owns the skills tree).
+#[derive(Clone)]
+pub struct SkillOffer(pub Arc<dyn Fn() -> Vec<crate::policy::OfferedSkill> + Send + Sync>);
+
+impl std::fmt::Debug for SkillOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkillOffer")
+    }
+}
+
+/// The tools offered for one turn: the built-in ones, and `skill_run` with the enabled skills.
+fn offered_tools(skills: Option<&SkillOffer>) -> Vec<serde_json::Value> {
+    let mut schemas: Vec<serde_json::Value> = Tool::BUILT_IN.iter().map(|t| t.schema()).collect();
+    if let Some(offer) = skills {
+        let offered = (offer.0)();
+        if !offered.is_empty() {
+            schemas.push(crate::policy::skill_run_schema(&offered));
+        }
+    }
+    schemas
 }
 
 /// Builds the prompt's skills section at each turn (the root crate owns the skills tree).
@@ -534,7 +559,13 @@ async fn turn(
     let input = TurnInput {
         history: past,
         user_text: msg.text.clone(),
-        tool_schemas: Tool::ALL.iter().map(|t| t.schema()).collect(),
+        // External senders never run a skill (the policy denies it): not offered to them.
+        tool_schemas: offered_tools(
+            settings
+                .skill_tool
+                .as_ref()
+                .filter(|_| msg.sender == crate::policy::SenderKind::Owner),
+        ),
         replay,
     };
     let result = match journaled {

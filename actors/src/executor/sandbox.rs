@@ -305,6 +305,30 @@ pub fn program_version(program: &Path) -> Option<String> {
     out.lines().next().map(str::to_string)
 }
 
+/// `runtime rm --force name`, bounded to 10 s: the container of a strict skill run whose
+/// client was killed (on timeout) does not outlive it.
+pub fn remove_container(runtime: &Path, name: &str) {
+    let child = std::process::Command::new(runtime)
+        .args(["rm", "--force", name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+}
+
 /// Installs the resource limits, applied in the child between fork and exec.
 #[allow(unsafe_code)]
 fn set_rlimits_before_exec(cmd: &mut Command, limits: &SandboxLimits) {

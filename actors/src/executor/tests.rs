@@ -725,6 +725,7 @@ fn harness_with(fail_audit: bool, allow: &[&str], policy: PolicySettings) -> Har
         ExecutorLinks {
             audit: recorder.start().recipient(),
             high_risk: Some(signals.start().recipient()),
+            skills: None,
         },
     )
     .unwrap();

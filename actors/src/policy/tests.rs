@@ -206,3 +206,56 @@ fn a_runtime_restriction_is_never_an_approval_for_anyone() {
         "{reason}"
     );
 }
+
+#[test]
+fn skill_run_is_tier_two_and_never_runs_for_an_external_sender() {
+    assert_eq!(Tool::SkillRun.tier(), 2);
+    assert_eq!(Tool::from_name("skill_run"), Some(Tool::SkillRun));
+    assert!(!Tool::BUILT_IN.contains(&Tool::SkillRun));
+    let open = PolicySettings {
+        max_tier_owner: 2,
+        max_tier_external: 2,
+        approval_timeout_seconds: 1,
+    };
+    let none = restriction(None, &[]);
+    let input = |sender, settings| PolicyInput {
+        sender,
+        channel: "whatsapp",
+        tool: SKILL_RUN,
+        tier: 2,
+        restriction: &none,
+        sender_blocked: false,
+        settings,
+    };
+    assert_eq!(
+        decide(&input(External, &open)),
+        deny(DenyReason::OwnersOnly)
+    );
+    assert_eq!(decide(&input(Owner, &open)), Allow);
+    let strict = PolicySettings {
+        max_tier_owner: 1,
+        ..open.clone()
+    };
+    assert_eq!(decide(&input(Owner, &strict)), NeedsApproval);
+    // The exec tool under the same open policy is allowed for the external sender.
+    let exec = PolicyInput {
+        tool: "exec",
+        ..input(External, &open)
+    };
+    assert_eq!(decide(&exec), Allow);
+}
+
+#[test]
+fn the_skill_run_schema_lists_only_the_offered_skills() {
+    let offered = vec![OfferedSkill {
+        name: "git-activity".into(),
+        description: "report".into(),
+        args: json!({"type": "object"}),
+    }];
+    let schema = skill_run_schema(&offered);
+    assert_eq!(schema["function"]["name"], "skill_run");
+    assert_eq!(
+        schema["function"]["parameters"]["properties"]["skill"]["enum"],
+        json!(["git-activity"])
+    );
+}

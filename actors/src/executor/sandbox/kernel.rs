@@ -256,6 +256,13 @@ impl KernelJail {
         }
     }
 
+    /// This jail with `dir` added as a read-only root (a skill's directory).
+    pub fn with_read_only(&self, dir: &Path) -> Self {
+        let mut jail = self.clone();
+        jail.read_only.push(dir.to_path_buf());
+        jail
+    }
+
     /// Whether the kernel enforces this jail.
     pub fn enforces(&self) -> bool {
         self.enforce
