@@ -47,6 +47,10 @@ pub enum ApiError {
     /// A dependency is not available (no provider, a child down); the message is generic.
     #[error("{0}")]
     Unavailable(String),
+    /// The request conflicts with the node's state (a fleet control message while the fleet
+    /// is degraded, 409); the message says why.
+    #[error("{0}")]
+    Conflict(String),
     /// A token budget is used up; the message says which limit.
     #[error("{0}")]
     BudgetExceeded(String),
@@ -81,6 +85,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -12,6 +12,7 @@ mod deploy;
 mod docs;
 mod edge;
 mod exactly_once;
+mod fleet;
 mod harness;
 mod incidents;
 mod isolation;
