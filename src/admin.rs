@@ -380,12 +380,14 @@ pub async fn apply(
 
 /// Applies a control message another node accepted (from the control stream, in order):
 /// audited here with its origin node and stream sequence, then applied. A message this node
-/// cannot apply (a channel it does not run) is audited and skipped.
+/// cannot apply (a channel it does not run) is audited and skipped. With the audit log down it
+/// is an error, so the follower stops before this sequence and tries it again; a lockdown is
+/// applied all the same (fail closed), and audited when it is tried again.
 pub async fn apply_from_fleet(
     envelope: crate::fleet::ControlEnvelope,
     seq: u64,
     ctx: &ControlContext,
-) {
+) -> Result<(), String> {
     let crate::fleet::ControlEnvelope {
         origin,
         actor,
@@ -406,18 +408,21 @@ pub async fn apply_from_fleet(
         data,
     };
     if !matches!(ctx.audit.send(record).await, Ok(Ok(_))) {
-        // Fail closed on what can be decided without the audit log: a lockdown still applies.
         tracing::error!(seq, %origin, "audit log unavailable for a fleet control message");
-        if !matches!(message, ControlMessage::Lockdown { .. }) {
-            return;
+        if matches!(message, ControlMessage::Lockdown { .. }) && skipped.is_none() {
+            let _ = execute(message, &actor, ctx).await;
         }
+        return Err(format!(
+            "audit log unavailable; control message {seq} is tried again"
+        ));
     }
     if skipped.is_some() {
-        return;
+        return Ok(());
     }
     if let Err(e) = execute(message, &actor, ctx).await {
         tracing::warn!(seq, %origin, error = %e, "fleet control message not applied");
     }
+    Ok(())
 }
 
 /// Carries out a validated, audited control message.

@@ -576,7 +576,7 @@ async fn follow(fleet: &Fleet, control: &ControlContext) -> Result<(), String> {
                 let own =
                     envelope.origin == fleet.node_id() && fleet.lock_own().remove(&envelope.id);
                 if !own {
-                    crate::admin::apply_from_fleet(envelope, seq, control).await;
+                    crate::admin::apply_from_fleet(envelope, seq, control).await?;
                 }
             }
             Err(e) => tracing::warn!(seq, error = %e, "fleet: unreadable control message skipped"),
