@@ -105,6 +105,18 @@ impl ControlMessage {
             ControlMessage::AcknowledgeIncident { .. } => "acknowledge_incident",
         }
     }
+
+    /// Whether, in fleet mode, every node must apply it (security state). Snapshots, incident
+    /// acknowledgements and token rotation stay on the node that received them.
+    pub fn fans_out(&self) -> bool {
+        !matches!(
+            self,
+            ControlMessage::Snapshot { .. }
+                | ControlMessage::ResolveIncident { .. }
+                | ControlMessage::AcknowledgeIncident { .. }
+                | ControlMessage::RotateGatewayToken { .. }
+        )
+    }
 }
 
 /// Why a control message failed.
@@ -119,6 +131,9 @@ pub enum ControlError {
     /// A component is unavailable or the audit log cannot be written (503).
     #[error("{0}")]
     Unavailable(String),
+    /// A message that must reach every node of the fleet while NATS is unreachable (409).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// What control messages act on.
@@ -140,6 +155,8 @@ pub struct ControlContext {
     pub home: Home,
     /// The store (snapshots, persisted tool surface).
     pub db: StoreDb,
+    /// The fleet (`fleet.enabled`): security changes fan out to every node.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 const SURFACE_KEY: &str = "tool_surface";
@@ -317,18 +334,38 @@ fn validate(msg: &ControlMessage, ctx: &ControlContext) -> Result<(), ControlErr
     }
 }
 
-/// Validates, audits (with the caller's name) and applies one control message.
+/// Validates, audits (with the caller's name) and applies one control message. In fleet mode
+/// a message that [fans out](ControlMessage::fans_out) is published to the control stream
+/// first (409 while NATS is unreachable), then audited with its sequence and applied here; the
+/// other nodes apply it from the stream ([`apply_from_fleet`]).
 pub async fn apply(
     msg: ControlMessage,
     actor: &str,
     ctx: &ControlContext,
 ) -> Result<Value, ControlError> {
     validate(&msg, ctx)?;
+    let mut data = serde_json::to_value(&msg).unwrap_or(Value::Null);
+    if let Some(fleet) = ctx.fleet.as_ref().filter(|_| msg.fans_out()) {
+        if let Some(reason) = fleet.degraded_reason() {
+            return Err(ControlError::Conflict(format!(
+                "fleet degraded ({reason}): {} must reach every node and was not applied",
+                msg.kind()
+            )));
+        }
+        let seq = fleet.publish_control(&msg, actor).await.map_err(|e| {
+            ControlError::Conflict(format!(
+                "fleet: {} was not published ({e}) and was not applied",
+                msg.kind()
+            ))
+        })?;
+        data["origin"] = Value::from(fleet.node_id());
+        data["seq"] = Value::from(seq);
+    }
     let record = AppendRecord {
         kind: AuditKind::ControlApplied,
         actor: actor.to_string(),
         subject: msg.kind().to_string(),
-        data: serde_json::to_value(&msg).unwrap_or(Value::Null),
+        data,
     };
     match ctx.audit.send(record).await {
         Ok(Ok(_)) => {}
@@ -338,6 +375,62 @@ pub async fn apply(
             ))
         }
     }
+    execute(msg, actor, ctx).await
+}
+
+/// Applies a control message another node accepted (from the control stream, in order):
+/// audited here with its origin node and stream sequence, then applied. A message this node
+/// cannot apply (a channel it does not run) is audited and skipped. With the audit log down it
+/// is an error, so the follower stops before this sequence and tries it again; a lockdown is
+/// applied all the same (fail closed), and audited when it is tried again.
+pub async fn apply_from_fleet(
+    envelope: crate::fleet::ControlEnvelope,
+    seq: u64,
+    ctx: &ControlContext,
+) -> Result<(), String> {
+    let crate::fleet::ControlEnvelope {
+        origin,
+        actor,
+        message,
+        ..
+    } = envelope;
+    let mut data = serde_json::to_value(&message).unwrap_or(Value::Null);
+    data["origin"] = Value::from(origin.as_str());
+    data["seq"] = Value::from(seq);
+    let skipped = validate(&message, ctx).err();
+    if let Some(reason) = &skipped {
+        data["skipped"] = Value::from(reason.to_string());
+    }
+    let record = AppendRecord {
+        kind: AuditKind::ControlApplied,
+        actor: actor.clone(),
+        subject: message.kind().to_string(),
+        data,
+    };
+    if !matches!(ctx.audit.send(record).await, Ok(Ok(_))) {
+        tracing::error!(seq, %origin, "audit log unavailable for a fleet control message");
+        if matches!(message, ControlMessage::Lockdown { .. }) && skipped.is_none() {
+            let _ = execute(message, &actor, ctx).await;
+        }
+        return Err(format!(
+            "audit log unavailable; control message {seq} is tried again"
+        ));
+    }
+    if skipped.is_some() {
+        return Ok(());
+    }
+    if let Err(e) = execute(message, &actor, ctx).await {
+        tracing::warn!(seq, %origin, error = %e, "fleet control message not applied");
+    }
+    Ok(())
+}
+
+/// Carries out a validated, audited control message.
+async fn execute(
+    msg: ControlMessage,
+    actor: &str,
+    ctx: &ControlContext,
+) -> Result<Value, ControlError> {
     match msg {
         ControlMessage::QuarantineChannel { channel, reason } => {
             ctx.set_state(&channel, ChannelState::Quarantined, Some(reason), actor)
@@ -650,6 +743,7 @@ mod tests {
             audit: FailingAudit.start().recipient(),
             home: Home::new(dir.path()),
             db: db.clone(),
+            fleet: None,
         };
         let restrict = ControlMessage::RestrictTools {
             max_tier: Some(0),

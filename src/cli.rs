@@ -385,6 +385,10 @@ pub enum AuditCommand {
         /// Start at this sequence number.
         #[arg(long)]
         from: Option<u64>,
+        /// Fleet mode: also check the chain against this node's newest anchor in NATS (a
+        /// rewrite or truncation of anchored records fails, even by root on this host).
+        #[arg(long)]
+        anchored: bool,
     },
     /// Cut a torn last line (after a crash) and record that it was done. Gateway must be stopped.
     /// Refuses a log that ends before its recorded head unless --accept-missing is given.

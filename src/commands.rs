@@ -221,10 +221,18 @@ pub fn pairing(cmd: PairingCommand, ctx: CommandEnv<'_>) -> i32 {
 /// `kafclaw audit …`.
 pub fn audit(cmd: AuditCommand, ctx: CommandEnv<'_>) -> i32 {
     match cmd {
-        AuditCommand::Verify { from } => {
+        AuditCommand::Verify { from, anchored } => {
             let (json, command) = (ctx.json, ctx.command.clone());
+            let anchor = if anchored {
+                match anchor_of(&ctx.settings.fleet) {
+                    Ok(anchor) => anchor,
+                    Err(outcome) => return finish(outcome, &command, json, |_| {}),
+                }
+            } else {
+                None
+            };
             let progress = crate::progress::Progress::start(json, "verifying the audit chain");
-            let outcome = verify(from, ctx);
+            let outcome = verify(from, anchor, ctx);
             progress.finish();
             finish(outcome, &command, json, |r| {
                 println!(
@@ -238,10 +246,36 @@ pub fn audit(cmd: AuditCommand, ctx: CommandEnv<'_>) -> i32 {
     }
 }
 
+/// `--anchored`: this node's newest anchor, read from NATS with the node's fleet settings.
+fn anchor_of(
+    fleet: &crate::settings::FleetSettings,
+) -> Result<Option<kafclaw_actors::audit::AuditHead>, Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Outcome::Error(ErrorCode::Internal, e.to_string()))?;
+    match runtime.block_on(crate::fleet::last_anchor(fleet)) {
+        Ok(Some(anchor)) => Ok(Some(anchor.head())),
+        Ok(None) => Err(Outcome::Failed(format!(
+            "no audit anchor of node {} in the fleet: nothing to verify against",
+            fleet.node_id()
+        ))),
+        Err(e) => Err(Outcome::Error(ErrorCode::Unavailable, e)),
+    }
+}
+
 /// Verification needs only the key and the files: with no gateway running it does not start
 /// the chainer (which refuses to open a torn log — exactly what verify must report).
-fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
-    match control::send(ctx.home, &Operation::AuditVerify { from }) {
+fn verify(
+    from: Option<u64>,
+    anchor: Option<kafclaw_actors::audit::AuditHead>,
+    mut ctx: CommandEnv<'_>,
+) -> Outcome {
+    let operation = Operation::AuditVerify {
+        from,
+        anchor: anchor.clone(),
+    };
+    match control::send(ctx.home, &operation) {
         Ok(Some(answer)) => return answer.into(),
         Err(e) => return Outcome::Error(ErrorCode::Unavailable, e),
         Ok(None) => {}
@@ -255,9 +289,15 @@ fn verify(from: Option<u64>, mut ctx: CommandEnv<'_>) -> Outcome {
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let dir = ctx.home.audit_dir();
-    let report =
+    // The anchor first: it is the evidence kept off this host, so its verdict is the one told.
+    let anchored = match &anchor {
+        Some(anchor) => crate::fleet::check_anchor(&dir, &core.audit_key, anchor),
+        None => Ok(()),
+    };
+    let report = anchored.and_then(|()| {
         kafclaw_actors::audit::verify_against(&dir, &core.audit_key, from, recorded.as_ref())
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string())
+    });
     let by = format!("cli:uid={}", rustix::process::geteuid().as_raw());
     crate::last_verify::record(&core.db, &crate::last_verify::outcome(&report, &by));
     let report = report.and_then(|r| {

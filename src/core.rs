@@ -32,6 +32,7 @@ pub const VAULT_SECRET_KEYS: &[&str] = &[
     "channels.whatsapp.verify_token",
     "channels.whatsapp.app_secret",
     "channels.whatsapp.access_token",
+    "fleet.credentials",
 ];
 
 /// The opened core.
@@ -147,6 +148,7 @@ pub fn resolve_secrets(settings: &mut Settings, vault: &Vault) -> Result<(), Cor
         match key {
             "gateway.auth_token" => settings.gateway.auth_token = Some(secret),
             "providers.openai.api_key" => settings.providers.openai.api_key = Some(secret),
+            "fleet.credentials" => settings.fleet.credentials = Some(secret),
             other => {
                 // Channel secrets stay in the JSON slice until the channels consume them.
                 let path: Vec<&str> = other.split('.').skip(1).collect();

@@ -191,6 +191,10 @@ fn listen(settings: &Settings) -> Result<(TcpListener, TcpListener, Limits), Sta
     Ok((gateway, dashboard, limits))
 }
 
+/// How long a starting fleet node waits for NATS and the control stream before it serves
+/// degraded.
+const FLEET_CATCH_UP: Duration = Duration::from_secs(5);
+
 async fn serve(
     home: Home,
     settings: Settings,
@@ -212,7 +216,25 @@ async fn serve(
             return 2;
         }
     }
-    let services = match crate::services::start(&home, &settings, core, passphrase) {
+    // Fleet mode: the NATS connection comes up in the background (unreachable = degraded).
+    let fleet = if settings.fleet.enabled {
+        let lockout = &settings.security.auth_lockout;
+        let policy = http::lockout::LockoutPolicy {
+            max_failures: lockout.max_failures,
+            window: Duration::from_secs(lockout.window_seconds),
+            lockout: Duration::from_secs(lockout.lockout_seconds),
+        };
+        match crate::fleet::connect(&settings.fleet, policy, &core.db).await {
+            Ok(fleet) => Some(fleet),
+            Err(e) => {
+                eprintln!("kafclaw: {e}");
+                return 2;
+            }
+        }
+    } else {
+        None
+    };
+    let services = match crate::services::start(&home, &settings, core, passphrase, fleet) {
         Ok(services) => services,
         Err(e) => {
             eprintln!("kafclaw: {e}");
@@ -324,6 +346,20 @@ async fn serve(
             .await;
     }
 
+    // A node that was down applies the control messages it missed before anyone can reach it.
+    if let Some(fleet) = &control.fleet {
+        match fleet.catch_up(FLEET_CATCH_UP).await {
+            Ok(()) => tracing::info!(
+                node = fleet.node_id(),
+                applied = fleet.applied_seq(),
+                "fleet control stream applied"
+            ),
+            Err(e) => tracing::warn!(
+                node = fleet.node_id(),
+                "fleet degraded at start ({e}): serving with this node's own state; the control stream is applied when NATS returns"
+            ),
+        }
+    }
     if let Err(e) = crate::control::serve(&home, state.clone()) {
         eprintln!("kafclaw: cannot open the control socket: {e}");
         return 2;
@@ -548,6 +584,9 @@ impl Finishing<'_> {
             .audit(AuditKind::GatewayStopped, "system", "gateway", data)
             .await;
         write_head_file(self.audit, self.audit_head).await;
+        if let Some(fleet) = &self.state.control.fleet {
+            fleet.shutdown(Duration::from_secs(2)).await;
+        }
         if let Some(addr) = self.store.addr() {
             let _ = addr.send(Flush).await;
         }

@@ -16,6 +16,7 @@ pub mod control;
 pub mod core;
 pub mod doctor;
 pub mod envelope;
+pub mod fleet;
 pub mod gateway;
 pub mod healthcheck;
 pub mod http;

@@ -6,7 +6,14 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `level` is a tracing filter (`info`, `kafclaw=debug`, …).
 pub fn init(level: &str, json: bool) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The NATS client (fleet mode) says every connect and reconnect attempt at info; the
+    // gateway says connected/degraded itself. `log.level` naming async_nats overrides this.
+    let level = if level.contains("async_nats") {
+        level.to_string()
+    } else {
+        format!("{level},async_nats=warn")
+    };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

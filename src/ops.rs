@@ -78,6 +78,9 @@ pub enum Operation {
     AuditVerify {
         /// First sequence number to verify (trusting its `prev`).
         from: Option<u64>,
+        /// A fleet anchor the chain must also reach, with the same hash (`--anchored`).
+        #[serde(default)]
+        anchor: Option<kafclaw_actors::audit::AuditHead>,
     },
     /// Unexpired pairing requests, with their codes (for the operator, never for a log).
     PairingPending {
@@ -338,11 +341,12 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
             crate::admin::apply(message, &ctx.actor, control)
                 .await
                 .map_err(|e| match e {
-                    crate::admin::ControlError::Unavailable(m) => OpError::Unavailable(m),
+                    crate::admin::ControlError::Unavailable(m)
+                    | crate::admin::ControlError::Conflict(m) => OpError::Unavailable(m),
                     other => OpError::Invalid(other.to_string()),
                 })
         }
-        Operation::AuditVerify { from } => {
+        Operation::AuditVerify { from, anchor } => {
             let input = crate::last_verify::VerifyInput {
                 home: ctx.home.clone(),
                 db: ctx.db.clone(),
@@ -351,6 +355,16 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 from,
                 by: ctx.actor.clone(),
             };
+            // The anchor first: it is the evidence kept off this host.
+            if let Some(anchor) = anchor {
+                let (dir, key) = (ctx.audit_dir.clone(), ctx.audit_key.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::fleet::check_anchor(&dir, &key, &anchor)
+                })
+                .await
+                .map_err(|_| OpError::Unavailable("the verification was interrupted".into()))?
+                .map_err(OpError::Failed)?;
+            }
             let (report, _) = crate::last_verify::run(input).await.map_err(|e| match e {
                 crate::last_verify::VerifyRunError::Interrupted => {
                     OpError::Unavailable(e.to_string())

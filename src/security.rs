@@ -112,7 +112,10 @@ fn posture(
 fn deep_checks(home: &Home, settings: &Settings, trust: &TrustState, report: &mut Report) {
     // The audit chain.
     if trust.running {
-        match control::send(home, &Operation::AuditVerify { from: None }) {
+        match control::send(home, &Operation::AuditVerify {
+            from: None,
+            anchor: None,
+        }) {
             Ok(Some(Answer::Ok(v))) => report.pass(
                 "audit_chain",
                 format!(

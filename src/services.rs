@@ -95,6 +95,7 @@ pub fn start(
     settings: &Settings,
     core: Core,
     passphrase: Option<SecretValue>,
+    fleet: Option<crate::fleet::Fleet>,
 ) -> Result<Services, String> {
     let Core {
         db,
@@ -204,7 +205,23 @@ pub fn start(
         audit: relay.clone(),
         home: home.clone(),
         db: db.clone(),
+        fleet: fleet.clone(),
     };
+    if let Some(fleet) = fleet {
+        let control = control.clone();
+        let fleet_audit = audit.clone();
+        tree.child(
+            "fleet",
+            RestartPolicy::Permanent,
+            Box::new(move || {
+                Ok(crate::fleet::FleetWatcher::new(
+                    fleet.clone(),
+                    control.clone(),
+                    fleet_audit.clone(),
+                ))
+            }),
+        );
+    }
     let responder = Responder::new(control.clone()).start();
     let incident_settings = settings.incident_settings()?;
     let monitor_db = db.clone();

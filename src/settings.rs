@@ -228,6 +228,8 @@ pub struct Settings {
     /// Incident thresholds (typed by `kafclaw_actors::incident::IncidentSettings`).
     #[serde(default)]
     pub incidents: Value,
+    /// Fleet mode (NATS JetStream).
+    pub fleet: FleetSettings,
     /// Where each key's value came from.
     #[serde(skip)]
     pub origins: BTreeMap<String, Origin>,
@@ -416,6 +418,43 @@ impl StoreSettings {
             1 => "1 minute".to_string(),
             m => format!("{m} minutes"),
         }
+    }
+}
+
+/// `fleet.*`: several gateways sharing security state over NATS JetStream (docs/fleet.md).
+#[derive(Clone, Debug, Deserialize)]
+pub struct FleetSettings {
+    /// Off by default: no NATS code runs.
+    pub enabled: bool,
+    /// The NATS servers (`nats://host:port` or `tls://host:port`).
+    pub nats_urls: Vec<String>,
+    /// This node's name in the fleet (empty = the host name).
+    pub node_id: String,
+    /// A NATS token or an nkey seed (`SU…`).
+    #[serde(default)]
+    pub credentials: Option<Secret>,
+    /// A PEM CA file the NATS servers' certificates are checked against (empty = none).
+    pub tls_ca_file: String,
+    /// Replicas of every stream and bucket (1 or 3).
+    pub stream_replicas: u64,
+    /// The audit head is anchored after this many records …
+    pub anchor_every_records: u64,
+    /// … or this many seconds, whichever comes first.
+    pub anchor_every_seconds: u64,
+}
+
+impl FleetSettings {
+    /// `fleet.node_id`, or the host name when it is empty.
+    pub fn node_id(&self) -> String {
+        let configured = self.node_id.trim();
+        if !configured.is_empty() {
+            return configured.to_string();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
     }
 }
 
@@ -861,6 +900,17 @@ fn check(kind: Kind, raw: &Value) -> Result<Value, String> {
             .filter(|n| (min..=max).contains(n))
             .map(Value::from)
             .ok_or_else(|| format!("{} is not an integer {min}-{max}", show(raw))),
+        Kind::UIntOneOf(allowed) => uint(raw, text.as_deref())
+            .filter(|n| allowed.contains(n))
+            .map(Value::from)
+            .ok_or_else(|| {
+                let words: Vec<String> = allowed.iter().map(u64::to_string).collect();
+                format!(
+                    "{} is not allowed; allowed: {}",
+                    show(raw),
+                    words.join(", ")
+                )
+            }),
         Kind::List => match raw {
             Value::Array(items) if items.iter().all(Value::is_string) => Ok(raw.clone()),
             Value::String(s) => Ok(Value::from(

@@ -143,6 +143,10 @@ fn rule(kind: Kind) -> String {
         Kind::Port => "port 0-65535 (0 = any free port)".into(),
         Kind::UInt { min, max: u64::MAX } => format!("integer ≥ {min}"),
         Kind::UInt { min, max } => format!("integer {min}-{max}"),
+        Kind::UIntOneOf(allowed) => {
+            let words: Vec<String> = allowed.iter().map(|n| format!("`{n}`")).collect();
+            format!("one of {}", words.join(", "))
+        }
         Kind::List => "list of strings".into(),
         Kind::OneOf(words) => {
             let words: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();

@@ -261,6 +261,27 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
             // Count before any await, so concurrent failures from one IP cannot slip past the
             // threshold while earlier ones are still being audited.
             let outcome = ip.map(|ip| state.control.lockout.record_failure(ip, Instant::now()));
+            // Fleet mode: the same failure counts fleet-wide; a fleet-wide lockout applies
+            // here at once and reaches the other nodes through the bucket.
+            if let (Some(fleet), Some(ip)) = (state.control.fleet.clone(), ip) {
+                let state = state.clone();
+                actix_rt::spawn(async move {
+                    match fleet.count_auth_failure(ip).await {
+                        Ok(Some(left))
+                            if state.control.lockout.check(ip, Instant::now()).is_none() =>
+                        {
+                            let client = super::client::ClientKey::of(ip).to_string();
+                            let data = json!({"client": client, "lockout_seconds": left.as_secs(), "fleet": true});
+                            let _ = state
+                                .audit(AuditKind::AuthLockedOut, &client, "fleet", data)
+                                .await;
+                            state.control.lockout.lock(ip, left, Instant::now());
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "fleet auth-failure count"),
+                    }
+                });
+            }
             state.note_auth_failure(&client, req.path(), &failure);
             // The monitor counts per key (an IPv6 client by its /64) and acts on that address.
             let key = ip.map(|i| super::client::ClientKey::of(i).representative().to_string());

@@ -51,6 +51,10 @@ pub enum ApiError {
     /// `Retry-After: 30`): new work is refused until space returns.
     #[error("the disk is full; retry later")]
     DiskFull,
+    /// The request conflicts with the node's state (a fleet control message while the fleet
+    /// is degraded, 409); the message says why.
+    #[error("{0}")]
+    Conflict(String),
     /// A token budget is used up; the message says which limit.
     #[error("{0}")]
     BudgetExceeded(String),
@@ -85,6 +89,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) | ApiError::DiskFull => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -25,12 +25,24 @@ async fn tree(state: &AppState) -> Result<SupervisionTree, ApiError> {
 /// Read from the supervisor's health board: a probe never queues behind the supervisor.
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let failing = state.health.failing();
-    if failing.is_empty() {
-        HttpResponse::Ok()
+    if failing.is_empty() && state.control.fleet.is_none() {
+        return HttpResponse::Ok()
             .content_type("application/json")
-            .body(r#"{"ok":true}"#)
+            .body(r#"{"ok":true}"#);
+    }
+    let mut body = if failing.is_empty() {
+        json!({"ok": true})
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({"ok": false, "failing": failing}))
+        json!({"ok": false, "failing": failing})
+    };
+    // Fleet mode: a degraded node still serves (health, reads, the control socket).
+    if let Some(fleet) = &state.control.fleet {
+        body["fleet"] = fleet.status();
+    }
+    if failing.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 
@@ -130,6 +142,7 @@ pub async fn full_status(state: &AppState, cache: Cache) -> Result<serde_json::V
         "open_incidents": open_incidents,
         "usage_today": usage,
         "audit_head": audit_head,
+        "fleet": state.control.fleet.as_ref().map(crate::fleet::Fleet::status),
         "store": kafclaw_actors::retention::store_stats(&state.db).ok(),
         "memory": {
             "resident_bytes": super::metrics::process::sample(state.started).resident_memory_bytes,
@@ -544,5 +557,6 @@ fn control_error(e: crate::admin::ControlError) -> ApiError {
         crate::admin::ControlError::Invalid(m) => ApiError::BadRequest(m),
         crate::admin::ControlError::NotFound(_) => ApiError::NotFound,
         crate::admin::ControlError::Unavailable(m) => ApiError::Unavailable(m),
+        crate::admin::ControlError::Conflict(m) => ApiError::Conflict(m),
     }
 }

@@ -14,6 +14,8 @@ pub enum Kind {
     Port,
     /// An unsigned integer in an inclusive range.
     UInt { min: u64, max: u64 },
+    /// One of a fixed set of unsigned integers.
+    UIntOneOf(&'static [u64]),
     /// A list of strings (comma-separated in the environment).
     List,
     /// One of a fixed set of words.
@@ -284,6 +286,27 @@ pub const KEYS: &[KeySpec] = &[
     k("channels.bridges.*.require_mention", Kind::Bool),
     k(
         "channels.bridges.*.resend_after_seconds",
+        Kind::UInt {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    // Fleet mode on NATS JetStream (issue 18; docs/fleet.md).
+    k("fleet.enabled", Kind::Bool),
+    k("fleet.nats_urls", Kind::List),
+    k("fleet.node_id", Kind::Str),
+    k("fleet.credentials", Kind::Secret),
+    k("fleet.tls_ca_file", Kind::Str),
+    k("fleet.stream_replicas", Kind::UIntOneOf(&[1, 3])),
+    k(
+        "fleet.anchor_every_records",
+        Kind::UInt {
+            min: 1,
+            max: 1_000_000,
+        },
+    ),
+    k(
+        "fleet.anchor_every_seconds",
         Kind::UInt {
             min: 1,
             max: 86_400,

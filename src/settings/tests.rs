@@ -422,3 +422,48 @@ fn retention_minutes_replaces_the_days_when_set() {
     f.env("KAFCLAW_STORE_RETENTION_MINUTES", "-1");
     assert!(f.load().is_err(), "a negative retention is refused");
 }
+
+#[test]
+fn fleet_settings_are_off_by_default_and_checked() {
+    let defaults = fixture().load().unwrap();
+    assert!(!defaults.fleet.enabled, "fleet mode is opt-in");
+    assert!(defaults.fleet.nats_urls.is_empty());
+    assert_eq!(defaults.fleet.stream_replicas, 1);
+    assert!(defaults.fleet.credentials.is_none());
+    assert!(
+        !defaults.fleet.node_id().is_empty(),
+        "the host name by default"
+    );
+    check_rejects(
+        "KAFCLAW_FLEET_STREAM_REPLICAS",
+        "2",
+        &["fleet.stream_replicas", "\"2\"", "allowed: 1, 3"],
+    );
+    check_rejects(
+        "KAFCLAW_FLEET_ANCHOR_EVERY_RECORDS",
+        "0",
+        &["fleet.anchor_every_records", "1-1000000"],
+    );
+    let mut f = fixture();
+    f.env("KAFCLAW_FLEET_ENABLED", "true");
+    f.env(
+        "KAFCLAW_FLEET_NATS_URLS",
+        "nats://10.0.0.1:4222, nats://10.0.0.2:4222",
+    );
+    f.env("KAFCLAW_FLEET_NODE_ID", "gw-2");
+    f.env("KAFCLAW_FLEET_STREAM_REPLICAS", "3");
+    f.env("KAFCLAW_FLEET_CREDENTIALS", "nats-token-value");
+    let s = f.load().unwrap();
+    assert!(s.fleet.enabled);
+    assert_eq!(
+        s.fleet.nats_urls,
+        ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
+    );
+    assert_eq!(s.fleet.node_id(), "gw-2");
+    assert_eq!(s.fleet.stream_replicas, 3);
+    assert_eq!(
+        s.fleet.credentials.as_ref().map(|c| c.expose()),
+        Some("nats-token-value")
+    );
+    assert!(!format!("{:?}", s.fleet).contains("nats-token-value"));
+}

@@ -13,6 +13,7 @@ mod docs;
 mod edge;
 mod exactly_once;
 mod faults;
+mod fleet;
 mod harness;
 mod incidents;
 mod isolation;

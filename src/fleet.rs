@@ -1,0 +1,837 @@
+//! Fleet mode (issue 18, docs/fleet.md): several gateways share security state over NATS
+//! JetStream — one control stream every node applies, and the audit heads anchored off the host.
+//!
+//! Owns: the NATS connection (`fleet.*` settings), creating the streams and buckets when
+//! missing, publishing control messages, the supervised watcher that applies the control stream
+//! in order (from the last sequence this node applied, persisted in the store), and the
+//! `connected`/`degraded` verdict.
+//! Must not: decide what a control message does (`crate::admin` does, in one place), or run at
+//! all with `fleet.enabled = false`.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use async_nats::jetstream::{self, consumer, kv, stream};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditHead, AuditKind, GetHead};
+use kafclaw_actors::store::{StoreDb, TreeName};
+use kafclaw_actors::supervisor::{Ping, Pong, Slot};
+
+use crate::admin::{ControlContext, ControlMessage};
+use crate::http::client::ClientKey;
+use crate::http::lockout::LockoutPolicy;
+use crate::settings::FleetSettings;
+
+/// The control stream: every fanned-out control message, in order.
+pub const CONTROL_STREAM: &str = "KAFCLAW_CONTROL";
+/// Its subject.
+pub const CONTROL_SUBJECT: &str = "kafclaw.control";
+/// The anchors stream: each node's audit head, on `kafclaw.anchors.<node>`.
+pub const ANCHOR_STREAM: &str = "KAFCLAW_ANCHORS";
+/// The anchors' subject prefix.
+pub const ANCHOR_SUBJECT_PREFIX: &str = "kafclaw.anchors";
+/// The KV bucket of auth failures per client key (fleet-wide lockout).
+pub const AUTH_FAILURES_BUCKET: &str = "kafclaw_auth_failures";
+/// The store key of the last control sequence this node applied.
+const APPLIED_KEY: &str = "fleet_control_seq";
+/// How long a publish may take before the fan-out is refused.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One control message on the control stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlEnvelope {
+    /// A random id (also the `Nats-Msg-Id`: a repeated publish is stored once).
+    pub id: String,
+    /// The node that accepted it.
+    pub origin: String,
+    /// Who sent it there (token name or `cli:uid=…`).
+    pub actor: String,
+    /// The message itself.
+    pub message: ControlMessage,
+}
+
+/// A handle on the fleet connection (cheap to clone).
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    lockout: LockoutPolicy,
+    /// The auth-failure bucket, once created.
+    failures: Mutex<Option<kv::Store>>,
+    replicas: usize,
+    anchor_every_records: u64,
+    anchor_every_seconds: u64,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    /// The streams and buckets exist (checked once per connection).
+    ready: AtomicBool,
+    /// The last control sequence applied here.
+    applied: AtomicU64,
+    /// Wakes whoever waits for the watcher (the catch-up before the listeners open).
+    applied_tx: tokio::sync::watch::Sender<u64>,
+    /// Ids of control messages this process published and applied itself.
+    own: Mutex<HashSet<String>>,
+    /// Set at a stop: the loops return (dropping their NATS consumers inside the runtime).
+    stopping: AtomicBool,
+    /// Loops still running.
+    loops: AtomicUsize,
+}
+
+/// Counts a running loop while it lives.
+struct LoopGuard(Fleet);
+
+impl LoopGuard {
+    fn new(fleet: &Fleet) -> Self {
+        fleet.inner.loops.fetch_add(1, Ordering::SeqCst);
+        Self(fleet.clone())
+    }
+}
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        self.0.inner.loops.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("node_id", &self.inner.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects to NATS (in the background: an unreachable NATS leaves the node degraded, not
+/// down). The error is one line (a bad URL, an unreadable CA file).
+pub async fn connect(
+    settings: &FleetSettings,
+    lockout: LockoutPolicy,
+    db: &StoreDb,
+) -> Result<Fleet, String> {
+    if settings.nats_urls.is_empty() {
+        return Err("fleet.enabled needs fleet.nats_urls".into());
+    }
+    let mut addrs = Vec::new();
+    for url in &settings.nats_urls {
+        let addr = url
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|_| format!("fleet.nats_urls: {url} is not a NATS URL"))?;
+        addrs.push(addr);
+    }
+    let node_id = settings.node_id();
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("kafclaw {node_id}"))
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .ping_interval(Duration::from_secs(2))
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((100 * attempts as u64).min(1000))
+        });
+    if let Some(credentials) = &settings.credentials {
+        let value = credentials.expose().to_string();
+        options = if value.starts_with("SU") {
+            options.nkey(value)
+        } else {
+            options.token(value)
+        };
+    }
+    if !settings.tls_ca_file.is_empty() {
+        let path = std::path::PathBuf::from(&settings.tls_ca_file);
+        if !path.is_file() {
+            return Err(format!(
+                "fleet.tls_ca_file: {} is not a readable file",
+                path.display()
+            ));
+        }
+        options = options.add_root_certificates(path).require_tls(true);
+    }
+    let client = options
+        .connect(addrs)
+        .await
+        .map_err(|e| format!("fleet: cannot connect to NATS: {e}"))?;
+    let js = jetstream::new(client.clone());
+    let applied = load_applied(db);
+    let (applied_tx, _) = tokio::sync::watch::channel(applied);
+    Ok(Fleet {
+        inner: Arc::new(Inner {
+            node_id,
+            lockout,
+            failures: Mutex::new(None),
+            replicas: settings.stream_replicas.max(1) as usize,
+            anchor_every_records: settings.anchor_every_records.max(1),
+            anchor_every_seconds: settings.anchor_every_seconds.max(1),
+            client,
+            js,
+            ready: AtomicBool::new(false),
+            applied: AtomicU64::new(applied),
+            applied_tx,
+            own: Mutex::new(HashSet::new()),
+            stopping: AtomicBool::new(false),
+            loops: AtomicUsize::new(0),
+        }),
+    })
+}
+
+fn load_applied(db: &StoreDb) -> u64 {
+    db.tree(TreeName::Settings)
+        .ok()
+        .and_then(|t| t.get_json::<u64>(APPLIED_KEY).ok().flatten())
+        .unwrap_or(0)
+}
+
+fn store_applied(db: &StoreDb, seq: u64) -> Result<(), String> {
+    let tree = db.tree(TreeName::Settings).map_err(|e| e.to_string())?;
+    tree.put_json(APPLIED_KEY, &seq)
+        .map_err(|e| e.to_string())?;
+    db.flush_blocking().map_err(|e| e.to_string())
+}
+
+impl Fleet {
+    /// This node's name.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The NATS client (the anchors, the lockout bucket).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
+    /// Anchor cadence: (records, seconds).
+    pub fn anchor_every(&self) -> (u64, Duration) {
+        (
+            self.inner.anchor_every_records,
+            Duration::from_secs(self.inner.anchor_every_seconds),
+        )
+    }
+
+    /// Connected to NATS with the streams in place.
+    pub fn connected(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst)
+            && self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Why the node is degraded, or `None` when it is connected.
+    pub fn degraded_reason(&self) -> Option<&'static str> {
+        match self.inner.client.connection_state() {
+            async_nats::connection::State::Connected if self.inner.ready.load(Ordering::SeqCst) => {
+                None
+            }
+            async_nats::connection::State::Connected => Some("the fleet streams are not ready"),
+            _ => Some("NATS is unreachable"),
+        }
+    }
+
+    /// The last control sequence this node applied.
+    pub fn applied_seq(&self) -> u64 {
+        self.inner.applied.load(Ordering::SeqCst)
+    }
+
+    /// `{node_id, state, applied_control_seq}` for status and `/healthz`.
+    pub fn status(&self) -> Value {
+        json!({
+            "node_id": self.inner.node_id,
+            "state": if self.connected() { "connected" } else { "degraded" },
+            "reason": self.degraded_reason(),
+            "applied_control_seq": self.applied_seq(),
+        })
+    }
+
+    /// Creates the streams and buckets when missing (once per connection).
+    pub async fn ensure(&self) -> Result<(), String> {
+        if self.inner.ready.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let js = &self.inner.js;
+        let replicas = self.inner.replicas;
+        js.get_or_create_stream(stream::Config {
+            name: CONTROL_STREAM.into(),
+            subjects: vec![CONTROL_SUBJECT.into()],
+            num_replicas: replicas,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("fleet: cannot create stream {CONTROL_STREAM}: {e}"))?;
+        js.get_or_create_stream(stream::Config {
+            name: ANCHOR_STREAM.into(),
+            subjects: vec![format!("{ANCHOR_SUBJECT_PREFIX}.*")],
+            num_replicas: replicas,
+            // The newest anchors per node are what a verify needs.
+            max_messages_per_subject: 1000,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("fleet: cannot create stream {ANCHOR_STREAM}: {e}"))?;
+        // The bucket's stream laid out as `create_key_value` would, created directly: that call
+        // first asks for the account's API level, which a 2.9 server does not report.
+        let max_age = self.inner.lockout.window + self.inner.lockout.lockout;
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{AUTH_FAILURES_BUCKET}"),
+            subjects: vec![format!("$KV.{AUTH_FAILURES_BUCKET}.>")],
+            max_messages_per_subject: 1,
+            // A count outlives neither its window nor the lockout it led to.
+            max_age,
+            duplicate_window: max_age.min(Duration::from_secs(120)),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("fleet: cannot create bucket {AUTH_FAILURES_BUCKET}: {e}"))?;
+        let failures = js
+            .get_key_value(AUTH_FAILURES_BUCKET)
+            .await
+            .map_err(|e| format!("fleet: cannot open bucket {AUTH_FAILURES_BUCKET}: {e}"))?;
+        *self
+            .inner
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(failures);
+        self.inner.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Publishes a control message accepted here; the stream sequence it got.
+    pub async fn publish_control(
+        &self,
+        message: &ControlMessage,
+        actor: &str,
+    ) -> Result<u64, String> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| format!("no randomness: {e}"))?;
+        let envelope = ControlEnvelope {
+            id: hex::encode(id),
+            origin: self.inner.node_id.clone(),
+            actor: actor.to_string(),
+            message: message.clone(),
+        };
+        let payload = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", envelope.id.as_str());
+        self.lock_own().insert(envelope.id.clone());
+        let publish = async {
+            self.inner
+                .js
+                .publish_with_headers(CONTROL_SUBJECT, headers, payload.into())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+            Ok(Ok(ack)) => Ok(ack.sequence),
+            Ok(Err(e)) => {
+                self.lock_own().remove(&envelope.id);
+                Err(e)
+            }
+            Err(_) => {
+                self.lock_own().remove(&envelope.id);
+                Err("NATS did not acknowledge the publish in time".into())
+            }
+        }
+    }
+
+    fn lock_own(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner.own.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sequence of the newest message on the control stream (0 when empty).
+    async fn control_head(&self) -> Result<u64, String> {
+        let mut stream = self
+            .inner
+            .js
+            .get_stream(CONTROL_STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Waits (at most `deadline`) until everything on the control stream is applied here: a
+    /// node that was down applies what it missed before it opens its listeners. NATS
+    /// unreachable: returns at once, degraded (the watcher catches up when NATS returns).
+    pub async fn catch_up(&self, deadline: Duration) -> Result<(), String> {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut rx = self.inner.applied_tx.subscribe();
+        while !self.connected() {
+            if tokio::time::Instant::now() >= until {
+                return Err(self.degraded_reason().unwrap_or("degraded").to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let head = self.control_head().await?;
+        loop {
+            if *rx.borrow_and_update() >= head {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(until, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(format!(
+                        "the control stream is not applied yet ({} of {head})",
+                        self.applied_seq()
+                    ))
+                }
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// At a stop: ends the watcher's loops (at most `deadline`), so their consumers are
+    /// dropped while the runtime still runs.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let until = tokio::time::Instant::now() + deadline;
+        while self.inner.loops.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn failures_bucket(&self) -> Option<kv::Store> {
+        self.inner
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Counts one auth failure of `ip`'s client key fleet-wide (compare-and-set on the
+    /// bucket); `Some(time left)` when the fleet-wide count locks it out.
+    pub async fn count_auth_failure(&self, ip: IpAddr) -> Result<Option<Duration>, String> {
+        let bucket = self
+            .failures_bucket()
+            .ok_or("the fleet is degraded: auth failures are counted on this node only")?;
+        let key = failure_key(ClientKey::of(ip));
+        let policy = self.inner.lockout;
+        for _ in 0..8 {
+            let now = now_ms();
+            let entry = bucket.entry(&key).await.map_err(|e| e.to_string())?;
+            let (mut count, revision) = match entry {
+                Some(e) if e.operation == kv::Operation::Put => (
+                    serde_json::from_slice::<FailureCount>(&e.value).unwrap_or_default(),
+                    Some(e.revision),
+                ),
+                Some(e) => (FailureCount::default(), Some(e.revision)),
+                None => (FailureCount::default(), None),
+            };
+            if let Some(left) = count.left(now) {
+                return Ok(Some(left));
+            }
+            if now.saturating_sub(count.window_start_ms) > policy.window.as_millis() as u64
+                || count.failures == 0
+            {
+                count = FailureCount {
+                    failures: 0,
+                    window_start_ms: now,
+                    locked_until_ms: None,
+                };
+            }
+            count.failures += 1;
+            if count.failures >= policy.max_failures.max(1) {
+                count.locked_until_ms = Some(now + policy.lockout.as_millis() as u64);
+            }
+            let value = serde_json::to_vec(&count).map_err(|e| e.to_string())?;
+            let written = match revision {
+                Some(r) => bucket.update(&key, value.into(), r).await.is_ok(),
+                None => bucket.create(&key, value.into()).await.is_ok(),
+            };
+            if written {
+                return Ok(count.left(now));
+            }
+        }
+        Err("the fleet-wide auth-failure count kept changing; counted on this node only".into())
+    }
+
+    fn set_applied(&self, seq: u64) {
+        self.inner.applied.store(seq, Ordering::SeqCst);
+        self.inner.applied_tx.send_replace(seq);
+    }
+}
+
+/// Applies the control stream in order (supervised: a restart resumes after the last applied
+/// sequence, which survives in the store).
+pub struct FleetWatcher {
+    fleet: Fleet,
+    control: ControlContext,
+    audit: Slot<AuditChainer>,
+}
+
+impl FleetWatcher {
+    /// A watcher over the fleet handle, what control messages act on, and the audit chainer
+    /// whose head it anchors.
+    pub fn new(fleet: Fleet, control: ControlContext, audit: Slot<AuditChainer>) -> Self {
+        Self {
+            fleet,
+            control,
+            audit,
+        }
+    }
+}
+
+impl Actor for FleetWatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let fleet = self.fleet.clone();
+        let control = self.control.clone();
+        ctx.spawn(watch(fleet.clone(), control.clone()).into_actor(self));
+        ctx.spawn(watch_lockouts(fleet.clone(), control).into_actor(self));
+        ctx.spawn(publish_anchors(fleet, self.audit.clone()).into_actor(self));
+    }
+}
+
+impl Handler<Ping> for FleetWatcher {
+    type Result = Pong;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
+        Pong
+    }
+}
+
+async fn watch(fleet: Fleet, control: ControlContext) {
+    let _running = LoopGuard::new(&fleet);
+    let mut was_connected = false;
+    while !fleet.stopping() {
+        if fleet.inner.client.connection_state() != async_nats::connection::State::Connected {
+            if was_connected {
+                tracing::warn!(node = %fleet.node_id(), "fleet degraded: NATS is unreachable");
+                was_connected = false;
+            }
+            fleet.inner.ready.store(false, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if let Err(e) = fleet.ensure().await {
+            tracing::warn!(error = %e, "fleet degraded");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        if !was_connected {
+            tracing::info!(node = %fleet.node_id(), applied = fleet.applied_seq(), "fleet connected");
+            was_connected = true;
+        }
+        if let Err(e) = follow(&fleet, &control).await {
+            tracing::warn!(error = %e, "fleet control stream interrupted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Follows the control stream from the sequence after the last applied one until it fails.
+async fn follow(fleet: &Fleet, control: &ControlContext) -> Result<(), String> {
+    let stream = fleet
+        .inner
+        .js
+        .get_stream(CONTROL_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let start = fleet.applied_seq() + 1;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while !fleet.stopping() {
+        // The stream may be empty: wake up to notice a lost connection.
+        let next = tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
+        let message = match next {
+            Err(_) => {
+                if fleet.inner.client.connection_state() != async_nats::connection::State::Connected
+                {
+                    return Err("NATS is unreachable".into());
+                }
+                continue;
+            }
+            Ok(None) => return Err("the consumer ended".into()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(message))) => message,
+        };
+        let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+        if seq <= fleet.applied_seq() {
+            continue;
+        }
+        match serde_json::from_slice::<ControlEnvelope>(&message.payload) {
+            Ok(envelope) => {
+                let own =
+                    envelope.origin == fleet.node_id() && fleet.lock_own().remove(&envelope.id);
+                if !own {
+                    crate::admin::apply_from_fleet(envelope, seq, control).await?;
+                }
+            }
+            Err(e) => tracing::warn!(seq, error = %e, "fleet: unreadable control message skipped"),
+        }
+        store_applied(&control.db, seq)?;
+        fleet.set_applied(seq);
+    }
+    Ok(())
+}
+
+/// One client key's fleet-wide auth failures (the `kafclaw_auth_failures` bucket's value).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct FailureCount {
+    failures: u32,
+    window_start_ms: u64,
+    locked_until_ms: Option<u64>,
+}
+
+impl FailureCount {
+    fn left(&self, now_ms: u64) -> Option<Duration> {
+        self.locked_until_ms
+            .filter(|until| *until > now_ms)
+            .map(|until| Duration::from_millis(until - now_ms))
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A client key as a KV key (`[-/_=.a-zA-Z0-9]`): an IPv4 address as it is, an IPv6 /64 by
+/// its network address with `:` as `_`.
+fn failure_key(key: ClientKey) -> String {
+    key.representative().to_string().replace(':', "_")
+}
+
+fn key_ip(key: &str) -> Option<IpAddr> {
+    key.replace('_', ":").parse().ok()
+}
+
+/// Applies fleet-wide lockouts to this node's table as the bucket changes (audited first).
+async fn watch_lockouts(fleet: Fleet, control: ControlContext) {
+    let _running = LoopGuard::new(&fleet);
+    while !fleet.stopping() {
+        let Some(bucket) = fleet.failures_bucket().filter(|_| fleet.connected()) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let mut entries = match bucket.watch_with_history(">").await {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet: cannot watch the auth-failure bucket");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while !fleet.stopping() {
+            let next = tokio::time::timeout(Duration::from_secs(1), entries.next()).await;
+            let entry = match next {
+                Err(_) if fleet.connected() => continue,
+                Err(_) | Ok(None) | Ok(Some(Err(_))) => break,
+                Ok(Some(Ok(entry))) => entry,
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let Some(ip) = key_ip(&entry.key) else {
+                continue;
+            };
+            let Ok(count) = serde_json::from_slice::<FailureCount>(&entry.value) else {
+                continue;
+            };
+            let Some(left) = count.left(now_ms()) else {
+                continue;
+            };
+            if control.lockout.check(ip, Instant::now()).is_some() {
+                continue;
+            }
+            let client = ClientKey::of(ip).to_string();
+            let record = AppendRecord {
+                kind: AuditKind::AuthLockedOut,
+                actor: client.clone(),
+                subject: "fleet".into(),
+                data: json!({
+                    "client": client,
+                    "lockout_seconds": left.as_secs(),
+                    "failures": count.failures,
+                    "fleet": true,
+                }),
+            };
+            // Refusing is the safe direction: the lockout applies even if the audit fails.
+            let _ = control.audit.send(record).await;
+            control.lockout.lock(ip, left, Instant::now());
+        }
+    }
+}
+
+/// One anchor: a node's audit head as it was published.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Anchor {
+    /// The node.
+    pub node: String,
+    /// The head's sequence number.
+    pub seq: u64,
+    /// The head's hash (hex).
+    pub hash: String,
+    /// When it was published (RFC 3339).
+    pub at: String,
+}
+
+/// The anchors subject of a node (`kafclaw.anchors.<node>`, the id made a subject token).
+pub fn anchor_subject(node: &str) -> String {
+    let token: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{ANCHOR_SUBJECT_PREFIX}.{token}")
+}
+
+/// Publishes the audit head every `fleet.anchor_every_records` records or
+/// `fleet.anchor_every_seconds` seconds (with new records), whichever comes first.
+async fn publish_anchors(fleet: Fleet, audit: Slot<AuditChainer>) {
+    let (every_records, every) = fleet.anchor_every();
+    let subject = anchor_subject(fleet.node_id());
+    let mut anchored = 0u64;
+    let mut since = tokio::time::Instant::now();
+    let _running = LoopGuard::new(&fleet);
+    while !fleet.stopping() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(addr) = audit.addr() else { continue };
+        let Ok(head) = addr.send(GetHead).await else {
+            continue;
+        };
+        let due = head.seq > anchored
+            && (head.seq - anchored >= every_records || since.elapsed() >= every);
+        if !due || !fleet.connected() {
+            continue;
+        }
+        let anchor = Anchor {
+            node: fleet.node_id().to_string(),
+            seq: head.seq,
+            hash: head.hash,
+            at: kafclaw_actors::clock::now_rfc3339(),
+        };
+        let Ok(payload) = serde_json::to_vec(&anchor) else {
+            continue;
+        };
+        let publish = async {
+            fleet
+                .inner
+                .js
+                .publish(subject.clone(), payload.into())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+            Ok(Ok(_)) => {
+                anchored = anchor.seq;
+                since = tokio::time::Instant::now();
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "fleet: audit anchor not published"),
+            Err(_) => tracing::warn!("fleet: audit anchor not acknowledged in time"),
+        }
+    }
+}
+
+/// The newest anchor of `node` from the anchors stream (for `kafclaw audit verify
+/// --anchored`); `None` when the node never anchored. Connects once, without retrying.
+pub async fn last_anchor(settings: &FleetSettings) -> Result<Option<Anchor>, String> {
+    if !settings.enabled || settings.nats_urls.is_empty() {
+        return Err("--anchored needs fleet.enabled and fleet.nats_urls".into());
+    }
+    let mut options = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .max_reconnects(Some(1));
+    if let Some(credentials) = &settings.credentials {
+        let value = credentials.expose().to_string();
+        options = if value.starts_with("SU") {
+            options.nkey(value)
+        } else {
+            options.token(value)
+        };
+    }
+    if !settings.tls_ca_file.is_empty() {
+        options = options
+            .add_root_certificates(std::path::PathBuf::from(&settings.tls_ca_file))
+            .require_tls(true);
+    }
+    let mut addrs = Vec::new();
+    for url in &settings.nats_urls {
+        addrs.push(
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|_| format!("fleet.nats_urls: {url} is not a NATS URL"))?,
+        );
+    }
+    let client = options
+        .connect(addrs)
+        .await
+        .map_err(|e| format!("cannot reach NATS for the anchors: {e}"))?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_stream(ANCHOR_STREAM)
+        .await
+        .map_err(|e| format!("cannot read stream {ANCHOR_STREAM}: {e}"))?;
+    let subject = anchor_subject(&settings.node_id());
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => serde_json::from_slice::<Anchor>(&message.payload)
+            .map(Some)
+            .map_err(|e| format!("the anchor on {subject} is unreadable: {e}")),
+        Err(e)
+            if matches!(
+                e.kind(),
+                async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(format!("cannot read the anchor on {subject}: {e}")),
+    }
+}
+
+impl Anchor {
+    /// As the head `verify_against` checks the segments against.
+    pub fn head(&self) -> AuditHead {
+        AuditHead {
+            seq: self.seq,
+            hash: self.hash.clone(),
+        }
+    }
+}
+
+/// Checks the audit segments in `dir` against a fleet anchor: the chain must reach the
+/// anchored record and carry its hash there. The error is one line naming the anchor.
+pub fn check_anchor(
+    dir: &std::path::Path,
+    key: &kafclaw_actors::audit::AuditKey,
+    anchor: &AuditHead,
+) -> Result<(), String> {
+    kafclaw_actors::audit::verify_against(dir, key, None, Some(anchor))
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "the audit log does not match the fleet anchor (record {}): {e}",
+                anchor.seq
+            )
+        })
+}

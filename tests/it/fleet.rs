@@ -1,0 +1,334 @@
+//! Fleet mode (issue 18) on real servers: three gateways against a real 3-server NATS
+//! JetStream cluster on loopback (`fleet/cluster.rs`).
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{client, Gateway, Options, TOKEN};
+
+mod cluster;
+
+use cluster::Cluster;
+
+const BRIDGE_SECRET: &str = "fleet-bridge-secret-0123456789";
+
+/// A fleet node: token, one bridge channel, `fleet.*` pointed at the cluster.
+fn node(cluster: &Cluster, id: &str) -> Options {
+    let mut options = Options::default()
+        .token()
+        .env("KAFCLAW_FLEET_ENABLED", "true")
+        .env("KAFCLAW_FLEET_NATS_URLS", &cluster.urls())
+        .env("KAFCLAW_FLEET_NODE_ID", id)
+        .env("KAFCLAW_FLEET_STREAM_REPLICAS", "3")
+        .env("KAFCLAW_CHANNELS_BRIDGES_SLACK_SECRET", BRIDGE_SECRET);
+    options.config_json = Some(
+        json!({"channels": {"bridges": {"slack": {"outbound_url": "http://127.0.0.1:9/out"}}}})
+            .to_string(),
+    );
+    options
+}
+
+/// Three nodes `a`, `b`, `c`, each connected to the fleet.
+async fn three(cluster: &Cluster) -> Vec<Gateway> {
+    let nodes: Vec<Gateway> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Gateway::start(node(cluster, id)))
+        .collect();
+    for gw in &nodes {
+        wait_for("the node to connect", Duration::from_secs(15), async || {
+            fleet_state(gw).await == "connected"
+        })
+        .await;
+    }
+    nodes
+}
+
+async fn wait_for(what: &str, deadline: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn fleet_state(gw: &Gateway) -> String {
+    let health: Value = match client().get(gw.url("/healthz")).send().await {
+        Ok(res) => res.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    health["fleet"]["state"].as_str().unwrap_or("").to_string()
+}
+
+async fn control(gw: &Gateway, body: Value) -> (StatusCode, Value) {
+    let res = client()
+        .post(gw.url("/api/v1/admin/control"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// True when the node is locked down: its channel quarantined and tools at tier 0.
+async fn locked_down(gw: &Gateway) -> bool {
+    let channels = gw.get_json("/api/v1/channels").await;
+    let quarantined = channels
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["name"] == "slack" && c["state"] == "quarantined");
+    let tools = gw.get_json("/api/v1/tools").await;
+    quarantined && tools["restriction"]["max_tier"] == 0
+}
+
+fn audit_text(gw: &Gateway) -> String {
+    let dir = gw.home_path().join(".kafclaw/audit");
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().ends_with(".jsonl") {
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap());
+        }
+    }
+    text
+}
+
+/// The `control.applied` records of a node's audit log.
+fn control_applied(gw: &Gateway) -> Vec<Value> {
+    audit_text(gw)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["kind"] == "control.applied")
+        .collect()
+}
+
+fn data(record: &Value) -> &Value {
+    if record["data"].is_object() {
+        &record["data"]
+    } else {
+        record
+    }
+}
+
+#[tokio::test]
+async fn a_lockdown_on_one_node_locks_down_every_node_and_each_audits_it_once() {
+    let cluster = Cluster::start();
+    let nodes = three(&cluster).await;
+    let (status, body) = control(&nodes[0], json!({"type": "lockdown", "reason": "drill"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(locked_down(&nodes[0]).await, "the origin applied it");
+    let start = Instant::now();
+    for gw in &nodes[1..] {
+        wait_for(
+            "the lockdown to reach every node",
+            Duration::from_secs(10),
+            async || locked_down(gw).await,
+        )
+        .await;
+    }
+    println!("lockdown fan-out to two nodes: {:?}", start.elapsed());
+    // Each node audits it exactly once, naming the origin node and the stream sequence.
+    for gw in &nodes {
+        let applied = control_applied(gw);
+        let lockdowns: Vec<&Value> = applied
+            .iter()
+            .filter(|r| r["subject"] == "lockdown")
+            .collect();
+        assert_eq!(lockdowns.len(), 1, "{applied:?}");
+        let d = data(lockdowns[0]);
+        assert_eq!(d["origin"], "a", "{d}");
+        assert!(d["seq"].as_u64().is_some_and(|s| s >= 1), "{d}");
+    }
+    // A control message that stays local (a snapshot) is applied on its node only.
+    let (status, _) = control(&nodes[1], json!({"type": "snapshot"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!control_applied(&nodes[2])
+        .iter()
+        .any(|r| r["subject"] == "snapshot"));
+}
+
+#[tokio::test]
+async fn a_node_that_was_down_applies_the_missed_lockdown_before_its_listeners_open() {
+    let cluster = Cluster::start();
+    let mut nodes = three(&cluster).await;
+    nodes[2].signal("TERM");
+    assert!(nodes[2].wait_exit(Duration::from_secs(20)).success());
+    let (status, body) = control(
+        &nodes[0],
+        json!({"type": "lockdown", "reason": "while c was down"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let home = std::mem::replace(&mut nodes[2].home, tempfile::tempdir().unwrap());
+    let restarted = Gateway::start_in(home, node(&cluster, "c"));
+    // No polling: the first answer after the ready line already sees the lockdown.
+    assert!(
+        locked_down(&restarted).await,
+        "applied before the listeners opened"
+    );
+    let applied = control_applied(&restarted);
+    assert_eq!(
+        applied
+            .iter()
+            .filter(|r| r["subject"] == "lockdown")
+            .count(),
+        1,
+        "{applied:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_every_nats_server_down_the_node_is_degraded_refuses_fan_out_and_recovers() {
+    let mut cluster = Cluster::start();
+    let nodes = three(&cluster).await;
+    cluster.stop_all();
+    for gw in &nodes {
+        wait_for("degraded", Duration::from_secs(15), async || {
+            fleet_state(gw).await == "degraded"
+        })
+        .await;
+    }
+    // Health and reads still answer.
+    let health = client().get(nodes[0].url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let status = nodes[0].get_json("/api/v1/status").await;
+    assert_eq!(status["fleet"]["state"], "degraded", "{status}");
+    // A control message that must reach every node is refused with the reason, and nothing
+    // was applied here.
+    let (code, body) = control(&nodes[0], json!({"type": "lockdown", "reason": "split"})).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("fleet degraded"), "{error}");
+    assert!(!locked_down(&nodes[0]).await);
+    // A local one still works.
+    let (code, _) = control(&nodes[0], json!({"type": "snapshot"})).await;
+    assert_eq!(code, StatusCode::OK);
+
+    cluster.start_all();
+    for gw in &nodes {
+        wait_for("recovery", Duration::from_secs(30), async || {
+            fleet_state(gw).await == "connected"
+        })
+        .await;
+    }
+    let (code, body) = control(&nodes[1], json!({"type": "lockdown", "reason": "after"})).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    for gw in &nodes {
+        wait_for(
+            "the lockdown after recovery",
+            Duration::from_secs(10),
+            async || locked_down(gw).await,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn ten_auth_failures_spread_over_three_nodes_lock_the_client_out_on_all_three() {
+    let cluster = Cluster::start();
+    let nodes = three(&cluster).await;
+    let from = |addr: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(addr.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let attacker = from("127.0.0.3");
+    // 4 + 3 + 3: no node alone sees the 10 failures of security.auth_lockout.max_failures.
+    for i in 0..10 {
+        let gw = &nodes[i % 3];
+        let res = attacker
+            .get(gw.url("/api/v1/supervisor"))
+            .bearer_auth("wrong-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "failure {i}");
+    }
+    for gw in &nodes {
+        wait_for(
+            "the fleet-wide lockout",
+            Duration::from_secs(10),
+            async || {
+                let res = attacker
+                    .get(gw.url("/api/v1/supervisor"))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .unwrap();
+                res.status() == StatusCode::TOO_MANY_REQUESTS
+            },
+        )
+        .await;
+    }
+    // Another client is not affected on any node.
+    let other = from("127.0.0.4");
+    for gw in &nodes {
+        let res = other
+            .get(gw.url("/api/v1/supervisor"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    // The nodes that did not count the tenth failure audited the fleet-wide lockout.
+    let audited = nodes
+        .iter()
+        .filter(|gw| audit_text(gw).contains("\"fleet\":true"))
+        .count();
+    assert!(audited >= 2, "{audited}");
+}
+
+#[tokio::test]
+async fn audit_verify_anchored_catches_a_truncated_local_chain() {
+    let cluster = Cluster::start();
+    let options = node(&cluster, "a")
+        .env("KAFCLAW_FLEET_ANCHOR_EVERY_RECORDS", "1")
+        .env("KAFCLAW_FLEET_ANCHOR_EVERY_SECONDS", "1");
+    let mut gw = Gateway::start(options.clone());
+    wait_for("the node to connect", Duration::from_secs(15), async || {
+        fleet_state(&gw).await == "connected"
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, _) = control(&gw, json!({"type": "relax_tools"})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let home = gw.home_path();
+    let verify = || crate::harness::run(&home, &options.env, &["audit", "verify", "--anchored"]);
+    // While the gateway runs (over the control socket), once the head is anchored.
+    let start = Instant::now();
+    loop {
+        let (code, _, stderr) = verify();
+        if code == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "never anchored: {stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    gw.signal("TERM");
+    let status = gw.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}: {}", gw.stderr());
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, 0, "offline, intact: {stdout} {stderr}");
+
+    // Root on the host cuts the chain back to its first two records.
+    let segment = home.join(".kafclaw/audit/audit-000001.jsonl");
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let kept: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&segment, kept).unwrap();
+    let (code, stdout, stderr) = verify();
+    assert_eq!(code, 1, "{stdout} {stderr}");
+    let said = format!("{stdout}{stderr}");
+    assert!(said.contains("fleet anchor"), "{said}");
+    assert!(said.contains("missing"), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "one clear line: {said}");
+}
