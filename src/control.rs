@@ -83,6 +83,30 @@ pub fn serve(home: &Home, state: web::Data<AppState>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Reads one request line (as received, with or without its `\n`) into an [`Operation`], or
+/// the error answer the client gets. Public for the `fuzz/` crate's `control_message` target.
+pub fn parse_request(line: &[u8]) -> Result<Operation, Value> {
+    if line.len() > MAX_LINE {
+        return Err(error_line(ErrorCode::Usage.as_str(), "request too large"));
+    }
+    serde_json::from_slice::<Operation>(line).map_err(|e| {
+        // serde's message repeats parts of the request (an unknown operation name): its
+        // control characters are escaped so the answer stays one clean line.
+        let message: String = format!("invalid request: {e}")
+            .chars()
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect();
+        error_line(ErrorCode::Usage.as_str(), &message)
+    })
+}
+
 fn error_line(code: &str, error: &str) -> Value {
     json!({"status": "error", "code": code, "error": error})
 }
@@ -118,12 +142,9 @@ async fn handle(stream: UnixStream, state: web::Data<AppState>) {
                 tracing::warn!("control socket: no request within the deadline, closed");
                 error_line("timeout", "no request line within the deadline")
             }
-            Ok(Ok(_)) if line.len() > MAX_LINE => {
-                error_line(ErrorCode::Usage.as_str(), "request too large")
-            }
-            Ok(Ok(_)) => match serde_json::from_slice::<Operation>(&line) {
+            Ok(Ok(_)) => match parse_request(&line) {
                 Ok(op) => execute(op, &state, own).await,
-                Err(e) => error_line(ErrorCode::Usage.as_str(), &format!("invalid request: {e}")),
+                Err(answer) => answer,
             },
             Ok(Err(e)) => {
                 json!({"status": "error", "error": format!("cannot read the request: {e}")})

@@ -85,6 +85,8 @@ mod repair;
 mod segment;
 mod verify;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;
 

@@ -202,6 +202,7 @@ fn markdown_files() -> Vec<PathBuf> {
         "ARCHITECTURE.md",
         "SECURITY.md",
         "CHANGELOG.md",
+        "BENCHMARKS.md",
     ]
     .iter()
     .map(|f| root().join(f))

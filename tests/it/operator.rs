@@ -822,3 +822,25 @@ fn the_control_socket_closes_silent_connections_and_caps_them() {
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).success());
 }
+
+/// Found by the `control_message` fuzz target: serde's "unknown variant" error repeats the
+/// requested operation name, control characters included, so a refused line could answer (and
+/// `kafclaw` print) an error of several lines.
+#[test]
+fn a_refused_control_request_is_answered_with_one_clean_line() {
+    for line in [
+        &b"{\"op\":\"\\n\\u0010\\u0010x\"}\n"[..],
+        b"{\"op\":\"secret_set\",\"name\":\"a\\r\\nb\",\"value\":5}",
+        b"{\"op\":\"\\u001b[31mred\"}",
+    ] {
+        let Err(answer) = kafclaw::control::parse_request(line) else {
+            panic!("{line:?} was accepted");
+        };
+        assert_eq!(answer["code"], "usage");
+        let message = answer["error"].as_str().expect("an error message");
+        assert!(
+            !message.chars().any(char::is_control),
+            "control characters in {message:?}"
+        );
+    }
+}

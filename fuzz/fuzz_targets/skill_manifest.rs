@@ -1,0 +1,89 @@
+//! The `SKILL.md` front-matter parser.
+//!
+//! Properties: a parsed manifest, written back as front matter, parses back equal; a manifest
+//! built from arbitrary fields round-trips the same way whenever the first parse accepts it;
+//! parsing is deterministic.
+#![no_main]
+
+use arbitrary::{Arbitrary, Unstructured};
+use kafclaw::skills::manifest::SkillManifest;
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Arbitrary, Debug)]
+enum Input<'a> {
+    Text(&'a str),
+    Fields {
+        name: String,
+        description: String,
+        version: String,
+        tools: Vec<String>,
+        entry: Option<String>,
+        network: bool,
+        credentials: Vec<String>,
+        body: &'a str,
+    },
+}
+
+fn front_matter(manifest: &SkillManifest, body: &str) -> String {
+    let yaml = serde_yaml_ng::to_string(manifest).expect("a manifest serialises");
+    format!("---\n{yaml}---\n{body}")
+}
+
+fn structured(input: Input<'_>) {
+    let text = match input {
+        Input::Text(text) => text.to_string(),
+        Input::Fields {
+            name,
+            description,
+            version,
+            tools,
+            entry,
+            network,
+            credentials,
+            body,
+        } => {
+            let manifest = SkillManifest {
+                name,
+                description,
+                version,
+                tools,
+                entry,
+                args: None,
+                network,
+                credentials,
+            };
+            front_matter(&manifest, body)
+        }
+    };
+    let parsed = SkillManifest::parse(&text);
+    assert_eq!(SkillManifest::parse(&text), parsed);
+    if let Ok(manifest) = parsed {
+        let again = front_matter(&manifest, "");
+        assert_eq!(
+            SkillManifest::parse(&again).as_ref(),
+            Ok(&manifest),
+            "{again:?}"
+        );
+    }
+}
+
+/// Raw mode: the bytes are a whole `SKILL.md`.
+fn raw(bytes: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        structured(Input::Text(text));
+    }
+}
+
+// The first byte picks the mode: even = the raw bytes that follow (what the seed corpus
+// holds: real bodies, lines and files), odd = a structured input built from them.
+fuzz_target!(|data: &[u8]| {
+    match data.split_first() {
+        Some((mode, rest)) if mode % 2 == 0 => raw(rest),
+        Some((_, rest)) => {
+            if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(rest)) {
+                structured(input);
+            }
+        }
+        None => {}
+    }
+});
