@@ -49,6 +49,7 @@ fn structured(input: Input<'_>) {
                 tools,
                 entry,
                 args: None,
+                arg_order: Vec::new(),
                 network,
                 credentials,
             };
