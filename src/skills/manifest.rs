@@ -55,31 +55,34 @@ impl SkillManifest {
             .strip_prefix("---\n")
             .or_else(|| text.strip_prefix("---\r\n"))
             .ok_or(ManifestError::Missing)?;
+        // Byte offsets of each line as written (`\r\n` counts two), so the slice below
+        // always falls on a line start.
         let end = rest
-            .lines()
+            .split_inclusive('\n')
             .scan(0usize, |at, line| {
                 let start = *at;
-                *at += line.len() + 1;
+                *at += line.len();
                 Some((start, line))
             })
             .find(|(_, line)| line.trim_end() == "---")
             .map(|(start, _)| start)
             .ok_or(ManifestError::Missing)?;
         let yaml = &rest[..end];
-        let mut m: SkillManifest = serde_yaml_ng::from_str(yaml).map_err(|e| {
-            ManifestError::Invalid(e.to_string().lines().next().unwrap_or("").to_lowercase())
-        })?;
-        if let Ok(tree) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(yaml) {
-            if let Some(props) = tree
-                .get("args")
-                .and_then(|a| a.get("properties"))
-                .and_then(|p| p.as_mapping())
-            {
-                m.arg_order = props
-                    .keys()
-                    .filter_map(|k| k.as_str().map(String::from))
-                    .collect();
-            }
+        let invalid =
+            |e: serde_yaml_ng::Error| ManifestError::Invalid(first_line_lowercase(&e.to_string()));
+        // One reading of the YAML for the schema and the positional order: the generic tree
+        // refuses a key given twice, which the typed reading would settle silently.
+        let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).map_err(invalid)?;
+        let mut m: SkillManifest = serde_yaml_ng::from_str(yaml).map_err(invalid)?;
+        if let Some(props) = tree
+            .get("args")
+            .and_then(|a| a.get("properties"))
+            .and_then(|p| p.as_mapping())
+        {
+            m.arg_order = props
+                .keys()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect();
         }
         m.check()?;
         Ok(m)
@@ -116,6 +119,10 @@ impl SkillManifest {
         }
         Ok(())
     }
+}
+
+fn first_line_lowercase(message: &str) -> String {
+    message.lines().next().unwrap_or("").to_lowercase()
 }
 
 /// A relative path of plain components (no `/` at the start, no `.` or `..`).

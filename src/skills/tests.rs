@@ -244,3 +244,31 @@ fn archives_are_checked_entry_by_entry() {
     std::io::Write::write_all(&mut f, &zstd::encode_all(plain.as_slice(), 3).unwrap()).unwrap();
     check(f.path(), false, &[]);
 }
+
+/// Regression (fuzz `skill_manifest`): the end of the front matter is found by byte offsets
+/// that count `\r\n` as two bytes, so CRLF files and multi-byte text never slice mid-char.
+#[test]
+fn front_matter_with_crlf_lines_and_multibyte_text_parses_without_panicking() {
+    let crlf = "---\r\nname: demo\r\ndescription: Résumé ünïcode\r\nversion: 1\r\n---\r\nbody\r\n";
+    let m = manifest::SkillManifest::parse(crlf).expect("a CRLF manifest parses");
+    assert_eq!(m.description, "Résumé ünïcode");
+    for text in [
+        "---\r\né\r\né\r\n---\r\n",
+        "---\r\nname: é\r\nééééé\r\n---",
+        "---\nname: x\n---",
+    ] {
+        // Any answer is fine; a panic is not.
+        let _ = manifest::SkillManifest::parse(text);
+    }
+}
+
+/// Regression (fuzz `skill_manifest`): a key given twice is refused, so the positional
+/// argument order and the schema always come from the same reading of the YAML.
+#[test]
+fn a_front_matter_key_given_twice_is_refused() {
+    let twice = "---\nname: w\ndescription: d\nversion: 1\nentry: run.sh\nargs:\n  type: object\n  properties:\n    city: {type: string}\n  properties:\n    rk: {type: string}\n---\n";
+    let err = manifest::SkillManifest::parse(twice).expect_err("a duplicated key is refused");
+    assert!(err.to_string().contains("duplicate"), "{err}");
+    let top = "---\nname: w\nname: v\ndescription: d\nversion: 1\n---\n";
+    assert!(manifest::SkillManifest::parse(top).is_err());
+}
