@@ -197,8 +197,10 @@ pub struct Sources<'a> {
     pub flags: &'a FlagOverrides,
 }
 
-/// The typed settings, deserialized once and sliced per component.
-#[derive(Clone, Debug, Deserialize)]
+/// The typed settings, deserialized once and sliced per component. `Debug` prints every
+/// field, with the values of secret keys in the raw JSON trees (`channels`, `tools`,
+/// `incidents`) replaced by `"[redacted]"`.
+#[derive(Clone, Deserialize)]
 pub struct Settings {
     /// The HTTP gateway.
     pub gateway: GatewaySettings,
@@ -244,6 +246,55 @@ pub struct Settings {
     /// `incidents.owner`, `log.retention_days`).
     #[serde(skip)]
     pub tree: Value,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("gateway", &self.gateway)
+            .field("providers", &self.providers)
+            .field("model", &self.model)
+            .field("budgets", &self.budgets)
+            .field("tools", &redacted("tools", &self.tools))
+            .field("paths", &self.paths)
+            .field("supervisor", &self.supervisor)
+            .field("security", &self.security)
+            .field("audit", &self.audit)
+            .field("store", &self.store)
+            .field("log", &self.log)
+            .field("channels", &redacted("channels", &self.channels))
+            .field("incidents", &redacted("incidents", &self.incidents))
+            .field("fleet", &self.fleet)
+            .field("origins", &self.origins)
+            .field("warnings", &self.warnings)
+            .field("config_file_found", &self.config_file_found)
+            .field("tree", &redacted("", &self.tree))
+            .finish()
+    }
+}
+
+/// `value` (found at `path`) with every leaf whose key is a secret in the key table, or is
+/// not in the key table at all, replaced by `"[redacted]"` (fail closed: a key the table
+/// does not know is not known to be public).
+fn redacted(path: &str, value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    (k.clone(), redacted(&key, v))
+                })
+                .collect(),
+        ),
+        leaf => match keys::lookup(path) {
+            Some(spec) if spec.kind != Kind::Secret => leaf.clone(),
+            _ => Value::String("[redacted]".into()),
+        },
+    }
 }
 
 /// `gateway.*`.

@@ -467,3 +467,46 @@ fn fleet_settings_are_off_by_default_and_checked() {
     );
     assert!(!format!("{:?}", s.fleet).contains("nats-token-value"));
 }
+
+/// Regression (fuzz `settings_load`): the raw `channels` tree kept the channel secrets in
+/// plain text, and `Settings`' `Debug` printed it. Every secret key of the key table, given
+/// in every source, stays out of the `Debug` form.
+#[test]
+fn debug_of_the_settings_never_shows_a_secret_value() {
+    let mut f = fixture();
+    f.config(
+        r#"{"channels":{"whatsapp":{"app_secret":"cfg-app-secret-1"},
+            "bridges":{"slack":{"enabled":true,"secret":"cfg-bridge-secret-2"}}},
+            "fleet":{"credentials":"cfg-fleet-cred-3"}}"#,
+    );
+    f.env_file("KAFCLAW_CHANNELS_WHATSAPP_ACCESS_TOKEN=file-access-token-4\n");
+    f.env(
+        "KAFCLAW_CHANNELS_WHATSAPP_VERIFY_TOKEN",
+        "env-verify-token-5",
+    );
+    f.env(
+        "KAFCLAW_GATEWAY_AUTH_TOKEN",
+        "env-gateway-token-6-long-enough-xx",
+    );
+    f.env("KAFCLAW_PROVIDERS_OPENAI_API_KEY", "env-openai-key-7");
+    let settings = f.load().expect("settings load");
+    let shown = format!("{settings:?} {settings:#?}");
+    for secret in [
+        "cfg-app-secret-1",
+        "cfg-bridge-secret-2",
+        "cfg-fleet-cred-3",
+        "file-access-token-4",
+        "env-verify-token-5",
+        "env-gateway-token-6",
+        "env-openai-key-7",
+    ] {
+        assert!(!shown.contains(secret), "{secret} is shown in Debug");
+    }
+    // Still there for the components that use them, and the rest is still printed.
+    assert_eq!(
+        settings.channels["whatsapp"]["app_secret"],
+        "cfg-app-secret-1"
+    );
+    assert!(shown.contains("dashboard_port"), "{shown}");
+    assert!(shown.contains("slack"), "{shown}");
+}
