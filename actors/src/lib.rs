@@ -33,6 +33,7 @@ extern crate self as kafclaw_actors;
 pub mod agent;
 pub mod approval;
 pub mod audit;
+pub mod backoff;
 pub mod channel;
 pub mod clock;
 pub mod drain;
