@@ -155,7 +155,9 @@ pub fn main_with(args: Vec<String>, env: HashMap<String, String>) -> i32 {
         local_token: cli.token.clone().filter(|_| cli.url.is_none()),
     };
     match cli.command {
-        cli::Command::Gateway(args) => gateway::run(home.clone(), settings, &env, args.allow_root),
+        cli::Command::Gateway(args) => {
+            gateway::run(home.clone(), settings, &env, args.allow_root, json)
+        }
         cli::Command::Secrets(cmd) => commands::secrets(cmd, ctx(settings)),
         cli::Command::Token(cmd) => commands::token(cmd, ctx(settings)),
         cli::Command::Audit(cmd) => commands::audit(cmd, ctx(settings)),
