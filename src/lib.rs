@@ -23,6 +23,7 @@ pub mod last_verify;
 pub mod logging;
 pub mod ops;
 pub mod progress;
+pub mod protocol;
 pub mod remote;
 pub mod secret;
 pub mod security;
