@@ -15,11 +15,18 @@ use kafclaw_actors::store::{Flush, RecordEvent, Store};
 use kafclaw_actors::supervisor::{RestartPolicy, SupervisionEvent};
 
 use crate::envelope::{self, ErrorCode};
-use crate::http::{self, auth::Authenticator, AppState, Limits};
 use crate::settings::Settings;
+use http::{auth::Authenticator, AppState, Limits};
 use kafclaw_actors::incident::ChildFailureSignal;
 
+pub mod admin;
+pub mod channels;
+pub mod control;
+pub mod core;
+pub mod http;
+pub mod last_verify;
 mod remote;
+pub mod services;
 
 /// The minimum length of a gateway token (32 random bytes, base64url).
 pub const MIN_TOKEN_CHARS: usize = kafclaw_actors::token::MIN_TOKEN_CHARS;
