@@ -14,11 +14,19 @@ use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::{Flush, RecordEvent, Store};
 use kafclaw_actors::supervisor::{RestartPolicy, SupervisionEvent};
 
-use crate::http::{self, auth::Authenticator, AppState, Limits};
+use crate::envelope::{self, ErrorCode};
 use crate::settings::Settings;
+use http::{auth::Authenticator, AppState, Limits};
 use kafclaw_actors::incident::ChildFailureSignal;
 
+pub mod admin;
+pub mod channels;
+pub mod control;
+pub mod core;
+pub mod http;
+pub mod last_verify;
 mod remote;
+pub mod services;
 
 /// The minimum length of a gateway token (32 random bytes, base64url).
 pub const MIN_TOKEN_CHARS: usize = kafclaw_actors::token::MIN_TOKEN_CHARS;
@@ -35,9 +43,31 @@ pub enum StartError {
     /// Root with a remote bind.
     #[error("refusing to run as root (uid 0) with non-loopback host {host}: run as a dedicated user, or pass --allow-root")]
     RootRemote { host: String },
-    /// Anything else that stops startup.
+    /// Settings the listeners cannot use (hosts, proxies, a name that does not resolve).
+    #[error("{0}")]
+    Config(String),
+    /// Anything else that stops startup (a port in use, …).
     #[error("{0}")]
     Other(String),
+}
+
+impl StartError {
+    /// The `--json` error code of this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StartError::RemoteWithoutToken { .. }
+            | StartError::WeakToken { .. }
+            | StartError::RootRemote { .. } => ErrorCode::Refused,
+            StartError::Config(_) => ErrorCode::Config,
+            StartError::Other(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// A refused start: the one `--json` document on stdout, else one `kafclaw:` line on stderr;
+/// answers the exit code (2, see docs/exit-codes.md).
+fn refuse(json: bool, code: ErrorCode, message: &str) -> i32 {
+    envelope::fail("gateway", json, code, message)
 }
 
 /// Checks that must pass before anything is opened or bound.
@@ -76,9 +106,9 @@ fn bind(host: &str, port: u16, key: &str) -> Result<TcpListener, StartError> {
     let host_for_bind = host.trim_start_matches('[').trim_end_matches(']');
     let addr = (host_for_bind, port)
         .to_socket_addrs()
-        .map_err(|e| StartError::Other(format!("cannot resolve gateway.host {host}: {e}")))?
+        .map_err(|e| StartError::Config(format!("cannot resolve gateway.host {host}: {e}")))?
         .next()
-        .ok_or_else(|| StartError::Other(format!("gateway.host {host} resolves to nothing")))?;
+        .ok_or_else(|| StartError::Config(format!("gateway.host {host} resolves to nothing")))?;
     let listener = TcpListener::bind(addr)
         .map_err(|e| StartError::Other(format!("cannot bind {addr} ({key}): {e}")))?;
     // std listens with a backlog of 128: a burst of connections (a flood that is refused at
@@ -89,11 +119,13 @@ fn bind(host: &str, port: u16, key: &str) -> Result<TcpListener, StartError> {
 }
 
 /// Runs the gateway until SIGINT/SIGTERM (exit 0) or a permanent child is given up on (exit 1).
+/// A refused start answers 2, in the `--json` document when `json` is set.
 pub fn run(
     home: Home,
     mut settings: Settings,
     env: &std::collections::HashMap<String, String>,
     allow_root: bool,
+    json: bool,
 ) -> i32 {
     let is_root = rustix::process::geteuid().is_root();
     // Said once per start (the preflight below runs twice: before and after the vault).
@@ -103,32 +135,23 @@ pub fn run(
     // Refuse an unsafe bind before touching anything; the vault may still supply the token,
     // so a missing token is checked again once the core is open.
     if let Err(e @ StartError::RootRemote { .. }) = preflight(&settings, is_root, allow_root) {
-        eprintln!("kafclaw: {e}");
-        return 2;
+        return refuse(json, e.code(), &e.to_string());
     }
     // The same verdict as `security check`'s isolation rows, before anything is created.
     if let Err(line) = crate::checks::isolation::preflight(&home, &settings, env) {
-        eprintln!("kafclaw: {line}");
-        return 2;
+        return refuse(json, ErrorCode::Refused, &line);
     }
     let core = match crate::core::open(&home, &mut settings, env) {
         Ok(core) => core,
-        Err(e) => {
-            eprintln!("kafclaw: {e}");
-            return 2;
-        }
+        Err(e) => return refuse(json, ErrorCode::Unavailable, &e.to_string()),
     };
     if let Err(e) = preflight(&settings, is_root, allow_root) {
-        eprintln!("kafclaw: {e}");
-        return 2;
+        return refuse(json, e.code(), &e.to_string());
     }
     // The token rules first (their message names the token), then the TLS mode.
     let listening = match http::tls::preflight(&settings.gateway) {
         Ok(listening) => listening,
-        Err(e) => {
-            eprintln!("kafclaw: {e}");
-            return 2;
-        }
+        Err(e) => return refuse(json, ErrorCode::Refused, &e),
     };
     let system = actix_rt::System::new();
     let passphrase = crate::core::passphrase(env);
@@ -136,7 +159,7 @@ pub fn run(
         http::tls::Listening::Native(store) => Some(store),
         http::tls::Listening::Plain => None,
     };
-    let code = system.block_on(serve(home, settings, core, passphrase, tls));
+    let code = system.block_on(serve(home, settings, core, passphrase, tls, json));
     // Actors spawned but never polled (an early refusal) run their `started` on drop, outside
     // the runtime, and panic there; one more turn of the runtime starts them inside it.
     system.block_on(actix_rt::task::yield_now());
@@ -148,9 +171,9 @@ pub fn run(
 fn listen(settings: &Settings) -> Result<(TcpListener, TcpListener, Limits), StartError> {
     let gw = &settings.gateway;
     let allowed_hosts = http::host::HostPattern::parse_all(&gw.allowed_hosts)
-        .map_err(|e| StartError::Other(format!("gateway.allowed_hosts: {e}")))?;
+        .map_err(|e| StartError::Config(format!("gateway.allowed_hosts: {e}")))?;
     let trusted_proxies = http::client::TrustedProxies::parse(&gw.trusted_proxies)
-        .map_err(|e| StartError::Other(format!("gateway.trusted_proxies: {e}")))?;
+        .map_err(|e| StartError::Config(format!("gateway.trusted_proxies: {e}")))?;
     if !gw.is_loopback() && gw.allowed_hosts.is_empty() {
         tracing::warn!(host = %gw.host, "gateway.allowed_hosts is empty: requests that name this gateway by a DNS name (a reverse proxy, channel webhooks) are refused with 421; only its IP address and the loopback names are answered");
     }
@@ -201,19 +224,17 @@ async fn serve(
     core: crate::core::Core,
     passphrase: Option<kafclaw_actors::vault::SecretValue>,
     tls: Option<std::sync::Arc<http::tls::CertStore>>,
+    json: bool,
 ) -> i32 {
     let started = Instant::now();
     let (gateway_listener, dashboard_listener, limits) = match listen(&settings) {
         Ok(bound) => bound,
-        Err(e) => {
-            eprintln!("kafclaw: {e}");
-            return 2;
-        }
+        Err(e) => return refuse(json, e.code(), &e.to_string()),
     };
     for dir in [settings.workspace(&home), settings.work_repo(&home)] {
         if let Err(e) = kafclaw_actors::fsutil::create_private_dir(&dir) {
-            eprintln!("kafclaw: cannot create {}: {e}", dir.display());
-            return 2;
+            let message = format!("cannot create {}: {e}", dir.display());
+            return refuse(json, ErrorCode::Internal, &message);
         }
     }
     // Fleet mode: the NATS connection comes up in the background (unreachable = degraded).
@@ -236,10 +257,7 @@ async fn serve(
     };
     let services = match crate::services::start(&home, &settings, core, passphrase, fleet) {
         Ok(services) => services,
-        Err(e) => {
-            eprintln!("kafclaw: {e}");
-            return 2;
-        }
+        Err(e) => return refuse(json, ErrorCode::Unavailable, &e.to_string()),
     };
     let crate::services::Services {
         supervisor,
@@ -272,8 +290,8 @@ async fn serve(
     ) {
         (Ok(g), Ok(d)) => (g, d),
         _ => {
-            eprintln!("kafclaw: cannot read the bound addresses");
-            return 2;
+            let message = "cannot read the bound addresses";
+            return refuse(json, ErrorCode::Internal, message);
         }
     };
 
@@ -328,8 +346,8 @@ async fn serve(
         )
         .await;
     if started_record.is_err() {
-        eprintln!("kafclaw: cannot write the audit log; refusing to start");
-        return 2;
+        let message = "cannot write the audit log; refusing to start";
+        return refuse(json, ErrorCode::Unavailable, message);
     }
     if !settings.provider_configured() && !channel_settings.names().is_empty() {
         tracing::warn!("channels are enabled but no model provider is configured: messages are stored and acknowledged, not answered");
@@ -361,8 +379,8 @@ async fn serve(
         }
     }
     if let Err(e) = crate::control::serve(&home, state.clone()) {
-        eprintln!("kafclaw: cannot open the control socket: {e}");
-        return 2;
+        let message = format!("cannot open the control socket: {e}");
+        return refuse(json, ErrorCode::Unavailable, &message);
     }
     let (gateway_server, dashboard_server) = match http::serve(
         state.clone(),
@@ -373,8 +391,8 @@ async fn serve(
     ) {
         Ok(servers) => servers,
         Err(e) => {
-            eprintln!("kafclaw: cannot start the listeners: {e}");
-            return 2;
+            let message = format!("cannot start the listeners: {e}");
+            return refuse(json, ErrorCode::Internal, &message);
         }
     };
     let handles = [gateway_server.handle(), dashboard_server.handle()];
@@ -400,8 +418,8 @@ async fn serve(
     ) {
         (Ok(i), Ok(t), Ok(h)) => (i, t, h),
         _ => {
-            eprintln!("kafclaw: cannot install signal handlers");
-            return 2;
+            let message = "cannot install signal handlers";
+            return refuse(json, ErrorCode::Internal, message);
         }
     };
     tracing::info!(gateway = %gateway_addr, dashboard = %dashboard_addr, mode, "ready");

@@ -19,6 +19,7 @@ use crate::secret::Secret;
 use kafclaw_actors::paths::Home;
 
 pub mod keys;
+pub mod secret;
 pub mod secret_files;
 use keys::Kind;
 

@@ -6,17 +6,17 @@
 //! The supervision tree (one-for-one, a restart budget per child):
 //!
 //! ```text
-//! Supervisor                (children as `src/services.rs` builds them, by their names)
+//! Supervisor                (children in start order, as `src/gateway/services.rs` builds them)
 //! ├── store            Store: owns timeline.db (sled); the only module importing sled [permanent]
 //! ├── vault            SecretVault: owns tomb.rr and the sealed secrets               [permanent]
 //! ├── audit            AuditChainer: ~/.kafclaw/audit, keyed-BLAKE3 chain, group commit [permanent]
 //! ├── approvals        Approvals: pending tool approvals, decided out of band         [permanent]
-//! ├── incidents        IncidentMonitor: sliding-window triggers, automatic actions    [permanent]
-//! ├── agent            Agent: turns, the journal, the model client, session locks     [permanent]
 //! ├── executor         ToolExecutor: policy + sandboxed execution; never a shell      [permanent]
+//! ├── agent            Agent: turns, the journal, the model client, session locks     [permanent]
 //! ├── retention        Pruner: removes finished records past store.retention_days     [quarantine]
 //! ├── channel:NAME     ChannelBridge, one per channel, on its own thread              [quarantine]
-//! └── dispatch:NAME    Dispatcher, one per channel: the outbox's sends                [quarantine]
+//! ├── dispatch:NAME    Dispatcher, one per channel: the outbox's sends                [quarantine]
+//! └── incidents        IncidentMonitor: sliding-window triggers, automatic actions    [permanent]
 //! ```
 //!
 //! The HTTP gateway lives in the binary crate and holds no domain state.
@@ -34,6 +34,7 @@ extern crate self as kafclaw_actors;
 pub mod agent;
 pub mod approval;
 pub mod audit;
+pub mod backoff;
 pub mod channel;
 pub mod clock;
 pub mod drain;

@@ -47,7 +47,8 @@ pub struct ProviderSettings {
     pub timeout_seconds: u64,
     /// Retries after the first attempt on 429, 5xx and network errors (never on other 4xx).
     pub max_retries: u32,
-    /// First backoff delay in milliseconds; retry `n` waits `base × 2^(n-1)` plus jitter.
+    /// First backoff delay in milliseconds; retry `n` waits `base × 2^(n-1)` with equal jitter
+    /// (between half and all of it; the shared [`crate::backoff::Backoff`]).
     pub backoff_base_ms: u64,
     /// Cap on one wait between attempts, also applied to a provider's `Retry-After`.
     pub max_retry_delay_seconds: u64,

@@ -26,6 +26,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::backoff::Backoff;
+
 #[cfg(test)]
 mod tests;
 
@@ -51,7 +53,7 @@ pub struct SupervisorSettings {
     pub max_restarts: u32,
     /// The window of the restart budget.
     pub window_seconds: u64,
-    /// First restart delay; doubles with each failure inside the window.
+    /// First restart delay (before jitter); doubles with each failure inside the window.
     #[serde(default = "default_initial_backoff_ms")]
     pub initial_backoff_ms: u64,
     /// Upper bound of the restart delay.
@@ -86,13 +88,12 @@ impl SupervisorSettings {
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(5)
     }
+    /// The restart delay after `failures_in_window` failures: the shared [`Backoff`] schedule
+    /// from `initial_backoff_ms` to `max_backoff_ms`, with jitter (the budget, not the
+    /// schedule, decides when to give up).
     fn backoff(&self, failures_in_window: usize) -> Duration {
-        let exp = failures_in_window.saturating_sub(1).min(16) as u32;
-        let ms = self
-            .initial_backoff_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.max_backoff_ms);
-        Duration::from_millis(ms)
+        let failures = u32::try_from(failures_in_window).unwrap_or(u32::MAX);
+        Backoff::new(self.initial_backoff_ms, self.max_backoff_ms, u32::MAX).delay(failures)
     }
 }
 

@@ -466,3 +466,73 @@ fn long_operations_show_progress_on_a_terminal_only() {
         );
     }
 }
+
+#[test]
+fn gateway_start_refusals_answer_in_the_one_shape_with_json() {
+    let home = initialised();
+    let h = home.path();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    let missing = h.join("no-such-cert.pem").display().to_string();
+    // (environment, extra flags, error code, a word the message must name)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        // A remote bind without a token (as root: without --allow-root first).
+        (vec![], vec!["--host", "0.0.0.0"], "refused", "0.0.0.0"),
+        // Invalid settings: one line naming the key.
+        (
+            vec![("KAFCLAW_GATEWAY_PORT", "not-a-port")],
+            vec![],
+            "config",
+            "gateway.port",
+        ),
+        // A tool root that reaches the file-system root.
+        (
+            vec![("KAFCLAW_PATHS_WORK_REPO", "/")],
+            vec![],
+            "refused",
+            "file-system root",
+        ),
+        // TLS files that are not there.
+        (
+            vec![
+                ("KAFCLAW_GATEWAY_TLS_MODE", "native"),
+                ("KAFCLAW_GATEWAY_TLS_CERT_FILE", missing.as_str()),
+                ("KAFCLAW_GATEWAY_TLS_KEY_FILE", missing.as_str()),
+            ],
+            vec![],
+            "refused",
+            "no-such-cert.pem",
+        ),
+        // A port another process holds.
+        (
+            vec![],
+            vec!["--port", taken_port.as_str()],
+            "unavailable",
+            taken_port.as_str(),
+        ),
+    ];
+    for (env, flags, code, named) in cases {
+        let env = vars(&env);
+        let mut args = vec!["gateway", "--json"];
+        args.extend(flags.iter().copied());
+        let (exit, doc) = shaped(h, &env, &args);
+        assert_eq!(exit, 2, "{args:?} {env:?}: {doc}");
+        assert_eq!(doc["command"], "gateway", "{doc}");
+        assert_eq!(doc["error"]["code"], code, "{args:?} {env:?}: {doc}");
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{named} not in {message}");
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(!message.starts_with("kafclaw:"), "{message}");
+
+        // Without --json: the same line on stderr, nothing on stdout, the same exit code.
+        args.retain(|a| *a != "--json");
+        let (exit, out, err) = run(h, &env, &args);
+        assert_eq!((exit, out.as_str()), (2, ""), "{args:?}: {err}");
+        assert!(
+            err.lines().any(|l| l == format!("kafclaw: {message}")),
+            "{message} not on stderr: {err}"
+        );
+    }
+    drop(taken);
+}

@@ -156,7 +156,7 @@ fn no_route_is_registered_outside_the_table() {
     );
     assert!(
         found.is_empty(),
-        "routes belong in src/http/table.rs: {found:?}"
+        "routes belong in src/gateway/http/table.rs: {found:?}"
     );
 }
 

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::content::{Attachment, MediaRef};
 use super::session::encode_component;
+use crate::backoff::Backoff;
 use crate::vault::SecretValue;
 
 /// Default cap on one media file (`channels.whatsapp.media.max_bytes`): 16 MiB.
@@ -86,7 +87,7 @@ pub struct MediaSettings {
     pub timeout: Duration,
     /// Background retries after a passing failure (0 = none).
     pub retries: u32,
-    /// Wait before the first background retry; doubled for each next one.
+    /// Wait before the first background retry (before jitter); doubled for each next one.
     pub retry_delay: Duration,
 }
 
@@ -318,10 +319,14 @@ impl MediaFetcher {
         let (channel, message_id, media) =
             (channel.to_string(), message_id.to_string(), media.clone());
         actix::spawn(async move {
-            let mut delay = this.inner.settings.retry_delay;
-            for attempt in 1..=this.inner.settings.retries {
+            let settings = &this.inner.settings;
+            let base_ms = u64::try_from(settings.retry_delay.as_millis()).unwrap_or(u64::MAX);
+            // The foreground fetch was the first attempt; `retries` more follow it.
+            let backoff = Backoff::new(base_ms, u64::MAX, settings.retries.saturating_add(1));
+            let mut retries = backoff.retries();
+            while let Some(delay) = retries.next_delay() {
+                let attempt = retries.failures();
                 tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2);
                 match this
                     .fetch_whatsapp_once(&channel, &message_id, &media)
                     .await

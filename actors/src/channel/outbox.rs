@@ -228,13 +228,6 @@ pub struct Outbox {
     random: fn() -> u64,
 }
 
-fn os_random() -> u64 {
-    let mut bytes = [0u8; 8];
-    // Jitter only spreads retries; without randomness, no jitter is still a valid schedule.
-    let _ = getrandom::fill(&mut bytes);
-    u64::from_le_bytes(bytes)
-}
-
 fn record_key(id: u64) -> String {
     format!("outbox/m/{id:020}")
 }
@@ -311,7 +304,7 @@ impl Outbox {
         Self {
             space: SpaceRef::new(state, Space::Outbox),
             backoff,
-            random: os_random,
+            random: crate::backoff::os_random,
         }
     }
 

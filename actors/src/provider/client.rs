@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use super::wire::{WireRequest, WireResponse};
 use super::{ChatRequest, ChatResponse, ProviderError, ProviderSettings, Usage};
+use crate::backoff::Backoff;
 
 /// Largest reply body accepted from the provider.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -311,11 +312,12 @@ impl ChatClient {
         let cap = Duration::from_secs(self.settings.max_retry_delay_seconds);
         let delay = match retry_after {
             Some(seconds) => Duration::from_secs(seconds),
-            None => {
-                let base = self.settings.backoff_base_ms;
-                let exponential = base.saturating_mul(1u64 << (retry - 1).min(16));
-                Duration::from_millis(exponential.saturating_add(jitter(base / 2)))
-            }
+            None => Backoff::new(
+                self.settings.backoff_base_ms,
+                self.settings.max_retry_delay_seconds.saturating_mul(1_000),
+                self.settings.max_retries.saturating_add(1),
+            )
+            .delay(retry),
         };
         delay.min(cap)
     }
@@ -437,16 +439,4 @@ async fn read_capped(
         bytes.extend_from_slice(&chunk);
     }
     Ok((bytes, true))
-}
-
-/// A random delay in `0..=max_ms` milliseconds, so that clients do not retry in lockstep.
-fn jitter(max_ms: u64) -> u64 {
-    if max_ms == 0 {
-        return 0;
-    }
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 0;
-    }
-    u64::from_le_bytes(bytes) % (max_ms + 1)
 }

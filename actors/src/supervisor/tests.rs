@@ -188,12 +188,18 @@ async fn a_reported_failure_counts_against_the_budget() {
 }
 
 #[test]
-fn backoff_doubles_and_is_capped() {
+fn backoff_doubles_with_jitter_and_is_capped() {
     let s = fast(5);
-    assert_eq!(s.backoff(1), Duration::from_millis(5));
-    assert_eq!(s.backoff(2), Duration::from_millis(10));
-    assert_eq!(s.backoff(3), Duration::from_millis(20));
-    assert_eq!(s.backoff(30), Duration::from_millis(50));
+    // Equal jitter: between half and all of 5 ms · 2^(n-1), never above the 50 ms cap.
+    for (failures, full) in [(1, 5), (2, 10), (3, 20), (30, 50)] {
+        for _ in 0..32 {
+            let delay = s.backoff(failures).as_millis() as u64;
+            assert!(
+                (full - full / 2..=full).contains(&delay),
+                "{failures} failures: {delay} ms"
+            );
+        }
+    }
 }
 
 /// A target that blocks its own thread on command, so its mailbox fills.

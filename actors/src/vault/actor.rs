@@ -1,8 +1,13 @@
 //! The [`SecretVault`] actor: the gateway's single owner of the [`Vault`].
 //!
-//! Owns: the messages other actors and the gateway send to the vault. The operations are small,
-//! so their file, store and crypto work runs inline in the handlers.
+//! Owns: the messages other actors and the gateway send to the vault. Every operation's file,
+//! store and crypto work (fsyncs of the store and the key file) runs on the blocking pool, never
+//! on the actor thread the vault shares with other children; each answer is an atomic response,
+//! so the vault handles one message at a time, in arrival order, exactly as inline handlers did.
+//! A blocking task that panics stops the actor, and the supervisor reopens the vault afresh.
 //! Must not: log a value (only names and key ids), or hand out the [`Vault`] itself.
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::prelude::*;
 
@@ -13,14 +18,43 @@ use crate::supervisor::{Factory, Ping, Pong};
 
 /// The supervised owner of the vault (permanent child of the supervisor).
 pub struct SecretVault {
-    /// The open vault: key in memory, secrets in the store.
-    vault: Vault,
+    /// The open vault: key in memory, secrets in the store. Shared only with the one blocking
+    /// task running the current message (atomic responses: never two at once).
+    vault: Arc<Mutex<Vault>>,
 }
 
 impl SecretVault {
     /// An actor over an open vault.
     pub fn new(vault: Vault) -> Self {
-        Self { vault }
+        Self {
+            vault: Arc::new(Mutex::new(vault)),
+        }
+    }
+
+    /// Runs `work` on the vault on the blocking pool; the actor takes no other message until
+    /// it is done.
+    fn blocking<T, F>(&self, work: F) -> AtomicResponse<Self, Result<T, VaultError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Vault) -> Result<T, VaultError> + Send + 'static,
+    {
+        let vault = Arc::clone(&self.vault);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut vault = vault.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut vault)
+        });
+        AtomicResponse::new(Box::pin(task.into_actor(self).map(
+            |joined, _, ctx: &mut Context<Self>| {
+                joined.unwrap_or_else(|_| {
+                    // Fail closed: a panicked operation may have left the vault half-changed
+                    // in memory; the supervisor reopens it from disk.
+                    ctx.stop();
+                    Err(VaultError::Internal {
+                        reason: "a vault operation failed unexpectedly".into(),
+                    })
+                })
+            },
+        )))
     }
 
     /// A supervisor factory: every (re)start opens the vault afresh from `home` and `db`
@@ -73,9 +107,9 @@ pub struct SetSecret {
 }
 
 impl Handler<SetSecret> for SecretVault {
-    type Result = Result<(), VaultError>;
+    type Result = AtomicResponse<Self, Result<(), VaultError>>;
     fn handle(&mut self, msg: SetSecret, _: &mut Context<Self>) -> Self::Result {
-        self.vault.set_user(&msg.name, msg.value)
+        self.blocking(move |v| v.set_user(&msg.name, msg.value))
     }
 }
 
@@ -88,9 +122,9 @@ pub struct GetSecret {
 }
 
 impl Handler<GetSecret> for SecretVault {
-    type Result = Result<Option<SecretValue>, VaultError>;
+    type Result = AtomicResponse<Self, Result<Option<SecretValue>, VaultError>>;
     fn handle(&mut self, msg: GetSecret, _: &mut Context<Self>) -> Self::Result {
-        self.vault.get(&msg.name)
+        self.blocking(move |v| v.get(&msg.name))
     }
 }
 
@@ -104,9 +138,9 @@ pub struct RemoveSecret {
 }
 
 impl Handler<RemoveSecret> for SecretVault {
-    type Result = Result<bool, VaultError>;
+    type Result = AtomicResponse<Self, Result<bool, VaultError>>;
     fn handle(&mut self, msg: RemoveSecret, _: &mut Context<Self>) -> Self::Result {
-        self.vault.remove_user(&msg.name)
+        self.blocking(move |v| v.remove_user(&msg.name))
     }
 }
 
@@ -116,9 +150,9 @@ impl Handler<RemoveSecret> for SecretVault {
 pub struct ListSecrets;
 
 impl Handler<ListSecrets> for SecretVault {
-    type Result = Result<Vec<SecretInfo>, VaultError>;
+    type Result = AtomicResponse<Self, Result<Vec<SecretInfo>, VaultError>>;
     fn handle(&mut self, _: ListSecrets, _: &mut Context<Self>) -> Self::Result {
-        self.vault.list()
+        self.blocking(|v| v.list())
     }
 }
 
@@ -128,17 +162,19 @@ impl Handler<ListSecrets> for SecretVault {
 pub struct RotateKey;
 
 impl Handler<RotateKey> for SecretVault {
-    type Result = Result<KeyRotation, VaultError>;
+    type Result = AtomicResponse<Self, Result<KeyRotation, VaultError>>;
     fn handle(&mut self, _: RotateKey, _: &mut Context<Self>) -> Self::Result {
-        let rotation = self.vault.rotate_key()?;
-        tracing::info!(
-            target: "kafclaw::vault",
-            old_key_id = %rotation.old_key_id,
-            new_key_id = %rotation.new_key_id,
-            resealed = rotation.resealed,
-            "vault key rotated"
-        );
-        Ok(rotation)
+        self.blocking(|v| {
+            let rotation = v.rotate_key()?;
+            tracing::info!(
+                target: "kafclaw::vault",
+                old_key_id = %rotation.old_key_id,
+                new_key_id = %rotation.new_key_id,
+                resealed = rotation.resealed,
+                "vault key rotated"
+            );
+            Ok(rotation)
+        })
     }
 }
 
@@ -152,9 +188,9 @@ pub struct ImportSecrets {
 }
 
 impl Handler<ImportSecrets> for SecretVault {
-    type Result = Result<usize, VaultError>;
+    type Result = AtomicResponse<Self, Result<usize, VaultError>>;
     fn handle(&mut self, msg: ImportSecrets, _: &mut Context<Self>) -> Self::Result {
-        self.vault.import(msg.entries)
+        self.blocking(move |v| v.import(msg.entries))
     }
 }
 
@@ -170,9 +206,9 @@ pub struct GetOrCreateRandom {
 }
 
 impl Handler<GetOrCreateRandom> for SecretVault {
-    type Result = Result<SecretValue, VaultError>;
+    type Result = AtomicResponse<Self, Result<SecretValue, VaultError>>;
     fn handle(&mut self, msg: GetOrCreateRandom, _: &mut Context<Self>) -> Self::Result {
-        self.vault.get_or_create_random(&msg.name, msg.len)
+        self.blocking(move |v| v.get_or_create_random(&msg.name, msg.len))
     }
 }
 
@@ -182,8 +218,26 @@ impl Handler<GetOrCreateRandom> for SecretVault {
 pub struct VerifySecrets;
 
 impl Handler<VerifySecrets> for SecretVault {
-    type Result = Result<VerifyReport, VaultError>;
+    type Result = AtomicResponse<Self, Result<VerifyReport, VaultError>>;
     fn handle(&mut self, _: VerifySecrets, _: &mut Context<Self>) -> Self::Result {
-        self.vault.verify_all()
+        self.blocking(|v| v.verify_all())
+    }
+}
+
+/// Test-only: runs a closure on the vault the way every operation runs (on the blocking pool,
+/// one at a time), so tests can hold an operation open or make it panic.
+#[cfg(test)]
+pub(crate) struct WithVault(pub Box<dyn FnOnce(&mut Vault) -> bool + Send>);
+
+#[cfg(test)]
+impl Message for WithVault {
+    type Result = Result<bool, VaultError>;
+}
+
+#[cfg(test)]
+impl Handler<WithVault> for SecretVault {
+    type Result = AtomicResponse<Self, Result<bool, VaultError>>;
+    fn handle(&mut self, msg: WithVault, _: &mut Context<Self>) -> Self::Result {
+        self.blocking(move |v| Ok((msg.0)(v)))
     }
 }

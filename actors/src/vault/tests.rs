@@ -960,3 +960,60 @@ async fn secret_vault_actor_answers_every_message() {
         .unwrap();
     assert_eq!(got.expose(), b"2");
 }
+
+#[actix_rt::test]
+async fn vault_work_runs_off_the_actor_thread_and_a_panicked_operation_stops_the_actor() {
+    use super::actor::WithVault;
+    use std::time::{Duration, Instant};
+
+    let f = fixture();
+    let db = open_db(&f.home);
+    let addr = SecretVault::factory(f.home.clone(), db.clone(), None)()
+        .unwrap()
+        .start();
+
+    // The operation holds on until a task on the vault's own (single) thread answers it: run
+    // inline, it would block that thread and wait in vain.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let work = addr.send(WithVault(Box::new(move |_| {
+        let _ = started_tx.send(());
+        go_rx.recv_timeout(Duration::from_secs(5)).is_ok()
+    })));
+    let answer = async move {
+        started_rx.await.unwrap();
+        go_tx.send(()).unwrap();
+    };
+    let (answered, ()) = tokio::join!(work, answer);
+    assert!(
+        answered.unwrap().unwrap(),
+        "the vault's work blocked its actor thread"
+    );
+
+    // Messages stay in arrival order: the write is seen by the read sent after it.
+    let write = addr.send(SetSecret {
+        name: "ordered".into(),
+        value: "1".into(),
+    });
+    let read = addr.send(GetSecret {
+        name: "ordered".into(),
+    });
+    let (written, read) = tokio::join!(write, read);
+    written.unwrap().unwrap();
+    assert_eq!(read.unwrap().unwrap().unwrap().expose(), b"1");
+
+    // A panicking operation fails closed: an error, and the actor stops for a fresh restart.
+    let failed = addr
+        .send(WithVault(Box::new(|_| panic!("injected vault panic"))))
+        .await
+        .unwrap();
+    assert!(
+        matches!(failed, Err(VaultError::Internal { .. })),
+        "{failed:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while addr.connected() {
+        assert!(Instant::now() < deadline, "the vault actor kept running");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

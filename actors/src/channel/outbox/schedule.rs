@@ -1,12 +1,11 @@
 //! What an attempt's answer means and when to try again: the HTTP classification and the
 //! retry schedule.
 //!
-//! Owns: [`AttemptResult`], [`classify_http`], [`classify_network_error`], [`Backoff`].
+//! Owns: [`AttemptResult`], [`classify_http`], [`classify_network_error`]; the schedule is
+//! the shared [`Backoff`] (`crate::backoff`).
 //! Must not: read or write the store.
 
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 /// The result of one send attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,35 +58,6 @@ pub fn classify_network_error(reason: &str) -> AttemptResult {
     }
 }
 
-/// The retry schedule: exponential from `base_ms`, capped at `cap_ms`, with "equal jitter"
-/// (half the delay fixed, half random), at most `max_attempts` attempts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Backoff {
-    /// Delay after the first failure (before jitter), ms.
-    pub base_ms: u64,
-    /// Largest delay, ms.
-    pub cap_ms: u64,
-    /// Attempts before a reply is given up on as terminal.
-    pub max_attempts: u32,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            base_ms: 1_000,
-            cap_ms: 300_000,
-            max_attempts: 10,
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay after failed attempt number `attempt` (1-based), with `random` choosing the
-    /// jitter: the result lies in `[d/2, d]` for `d = min(cap, base·2^(attempt-1))`.
-    pub fn delay_ms(&self, attempt: u32, random: u64) -> u64 {
-        let exp = attempt.saturating_sub(1).min(32);
-        let full = self.base_ms.saturating_mul(1u64 << exp).min(self.cap_ms);
-        let half = full / 2;
-        full - half + random % (half + 1)
-    }
-}
+/// The retry schedule: the system's one [`Backoff`] (outbox default: 1 s doubling to 5 min
+/// with equal jitter, 10 attempts).
+pub use crate::backoff::Backoff;

@@ -17,8 +17,7 @@ use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::{StoreDb, TreeName};
 
 use crate::checks::{self, Report};
-use crate::control::{self, Answer};
-use crate::ops::Operation;
+use crate::protocol::{self, Answer, Operation};
 use crate::remote::{Remote, RemoteArgs, RemoteError};
 use crate::settings::Settings;
 
@@ -279,7 +278,7 @@ fn usage_line(totals: &UsageTotals) -> String {
 /// The local gateway's full status over its control socket; `None` (and the store is read)
 /// when no gateway runs. A gateway that answers with an error is reported as the source.
 fn ask_local(home: &Home, report: &mut Report) -> Option<(Value, String)> {
-    match control::send(home, &Operation::Status) {
+    match protocol::send(home, &Operation::Status) {
         Ok(Some(Answer::Ok(v))) => {
             Some((v, "the running gateway through its control socket".into()))
         }

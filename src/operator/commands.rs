@@ -11,9 +11,9 @@ use kafclaw_actors::audit::{AuditError, RecordedHead, RepairOptions};
 use kafclaw_actors::paths::Home;
 
 use crate::cli::{ApprovalsCommand, AuditCommand, PairingCommand, SecretsCommand, TokenCommand};
-use crate::control::{self, Answer};
 use crate::envelope::{self, ErrorCode};
-use crate::ops::{self, OpError, Operation, OpsContext};
+use crate::ops::{self, OpError, OpsContext};
+use crate::protocol::{self, Answer, Operation};
 use crate::settings::Settings;
 
 pub mod skills;
@@ -182,7 +182,7 @@ pub fn pairing(cmd: PairingCommand, ctx: CommandEnv<'_>) -> i32 {
         PairingCommand::Approve { channel, code } => Operation::PairingApprove { channel, code },
         PairingCommand::Deny { channel, code } => Operation::PairingDeny { channel, code },
     };
-    let outcome = match control::send(ctx.home, &op) {
+    let outcome = match protocol::send(ctx.home, &op) {
         Ok(Some(answer)) => answer.into(),
         Ok(None) => Outcome::Error(ErrorCode::Unavailable, ops::NEEDS_GATEWAY.into()),
         Err(e) => Outcome::Error(ErrorCode::Unavailable, e),
@@ -275,7 +275,7 @@ fn verify(
         from,
         anchor: anchor.clone(),
     };
-    match control::send(ctx.home, &operation) {
+    match protocol::send(ctx.home, &operation) {
         Ok(Some(answer)) => return answer.into(),
         Err(e) => return Outcome::Error(ErrorCode::Unavailable, e),
         Ok(None) => {}
@@ -322,8 +322,8 @@ fn verify(
 fn repair(mut ctx: CommandEnv<'_>, accept_missing: bool) -> i32 {
     let (json, command) = (ctx.json, ctx.command.clone());
     let fail = |code, message: String| envelope::fail(&command, json, code, &message);
-    if control::socket_path(ctx.home).exists()
-        && control::send(ctx.home, &Operation::SecretList)
+    if protocol::socket_path(ctx.home).exists()
+        && protocol::send(ctx.home, &Operation::SecretList)
             .ok()
             .flatten()
             .is_some()
@@ -433,7 +433,7 @@ pub(crate) fn run(op: Operation, ctx: CommandEnv<'_>) -> Outcome {
     if let Some(remote) = &ctx.remote {
         return over_http(remote, &op, &ctx);
     }
-    match control::send(ctx.home, &op) {
+    match protocol::send(ctx.home, &op) {
         Ok(Some(answer)) => answer.into(),
         Err(e) => Outcome::Error(ErrorCode::Unavailable, e),
         Ok(None) => offline(op, ctx),
@@ -529,7 +529,7 @@ pub fn admin(args: Vec<String>, ctx: CommandEnv<'_>) -> i32 {
     let outcome = if ctx.remote.is_some() {
         run(op, ctx)
     } else {
-        match control::send(ctx.home, &op) {
+        match protocol::send(ctx.home, &op) {
             Ok(Some(answer)) => answer.into(),
             Ok(None) if ctx.local_token.is_some() => {
                 let gw = &ctx.settings.gateway;

@@ -1,5 +1,5 @@
 //! A gateway on another host (`--url`): the only place an operator command needs a token.
-//! Local commands reach the local gateway through the control socket ([`crate::control`]),
+//! Local commands reach the local gateway through the control socket ([`crate::protocol`]),
 //! which the kernel already restricts to the owner; a remote one is asked over its HTTP API
 //! with a bearer token from `--token`, `KAFCLAW_GATEWAY_AUTH_TOKEN` (or its env file / config
 //! value), or the local vault's `gateway.auth_token`. An `https://` URL trusts exactly the

@@ -5,9 +5,9 @@
 use kafclaw_actors::clock;
 
 use super::{Report, TrustState};
-use crate::gateway::MIN_TOKEN_CHARS;
 use crate::secret::Secret;
 use crate::settings::{Origin, Settings};
+use kafclaw_actors::token::MIN_TOKEN_CHARS;
 
 /// Checks the bind address, the token's strength and age, and the user.
 pub fn check(settings: &Settings, trust: &TrustState, report: &mut Report) {

@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use kafclaw_actors::audit::{AuditKind, AuditReceipt};
@@ -25,61 +24,7 @@ pub const INSTALL_DECISIONS: &str = "install-decisions.jsonl";
 /// The mirror of the other skill security events.
 pub const SECURITY_EVENTS: &str = "security-events.jsonl";
 
-/// One skill operation.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum SkillOp {
-    /// Verify and install a directory or archive.
-    Install {
-        /// The source (resolved to an absolute path by the command).
-        path: PathBuf,
-        /// Install despite warnings.
-        accept_warnings: bool,
-        /// `skills.link_policy.allow_domains`.
-        allow_domains: Vec<String>,
-        /// `skills.link_policy.max_links`.
-        max_links: usize,
-    },
-    /// Remove an installed skill.
-    Remove {
-        /// Its name.
-        name: String,
-    },
-    /// Enable (`on`) or disable a skill.
-    Enable {
-        /// Its name.
-        name: String,
-        /// Enable or disable.
-        on: bool,
-    },
-    /// Re-hash one or every installed skill against its pins.
-    Verify {
-        /// One skill, or all.
-        name: Option<String>,
-    },
-    /// Seal a credential of a skill as `skills.<name>.<credential>`.
-    CredentialSet {
-        /// The skill.
-        name: String,
-        /// The credential's name (declared in its front matter).
-        credential: String,
-        /// The value (never logged or audited).
-        value: String,
-    },
-}
-
-impl SkillOp {
-    /// The operation's name for logs (never a value).
-    pub fn label(&self) -> &'static str {
-        match self {
-            SkillOp::Install { .. } => "skill_install",
-            SkillOp::Remove { .. } => "skill_remove",
-            SkillOp::Enable { .. } => "skill_enable",
-            SkillOp::Verify { .. } => "skill_verify",
-            SkillOp::CredentialSet { .. } => "skill_credential_set",
-        }
-    }
-}
+pub use crate::protocol::SkillOp;
 
 /// Appends a record to the main chain, then its mirror line.
 async fn record(

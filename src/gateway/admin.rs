@@ -182,7 +182,21 @@ pub fn restore_surface(db: &StoreDb, surface: &ToolSurface) {
     }
 }
 
-fn persist_surface(db: &StoreDb, restriction: &Restriction) -> Result<(), ControlError> {
+/// Serializes the read-persist-apply of the runtime restriction: persisting awaits the blocking
+/// pool, and two control messages must not interleave there (the later one would overwrite
+/// the earlier one's change). One gateway per process, so one lock per process.
+static SURFACE_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Saves `restriction` durably (store write and fsync on the blocking pool, never on the
+/// actor thread the control handlers share).
+async fn persist_surface(db: &StoreDb, restriction: &Restriction) -> Result<(), ControlError> {
+    let (db, restriction) = (db.clone(), restriction.clone());
+    tokio::task::spawn_blocking(move || persist_surface_blocking(&db, &restriction))
+        .await
+        .map_err(|_| ControlError::Unavailable("saving the tool restriction failed".into()))?
+}
+
+fn persist_surface_blocking(db: &StoreDb, restriction: &Restriction) -> Result<(), ControlError> {
     let tree = db
         .tree(TreeName::Settings)
         .map_err(|e| ControlError::Unavailable(e.to_string()))?;
@@ -464,18 +478,20 @@ async fn execute(
             .await
         }
         ControlMessage::RestrictTools { max_tier, deny } => {
+            let _writes = SURFACE_WRITES.lock().await;
             let mut restriction = ctx.surface.restriction();
             if let Some(t) = max_tier {
                 restriction.max_tier = Some(restriction.max_tier.map_or(t, |m| m.min(t)));
             }
             restriction.denied_tools.extend(deny.unwrap_or_default());
-            persist_surface(&ctx.db, &restriction)?;
+            persist_surface(&ctx.db, &restriction).await?;
             ctx.surface.set_restriction(restriction.clone());
             Ok(json!({"max_tier": restriction.max_tier, "deny": restriction.denied_tools}))
         }
         ControlMessage::RelaxTools {} => {
+            let _writes = SURFACE_WRITES.lock().await;
             let restriction = Restriction::default();
-            persist_surface(&ctx.db, &restriction)?;
+            persist_surface(&ctx.db, &restriction).await?;
             ctx.surface.set_restriction(restriction);
             Ok(json!({"max_tier": null, "deny": []}))
         }
@@ -550,12 +566,14 @@ async fn execute(
             }))
         }
         ControlMessage::Lockdown { reason } => {
+            let writes = SURFACE_WRITES.lock().await;
             let restriction = Restriction {
                 max_tier: Some(0),
                 ..ctx.surface.restriction()
             };
-            persist_surface(&ctx.db, &restriction)?;
+            persist_surface(&ctx.db, &restriction).await?;
             ctx.surface.set_restriction(restriction);
+            drop(writes);
             let mut quarantined = Vec::new();
             for name in ctx.channels.keys() {
                 if ctx

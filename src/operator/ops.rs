@@ -7,8 +7,6 @@
 //! Every change is audited (names only, never values) before it is reported done. Pairing
 //! codes are shown to the operator who asks and never written to a log or the audit log.
 
-use serde::{Deserialize, Serialize};
-
 pub mod skill;
 use serde_json::{json, Value};
 
@@ -23,132 +21,9 @@ use kafclaw_actors::vault::{
     ListSecrets, RemoveSecret, RotateKey, SecretValue, SecretVault, SetSecret,
 };
 
-/// One operation. Sent as JSON over the control socket (values travel in the body, never in
-/// argv or a URL).
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Operation {
-    /// Seal a secret.
-    SecretSet {
-        /// Name.
-        name: String,
-        /// Value (UTF-8).
-        value: String,
-    },
-    /// Names and times of every secret.
-    SecretList,
-    /// Remove a secret.
-    SecretRm {
-        /// Name.
-        name: String,
-    },
-    /// Re-seal every secret under a new vault key.
-    SecretRotateKey,
-    /// Issue a scoped token (printed once).
-    TokenCreate {
-        /// `admin`, `read` or `chat`.
-        scope: String,
-        /// Lifetime such as `30d`.
-        ttl: Option<String>,
-        /// Name.
-        name: Option<String>,
-    },
-    /// Token names, scopes, ages, last use.
-    TokenList,
-    /// Revoke a token by name.
-    TokenRevoke {
-        /// Name.
-        name: String,
-    },
-    /// Pending tool approvals.
-    ApprovalList,
-    /// Approve or deny a pending tool call.
-    ApprovalDecide {
-        /// The approval's id.
-        id: String,
-        /// Approve (true) or deny (false).
-        approved: bool,
-    },
-    /// One admin control message (CONTRACT §3.4), as JSON.
-    Control {
-        /// The message, tagged by `type`.
-        message: Value,
-    },
-    /// Recompute the audit chain.
-    AuditVerify {
-        /// First sequence number to verify (trusting its `prev`).
-        from: Option<u64>,
-        /// A fleet anchor the chain must also reach, with the same hash (`--anchored`).
-        #[serde(default)]
-        anchor: Option<kafclaw_actors::audit::AuditHead>,
-    },
-    /// Unexpired pairing requests, with their codes (for the operator, never for a log).
-    PairingPending {
-        /// Only this channel; every channel when `None`.
-        channel: Option<String>,
-    },
-    /// Approve a pairing code: its sender is allow-listed on the channel.
-    PairingApprove {
-        /// The channel.
-        channel: String,
-        /// The code as typed.
-        code: String,
-    },
-    /// Deny a pairing code.
-    PairingDeny {
-        /// The channel.
-        channel: String,
-        /// The code as typed.
-        code: String,
-    },
-    /// The running gateway's full status (`kafclaw status`): answered by the control socket
-    /// itself, which holds the gateway's state.
-    Status,
-    /// A skill operation (`kafclaw skills …`).
-    Skill {
-        /// What to do.
-        request: skill::SkillOp,
-    },
-    /// Write a backup (`kafclaw backup create` while the gateway holds the store).
-    BackupCreate {
-        /// The archive file to write (checked by the CLI with `backup::destination`).
-        out: std::path::PathBuf,
-        /// The vault key file, already sealed with the operator's passphrase by the CLI.
-        sealed_key: Option<String>,
-        /// zstd-compress the archive.
-        #[serde(default)]
-        compress: bool,
-        /// The workspace whose identity files are carried.
-        #[serde(default)]
-        workspace: Option<std::path::PathBuf>,
-    },
-}
-
-impl std::fmt::Debug for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the value of a secret.
-        let name = match self {
-            Operation::SecretSet { .. } => "secret_set",
-            Operation::SecretList => "secret_list",
-            Operation::SecretRm { .. } => "secret_rm",
-            Operation::SecretRotateKey => "secret_rotate_key",
-            Operation::TokenCreate { .. } => "token_create",
-            Operation::TokenList => "token_list",
-            Operation::TokenRevoke { .. } => "token_revoke",
-            Operation::AuditVerify { .. } => "audit_verify",
-            Operation::Control { .. } => "control",
-            Operation::ApprovalList => "approval_list",
-            Operation::ApprovalDecide { .. } => "approval_decide",
-            Operation::BackupCreate { .. } => "backup_create",
-            Operation::Skill { request } => request.label(),
-            Operation::Status => "status",
-            Operation::PairingPending { .. } => "pairing_pending",
-            Operation::PairingApprove { .. } => "pairing_approve",
-            Operation::PairingDeny { .. } => "pairing_deny",
-        };
-        f.write_str(name)
-    }
-}
+// The operation types' old path (they live in `crate::protocol`, the control socket's
+// client side, so that commands need not depend on the operations).
+pub use crate::protocol::Operation;
 
 /// Why an operation failed: a message for the operator (no secret values).
 #[derive(Debug, thiserror::Error)]

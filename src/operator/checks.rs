@@ -16,8 +16,7 @@ use kafclaw_actors::paths::Home;
 use kafclaw_actors::store::StoreDb;
 use kafclaw_actors::vault::{SecretInfo, Vault};
 
-use crate::control;
-use crate::ops::Operation;
+use crate::protocol::{self, Operation};
 use crate::settings::{self, Settings, SettingsError};
 
 pub mod backup;
@@ -61,7 +60,7 @@ pub fn default_settings() -> Option<Settings> {
 
 /// True when a gateway answers on `~/.kafclaw/control.sock` (it then holds the store).
 pub fn gateway_running(home: &Home) -> bool {
-    std::os::unix::net::UnixStream::connect(control::socket_path(home)).is_ok()
+    std::os::unix::net::UnixStream::connect(protocol::socket_path(home)).is_ok()
 }
 
 /// The store and the vault as an operator command sees them.
@@ -107,7 +106,8 @@ impl TrustState {
             secrets: None,
         };
         if state.running {
-            if let Ok(Some(control::Answer::Ok(list))) = control::send(home, &Operation::SecretList)
+            if let Ok(Some(protocol::Answer::Ok(list))) =
+                protocol::send(home, &Operation::SecretList)
             {
                 state.secrets = serde_json::from_value::<Vec<SecretListEntry>>(list)
                     .ok()

@@ -22,9 +22,9 @@ use crate::checks::{
     TrustState,
 };
 use crate::cli::SecurityCommand;
-use crate::control::{self, Answer};
 use crate::doctor::Fixer;
-use crate::ops::Operation;
+use crate::protocol::Operation;
+use crate::protocol::{self, Answer};
 use crate::settings::keys::{self, Kind};
 use crate::settings::Settings;
 
@@ -112,7 +112,7 @@ fn posture(
 fn deep_checks(home: &Home, settings: &Settings, trust: &TrustState, report: &mut Report) {
     // The audit chain.
     if trust.running {
-        match control::send(home, &Operation::AuditVerify {
+        match protocol::send(home, &Operation::AuditVerify {
             from: None,
             anchor: None,
         }) {

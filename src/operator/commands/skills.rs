@@ -12,8 +12,7 @@ use serde_json::{json, Value};
 use super::{finish, CommandEnv, Outcome};
 use crate::cli::{SkillCredentialCommand, SkillsCommand};
 use crate::envelope::{self, ErrorCode};
-use crate::ops::skill::SkillOp;
-use crate::ops::Operation;
+use crate::protocol::{Operation, SkillOp};
 use crate::skills::{install, SkillsConfig, SkillsDir};
 
 /// Runs one `skills` subcommand; returns the exit code.

@@ -20,7 +20,7 @@
 //! `~/.kafclaw/last-backup` for `security check`.
 //! Must not: put a secret value in clear into a backup; change the home before a restore has
 //! passed every check. While a gateway runs, `create` goes through its control socket
-//! ([`crate::ops::Operation::BackupCreate`]): sled allows one process per store.
+//! ([`crate::protocol::Operation::BackupCreate`]): sled allows one process per store.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,8 +35,7 @@ use kafclaw_actors::vault::BACKUP_KEY_NAME;
 
 use crate::checks::{self, Report};
 use crate::cli::BackupCommand;
-use crate::control::{self, Answer};
-use crate::ops::Operation;
+use crate::protocol::{self, Answer, Operation};
 
 pub(crate) mod archive;
 mod config_diff;
@@ -169,7 +168,7 @@ fn create_cmd(
         json,
         &format!("writing the backup {}", dest.file.display()),
     );
-    let written = match control::send(home, &op) {
+    let written = match protocol::send(home, &op) {
         Ok(Some(Answer::Ok(v))) => serde_json::from_value::<Summary>(v)
             .map(|s| (s, "through the running gateway"))
             .map_err(|e| {

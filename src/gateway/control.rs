@@ -7,14 +7,15 @@
 //! gateway's own uid. The protocol is one JSON [`Operation`] line in, one JSON answer line out;
 //! secret values travel in that line only, never in argv or a URL.
 //!
+//! This module is the gateway's side; the operation types and the client that commands use
+//! live in [`crate::protocol`], which depends on nothing here (so commands, checks and backups
+//! can ask a running gateway without depending on the operations it runs).
+//!
 //! Bounds: at most [`MAX_CONNECTIONS`] connections are served at once (one more is answered
 //! `{"status":"error","code":"busy",…}` and closed, and the client retries for a while), and
 //! the request line must arrive within [`READ_DEADLINE`] (else `{"status":"error",
 //! "code":"timeout",…}` and close), so silent clients cannot hold the socket.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::web;
@@ -26,7 +27,8 @@ use kafclaw_actors::paths::Home;
 
 use crate::envelope::ErrorCode;
 use crate::http::AppState;
-use crate::ops::{self, OpError, Operation, OpsContext};
+use crate::ops::{self, OpError, OpsContext};
+use crate::protocol::Operation;
 
 /// Longest accepted request line (a secret value travels in it).
 const MAX_LINE: usize = 1 << 20;
@@ -36,13 +38,9 @@ pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 pub const MAX_CONNECTIONS: usize = 32;
 /// How long writing an answer may take (a client that never reads is dropped).
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
-/// How long the client keeps retrying while the gateway answers "busy".
-const BUSY_RETRY: Duration = Duration::from_secs(20);
 
-/// The socket's path.
-pub fn socket_path(home: &Home) -> PathBuf {
-    home.control_socket()
-}
+// The client side (and the old paths of its names): `crate::protocol`.
+pub use crate::protocol::{send, socket_path, Answer};
 
 /// Removes the socket file (on shutdown).
 pub fn remove_socket(home: &Home) {
@@ -222,74 +220,4 @@ async fn open_incidents(state: &AppState) -> Value {
             })
             .collect::<Vec<_>>(),
     )
-}
-
-/// The answer of a running gateway to one operation.
-pub enum Answer {
-    /// Done; the result.
-    Ok(Value),
-    /// A check failed (exit 1).
-    Failed(String),
-    /// Refused or could not be done (exit 2), and why ([`ErrorCode::Internal`] when the
-    /// gateway named no code).
-    Error(ErrorCode, String),
-}
-
-/// Client side: sends `op` to a running gateway. `Ok(None)` when no gateway listens. While
-/// the gateway answers "busy" (all connections taken), retries for up to [`BUSY_RETRY`].
-pub fn send(home: &Home, op: &Operation) -> Result<Option<Answer>, String> {
-    let started = std::time::Instant::now();
-    loop {
-        let value = match send_once(home, op)? {
-            None => return Ok(None),
-            Some(v) => v,
-        };
-        if value["code"] == "busy" && started.elapsed() < BUSY_RETRY {
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        let error = value["error"]
-            .as_str()
-            .unwrap_or("request failed")
-            .to_string();
-        return Ok(Some(match value["status"].as_str() {
-            Some("ok") => Answer::Ok(value["result"].clone()),
-            Some("failed") => Answer::Failed(error),
-            _ => Answer::Error(
-                ErrorCode::parse(value["code"].as_str().unwrap_or("")),
-                error,
-            ),
-        }));
-    }
-}
-
-fn send_once(home: &Home, op: &Operation) -> Result<Option<Value>, String> {
-    let path = socket_path(home);
-    let mut stream = match StdUnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(format!("cannot reach the gateway's control socket: {e}")),
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
-    let mut line = serde_json::to_vec(op).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    // A "busy" gateway may close before reading: its answer line is still there to read.
-    let written = stream.write_all(&line);
-    let mut answer = String::new();
-    let read = BufReader::new(stream).read_line(&mut answer);
-    match (written, read) {
-        (Err(e), _) if answer.is_empty() => return Err(format!("cannot talk to the gateway: {e}")),
-        (_, Err(e)) => return Err(format!("cannot read the gateway's answer: {e}")),
-        _ => {}
-    }
-    serde_json::from_str(&answer)
-        .map(Some)
-        .map_err(|_| "malformed answer from the gateway".to_string())
 }
