@@ -11,7 +11,7 @@
 use std::fs;
 use std::sync::OnceLock;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use kafclaw_actors::audit::fuzzing::{read_line, seal_line};
 use kafclaw_actors::audit::{verify, AuditKey, AuditKind};
 use libfuzzer_sys::fuzz_target;
@@ -187,16 +187,4 @@ fn raw(bytes: &[u8]) {
     });
 }
 
-// The first byte picks the mode: even = the raw bytes that follow (what the seed corpus
-// holds: real bodies, lines and files), odd = a structured input built from them.
-fuzz_target!(|data: &[u8]| {
-    match data.split_first() {
-        Some((mode, rest)) if mode % 2 == 0 => raw(rest),
-        Some((_, rest)) => {
-            if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(rest)) {
-                structured(input);
-            }
-        }
-        None => {}
-    }
-});
+fuzz_target!(|data: &[u8]| kafclaw_fuzz::two_modes(data, raw, structured));

@@ -14,7 +14,7 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use kafclaw_actors::executor::{
     resolve_existing_prefix, split_command, CommandChecker, Confinement, DEFAULT_ALLOW,
 };
@@ -301,16 +301,4 @@ fn raw(bytes: &[u8]) {
     }
 }
 
-// The first byte picks the mode: even = the raw bytes that follow (what the seed corpus
-// holds: real bodies, lines and files), odd = a structured input built from them.
-fuzz_target!(|data: &[u8]| {
-    match data.split_first() {
-        Some((mode, rest)) if mode % 2 == 0 => raw(rest),
-        Some((_, rest)) => {
-            if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(rest)) {
-                structured(input);
-            }
-        }
-        None => {}
-    }
-});
+fuzz_target!(|data: &[u8]| kafclaw_fuzz::two_modes(data, raw, structured));

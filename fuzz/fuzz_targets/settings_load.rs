@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::sync::OnceLock;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use kafclaw::settings::{load, FlagOverrides, Sources};
 use kafclaw_actors::paths::Home;
 use libfuzzer_sys::fuzz_target;
@@ -180,16 +180,4 @@ fn raw(bytes: &[u8]) {
     }
 }
 
-// The first byte picks the mode: even = the raw bytes that follow (what the seed corpus
-// holds: real bodies, lines and files), odd = a structured input built from them.
-fuzz_target!(|data: &[u8]| {
-    match data.split_first() {
-        Some((mode, rest)) if mode % 2 == 0 => raw(rest),
-        Some((_, rest)) => {
-            if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(rest)) {
-                structured(input);
-            }
-        }
-        None => {}
-    }
-});
+fuzz_target!(|data: &[u8]| kafclaw_fuzz::two_modes(data, raw, structured));

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use kafclaw::skills::install::{install, read_pins, verify_installed};
 use kafclaw::skills::{valid_name, LinkPolicy, SkillsDir};
 use kafclaw_actors::paths::Home;
@@ -200,16 +200,4 @@ fn raw(bytes: &[u8]) {
     });
 }
 
-// The first byte picks the mode: even = the raw bytes that follow (what the seed corpus
-// holds: real bodies, lines and files), odd = a structured input built from them.
-fuzz_target!(|data: &[u8]| {
-    match data.split_first() {
-        Some((mode, rest)) if mode % 2 == 0 => raw(rest),
-        Some((_, rest)) => {
-            if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(rest)) {
-                structured(input);
-            }
-        }
-        None => {}
-    }
-});
+fuzz_target!(|data: &[u8]| kafclaw_fuzz::two_modes(data, raw, structured));
