@@ -121,40 +121,18 @@ pub async fn connect(
     if settings.nats_urls.is_empty() {
         return Err("fleet.enabled needs fleet.nats_urls".into());
     }
-    let mut addrs = Vec::new();
-    for url in &settings.nats_urls {
-        let addr = url
-            .parse::<async_nats::ServerAddr>()
-            .map_err(|_| format!("fleet.nats_urls: {url} is not a NATS URL"))?;
-        addrs.push(addr);
-    }
     let node_id = settings.node_id();
-    let mut options = async_nats::ConnectOptions::new()
-        .name(format!("kafclaw {node_id}"))
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(2))
-        .ping_interval(Duration::from_secs(2))
-        .reconnect_delay_callback(|attempts| {
-            Duration::from_millis((100 * attempts as u64).min(1000))
-        });
-    if let Some(credentials) = &settings.credentials {
-        let value = credentials.expose().to_string();
-        options = if value.starts_with("SU") {
-            options.nkey(value)
-        } else {
-            options.token(value)
-        };
-    }
-    if !settings.tls_ca_file.is_empty() {
-        let path = std::path::PathBuf::from(&settings.tls_ca_file);
-        if !path.is_file() {
-            return Err(format!(
-                "fleet.tls_ca_file: {} is not a readable file",
-                path.display()
-            ));
-        }
-        options = options.add_root_certificates(path).require_tls(true);
-    }
+    let (options, addrs) = connect_options(
+        settings,
+        async_nats::ConnectOptions::new()
+            .name(format!("kafclaw {node_id}"))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .ping_interval(Duration::from_secs(2))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((100 * attempts as u64).min(1000))
+            }),
+    )?;
     let client = options
         .connect(addrs)
         .await
@@ -754,15 +732,19 @@ async fn publish_anchors(fleet: Fleet, audit: Slot<AuditChainer>) {
     }
 }
 
-/// The newest anchor of `node` from the anchors stream (for `kafclaw audit verify
-/// --anchored`); `None` when the node never anchored. Connects once, without retrying.
-pub async fn last_anchor(settings: &FleetSettings) -> Result<Option<Anchor>, String> {
-    if !settings.enabled || settings.nats_urls.is_empty() {
-        return Err("--anchored needs fleet.enabled and fleet.nats_urls".into());
+/// `base` with the fleet's credentials (an nkey seed `SU…` or a token) and CA file, and the
+/// server addresses of `fleet.nats_urls`.
+fn connect_options(
+    settings: &FleetSettings,
+    mut options: async_nats::ConnectOptions,
+) -> Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>), String> {
+    let mut addrs = Vec::new();
+    for url in &settings.nats_urls {
+        let addr = url
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|_| format!("fleet.nats_urls: {url} is not a NATS URL"))?;
+        addrs.push(addr);
     }
-    let mut options = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(3))
-        .max_reconnects(Some(1));
     if let Some(credentials) = &settings.credentials {
         let value = credentials.expose().to_string();
         options = if value.starts_with("SU") {
@@ -772,17 +754,30 @@ pub async fn last_anchor(settings: &FleetSettings) -> Result<Option<Anchor>, Str
         };
     }
     if !settings.tls_ca_file.is_empty() {
-        options = options
-            .add_root_certificates(std::path::PathBuf::from(&settings.tls_ca_file))
-            .require_tls(true);
+        let path = std::path::PathBuf::from(&settings.tls_ca_file);
+        if !path.is_file() {
+            return Err(format!(
+                "fleet.tls_ca_file: {} is not a readable file",
+                path.display()
+            ));
+        }
+        options = options.add_root_certificates(path).require_tls(true);
     }
-    let mut addrs = Vec::new();
-    for url in &settings.nats_urls {
-        addrs.push(
-            url.parse::<async_nats::ServerAddr>()
-                .map_err(|_| format!("fleet.nats_urls: {url} is not a NATS URL"))?,
-        );
+    Ok((options, addrs))
+}
+
+/// The newest anchor of `node` from the anchors stream (for `kafclaw audit verify
+/// --anchored`); `None` when the node never anchored. Connects once, without retrying.
+pub async fn last_anchor(settings: &FleetSettings) -> Result<Option<Anchor>, String> {
+    if !settings.enabled || settings.nats_urls.is_empty() {
+        return Err("--anchored needs fleet.enabled and fleet.nats_urls".into());
     }
+    let (options, addrs) = connect_options(
+        settings,
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(3))
+            .max_reconnects(Some(1)),
+    )?;
     let client = options
         .connect(addrs)
         .await

@@ -281,14 +281,7 @@ fn redacted(path: &str, value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| {
-                    let key = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    (k.clone(), redacted(&key, v))
-                })
+                .map(|(k, v)| (k.clone(), redacted(&child_key(path, k), v)))
                 .collect(),
         ),
         leaf => match keys::lookup(path) {
@@ -886,16 +879,21 @@ impl Layers {
     }
 }
 
-fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+/// `prefix.key`, or `key` at the top.
+fn child_key(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// Flattens a JSON tree into `(dotted key, leaf)` pairs.
+pub fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
             for (k, v) in map {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
+                flatten(&child_key(prefix, k), v, out);
             }
         }
         other => out.push((prefix.to_string(), other.clone())),

@@ -27,22 +27,7 @@ pub fn config_secret_keys(config: &serde_json::Map<String, Value>) -> Vec<String
         .collect()
 }
 
-/// Flattens a JSON tree into `(dotted key, leaf)` pairs.
-pub fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
-    match value {
-        Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
-            for (k, v) in map {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        other => out.push((prefix.to_string(), other.clone())),
-    }
-}
+pub use crate::settings::flatten;
 
 /// The env file split into lines (each with its own terminator, byte for byte).
 pub struct EnvFile {
