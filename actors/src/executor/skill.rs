@@ -215,6 +215,9 @@ pub async fn run(
                 "DOCKER_CONTEXT",
                 "DOCKER_CONFIG",
                 "CONTAINER_HOST",
+                // podman's own configuration (runtime, storage) as the operator set it.
+                "CONTAINERS_CONF",
+                "CONTAINERS_STORAGE_CONF",
             ] {
                 if let Ok(v) = std::env::var(key) {
                     client_env.push((key.into(), v));
@@ -264,6 +267,25 @@ fn container_user() -> String {
     }
 }
 
+fn runtime_name(plan: &SkillPlan) -> String {
+    match &plan.isolation {
+        SkillIsolation::Strict { runtime, .. } => runtime.clone(),
+        SkillIsolation::Host => "docker".into(),
+    }
+}
+
+/// User-namespace arguments: rootless podman (the gateway not root) keeps the gateway's uid
+/// inside the container (`--userns=keep-id`), so the container user is the owner of the
+/// skill directory and the work repo as on the host; docker's daemon and rootful podman map
+/// uids one to one already.
+fn userns_args(runtime: &str, uid: u32) -> Vec<String> {
+    if runtime == "podman" && uid != 0 {
+        vec!["--userns=keep-id".into()]
+    } else {
+        Vec::new()
+    }
+}
+
 /// `run --rm …` for `plan` (the values of `env` are not in it: `-e NAME` only).
 pub fn container_argv(
     plan: &SkillPlan,
@@ -273,12 +295,8 @@ pub fn container_argv(
     limits: &SandboxLimits,
     env: &[(String, String)],
 ) -> Vec<String> {
-    let runtime = match &plan.isolation {
-        SkillIsolation::Strict { runtime, .. } => runtime.clone(),
-        SkillIsolation::Host => "docker".into(),
-    };
     let mut argv: Vec<String> = vec![
-        runtime,
+        runtime_name(plan),
         "run".into(),
         "--rm".into(),
         "--name".into(),
@@ -289,6 +307,10 @@ pub fn container_argv(
     if !plan.network {
         argv.extend(["--network".into(), "none".into()]);
     }
+    argv.extend(userns_args(
+        &runtime_name(plan),
+        rustix::process::getuid().as_raw(),
+    ));
     argv.extend([
         "--read-only".into(),
         "--cap-drop".into(),
@@ -299,6 +321,8 @@ pub fn container_argv(
         container_user(),
         "--pids-limit".into(),
         limits.processes.to_string(),
+        "--ulimit".into(),
+        format!("nproc={0}:{0}", limits.processes),
         "--ulimit".into(),
         format!("cpu={0}:{0}", limits.cpu_seconds),
         "--ulimit".into(),
@@ -390,6 +414,7 @@ mod tests {
             "--security-opt no-new-privileges",
             "--pids-limit 64",
             "--ulimit cpu=30:30",
+            "--ulimit nproc=64:64",
             "type=bind,source=/home/u/.kafclaw/skills/installed/git-activity,target=/skill,readonly",
             "type=bind,source=/home/u/.kafclaw/work-repo,target=/work",
             "--workdir /work",
@@ -404,6 +429,18 @@ mod tests {
         assert_eq!(argv.iter().filter(|a| *a == "--mount").count(), 2);
         let networked = container_argv(&plan(true), "n", "i", Path::new("/w"), &limits, &[]);
         assert!(!networked.join(" ").contains("--network none"));
+    }
+
+    /// Rootless podman maps container uids onto subordinate ids, so without `keep-id` the
+    /// gateway's own uid inside could not read the 0700 skill or write the work repo.
+    #[test]
+    fn rootless_podman_keeps_the_gateways_uid_and_docker_or_root_do_not_remap() {
+        assert_eq!(
+            userns_args("podman", 1000),
+            vec!["--userns=keep-id".to_string()]
+        );
+        assert!(userns_args("podman", 0).is_empty());
+        assert!(userns_args("docker", 1000).is_empty());
     }
 
     #[test]
