@@ -508,11 +508,20 @@ pub fn key_for_env(var: &str) -> Option<String> {
     None
 }
 
-/// The known name closest to `unknown` (for "did you mean …" in warnings).
+/// The known name closest to `unknown` (for "did you mean …" in warnings): within a third
+/// of what differs after the prefix both share (at least 2 edits), so a shared namespace
+/// such as `KAFCLAW_` does not make unrelated names look close.
 pub fn nearest<'a>(unknown: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .map(|c| (edit_distance(unknown, c), c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .filter(|(d, c)| {
+            let shared = c
+                .chars()
+                .zip(unknown.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            *d <= ((c.chars().count() - shared) / 3).max(2)
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }

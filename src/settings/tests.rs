@@ -510,3 +510,21 @@ fn debug_of_the_settings_never_shows_a_secret_value() {
     assert!(shown.contains("dashboard_port"), "{shown}");
     assert!(shown.contains("slack"), "{shown}");
 }
+
+/// "did you mean" compares what differs, not the namespace every name shares: an unrelated
+/// `KAFCLAW_FOO_BAR` was offered `KAFCLAW_LOG_DIR` because `KAFCLAW_` made them look close.
+#[test]
+fn a_suggestion_is_offered_only_for_a_near_miss() {
+    let vars = ["KAFCLAW_LOG_DIR", "KAFCLAW_GATEWAY_PORT", "KAFCLAW_LOG_LEVEL"];
+    let near = |name: &str| keys::nearest(name, vars.iter().copied());
+    assert_eq!(near("KAFCLAW_FOO_BAR"), None);
+    assert_eq!(near("KAFCLAW_XYZ"), None);
+    assert_eq!(near("KAFCLAW_GATEWAY_PROT"), Some("KAFCLAW_GATEWAY_PORT"));
+    assert_eq!(near("KAFCLAW_GATEWAY_PORTT"), Some("KAFCLAW_GATEWAY_PORT"));
+    assert_eq!(near("KAFCLAW_LOG_LEVLE"), Some("KAFCLAW_LOG_LEVEL"));
+    let keys = ["gateway.port", "gateway.host", "log.level"];
+    let key = |name: &str| keys::nearest(name, keys.iter().copied());
+    assert_eq!(key("gateway.prot"), Some("gateway.port"));
+    assert_eq!(key("gateway.hots"), Some("gateway.host"));
+    assert_eq!(key("memory.size"), None);
+}
