@@ -8,7 +8,7 @@
 //! Must not: decide what a control message does (`crate::admin` does, in one place), or run at
 //! all with `fleet.enabled = false`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,18 @@ pub const ANCHOR_STREAM: &str = "KAFCLAW_ANCHORS";
 pub const ANCHOR_SUBJECT_PREFIX: &str = "kafclaw.anchors";
 /// The KV bucket of auth failures per client key (fleet-wide lockout).
 pub const AUTH_FAILURES_BUCKET: &str = "kafclaw_auth_failures";
+/// The stream of single auth failures (one empty message each, kept for the lockout window).
+pub const AUTH_FAILURE_STREAM: &str = "KAFCLAW_AUTH_FAILURES";
+/// Its subjects: `kafclaw.auth_failures.<client key>`.
+pub const AUTH_FAILURE_SUBJECT_PREFIX: &str = "kafclaw.auth_failures";
+/// The KV bucket of the fleet's roster: one entry per node, put every few seconds.
+pub const NODES_BUCKET: &str = "kafclaw_nodes";
+/// How often a node puts its roster entry (and reads everyone's).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A node not seen for this long is listed as stale.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+/// How long the bucket keeps a node that stopped putting its entry.
+const ROSTER_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// The store key of the last control sequence this node applied.
 const APPLIED_KEY: &str = "fleet_control_seq";
 /// How long a publish may take before the fan-out is refused.
@@ -68,6 +80,10 @@ struct Inner {
     lockout: LockoutPolicy,
     /// The auth-failure bucket, once created.
     failures: Mutex<Option<kv::Store>>,
+    /// The roster bucket, once created.
+    nodes_bucket: Mutex<Option<kv::Store>>,
+    /// Every node's last roster entry as this node last read it, by node id.
+    roster: Mutex<BTreeMap<String, NodeEntry>>,
     replicas: usize,
     anchor_every_records: u64,
     anchor_every_seconds: u64,
@@ -145,6 +161,8 @@ pub async fn connect(
             node_id,
             lockout,
             failures: Mutex::new(None),
+            nodes_bucket: Mutex::new(None),
+            roster: Mutex::new(BTreeMap::new()),
             replicas: settings.stream_replicas.max(1) as usize,
             anchor_every_records: settings.anchor_every_records.max(1),
             anchor_every_seconds: settings.anchor_every_seconds.max(1),
@@ -225,6 +243,13 @@ impl Fleet {
         })
     }
 
+    /// `status` plus `nodes`: every node of the roster (`GET /api/v1/status`, `kafclaw status`).
+    pub fn status_with_nodes(&self) -> Value {
+        let mut status = self.status();
+        status["nodes"] = self.nodes();
+        status
+    }
+
     /// Creates the streams and buckets when missing (once per connection).
     pub async fn ensure(&self) -> Result<(), String> {
         if self.inner.ready.load(Ordering::SeqCst) {
@@ -251,6 +276,16 @@ impl Fleet {
         })
         .await
         .map_err(|e| format!("fleet: cannot create stream {ANCHOR_STREAM}: {e}"))?;
+        js.get_or_create_stream(stream::Config {
+            name: AUTH_FAILURE_STREAM.into(),
+            subjects: vec![format!("{AUTH_FAILURE_SUBJECT_PREFIX}.>")],
+            // A failure counts for the lockout window only.
+            max_age: self.inner.lockout.window,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("fleet: cannot create stream {AUTH_FAILURE_STREAM}: {e}"))?;
         // The bucket's stream laid out as `create_key_value` would, created directly: that call
         // first asks for the account's API level, which a 2.9 server does not report.
         let max_age = self.inner.lockout.window + self.inner.lockout.lockout;
@@ -263,7 +298,9 @@ impl Fleet {
             duplicate_window: max_age.min(Duration::from_secs(120)),
             allow_rollup: true,
             deny_delete: true,
-            allow_direct: true,
+            // Reads go to the stream's leader: a direct get may be answered by a replica that
+            // lags, and a compare-and-set on its revision then fails every retry.
+            allow_direct: false,
             discard: stream::DiscardPolicy::New,
             num_replicas: replicas,
             ..Default::default()
@@ -279,8 +316,92 @@ impl Fleet {
             .failures
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(failures);
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{NODES_BUCKET}"),
+            subjects: vec![format!("$KV.{NODES_BUCKET}.>")],
+            max_messages_per_subject: 1,
+            max_age: ROSTER_MAX_AGE,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("fleet: cannot create bucket {NODES_BUCKET}: {e}"))?;
+        let nodes = js
+            .get_key_value(NODES_BUCKET)
+            .await
+            .map_err(|e| format!("fleet: cannot open bucket {NODES_BUCKET}: {e}"))?;
+        *self
+            .inner
+            .nodes_bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(nodes);
         self.inner.ready.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Every node of the roster as this node last read it (sorted by id): id, version, when
+    /// last seen and how long ago, its state, the control sequence it applied and its audit
+    /// head. This node's own line is current even when NATS is unreachable.
+    pub fn nodes(&self) -> Value {
+        let now = now_ms();
+        let mut roster = self
+            .inner
+            .roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let own = self.own_entry(
+            roster
+                .get(&self.inner.node_id)
+                .and_then(|e| e.audit_head.clone()),
+        );
+        roster.insert(own.node_id.clone(), own);
+        Value::Array(
+            roster
+                .values()
+                .map(|e| {
+                    let ago = now.saturating_sub(e.last_seen_ms) / 1000;
+                    json!({
+                        "node_id": e.node_id,
+                        "version": e.version,
+                        "last_seen": e.last_seen,
+                        "seconds_since_seen": ago,
+                        "stale": ago >= STALE_AFTER.as_secs(),
+                        "state": e.state,
+                        "applied_control_seq": e.applied_control_seq,
+                        "audit_head": e.audit_head,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn own_entry(&self, audit_head: Option<AuditHead>) -> NodeEntry {
+        NodeEntry {
+            node_id: self.inner.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            last_seen: kafclaw_actors::clock::now_rfc3339(),
+            last_seen_ms: now_ms(),
+            state: if self.connected() {
+                "connected"
+            } else {
+                "degraded"
+            }
+            .to_string(),
+            applied_control_seq: self.applied_seq(),
+            audit_head,
+        }
+    }
+
+    fn nodes_bucket(&self) -> Option<kv::Store> {
+        self.inner
+            .nodes_bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Publishes a control message accepted here; the stream sequence it got.
@@ -390,51 +511,69 @@ impl Fleet {
             .clone()
     }
 
-    /// Counts one auth failure of `ip`'s client key fleet-wide (compare-and-set on the
-    /// bucket); `Some(time left)` when the fleet-wide count locks it out.
+    /// Counts one auth failure of `ip`'s client key fleet-wide; `Some(time left)` when the
+    /// fleet-wide count locks it out.
+    ///
+    /// Each failure is its own message on `KAFCLAW_AUTH_FAILURES` (kept for the lockout
+    /// window), so concurrent failures on several nodes are never lost: a compare-and-set on
+    /// one counter was, on a 2.9 cluster, won by two nodes at the same revision. The count is
+    /// the client's messages in the stream once ours is stored; at the threshold the lockout
+    /// is put in the `kafclaw_auth_failures` bucket, which every node watches.
     pub async fn count_auth_failure(&self, ip: IpAddr) -> Result<Option<Duration>, String> {
         let bucket = self
             .failures_bucket()
             .ok_or("the fleet is degraded: auth failures are counted on this node only")?;
         let key = failure_key(ClientKey::of(ip));
         let policy = self.inner.lockout;
-        for _ in 0..8 {
-            let now = now_ms();
-            let entry = bucket.entry(&key).await.map_err(|e| e.to_string())?;
-            let (mut count, revision) = match entry {
-                Some(e) if e.operation == kv::Operation::Put => (
-                    serde_json::from_slice::<FailureCount>(&e.value).unwrap_or_default(),
-                    Some(e.revision),
-                ),
-                Some(e) => (FailureCount::default(), Some(e.revision)),
-                None => (FailureCount::default(), None),
-            };
-            if let Some(left) = count.left(now) {
+        let now = now_ms();
+        if let Some(entry) = bucket.entry(&key).await.map_err(|e| e.to_string())? {
+            let locked = serde_json::from_slice::<FailureCount>(&entry.value).unwrap_or_default();
+            if let Some(left) = locked
+                .left(now)
+                .filter(|_| entry.operation == kv::Operation::Put)
+            {
                 return Ok(Some(left));
             }
-            if now.saturating_sub(count.window_start_ms) > policy.window.as_millis() as u64
-                || count.failures == 0
-            {
-                count = FailureCount {
-                    failures: 0,
-                    window_start_ms: now,
-                    locked_until_ms: None,
-                };
-            }
-            count.failures += 1;
-            if count.failures >= policy.max_failures.max(1) {
-                count.locked_until_ms = Some(now + policy.lockout.as_millis() as u64);
-            }
-            let value = serde_json::to_vec(&count).map_err(|e| e.to_string())?;
-            let written = match revision {
-                Some(r) => bucket.update(&key, value.into(), r).await.is_ok(),
-                None => bucket.create(&key, value.into()).await.is_ok(),
-            };
-            if written {
-                return Ok(count.left(now));
+        }
+        let subject = format!("{AUTH_FAILURE_SUBJECT_PREFIX}.{key}");
+        self.inner
+            .js
+            .publish(subject.clone(), Vec::<u8>::new().into())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = self
+            .inner
+            .js
+            .get_stream(AUTH_FAILURE_STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut subjects = stream
+            .info_with_subjects(&subject)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut failures = 0usize;
+        while let Some(entry) = subjects.next().await {
+            let (name, count) = entry.map_err(|e| e.to_string())?;
+            if name == subject {
+                failures = count;
             }
         }
-        Err("the fleet-wide auth-failure count kept changing; counted on this node only".into())
+        if failures < policy.max_failures.max(1) as usize {
+            return Ok(None);
+        }
+        let lock = FailureCount {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            window_start_ms: now,
+            locked_until_ms: Some(now + policy.lockout.as_millis() as u64),
+        };
+        let value = serde_json::to_vec(&lock).map_err(|e| e.to_string())?;
+        bucket
+            .put(&key, value.into())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(lock.left(now))
     }
 
     fn set_applied(&self, seq: u64) {
@@ -471,6 +610,7 @@ impl Actor for FleetWatcher {
         let control = self.control.clone();
         ctx.spawn(watch(fleet.clone(), control.clone()).into_actor(self));
         ctx.spawn(watch_lockouts(fleet.clone(), control).into_actor(self));
+        ctx.spawn(heartbeat(fleet.clone(), self.audit.clone()).into_actor(self));
         ctx.spawn(publish_anchors(fleet, self.audit.clone()).into_actor(self));
     }
 }
@@ -655,6 +795,69 @@ async fn watch_lockouts(fleet: Fleet, control: ControlContext) {
     }
 }
 
+/// One node's roster entry (the value under its id in the roster bucket).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeEntry {
+    node_id: String,
+    version: String,
+    last_seen: String,
+    last_seen_ms: u64,
+    state: String,
+    applied_control_seq: u64,
+    audit_head: Option<AuditHead>,
+}
+
+/// Every `HEARTBEAT`: puts this node's roster entry (its audit head asked from the chainer)
+/// and reads every node's into the roster `status` shows.
+async fn heartbeat(fleet: Fleet, audit: Slot<AuditChainer>) {
+    let key = subject_token(fleet.node_id());
+    let _running = LoopGuard::new(&fleet);
+    while !fleet.stopping() {
+        let head = match audit.addr() {
+            Some(addr) => addr.send(GetHead).await.ok(),
+            None => None,
+        };
+        let own = fleet.own_entry(head);
+        if let Some(bucket) = fleet.nodes_bucket().filter(|_| fleet.connected()) {
+            let read = async {
+                let value = serde_json::to_vec(&own).map_err(|e| e.to_string())?;
+                bucket
+                    .put(&key, value.into())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut keys = bucket.keys().await.map_err(|e| e.to_string())?;
+                let mut roster = BTreeMap::new();
+                while let Some(Ok(k)) = keys.next().await {
+                    if let Ok(Some(v)) = bucket.get(&k).await {
+                        if let Ok(entry) = serde_json::from_slice::<NodeEntry>(&v) {
+                            roster.insert(entry.node_id.clone(), entry);
+                        }
+                    }
+                }
+                Ok::<_, String>(roster)
+            };
+            match tokio::time::timeout(PUBLISH_TIMEOUT, read).await {
+                Ok(Ok(roster)) => {
+                    *fleet.inner.roster.lock().unwrap_or_else(|p| p.into_inner()) = roster;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "fleet: roster not updated"),
+                Err(_) => tracing::debug!("fleet: roster not updated in time"),
+            }
+        }
+        fleet
+            .inner
+            .roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(own.node_id.clone(), own);
+        // In short steps, so a stop does not wait for a whole beat.
+        let beat = tokio::time::Instant::now();
+        while !fleet.stopping() && beat.elapsed() < HEARTBEAT {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// One anchor: a node's audit head as it was published.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Anchor {
@@ -670,8 +873,12 @@ pub struct Anchor {
 
 /// The anchors subject of a node (`kafclaw.anchors.<node>`, the id made a subject token).
 pub fn anchor_subject(node: &str) -> String {
-    let token: String = node
-        .chars()
+    format!("{ANCHOR_SUBJECT_PREFIX}.{}", subject_token(node))
+}
+
+/// A node id made one NATS subject (and KV key) token: other characters become `_`.
+fn subject_token(node: &str) -> String {
+    node.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -679,8 +886,7 @@ pub fn anchor_subject(node: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{ANCHOR_SUBJECT_PREFIX}.{token}")
+        .collect()
 }
 
 /// Publishes the audit head every `fleet.anchor_every_records` records or

@@ -315,6 +315,61 @@ fn ask_remote(
     Ok((v, format!("the gateway at {}", args.url)))
 }
 
+/// The `fleet` row: this node's state and every node of the roster (id, state, when last
+/// seen, the control sequence it applied, its audit head); WARN when this node is degraded or
+/// another node is stale or behind on the control stream.
+fn fleet_row(fleet: &Value, report: &mut Report) {
+    let nodes = fleet["nodes"].as_array().cloned().unwrap_or_default();
+    let newest = nodes
+        .iter()
+        .filter_map(|n| n["applied_control_seq"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let mut trouble = Vec::new();
+    let listed: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            let id = n["node_id"].as_str().unwrap_or("?");
+            let seq = n["applied_control_seq"].as_u64().unwrap_or(0);
+            if n["stale"] == true {
+                trouble.push(format!("{id} not seen for {} s", n["seconds_since_seen"]));
+            } else if n["state"] != "connected" {
+                trouble.push(format!("{id} is degraded"));
+            } else if seq < newest {
+                trouble.push(format!("{id} applied control seq {seq} of {newest}"));
+            }
+            format!(
+                "{id} ({}, seen {} s ago, control seq {seq}, audit head {})",
+                n["state"].as_str().unwrap_or("?"),
+                n["seconds_since_seen"],
+                n["audit_head"]["seq"]
+            )
+        })
+        .collect();
+    let line = format!(
+        "node {} {}; {} node(s): {}",
+        fleet["node_id"].as_str().unwrap_or("?"),
+        fleet["state"].as_str().unwrap_or("?"),
+        nodes.len(),
+        listed.join(", ")
+    );
+    if fleet["state"] != "connected" || !trouble.is_empty() {
+        let why = match fleet["reason"].as_str() {
+            Some(reason) => std::iter::once(reason.to_string())
+                .chain(trouble)
+                .collect::<Vec<_>>(),
+            None => trouble,
+        };
+        report.warn(
+            "fleet",
+            format!("{line} — {}", why.join("; ")),
+            "check NATS (`fleet.nats_urls`) and the nodes listed; docs/fleet.md",
+        );
+    } else {
+        report.pass("fleet", line);
+    }
+}
+
 /// `: inc-1 (manual, subject whatsapp, open), …` for the incidents listed, else nothing.
 fn incident_list(listed: &Value) -> String {
     let Some(list) = listed.as_array().filter(|l| !l.is_empty()) else {
@@ -379,6 +434,9 @@ fn live_rows(v: &Value, from: &str, settings: &Settings, report: &mut Report) {
             "the incident monitor did not answer",
             "`kafclaw doctor`; the supervisor restarts it",
         ),
+    }
+    if v["fleet"].is_object() {
+        fleet_row(&v["fleet"], report);
     }
     let store = &v["store"];
     report.pass(

@@ -515,7 +515,11 @@ fn debug_of_the_settings_never_shows_a_secret_value() {
 /// `KAFCLAW_FOO_BAR` was offered `KAFCLAW_LOG_DIR` because `KAFCLAW_` made them look close.
 #[test]
 fn a_suggestion_is_offered_only_for_a_near_miss() {
-    let vars = ["KAFCLAW_LOG_DIR", "KAFCLAW_GATEWAY_PORT", "KAFCLAW_LOG_LEVEL"];
+    let vars = [
+        "KAFCLAW_LOG_DIR",
+        "KAFCLAW_GATEWAY_PORT",
+        "KAFCLAW_LOG_LEVEL",
+    ];
     let near = |name: &str| keys::nearest(name, vars.iter().copied());
     assert_eq!(near("KAFCLAW_FOO_BAR"), None);
     assert_eq!(near("KAFCLAW_XYZ"), None);

@@ -332,3 +332,80 @@ async fn audit_verify_anchored_catches_a_truncated_local_chain() {
     assert!(said.contains("missing"), "{said}");
     assert_eq!(said.trim().lines().count(), 1, "one clear line: {said}");
 }
+
+/// The roster: every node's status, `GET /api/v1/status` and `kafclaw status` list every node
+/// (id, version, last seen, applied control sequence, audit head), and a node that stops is
+/// shown stale on the others.
+#[tokio::test]
+async fn status_on_any_node_lists_every_node_with_its_control_seq_and_audit_head() {
+    let cluster = Cluster::start();
+    let mut nodes = three(&cluster).await;
+    let (status, body) = control(&nodes[0], json!({"type": "lockdown", "reason": "roster"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let roster =
+        |v: &Value| -> Vec<Value> { v["fleet"]["nodes"].as_array().cloned().unwrap_or_default() };
+    // Node b sees all three, each having applied the lockdown's sequence.
+    wait_for(
+        "every node in b's roster at the lockdown's seq",
+        Duration::from_secs(20),
+        async || {
+            let listed = roster(&nodes[1].get_json("/api/v1/status").await);
+            listed.len() == 3
+                && listed.iter().all(|n| {
+                    n["applied_control_seq"].as_u64().is_some_and(|s| s >= 1)
+                        && n["state"] == "connected"
+                        && n["audit_head"]["seq"].as_u64().is_some_and(|s| s >= 1)
+                })
+        },
+    )
+    .await;
+    let listed = roster(&nodes[1].get_json("/api/v1/status").await);
+    let ids: Vec<&str> = listed
+        .iter()
+        .filter_map(|n| n["node_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    for n in &listed {
+        assert_eq!(n["version"], env!("CARGO_PKG_VERSION"), "{n}");
+        assert!(
+            n["last_seen"].as_str().is_some_and(|t| t.contains('T')),
+            "{n}"
+        );
+        assert_eq!(n["stale"], false, "{n}");
+    }
+    // The operator's command on node c, through its control socket (no token).
+    let env =
+        std::collections::HashMap::from([("KAFCLAW_FLEET_NODE_ID".to_string(), "c".to_string())]);
+    let (code, out, err) = crate::harness::run(&nodes[2].home_path(), &env, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("fleet:"))
+        .unwrap_or_else(|| panic!("no fleet row: {out}"));
+    assert!(row.starts_with("[PASS]"), "{row}");
+    for id in ["a (connected", "b (connected", "c (connected"] {
+        assert!(row.contains(id), "{row}");
+    }
+    // Node c stops: a and b show it stale, and `kafclaw status` on a warns.
+    nodes[2].signal("TERM");
+    assert!(nodes[2].wait_exit(Duration::from_secs(20)).success());
+    wait_for(
+        "c stale in a's roster",
+        Duration::from_secs(30),
+        async || {
+            roster(&nodes[0].get_json("/api/v1/status").await)
+                .iter()
+                .any(|n| n["node_id"] == "c" && n["stale"] == true)
+        },
+    )
+    .await;
+    let (_, out, _) = crate::harness::run(&nodes[0].home_path(), &env, &["status"]);
+    let row = out
+        .lines()
+        .find(|l| l.contains("fleet:"))
+        .unwrap_or_default();
+    assert!(
+        row.starts_with("[WARN]") && row.contains("c not seen for"),
+        "{out}"
+    );
+}

@@ -117,6 +117,8 @@ pub struct Snapshot {
     pub store_size_bytes: Option<u64>,
     /// The store's page-cache limit (`store.cache_mib`), in bytes.
     pub store_cache_limit_bytes: u64,
+    /// Fleet mode: whether this node is connected, and the roster (`Fleet::nodes`).
+    pub fleet: Option<(bool, serde_json::Value)>,
 }
 
 async fn collect(state: &AppState) -> Snapshot {
@@ -191,6 +193,11 @@ async fn collect(state: &AppState) -> Snapshot {
         process: process::sample(state.started),
         store_size_bytes: state.db.size_on_disk().ok(),
         store_cache_limit_bytes: state.db.cache_limit_bytes(),
+        fleet: state
+            .control
+            .fleet
+            .as_ref()
+            .map(|f| (f.connected(), f.nodes())),
     }
 }
 
@@ -257,6 +264,7 @@ impl Snapshot {
         self.register_gateway(&mut registry);
         self.register_children(&mut registry);
         self.register_channels(&mut registry);
+        self.register_fleet(&mut registry);
         edge::metrics().register(&mut registry, self.lockouts_active);
         kafclaw_actors::metrics::metrics().register(&mut registry);
         self.process.register(&mut registry);
@@ -322,6 +330,49 @@ impl Snapshot {
                 gauge,
             );
         }
+    }
+
+    fn register_fleet(&self, registry: &mut Registry) {
+        let Some((connected, nodes)) = &self.fleet else {
+            return;
+        };
+        let up: Gauge = Gauge::default();
+        up.set(i64::from(*connected));
+        registry.register(
+            "kafclaw_fleet_connected",
+            "1 when this node is connected to NATS with the fleet streams in place, else 0",
+            up,
+        );
+        let seen = gauge_family();
+        let applied = gauge_family();
+        let head = gauge_family();
+        for node in nodes.as_array().into_iter().flatten() {
+            let id = node["node_id"].as_str().unwrap_or("?");
+            let gauge =
+                |v: &serde_json::Value| i64::try_from(v.as_u64().unwrap_or(0)).unwrap_or(i64::MAX);
+            set(&seen, &[("node", id)], gauge(&node["seconds_since_seen"]));
+            set(
+                &applied,
+                &[("node", id)],
+                gauge(&node["applied_control_seq"]),
+            );
+            set(&head, &[("node", id)], gauge(&node["audit_head"]["seq"]));
+        }
+        registry.register(
+            "kafclaw_fleet_node_seconds_since_seen",
+            "Seconds since each node of the fleet roster last put its entry (as this node read it)",
+            seen,
+        );
+        registry.register(
+            "kafclaw_fleet_node_applied_control_seq",
+            "The last control-stream sequence each node of the fleet applied",
+            applied,
+        );
+        registry.register(
+            "kafclaw_fleet_node_audit_head_seq",
+            "Each node's audit head sequence, as last put in the fleet roster",
+            head,
+        );
     }
 
     fn register_children(&self, registry: &mut Registry) {

@@ -142,7 +142,7 @@ pub async fn full_status(state: &AppState, cache: Cache) -> Result<serde_json::V
         "open_incidents": open_incidents,
         "usage_today": usage,
         "audit_head": audit_head,
-        "fleet": state.control.fleet.as_ref().map(crate::fleet::Fleet::status),
+        "fleet": state.control.fleet.as_ref().map(crate::fleet::Fleet::status_with_nodes),
         "store": kafclaw_actors::retention::store_stats(&state.db).ok(),
         "memory": {
             "resident_bytes": super::metrics::process::sample(state.started).resident_memory_bytes,

@@ -45,6 +45,15 @@ fn snapshot() -> Snapshot {
         },
         store_size_bytes: Some(3 << 20),
         store_cache_limit_bytes: 32 << 20,
+        fleet: Some((
+            true,
+            serde_json::json!([
+                {"node_id": "a", "seconds_since_seen": 1, "applied_control_seq": 7,
+                 "audit_head": {"seq": 40, "hash": "00"}},
+                {"node_id": "b", "seconds_since_seen": 12, "applied_control_seq": 6,
+                 "audit_head": null},
+            ]),
+        )),
     }
 }
 
@@ -68,6 +77,10 @@ fn a_snapshot_keeps_todays_names_and_adds_the_new_series() {
         "kafclaw_supervisor_restarts_total{child=\"store\"} 0",
         "kafclaw_supervisor_restarts_total{child=\"channel:we\\\"ird\"} 2",
         "kafclaw_child_up{child=\"store\"} 1",
+        "kafclaw_fleet_connected 1",
+        "kafclaw_fleet_node_seconds_since_seen{node=\"b\"} 12",
+        "kafclaw_fleet_node_applied_control_seq{node=\"a\"} 7",
+        "kafclaw_fleet_node_audit_head_seq{node=\"a\"} 40",
         "kafclaw_child_up{child=\"channel:we\\\"ird\"} 0",
         "kafclaw_channel_state{channel=\"whatsapp\",state=\"quarantined\"} 1",
         "kafclaw_channel_state{channel=\"whatsapp\",state=\"running\"} 0",
