@@ -29,7 +29,8 @@ default). To compare with sled's own cache default of 1 GiB in the same run: --c
 store.retention_minutes, so pruning runs within the soak and the store should level off.
 
 Usage: tests/bench/growth_soak.py [--minutes 30] [--interval 10] [--connections 16]
-           [--chat-workers 2] [--cache-mib 32] [--retention-minutes N] [--env 'K=V ...']...
+           [--chat-workers 2] [--cache-mib 32] [--retention-minutes N] [--max-pending N]
+           [--env 'K=V ...']...
            [--keep-home] [kafclaw binary ...]
        CI size: --minutes 1 --interval 5
        (build: `cargo build --release && cargo build --release -p kafclaw-actors
