@@ -443,6 +443,9 @@ pub struct StoreSettings {
     /// MiB kept free on the state directory's file system: below it new work is refused (503)
     /// so what was acknowledged can still be written. 0 turns the guard off.
     pub min_free_mib: u64,
+    /// Unfinished messages (pending, held, processing) a channel keeps before its webhook
+    /// answers 503 + `Retry-After` (nothing is stored; the sender delivers again).
+    pub max_pending: u64,
 }
 
 impl StoreSettings {

@@ -176,6 +176,7 @@ async fn webhook_while_pruning() {
         backoff: Backoff::default(),
         resend_after: DEFAULT_RESEND_AFTER,
         messages: Default::default(),
+        backlog: Default::default(),
     };
     let links = ChannelLinks {
         agent: NullAgent.start().recipient(),

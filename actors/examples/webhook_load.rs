@@ -17,8 +17,11 @@
 //! Each connection is one task with its own keep-alive HTTP/1.1 client (one TCP connection)
 //! sending one delivery at a time: a webhook body carrying one text message with a unique
 //! `wamid`, signed with `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, body)>`.
-//! Printed: messages/s accepted (status 200), the non-200 and error counts, and latency
-//! percentiles over every request (successful or not).
+//! A 503 with `Retry-After` (the gateway's backlog at `store.max_pending`, or its disk full) is
+//! counted apart as `busy`, and that connection waits as a provider would (the `Retry-After`
+//! seconds, at most 5) before its next delivery, so a flood paces itself at the rate the
+//! gateway sustains. Printed: messages/s accepted (status 200), the busy, other non-200 and
+//! error counts, and latency percentiles over every request (successful or not).
 
 #![forbid(unsafe_code)]
 
@@ -42,6 +45,7 @@ struct Options {
 #[derive(Default)]
 struct Tally {
     ok: u64,
+    busy: u64,
     non_ok: u64,
     errors: u64,
     latencies: Vec<Duration>,
@@ -164,11 +168,22 @@ async fn connection(
         match sent {
             Ok(response) => {
                 let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                 // Read the (small) answer so that the connection is reused.
                 let _ = response.bytes().await;
                 tally.latencies.push(started.elapsed());
                 if status == reqwest::StatusCode::OK {
                     tally.ok += 1;
+                } else if let (reqwest::StatusCode::SERVICE_UNAVAILABLE, Some(seconds)) =
+                    (status, retry_after)
+                {
+                    tally.busy += 1;
+                    let wait = Duration::from_secs(seconds.min(5));
+                    let until = (Instant::now() + wait).min(deadline);
+                    tokio::time::sleep_until(until.into()).await;
                 } else {
                     tally.non_ok += 1;
                 }
@@ -230,6 +245,7 @@ fn main() -> ExitCode {
         for task in tasks {
             if let Ok(tally) = task.await {
                 total.ok += tally.ok;
+                total.busy += tally.busy;
                 total.non_ok += tally.non_ok;
                 total.errors += tally.errors;
                 total.latencies.extend(tally.latencies);
@@ -247,7 +263,10 @@ fn main() -> ExitCode {
         seconds,
         tally.ok as f64 / seconds
     );
-    println!("non-200: {}   errors: {}", tally.non_ok, tally.errors);
+    println!(
+        "busy (503 + Retry-After): {}   other non-200: {}   errors: {}",
+        tally.busy, tally.non_ok, tally.errors
+    );
     println!(
         "latency: p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} requests)",
         ms(percentile(&latencies, 50.0)),

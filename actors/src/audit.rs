@@ -190,6 +190,9 @@ pub enum AuditKind {
     /// A channel changed state (running, observe, quarantined, disabled).
     #[serde(rename = "channel.state_changed")]
     ChannelStateChanged,
+    /// A channel's backlog reached `store.max_pending` (deliveries refused) or drained again.
+    #[serde(rename = "channel.backlog")]
+    ChannelBacklog,
     /// An unknown sender was sent a pairing code.
     #[serde(rename = "pairing.requested")]
     PairingRequested,
@@ -288,6 +291,7 @@ impl AuditKind {
             AuditKind::ConfigWarning => "config.warning",
             AuditKind::ChannelDropped => "channel.dropped",
             AuditKind::ChannelStateChanged => "channel.state_changed",
+            AuditKind::ChannelBacklog => "channel.backlog",
             AuditKind::PairingRequested => "pairing.requested",
             AuditKind::PairingDecided => "pairing.decided",
             AuditKind::ToolDecided => "tool.decided",

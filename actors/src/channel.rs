@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod access;
 pub mod actor;
+pub mod backlog;
 pub mod bridge;
 pub mod content;
 pub mod dispatch;

@@ -100,6 +100,7 @@ pub struct Metrics {
     model_tokens: Family<TokenLabels, Counter>,
     incidents_opened: Family<IncidentLabels, Counter>,
     signals_dropped: Family<DropLabels, Counter>,
+    backlog_refused: Family<ChannelLabel, Counter>,
     audit_appends: Counter,
     audit_fsync: Histogram,
 }
@@ -127,6 +128,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         model_tokens: Family::default(),
         incidents_opened: Family::default(),
         signals_dropped: Family::default(),
+        backlog_refused: Family::default(),
         audit_appends: Counter::default(),
         audit_fsync: Histogram::new(FSYNC_BUCKETS),
     };
@@ -164,6 +166,7 @@ impl Metrics {
         };
         let _ = self.inbound_total.get_or_create(&label);
         let _ = self.unknown_senders.get_or_create(&label);
+        let _ = self.backlog_refused.get_or_create(&label);
         for kind in ["prompt", "completion"] {
             let _ = self.model_tokens.get_or_create(&TokenLabels {
                 channel: channel.to_string(),
@@ -203,6 +206,14 @@ impl Metrics {
                 self.unknown_senders.get_or_create(&label).inc();
             }
         }
+    }
+
+    /// One delivery to `channel` refused because its backlog is at `store.max_pending`.
+    pub fn backlog_refused(&self, channel: &str) {
+        let label = ChannelLabel {
+            channel: channel.to_string(),
+        };
+        self.backlog_refused.get_or_create(&label).inc();
     }
 
     /// New inbound messages of `channel` (not duplicates) and those from unknown senders,
@@ -306,6 +317,11 @@ impl Metrics {
             "kafclaw_channel_unknown_senders",
             "Messages from unknown senders dropped or sent to pairing since the process started",
             self.unknown_senders.clone(),
+        );
+        registry.register(
+            "kafclaw_channel_backlog_refused",
+            "Deliveries refused (503) because the channel's unfinished messages were at store.max_pending, since the process started",
+            self.backlog_refused.clone(),
         );
         registry.register(
             "kafclaw_channel_messages",

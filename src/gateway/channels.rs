@@ -4,10 +4,11 @@
 //! Must not: parse or verify payloads (the `channel` module of `kafclaw-actors` does).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
+use kafclaw_actors::channel::backlog::Backlog;
 use kafclaw_actors::channel::bridge::ReplayCache;
 use kafclaw_actors::channel::{ChannelBridge, ChannelPolicy};
 use kafclaw_actors::supervisor::Slot;
@@ -163,6 +164,9 @@ pub struct ChannelsSettings {
     /// Where media and attachments are saved (`<workspace>/media`), set by the caller that
     /// knows the home.
     pub media_root: std::path::PathBuf,
+    /// Each running channel's backlog bound (`store.max_pending`), shared by its actor and
+    /// its webhook edge.
+    pub backlogs: BTreeMap<String, Arc<Backlog>>,
 }
 
 /// Channel names that a bridge may not take.
@@ -194,6 +198,7 @@ impl ChannelsSettings {
                     );
                 }
                 out.whatsapp = Some(wa);
+                out.add_backlog("whatsapp", settings);
             }
         }
         if let Some(serde_json::Value::Object(bridges)) = channels.get("bridges") {
@@ -214,10 +219,22 @@ impl ChannelsSettings {
                 if bridge.outbound_url.is_empty() {
                     return Err(format!("channels.bridges.{name} has no outbound_url"));
                 }
+                out.add_backlog(name, settings);
                 out.bridges.insert(name.clone(), bridge);
             }
         }
         Ok(out)
+    }
+
+    fn add_backlog(&mut self, name: &str, settings: &Settings) {
+        let max = usize::try_from(settings.store.max_pending).unwrap_or(usize::MAX);
+        self.backlogs
+            .insert(name.to_string(), Arc::new(Backlog::new(max)));
+    }
+
+    /// The backlog bound of channel `name` (unbounded for a channel not configured here).
+    pub fn backlog(&self, name: &str) -> Arc<Backlog> {
+        self.backlogs.get(name).cloned().unwrap_or_default()
     }
 
     /// Names of every running channel.
@@ -247,6 +264,8 @@ pub struct WhatsAppEdge {
     pub app_secret: Secret,
     /// The channel actor.
     pub channel: Slot<ChannelBridge>,
+    /// Its backlog bound, checked before a delivery is stored.
+    pub backlog: Arc<Backlog>,
 }
 
 /// One bridge's secret, replay cache and channel.
@@ -257,6 +276,8 @@ pub struct BridgeEdge {
     pub replay: Mutex<ReplayCache>,
     /// The channel actor.
     pub channel: Slot<ChannelBridge>,
+    /// Its backlog bound, checked before a delivery is stored.
+    pub backlog: Arc<Backlog>,
 }
 
 impl ChannelEdge {
@@ -268,6 +289,7 @@ impl ChannelEdge {
                 verify_token: wa.verify_token.clone()?,
                 app_secret: wa.app_secret.clone()?,
                 channel: slot("whatsapp"),
+                backlog: settings.backlog("whatsapp"),
             })
         });
         let bridges = settings
@@ -280,6 +302,7 @@ impl ChannelEdge {
                         secret: bridge.secret.clone()?,
                         replay: Mutex::new(ReplayCache::new(REPLAY_WINDOW_SECONDS, 100_000)),
                         channel: slot(name),
+                        backlog: settings.backlog(name),
                     },
                 ))
             })

@@ -503,6 +503,7 @@ fn start_channels(
                     unsupported_reply: wa.unsupported_reply.clone(),
                     attachment_origin: None,
                 },
+                backlog: settings.backlog("whatsapp"),
             },
             DispatchTarget::WhatsApp {
                 graph_base: wa.graph_base.clone(),
@@ -537,6 +538,7 @@ fn start_channels(
                         .map(|u| u.origin().ascii_serialization()),
                     ..MessageOptions::default()
                 },
+                backlog: settings.backlog(name),
             },
             DispatchTarget::Bridge {
                 outbound_url: bridge.outbound_url.clone(),

@@ -330,6 +330,15 @@ pub const KEYS: &[KeySpec] = &[
             max: 1_048_576,
         },
     ),
+    // Messages a channel keeps unfinished (pending, held, processing) before its webhook
+    // answers 503 + Retry-After: the bound on the backlog on disk.
+    k(
+        "store.max_pending",
+        Kind::UInt {
+            min: 1,
+            max: 10_000_000,
+        },
+    ),
     // The store's page cache: sled's only memory bound (its default is 1 GiB).
     k(
         "store.cache_mib",

@@ -7,16 +7,20 @@ webhook_ingest.py, reused; removed after the run unless --keep-home), then for -
 - `--example webhook_load` drives signed deliveries from an owner flat out over --connections
   keep-alive connections (every message is admitted, journaled, answered and sent; the
   token-spike trigger is raised out of reach, or the flood would quarantine the channel and
-  the soak would measure held messages only);
+  the soak would measure held messages only). The flood is self-limiting: once the channel's
+  unfinished messages reach `store.max_pending` (--max-pending) the webhook answers 503 +
+  Retry-After and that connection waits as Meta would, so the soak runs at the rate turns
+  are sustained; the 503s are counted apart (`refused`), never as messages;
 - --chat-workers threads drive `POST /chat` turns (one at a time each, 20 sessions per worker,
   an Idempotency-Key per turn, so each is journaled);
 - every --interval seconds: the gateway's RSS (/proc/PID/status VmRSS), the store's size on
   disk (timeline.db), the audit log's size, and from /metrics the deliveries stored
   (kafclaw_channel_inbound_total), replies sent, inbox depth (pending, held), audit records
-  (kafclaw_audit_head_seq) and signals dropped.
-Printed: the series, the end's /proc/PID/smaps_rollup, then over the last 20 minutes (the last
-2/3 for shorter runs) the RSS slope (MiB/min), the store and audit growth per message, and the
-largest RSS seen, against the goals (RSS <= 64 MiB, flat).
+  (kafclaw_audit_head_seq), signals dropped and deliveries refused at the backlog bound.
+Printed: the series, RSS and store per minute, the end's /proc/PID/smaps_rollup, then over
+the last 20 minutes (the last 2/3 for shorter runs) the RSS slope (MiB/min), the store and
+audit growth per message, whether the store levelled off, and the largest RSS seen, against
+the goals (RSS <= 64 MiB, flat).
 
 Runs: one per binary x --env x --cache-mib value (store.cache_mib; default "32", the
 default). To compare with sled's own cache default of 1 GiB in the same run: --cache-mib
@@ -25,7 +29,8 @@ default). To compare with sled's own cache default of 1 GiB in the same run: --c
 store.retention_minutes, so pruning runs within the soak and the store should level off.
 
 Usage: tests/bench/growth_soak.py [--minutes 30] [--interval 10] [--connections 16]
-           [--chat-workers 2] [--cache-mib 32] [--retention-minutes N] [--env 'K=V ...']...
+           [--chat-workers 2] [--cache-mib 32] [--retention-minutes N] [--max-pending N]
+           [--env 'K=V ...']...
            [--keep-home] [kafclaw binary ...]
        CI size: --minutes 1 --interval 5
        (build: `cargo build --release && cargo build --release -p kafclaw-actors
@@ -79,6 +84,7 @@ def scrape(dashboard):
         "incidents": total(r"^kafclaw_incidents_open"),
         "audit_records": total(r"^kafclaw_audit_head_seq"),
         "dropped": total(r"^kafclaw_incident_signals_dropped_total\{[^}]*\}"),
+        "refused": total(r"^kafclaw_channel_backlog_refused_total\{[^}]*\}"),
     }
 
 
@@ -135,6 +141,8 @@ def run(binary, base, args, cache_mib, extra):
            "KAFCLAW_INCIDENTS_TOKEN_SPIKE_MIN_TOKENS": "1000000000000"}
     if args.retention_minutes:
         env["KAFCLAW_STORE_RETENTION_MINUTES"] = str(args.retention_minutes)
+    if args.max_pending:
+        env["KAFCLAW_STORE_MAX_PENDING"] = str(args.max_pending)
     env.update(extra)
     gateway, addr = ingest.start_gateway(binary, base, env)
     stop = threading.Event()
@@ -155,10 +163,13 @@ def run(binary, base, args, cache_mib, extra):
     label = " ".join(f"{k}={v}" for k, v in extra.items()) or "(no extra environment)"
     if args.retention_minutes:
         label += f", store.retention_minutes {args.retention_minutes}"
+    if args.max_pending:
+        label += f", store.max_pending {args.max_pending}"
     print(f"== {binary}, store.cache_mib {cache_mib}, {label}, {args.minutes} min, "
           f"{args.connections} webhook connections, {args.chat_workers} /chat workers")
     print(f"{'t_s':>6} {'rss_MiB':>8} {'store_MiB':>9} {'audit_MiB':>9} {'accepted':>9} "
-          f"{'sent':>9} {'chat':>7} {'pending':>7} {'held':>7} {'records':>8} {'dropped':>7}")
+          f"{'sent':>9} {'chat':>7} {'pending':>7} {'held':>7} {'records':>8} {'dropped':>7} "
+          f"{'refused':>8}")
     start = time.monotonic()
     try:
         while True:
@@ -173,7 +184,7 @@ def run(binary, base, args, cache_mib, extra):
             print(f"{t:6.0f} {sample['rss'] / MIB:8.1f} {sample['store'] / MIB:9.1f} "
                   f"{sample['audit'] / MIB:9.1f} {m['accepted']:9.0f} {m['sent']:9.0f} "
                   f"{chats['ok']:7d} {m['pending']:7.0f} {m['held']:7.0f} {m['audit_records']:8.0f} "
-                  f"{m['dropped']:7.0f}", flush=True)
+                  f"{m['dropped']:7.0f} {m['refused']:8.0f}", flush=True)
             if load.poll() is not None or t >= seconds:
                 break
             time.sleep(max(0.0, args.interval - (time.monotonic() - start - t)))
@@ -198,7 +209,24 @@ def run(binary, base, args, cache_mib, extra):
     summarize(samples)
 
 
+def per_minute(samples):
+    """RSS (largest) and store (last) of each minute, with the messages taken in it."""
+    print(f"{'minute':>6} {'rss_max_MiB':>11} {'store_MiB':>9} {'messages':>9} {'refused':>8}")
+    minutes = {}
+    for s in samples:
+        minutes.setdefault(int(s["t"] // 60), []).append(s)
+    before = samples[0]
+    for minute in sorted(minutes):
+        group = minutes[minute]
+        last = group[-1]
+        taken = (last["accepted"] + last["chat"]) - (before["accepted"] + before["chat"])
+        print(f"{minute + 1:6d} {max(s['rss'] for s in group) / MIB:11.1f} "
+              f"{last['store'] / MIB:9.1f} {taken:9.0f} {last['refused'] - before['refused']:8.0f}")
+        before = last
+
+
 def summarize(samples):
+    per_minute(samples)
     span = samples[-1]["t"] - samples[0]["t"]
     window = min(20 * 60.0, span * 2 / 3)
     tail = [s for s in samples if s["t"] >= samples[-1]["t"] - window]
@@ -216,6 +244,12 @@ def summarize(samples):
         print(f"  {key}: {first[key] / MIB:.1f} -> {last[key] / MIB:.1f} MiB, "
               f"{per:.0f} bytes/message, slope "
               f"{slope([(s['t'], s[key] / MIB) for s in tail]) * 60:+.2f} MiB/min")
+    third = max(1, len(tail) // 3)
+    early = slope([(s["t"], s["store"] / MIB) for s in tail[:third + 1]]) * 60
+    late = slope([(s["t"], s["store"] / MIB) for s in tail[-third - 1:]]) * 60
+    print(f"  store slope, first vs last third of that window: {early:+.2f} -> {late:+.2f} MiB/min "
+          f"({'levels off' if abs(late) <= max(0.5, abs(early) / 4) else 'still growing'})")
+    print(f"  refused at the backlog bound (503 + Retry-After): {last['refused']:.0f} in the whole run")
     print(f"  whole run: {samples[-1]['accepted'] + samples[-1]['chat']:.0f} messages, "
           f"store {samples[-1]['store'] / max(samples[-1]['accepted'] + samples[-1]['chat'], 1):.0f} "
           f"bytes/message, signals dropped {samples[-1]['dropped']:.0f}")
@@ -231,6 +265,9 @@ def main():
     parser.add_argument("--retention-minutes", type=int, default=0,
                         help="store.retention_minutes (0: the default 30 days); pruning then "
                         "runs every quarter of it, and the store should level off")
+    parser.add_argument("--max-pending", type=int, default=0,
+                        help="store.max_pending (0: the default, 10000); the flood's 503s "
+                        "start there")
     parser.add_argument("--keep-home", action="store_true",
                         help="keep each run's --home (for `--example store_cost`)")
     parser.add_argument("--env", action="append", default=[], metavar="'K=V K=V'",

@@ -19,6 +19,7 @@ use crate::exactly_once::fixture::{self, eventually, post_whatsapp, OWNERS};
 use crate::harness::{client, Gateway, Options};
 use crate::model_server::{ModelServer, Recorded, Reply};
 
+mod backlog;
 mod disk;
 mod graph;
 mod model;

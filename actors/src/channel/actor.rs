@@ -25,12 +25,14 @@
 //! up, and a message given up on is lost.) Releasing to `running` replays held messages in
 //! arrival order, each exactly once (each is moved back to `pending` once, then claimed once).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::access::{evaluate, normalize_sender, Access, ChannelPolicy, DropReason, RuntimeLists};
+use super::backlog::Backlog;
 use super::content::Handling;
 use super::inbox::{Accepted, Inbox, InboxCounts, InboxRecord, InboxState, NewEntry};
 use super::media::MediaFetcher;
@@ -140,6 +142,8 @@ pub struct ChannelConfig {
     pub resend_after: Duration,
     /// How messages beyond plain text are handled.
     pub messages: MessageOptions,
+    /// The backlog bound (`store.max_pending`), shared with the webhook edge that checks it.
+    pub backlog: Arc<Backlog>,
 }
 
 /// How a channel handles messages beyond plain text (`channels.whatsapp.react_to_reactions`,
@@ -730,9 +734,13 @@ impl ChannelBridge {
     /// it on again; the agent's journal answers that from the finished turn).
     fn finish(&mut self, seq: u64, ctx: &mut Context<Self>) {
         let name = self.config.name.clone();
-        if let Err(error) = self.inbox.mark_done(&name, seq) {
-            tracing::error!(channel = %name, %error, "inbox update failed");
-            return;
+        match self.inbox.mark_done(&name, seq) {
+            Ok(true) => self.config.backlog.finished(),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(channel = %name, %error, "inbox update failed");
+                return;
+            }
         }
         crate::testpoint::hit("inbox.marked_done");
         let inbox = self.inbox.clone();
@@ -792,6 +800,10 @@ impl Actor for ChannelBridge {
             Ok(n) if n > 0 => tracing::info!(channel = %name, n, "unprocessed messages recovered"),
             Ok(_) => {}
             Err(error) => tracing::error!(channel = %name, %error, "inbox recovery failed"),
+        }
+        match self.inbox.counts(&name) {
+            Ok(c) => self.config.backlog.set(c.pending + c.held + c.processing),
+            Err(error) => tracing::error!(channel = %name, %error, "inbox count failed"),
         }
         // Replies whose send was cut short wait a full resend wait for a receipt from now.
         let resend = i64::try_from(self.config.resend_after.as_millis()).unwrap_or(i64::MAX);
@@ -913,6 +925,7 @@ impl Handler<AcceptInbound> for ChannelBridge {
                 }
             };
             let held = entry.state == InboxState::Held;
+            let unfinished = !entry.state.is_finished();
             let accepted = inbox.accept(&name, &message, entry, now)?;
             if let (Accepted::New(_), Some((_, _, Some(reply)))) = (accepted, &dropped) {
                 outbox.enqueue(&name, reply.clone(), reply_parts, now.saturating_mul(1000))?;
@@ -922,14 +935,17 @@ impl Handler<AcceptInbound> for ChannelBridge {
                 outbox.enqueue(&name, reply, reply_parts, now.saturating_mul(1000))?;
             }
             db.flush().await?;
-            Ok::<_, ChannelError>((accepted, held, dropped))
+            Ok::<_, ChannelError>((accepted, held, unfinished, dropped))
         };
         Box::pin(work.into_actor(self).map(move |res, this, ctx| {
-            let (accepted, held, dropped) = res?;
+            let (accepted, held, unfinished, dropped) = res?;
             let seq = match accepted {
                 Accepted::Duplicate(_) => return Ok(InboundOutcome::Duplicate),
                 Accepted::New(seq) => seq,
             };
+            if unfinished {
+                this.config.backlog.added();
+            }
             this.inbound_total += 1;
             this.flushed_seq = this.flushed_seq.max(seq);
             match dropped {

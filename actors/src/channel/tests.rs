@@ -1794,6 +1794,7 @@ mod bridge_actor {
             backoff: Backoff::default(),
             resend_after: std::time::Duration::from_secs(30),
             messages: Default::default(),
+            backlog: Default::default(),
         }
     }
 
@@ -2356,6 +2357,7 @@ mod bridge_actor_fail_closed {
                 backoff: Default::default(),
                 resend_after: std::time::Duration::from_secs(30),
                 messages: Default::default(),
+                backlog: Default::default(),
             };
             let bridge = ChannelBridge::with_clock(config, &db, links.clone(), || 1_700_000_000)
                 .unwrap()

@@ -51,6 +51,10 @@ pub enum ApiError {
     /// `Retry-After: 30`): new work is refused until space returns.
     #[error("the disk is full; retry later")]
     DiskFull,
+    /// The channel's unfinished messages are at `store.max_pending` (503 + `Retry-After: 5`):
+    /// nothing was stored, the sender delivers again.
+    #[error("too many messages waiting; retry later")]
+    BacklogFull,
     /// The request conflicts with the node's state (a fleet control message while the fleet
     /// is degraded, 409); the message says why.
     #[error("{0}")]
@@ -88,7 +92,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) | ApiError::DiskFull => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::DiskFull | ApiError::BacklogFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -127,6 +133,10 @@ impl ResponseError for ApiError {
             }
             ApiError::DiskFull => {
                 response.insert_header((header::RETRY_AFTER, "30"));
+                json!({"error": self.to_string()})
+            }
+            ApiError::BacklogFull => {
+                response.insert_header((header::RETRY_AFTER, "5"));
                 json!({"error": self.to_string()})
             }
             ApiError::Internal(detail) => {

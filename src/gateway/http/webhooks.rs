@@ -12,6 +12,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use kafclaw_actors::audit::AuditKind;
+use kafclaw_actors::channel::backlog::{Backlog, BacklogCheck};
 use kafclaw_actors::channel::bridge::{parse_bridge_message, verify_bridge, BridgeAuthError};
 use kafclaw_actors::channel::outbox::{reply_id, OutboxRecord, OutboxState};
 use kafclaw_actors::channel::whatsapp::{parse_webhook, verify_handshake, verify_signature};
@@ -85,6 +87,9 @@ pub async fn whatsapp_inbound(
     state.space.admit()?;
     let batch =
         parse_webhook(&body).map_err(|e| ApiError::BadRequest(format!("invalid payload: {e}")))?;
+    if !batch.messages.is_empty() {
+        admit_backlog(&state, "whatsapp", &wa.backlog).await?;
+    }
     for inbound in batch.messages {
         accept("whatsapp", &wa.channel, inbound.message).await?;
     }
@@ -159,8 +164,61 @@ pub async fn bridge_inbound(
         .unwrap_or(now);
     let message = parse_bridge_message(&body, timestamp)
         .map_err(|e| ApiError::BadRequest(format!("invalid payload: {e}")))?;
+    admit_backlog(&state, &name, &bridge.backlog).await?;
     accept(&name, &bridge.channel, message).await?;
     Ok(HttpResponse::Ok().json(json!({"ok": true})))
+}
+
+/// The backlog bound of channel `name` (`store.max_pending`), checked before a delivery with
+/// messages is stored: at the bound it is refused (503 + `Retry-After`, counted), so the sender
+/// delivers it again later and nothing is lost. The change to full, and back, is logged and
+/// audited once, by the one request that sees it, before that request is answered.
+async fn admit_backlog(state: &AppState, name: &str, backlog: &Backlog) -> Result<(), ApiError> {
+    let check = backlog.check();
+    let (full, changed) = match check {
+        BacklogCheck::Open => return Ok(()),
+        BacklogCheck::Reopened => (false, true),
+        BacklogCheck::Full { changed } => (true, changed),
+    };
+    if full {
+        kafclaw_actors::metrics::metrics().backlog_refused(name);
+    }
+    if changed {
+        let (unfinished, max_pending) = (backlog.live(), backlog.max());
+        if full {
+            tracing::warn!(
+                channel = name,
+                unfinished,
+                max_pending,
+                "channel backlog full (store.max_pending); refusing deliveries with 503 until it drains"
+            );
+        } else {
+            tracing::info!(
+                channel = name,
+                unfinished,
+                max_pending,
+                "channel backlog drained; taking deliveries again"
+            );
+        }
+        // A failed append is logged by `audit`; the refusal stands either way (fail closed).
+        let _ = state
+            .audit(
+                AuditKind::ChannelBacklog,
+                "gateway",
+                &format!("channel:{name}"),
+                json!({
+                    "state": if full { "full" } else { "open" },
+                    "unfinished": unfinished,
+                    "max_pending": max_pending,
+                }),
+            )
+            .await;
+    }
+    if full {
+        Err(ApiError::BacklogFull)
+    } else {
+        Ok(())
+    }
 }
 
 /// Hands one message to the channel `name` and counts what it answered (here, at the edge,

@@ -75,6 +75,7 @@ fn config(kind: ChannelKind) -> ChannelConfig {
         backoff: Backoff::default(),
         resend_after: std::time::Duration::from_secs(30),
         messages: Default::default(),
+        backlog: Default::default(),
     }
 }
 
