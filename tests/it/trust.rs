@@ -249,15 +249,24 @@ async fn the_audit_log_records_security_events_and_detects_tampering() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    let head: serde_json::Value = client()
-        .get(gw.url("/api/v1/audit/head"))
-        .header("Authorization", format!("Bearer {}", crate::harness::TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The head is the last durable record: a 401 is answered once its record is written, and
+    // the head reaches it at the next group fsync (ARCHITECTURE, "What a 401 acts on").
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let head = loop {
+        let head: serde_json::Value = client()
+            .get(gw.url("/api/v1/audit/head"))
+            .header("Authorization", format!("Bearer {}", crate::harness::TOKEN))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if head["seq"].as_u64().unwrap() >= 2 || std::time::Instant::now() > deadline {
+            break head;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(head["seq"].as_u64().unwrap() >= 2, "{head}");
     assert_eq!(head["hash"].as_str().unwrap().len(), 64);
     // verify through the control socket while the gateway runs
