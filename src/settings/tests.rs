@@ -532,3 +532,33 @@ fn a_suggestion_is_offered_only_for_a_near_miss() {
     assert_eq!(key("gateway.hots"), Some("gateway.host"));
     assert_eq!(key("memory.size"), None);
 }
+
+/// A channel secret written with the wrong JSON type (a numeric verify token, an array)
+/// must not be echoed by the channel-settings error serde builds ("invalid type: integer
+/// `918273645`, expected a string"): that line reaches stderr and the log.
+#[test]
+fn channel_secrets_of_the_wrong_type_never_appear_in_errors() {
+    for (json, secret) in [
+        (
+            r#"{"channels":{"whatsapp":{"enabled":true,"verify_token":918273645,"app_secret":"a","access_token":"b","phone_number_id":"1"}}}"#,
+            "918273645",
+        ),
+        (
+            r#"{"channels":{"whatsapp":{"app_secret":["cfg-app-secret-7"]}}}"#,
+            "cfg-app-secret-7",
+        ),
+        (
+            r#"{"channels":{"bridges":{"slack":{"secret":777666555444,"outbound_url":"http://127.0.0.1:9/out"}}}}"#,
+            "777666555444",
+        ),
+    ] {
+        let f = fixture();
+        f.config(json);
+        let message = match f.load() {
+            Err(e) => e.to_string(),
+            Ok(s) => crate::channels::ChannelsSettings::from_settings(&s)
+                .expect_err("a secret of the wrong type is refused"),
+        };
+        assert!(!message.contains(secret), "{message}");
+    }
+}
