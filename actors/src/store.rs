@@ -6,6 +6,9 @@
 //! Must not: interpret other modules' values (the vault's ciphertexts, the token table, …).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -112,13 +115,88 @@ pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 #[derive(Clone)]
 pub struct StoreDb {
     /// The sled database; sled handles are internally reference-counted and thread-safe.
-    db: sled::Db,
+    /// Behind our own `Arc` so the idle flush can hold it weakly (a dropped store is not kept
+    /// open, or locked, by a pending flush).
+    db: Arc<sled::Db>,
     /// Where it lives (for messages and snapshots).
     path: PathBuf,
     /// The page cache sled was opened with (`store.cache_mib`): the store's memory bound.
     cache_bytes: u64,
     /// Coalesces concurrent durable flushes into shared ones (group commit).
     flusher: std::sync::Arc<Flusher>,
+    /// Schedules a flush of writes nobody flushed (replaces sled's periodic flusher).
+    idle: Arc<IdleFlush>,
+}
+
+/// How long a write may stay unflushed when nobody flushes it: sled's `flush_every_ms(500)`
+/// bound, which this replaces.
+const IDLE_FLUSH_AFTER: Duration = Duration::from_millis(500);
+
+/// Writes no caller has made durable yet. Replaces sled's flusher thread, which fsyncs every
+/// 500 ms even when nothing changed: the first write after a clean state schedules one flush
+/// [`IDLE_FLUSH_AFTER`] later, and an explicit flush clears the mark, so an idle store never
+/// fsyncs and no write stays unflushed longer than it did before. (sled's flusher also cleaned
+/// segments; sled cleans one page on every page write as well, so only an idle store skips
+/// cleaning, and it has nothing new to clean.)
+struct IdleFlush {
+    /// A write happened that no flush has covered yet.
+    dirty: AtomicBool,
+    /// A deferred flush is pending (at most one at a time, however many writes).
+    scheduled: AtomicBool,
+    db: Weak<sled::Db>,
+}
+
+impl IdleFlush {
+    /// Called after every write: schedules a deferred flush unless one is pending.
+    fn mark(self: &Arc<Self>) {
+        self.dirty.store(true, Ordering::SeqCst);
+        if self.scheduled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let idle = Arc::clone(self);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(IDLE_FLUSH_AFTER).await;
+                    idle.scheduled.store(false, Ordering::SeqCst);
+                    if idle.dirty.load(Ordering::SeqCst) {
+                        let _ = tokio::task::spawn_blocking(move || idle.flush_if_dirty()).await;
+                    }
+                });
+            }
+            // Command-line tools write outside a runtime (and flush before they exit).
+            Err(_) => {
+                let spawned = std::thread::Builder::new()
+                    .name("store-flush".into())
+                    .spawn(move || {
+                        std::thread::sleep(IDLE_FLUSH_AFTER);
+                        idle.scheduled.store(false, Ordering::SeqCst);
+                        idle.flush_if_dirty();
+                    });
+                if spawned.is_err() {
+                    self.scheduled.store(false, Ordering::SeqCst);
+                    self.flush_if_dirty();
+                }
+            }
+        }
+    }
+
+    /// Clears the mark; the caller is about to flush everything written so far.
+    fn clear(&self) {
+        self.dirty.store(false, Ordering::SeqCst);
+    }
+
+    /// Flushes if a write is still uncovered. A store dropped meanwhile has flushed itself
+    /// (sled flushes when it is closed).
+    fn flush_if_dirty(&self) {
+        if self.dirty.swap(false, Ordering::SeqCst) {
+            if let Some(db) = self.db.upgrade() {
+                if let Err(error) = db.flush() {
+                    tracing::error!(error = %error, "store: deferred flush failed");
+                }
+            }
+        }
+    }
 }
 
 /// Group commit for [`StoreDb::flush`]: a caller takes a ticket; one flush that *starts* after
@@ -167,15 +245,10 @@ impl StoreDb {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
+            .flush_every_ms(None) // see `IdleFlush`
             .open()
             .map_err(|e| open_error(e.to_string()))?;
-        Ok(Self {
-            db,
-            path: path.to_path_buf(),
-            cache_bytes,
-            flusher: Default::default(),
-        })
+        Ok(Self::wrap(db, path.to_path_buf(), cache_bytes))
     }
 
     /// Opens a throw-away store in a temporary directory (tests and benchmarks).
@@ -183,13 +256,29 @@ impl StoreDb {
         let db = sled::Config::new()
             .temporary(true)
             .cache_capacity(DEFAULT_CACHE_BYTES)
+            .flush_every_ms(None)
             .open()?;
-        Ok(Self {
+        Ok(Self::wrap(
             db,
-            path: PathBuf::from("(temporary)"),
-            cache_bytes: DEFAULT_CACHE_BYTES,
+            PathBuf::from("(temporary)"),
+            DEFAULT_CACHE_BYTES,
+        ))
+    }
+
+    fn wrap(db: sled::Db, path: PathBuf, cache_bytes: u64) -> Self {
+        let db = Arc::new(db);
+        let idle = Arc::new(IdleFlush {
+            dirty: AtomicBool::new(false),
+            scheduled: AtomicBool::new(false),
+            db: Arc::downgrade(&db),
+        });
+        Self {
+            db,
+            path,
+            cache_bytes,
             flusher: Default::default(),
-        })
+            idle,
+        }
     }
 
     /// The directory of the database.
@@ -207,6 +296,7 @@ impl StoreDb {
         Ok(KvTree {
             tree: self.db.open_tree(name.as_str())?,
             name,
+            idle: Arc::clone(&self.idle),
         })
     }
 
@@ -248,6 +338,7 @@ impl StoreDb {
                 // Someone else is flushing; wait for them, then look again.
                 None => notified.await,
                 Some(target) => {
+                    self.idle.clear();
                     let db = self.db.clone();
                     let result = tokio::task::spawn_blocking(move || db.flush())
                         .await
@@ -270,13 +361,16 @@ impl StoreDb {
 
     /// Synchronous flush, for shutdown and command-line tools.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.idle.clear();
         self.db.flush()?;
         Ok(())
     }
 
     /// A fresh, strictly increasing id (survives restarts).
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        let id = self.db.generate_id()?;
+        self.idle.mark();
+        Ok(id)
     }
 
     /// The storage seam over this store (inbox, outbox, journal, history).
@@ -320,6 +414,8 @@ pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 pub struct KvTree {
     tree: sled::Tree,
     name: TreeName,
+    /// Marked after every write (see [`IdleFlush`]).
+    idle: Arc<IdleFlush>,
 }
 
 /// A set of writes applied atomically to one tree.
@@ -354,10 +450,9 @@ impl KvTree {
         key: impl AsRef<[u8]>,
         value: impl AsRef<[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree
-            .insert(key.as_ref(), value.as_ref())?
-            .map(|v| v.to_vec()))
+        let previous = self.tree.insert(key.as_ref(), value.as_ref())?;
+        self.idle.mark();
+        Ok(previous.map(|v| v.to_vec()))
     }
     /// Inserts only if `key` is absent; returns false when it was already present.
     pub fn insert_new(
@@ -365,10 +460,15 @@ impl KvTree {
         key: impl AsRef<[u8]>,
         value: impl AsRef<[u8]>,
     ) -> Result<bool, StoreError> {
-        Ok(self
-            .tree
-            .compare_and_swap(key.as_ref(), None as Option<&[u8]>, Some(value.as_ref()))?
-            .is_ok())
+        let swapped = self.tree.compare_and_swap(
+            key.as_ref(),
+            None as Option<&[u8]>,
+            Some(value.as_ref()),
+        )?;
+        if swapped.is_ok() {
+            self.idle.mark();
+        }
+        Ok(swapped.is_ok())
     }
     /// Sets `key` to `new` (`None` removes it) only if it holds `expected` (`None`: absent).
     pub fn compare_and_swap(
@@ -379,18 +479,24 @@ impl KvTree {
     ) -> Result<Swap, StoreError> {
         Ok(
             match self.tree.compare_and_swap(key.as_ref(), expected, new)? {
-                Ok(()) => Swap::Done,
+                Ok(()) => {
+                    self.idle.mark();
+                    Swap::Done
+                }
                 Err(conflict) => Swap::Conflict(conflict.current.map(|v| v.to_vec())),
             },
         )
     }
     /// Removes `key`, returning the previous value.
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.remove(key.as_ref())?.map(|v| v.to_vec()))
+        let previous = self.tree.remove(key.as_ref())?;
+        self.idle.mark();
+        Ok(previous.map(|v| v.to_vec()))
     }
     /// Applies every write of `batch` atomically.
     pub fn apply(&self, batch: KvBatch) -> Result<(), StoreError> {
         self.tree.apply_batch(batch.batch)?;
+        self.idle.mark();
         Ok(())
     }
     /// All pairs whose key starts with `prefix`, in key order.
@@ -519,11 +625,13 @@ impl KvTree {
     /// Makes this tree's writes durable, on the calling thread (command-line tools, blocking
     /// tasks).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.idle.clear();
         self.tree.flush()?;
         Ok(())
     }
     /// Makes this tree's writes durable (see [`StoreDb::flush`] for why it is blocking).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.idle.clear();
         let tree = self.tree.clone();
         tokio::task::spawn_blocking(move || tree.flush())
             .await

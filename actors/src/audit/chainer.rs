@@ -5,7 +5,8 @@
 //! the next batch, with one `fdatasync`. The write runs on tokio's blocking pool so the actor
 //! keeps accepting records meanwhile. After the fsync and before any sender is answered, the
 //! batch's last record is noted as the recorded head (one store insert per batch, no extra
-//! fsync; see [`super::RecordedHead`]).
+//! fsync; see [`super::RecordedHead`]). The actor answers a durable batch itself, then yields
+//! once before cutting the next: the senders it woke run first and their next records join it.
 //! An [`AppendWritten`] (a refusal's record) is answered once its batch is written, before the
 //! fsync; every other append only once the batch is durable.
 //! Must not: answer an [`AppendRecord`] before its batch is durable, or run on after a failed
@@ -60,6 +61,8 @@ pub struct AuditChainer {
     flush_scheduled: bool,
     /// Where every durable batch's last record is noted, apart from the segments.
     recorded: Option<RecordedHead>,
+    /// Batches made durable so far (one fsync each).
+    batches: u64,
 }
 
 impl std::fmt::Debug for AuditChainer {
@@ -85,6 +88,7 @@ impl AuditChainer {
             failed: None,
             flush_scheduled: false,
             recorded,
+            batches: 0,
         }
     }
 
@@ -128,17 +132,17 @@ impl AuditChainer {
         };
         let batch = std::mem::take(&mut self.pending);
         let waiters = std::mem::take(&mut self.waiters);
-        // The writer task answers the waiters itself as soon as the batch is durable (or has
-        // failed), so senders do not wait for the actor to be polled again. If it panics, the
-        // waiters are dropped and their senders see `Unavailable`: never a receipt.
-        let durable = Arc::clone(&self.durable);
         // Every pending record is in this batch, so the chain's head is the batch's last.
         let (last_seq, last_hash) = self.chain.head();
-        let batch_len = waiters.len();
         let recorded = self.recorded.clone();
+        // The batch's last record (possibly a refusal's): the durable head once it is synced.
+        let head = waiters.last().map(|(receipt, _, _)| AuditHead {
+            seq: receipt.seq,
+            hash: receipt.hash.clone(),
+        });
+        let batch_len = waiters.len();
         let task = tokio::task::spawn_blocking(move || {
             let mut waiters = waiters;
-            let last = waiters.last().map(|(receipt, _, _)| receipt.clone());
             let written = writer.write_unsynced(&batch);
             if written.is_ok() {
                 // Refusals' records are in the segment, in chain order: answer them now.
@@ -159,40 +163,56 @@ impl AuditChainer {
                         .map_err(std::io::Error::other),
                     None => Ok(()),
                 });
-            match &written {
-                Ok(()) => {
-                    crate::metrics::metrics().audit_appended(batch_len as u64);
-                    if let Some(last) = last {
-                        // Before any durable receipt goes out, so `GetHead` never lags one.
-                        *lock(&durable) = AuditHead {
-                            seq: last.seq,
-                            hash: last.hash,
-                        };
-                    }
-                    for (receipt, tx, _) in waiters {
-                        let _ = tx.send(Ok(receipt));
-                    }
-                }
-                Err(error) => {
-                    for (_, tx, _) in waiters {
-                        let _ = tx.send(Err(AuditError::Write(error.to_string())));
-                    }
-                }
-            }
-            (writer, written, batch)
+            (writer, written, batch, waiters)
         });
-        ctx.spawn(task.into_actor(self).map(|joined, act, ctx| match joined {
-            Ok((writer, Ok(()), mut batch)) => {
-                if act.pending.is_empty() {
-                    batch.clear();
-                    act.pending = batch; // keep the allocation
-                }
-                act.writer = Some(writer);
-                act.flush(ctx);
-            }
-            Ok((_, Err(error), _)) => act.fail(ctx, error.to_string()),
-            Err(join_error) => act.fail(ctx, format!("audit writer task failed: {join_error}")),
-        }));
+        // The durable batch is answered here, on the actor's thread, not by the writer task:
+        // one cross-thread wake per batch instead of one per sender, and the senders it wakes
+        // are queued ahead of the actor, so a yield lets the ones on this thread send their next
+        // record before the next batch is cut (group commit that groups: a closed loop of N
+        // writers fills each batch with N records instead of alternating 1 and N - 1). If the
+        // task panics, the waiters are dropped and their senders see `Unavailable`: never a
+        // receipt.
+        ctx.spawn(
+            task.into_actor(self)
+                .map(move |joined, act, ctx| match joined {
+                    Ok((writer, Ok(()), mut batch, waiters)) => {
+                        act.answer_durable(waiters, batch_len, head);
+                        if act.pending.is_empty() {
+                            batch.clear();
+                            act.pending = batch; // keep the allocation
+                        }
+                        act.writer = Some(writer);
+                        ctx.spawn(
+                            tokio::task::yield_now()
+                                .into_actor(act)
+                                .map(|(), act, ctx| act.flush(ctx)),
+                        );
+                    }
+                    Ok((_, Err(error), _, waiters)) => {
+                        let reason = error.to_string();
+                        for (_, tx, _) in waiters {
+                            let _ = tx.send(Err(AuditError::Write(reason.clone())));
+                        }
+                        act.fail(ctx, reason);
+                    }
+                    Err(join_error) => {
+                        act.fail(ctx, format!("audit writer task failed: {join_error}"))
+                    }
+                }),
+        );
+    }
+
+    /// Notes the durable head, then answers the batch's senders in seq order.
+    fn answer_durable(&mut self, waiters: Vec<Waiter>, batch_len: usize, head: Option<AuditHead>) {
+        crate::metrics::metrics().audit_appended(batch_len as u64);
+        self.batches += 1;
+        if let Some(head) = head {
+            // Before any durable receipt goes out, so `GetHead` never lags one.
+            *lock(&self.durable) = head;
+        }
+        for (receipt, tx, _) in waiters {
+            let _ = tx.send(Ok(receipt));
+        }
     }
 
     /// Answers every queued waiter with a write error and stops (fail closed).
@@ -279,6 +299,21 @@ impl Handler<Ping> for AuditChainer {
 
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Pong {
         Pong
+    }
+}
+
+/// How many batches (fsyncs) the chainer has made durable: tests check that group commit groups.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub(crate) struct GetBatches;
+
+#[cfg(test)]
+impl Handler<GetBatches> for AuditChainer {
+    type Result = u64;
+
+    fn handle(&mut self, _: GetBatches, _: &mut Context<Self>) -> u64 {
+        self.batches
     }
 }
 

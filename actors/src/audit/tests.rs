@@ -672,6 +672,45 @@ async fn group_commit_under_eight_concurrent_writers() {
 }
 
 #[actix_rt::test]
+async fn a_closed_loop_of_eight_writers_fills_each_batch_with_eight_records() {
+    let (_tmp, dir) = audit_dir();
+    let addr = AuditChainer::open(&dir, key(), &AuditSettings::default())
+        .unwrap()
+        .start();
+    let (writers, each) = (8u64, 200u64);
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let addr = addr.clone();
+        tasks.push(actix_rt::spawn(async move {
+            for i in 0..each {
+                addr.send(AppendRecord {
+                    kind: AuditKind::ToolExecuted,
+                    actor: format!("writer-{writer}"),
+                    subject: "exec".into(),
+                    data: json!({ "i": i }),
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let batches = addr.send(super::chainer::GetBatches).await.unwrap();
+    // Each sender waits for its record before sending the next, so at best every batch holds
+    // one record of each writer. Alternating short and long batches would need ~2x this.
+    let ideal = writers * each / writers;
+    assert!(
+        batches <= ideal + ideal / 4,
+        "{batches} fsyncs for {} records from {writers} writers (ideal {ideal})",
+        writers * each
+    );
+    assert_eq!(check(&dir).unwrap().records, writers * each);
+}
+
+#[actix_rt::test]
 async fn chainer_fails_closed_and_stops_on_a_write_error() {
     let (_tmp, dir) = audit_dir();
     fsutil::create_private_dir(&dir).unwrap();

@@ -230,3 +230,66 @@ mod seam {
         );
     }
 }
+
+/// Polls until no write is left uncovered and no deferred flush is pending (deadline 5 s).
+fn wait_until_clean(db: &StoreDb) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while db.idle.dirty.load(Ordering::SeqCst) || db.idle.scheduled.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unflushed write was never flushed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[actix_rt::test]
+async fn a_write_nobody_flushes_is_flushed_by_itself_then_the_store_stays_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    let tree = db.tree(TreeName::Usage).unwrap();
+    tree.insert(b"k", b"v").unwrap();
+    assert!(db.idle.scheduled.load(Ordering::SeqCst));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while db.idle.dirty.load(Ordering::SeqCst) || db.idle.scheduled.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "never flushed");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The deferred flush covered the write: nothing is left for an explicit one.
+    assert_eq!(db.db.flush().unwrap(), 0);
+}
+
+#[test]
+fn a_write_outside_a_runtime_is_flushed_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    let tree = db.tree(TreeName::Usage).unwrap();
+    tree.insert(b"k", b"v").unwrap();
+    wait_until_clean(&db);
+    assert_eq!(db.db.flush().unwrap(), 0);
+}
+
+#[test]
+fn an_explicit_flush_leaves_no_deferred_flush_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    let tree = db.tree(TreeName::Usage).unwrap();
+    tree.insert(b"k", b"v").unwrap();
+    db.flush_blocking().unwrap();
+    assert!(!db.idle.dirty.load(Ordering::SeqCst));
+    wait_until_clean(&db);
+}
+
+#[test]
+fn an_open_store_runs_no_periodic_flusher_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let _db = StoreDb::open(&dir.path().join("timeline.db")).unwrap();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let comm = std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap_or_default();
+        assert_ne!(
+            comm.trim(),
+            "log flusher",
+            "sled's flusher fsyncs even when idle"
+        );
+    }
+}
