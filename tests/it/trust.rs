@@ -253,15 +253,7 @@ async fn the_audit_log_records_security_events_and_detects_tampering() {
     // the head reaches it at the next group fsync (ARCHITECTURE, "What a 401 acts on").
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let head = loop {
-        let head: serde_json::Value = client()
-            .get(gw.url("/api/v1/audit/head"))
-            .header("Authorization", format!("Bearer {}", crate::harness::TOKEN))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let head = gw.get_json("/api/v1/audit/head").await;
         if head["seq"].as_u64().unwrap() >= 2 || std::time::Instant::now() > deadline {
             break head;
         }
