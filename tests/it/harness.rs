@@ -153,6 +153,18 @@ impl Gateway {
             .await
             .unwrap()
     }
+    /// `GET path` on the dashboard port with the admin [`TOKEN`]; the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        client()
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
     pub fn home_path(&self) -> PathBuf {
         self.home.path().to_path_buf()
     }

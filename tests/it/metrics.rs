@@ -248,15 +248,7 @@ async fn a_restarted_channel_keeps_its_counters() {
     send_wa(&gw, OWNER, "wamid.k1", "one").await;
     send_wa(&gw, "4917000000099", "wamid.k2", "who am i").await;
     let scrape = || async {
-        let text = client()
-            .get(gw.url("/metrics"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.get_text("/metrics").await;
         parse(&text)
     };
     let before = scrape().await;
@@ -333,15 +325,7 @@ async fn the_store_cache_limit_rss_and_store_size_are_in_metrics_status_and_the_
     let mib = 1024.0 * 1024.0;
     let gw = Gateway::start(options(&model).env("KAFCLAW_STORE_CACHE_MIB", "8"));
     send_wa(&gw, OWNER, "wamid.mem1", "hello").await;
-    let text = client()
-        .get(gw.url("/metrics"))
-        .header("Authorization", format!("Bearer {}", crate::harness::TOKEN))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get_text("/metrics").await;
     let samples = parse(&text);
     assert_eq!(
         value(&samples, "kafclaw_store_cache_limit_bytes", &[]),

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 
 use crate::channels::{options, OWNER};
-use crate::harness::{client, Gateway, TOKEN};
+use crate::harness::{client, Gateway};
 use crate::incidents::send_wa;
 use crate::model_server::{self, ModelServer};
 
@@ -59,15 +59,7 @@ async fn a_real_scrape_passes_promtool_check_metrics() {
         .send()
         .await
         .unwrap();
-    let text = client()
-        .get(gw.url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get_text("/metrics").await;
     let mut cmd = Command::new(promtool);
     cmd.args(["check", "metrics"]);
     let out = crate::harness::run_fed(cmd, text.as_bytes());

@@ -17,7 +17,7 @@ use super::{assert_healthy_and_whole, options, Graph};
 use crate::exactly_once::fixture::{
     self, audit_kind, eventually, post_bridge, post_whatsapp, APP_SECRET, OWNERS,
 };
-use crate::harness::{client, Gateway, TOKEN};
+use crate::harness::{client, Gateway};
 use crate::model_server::{turn_step, ModelServer, Recorded, Reply};
 
 /// A model that answers nothing until the gate opens, then `reply to <text>`.
@@ -79,15 +79,7 @@ fn text_delivery(from: &str, id: &str, text: &str) -> Value {
 
 /// The value of the series `series` (name and labels as `/metrics` prints them).
 async fn metric(gw: &Gateway, series: &str) -> f64 {
-    let text = client()
-        .get(gw.url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.get_text("/metrics").await;
     let prefix = format!("{series} ");
     text.lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
