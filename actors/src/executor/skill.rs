@@ -295,8 +295,9 @@ pub fn container_argv(
     limits: &SandboxLimits,
     env: &[(String, String)],
 ) -> Vec<String> {
+    let runtime = runtime_name(plan);
     let mut argv: Vec<String> = vec![
-        runtime_name(plan),
+        runtime.clone(),
         "run".into(),
         "--rm".into(),
         "--name".into(),
@@ -307,10 +308,7 @@ pub fn container_argv(
     if !plan.network {
         argv.extend(["--network".into(), "none".into()]);
     }
-    argv.extend(userns_args(
-        &runtime_name(plan),
-        rustix::process::getuid().as_raw(),
-    ));
+    argv.extend(userns_args(&runtime, rustix::process::getuid().as_raw()));
     argv.extend([
         "--read-only".into(),
         "--cap-drop".into(),
