@@ -80,6 +80,8 @@ struct Inner {
     lockout: LockoutPolicy,
     /// The auth-failure bucket, once created.
     failures: Mutex<Option<kv::Store>>,
+    /// The stream of single auth failures, once created (its count is read per failure).
+    failure_events: Mutex<Option<stream::Stream>>,
     /// The roster bucket, once created.
     nodes_bucket: Mutex<Option<kv::Store>>,
     /// Every node's last roster entry as this node last read it, by node id.
@@ -161,6 +163,7 @@ pub async fn connect(
             node_id,
             lockout,
             failures: Mutex::new(None),
+            failure_events: Mutex::new(None),
             nodes_bucket: Mutex::new(None),
             roster: Mutex::new(BTreeMap::new()),
             replicas: settings.stream_replicas.max(1) as usize,
@@ -276,16 +279,24 @@ impl Fleet {
         })
         .await
         .map_err(|e| format!("fleet: cannot create stream {ANCHOR_STREAM}: {e}"))?;
-        js.get_or_create_stream(stream::Config {
-            name: AUTH_FAILURE_STREAM.into(),
-            subjects: vec![format!("{AUTH_FAILURE_SUBJECT_PREFIX}.>")],
-            // A failure counts for the lockout window only.
-            max_age: self.inner.lockout.window,
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("fleet: cannot create stream {AUTH_FAILURE_STREAM}: {e}"))?;
+        let failure_events = js
+            .get_or_create_stream(stream::Config {
+                name: AUTH_FAILURE_STREAM.into(),
+                subjects: vec![format!("{AUTH_FAILURE_SUBJECT_PREFIX}.>")],
+                // A failure counts for the lockout window only, and no client keeps more than
+                // the threshold's worth (the count only has to reach it).
+                max_age: self.inner.lockout.window,
+                max_messages_per_subject: i64::from(self.inner.lockout.max_failures.max(1)),
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("fleet: cannot create stream {AUTH_FAILURE_STREAM}: {e}"))?;
+        *self
+            .inner
+            .failure_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(failure_events);
         // The bucket's stream laid out as `create_key_value` would, created directly: that call
         // first asks for the account's API level, which a 2.9 server does not report.
         let max_age = self.inner.lockout.window + self.inner.lockout.lockout;
@@ -545,10 +556,11 @@ impl Fleet {
             .map_err(|e| e.to_string())?;
         let stream = self
             .inner
-            .js
-            .get_stream(AUTH_FAILURE_STREAM)
-            .await
-            .map_err(|e| e.to_string())?;
+            .failure_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or("the fleet is degraded: auth failures are counted on this node only")?;
         let mut subjects = stream
             .info_with_subjects(&subject)
             .await
