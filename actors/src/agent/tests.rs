@@ -631,6 +631,104 @@ fn history_is_bounded_and_survives_a_reopen_of_the_store() {
     assert!(history.load("other").unwrap().is_empty());
 }
 
+#[test]
+fn a_turn_writes_its_own_messages_only_and_sessions_never_share_keys() {
+    use crate::store::Space;
+    let db = StoreDb::temporary().unwrap();
+    let state = db.state().unwrap();
+    let history = SessionHistory::new(&db, 4).unwrap();
+    // "a" is a prefix of "a/b": their keys must not meet.
+    history.append("a/b", &[Message::user("other")]).unwrap();
+    for i in 0..10 {
+        history
+            .append(
+                "a",
+                &[
+                    Message::user(format!("q{i}")),
+                    Message::assistant(format!("a{i}")),
+                ],
+            )
+            .unwrap();
+    }
+    let keys = |session: &str| -> Vec<Vec<u8>> {
+        let prefix = format!("m/{}/", crate::channel::session::encode_component(session));
+        state
+            .scan(Space::History, prefix.as_bytes(), None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    let before = keys("a");
+    assert_eq!(before.len(), 4, "trimmed messages are deleted");
+    assert_eq!(history.load("a/b").unwrap(), vec![Message::user("other")]);
+    let loaded = history.load("a").unwrap();
+    assert_eq!(loaded[0], Message::user("q8"));
+    assert_eq!(loaded[3], Message::assistant("a9"));
+    // The next turn keeps the two newest keys as they were and adds two: nothing rewritten.
+    history
+        .append("a", &[Message::user("q10"), Message::assistant("a10")])
+        .unwrap();
+    let after = keys("a");
+    assert_eq!(after[..2], before[2..]);
+    assert!(after[2] > before[3]);
+    assert_eq!(
+        history.load("a").unwrap(),
+        vec![
+            Message::user("q9"),
+            Message::assistant("a9"),
+            Message::user("q10"),
+            Message::assistant("a10"),
+        ]
+    );
+    history.clear("a").unwrap();
+    assert!(keys("a").is_empty());
+    assert_eq!(history.load("a/b").unwrap().len(), 1);
+}
+
+#[test]
+fn a_history_stored_as_one_array_is_read_and_moved_to_per_message_keys() {
+    use crate::store::Space;
+    let db = StoreDb::temporary().unwrap();
+    let state = db.state().unwrap();
+    let legacy = vec![
+        Message::user("old q"),
+        Message::assistant("old a"),
+        Message::user("older still q"),
+    ];
+    state
+        .put(
+            Space::History,
+            b"history/whatsapp:room-1",
+            &serde_json::to_vec(&legacy).unwrap(),
+        )
+        .unwrap();
+    let history = SessionHistory::new(&db, 4).unwrap();
+    assert_eq!(history.load("whatsapp:room-1").unwrap(), legacy);
+    let stored = history
+        .append_turn("whatsapp:room-1", Some("t1"), &[Message::user("new q")])
+        .unwrap();
+    let mut expected = legacy.clone();
+    expected.push(Message::user("new q"));
+    assert_eq!(stored, expected);
+    assert_eq!(history.load("whatsapp:room-1").unwrap(), expected);
+    assert!(state
+        .get(Space::History, b"history/whatsapp:room-1")
+        .unwrap()
+        .is_none());
+    // Trimming after the move drops the oldest, as before.
+    let stored = history
+        .append("whatsapp:room-1", &[Message::assistant("new a")])
+        .unwrap();
+    assert_eq!(stored.len(), 4);
+    assert_eq!(stored[0], Message::assistant("old a"));
+    // The resumed turn appends nothing twice.
+    let again = history
+        .append_turn("whatsapp:room-1", Some("t1"), &[Message::user("new q")])
+        .unwrap();
+    assert_eq!(again, stored);
+}
+
 #[tokio::test]
 async fn a_turn_continues_from_the_stored_history() {
     let server = TestServer::scripted(vec![

@@ -12,6 +12,8 @@
 //! search path (a hard link named `ls` to `busybox`). Version suffixes are part of a family
 //! (`python3.11`, `perl5.36`, `gcc-12`). A script (`#!`) is refused as run by its interpreter.
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -215,6 +217,12 @@ pub fn classify_name(name: &str) -> Verdict {
 
 /// Classifies `name` resolved to the canonical file `target` (see the module doc).
 pub fn classify(name: &str, target: &Path) -> Verdict {
+    classify_in(name, target, &LauncherIndex::scan())
+}
+
+/// Like [`classify`], against an index of the launchers on the search path taken once for
+/// several names (an allow-list).
+pub fn classify_in(name: &str, target: &Path, index: &LauncherIndex) -> Verdict {
     if let Verdict::Launcher(why) = classify_name(name) {
         return Verdict::Launcher(why);
     }
@@ -230,7 +238,7 @@ pub fn classify(name: &str, target: &Path) -> Verdict {
             "a script run by {interpreter}, which runs whatever the script says"
         ));
     }
-    if let Some(launcher) = same_inode_launcher(target) {
+    if let Some(launcher) = index.same_file(target) {
         return Verdict::Launcher(format!(
             "the same file as {launcher}: {}",
             family_of(&launcher).map_or("a launcher", |f| f.why)
@@ -265,30 +273,66 @@ fn script_interpreter(path: &Path) -> Option<String> {
     Some(base)
 }
 
-/// The launcher on the system's search path that is the very file `target` (same device and
-/// inode), if any.
-fn same_inode_launcher(target: &Path) -> Option<String> {
-    let meta = fs::metadata(target).ok()?;
-    let id = (meta.dev(), meta.ino());
-    FAMILIES
-        .iter()
-        .flat_map(|f| f.names.iter())
-        .find_map(|name| {
-            LAUNCHER_DIRS.iter().find_map(|dir| {
-                let m = fs::metadata(Path::new(dir).join(name)).ok()?;
-                ((m.dev(), m.ino()) == id).then(|| name.to_string())
+/// Every launcher on the system's search path by file identity (device and inode), taken in
+/// one pass: each of [`LAUNCHER_DIRS`] is listed once and only the launcher names it holds are
+/// looked at (a lookup of every family name in every directory was about 1,200 `stat`s per
+/// allow-listed program, most of the gateway's start, issue 17). A directory that cannot be
+/// listed has every name looked up in it instead, so nothing is missed. Taken when an
+/// allow-list is checked, never kept: a launcher installed later is seen by the next check.
+#[derive(Debug, Default)]
+pub struct LauncherIndex {
+    /// (device, inode) → the first launcher name (in family order) that is that file.
+    files: HashMap<(u64, u64), &'static str>,
+}
+
+impl LauncherIndex {
+    /// Lists the launcher directories now.
+    pub fn scan() -> Self {
+        let listings: Vec<Option<HashSet<OsString>>> = LAUNCHER_DIRS
+            .iter()
+            .map(|dir| {
+                fs::read_dir(dir)
+                    .ok()?
+                    .map(|entry| entry.map(|e| e.file_name()))
+                    .collect::<Result<HashSet<_>, _>>()
+                    .ok()
             })
-        })
+            .collect();
+        let mut files = HashMap::new();
+        for name in FAMILIES.iter().flat_map(|f| f.names.iter()) {
+            for (dir, listing) in LAUNCHER_DIRS.iter().zip(&listings) {
+                if listing
+                    .as_ref()
+                    .is_some_and(|names| !names.contains(std::ffi::OsStr::new(name)))
+                {
+                    continue;
+                }
+                if let Ok(m) = fs::metadata(Path::new(dir).join(name)) {
+                    files.entry((m.dev(), m.ino())).or_insert(*name);
+                }
+            }
+        }
+        Self { files }
+    }
+
+    /// The launcher on the search path that is the very file `target`, if any.
+    pub fn same_file(&self, target: &Path) -> Option<String> {
+        let meta = fs::metadata(target).ok()?;
+        self.files
+            .get(&(meta.dev(), meta.ino()))
+            .map(|name| name.to_string())
+    }
 }
 
 /// The names in `allow` that are launchers, each with where it resolves (when it does).
 pub fn refused(allow: &[String]) -> Vec<RefusedProgram> {
+    let index = LauncherIndex::scan();
     allow
         .iter()
         .filter_map(|name| {
             let target = super::rules::find_executable(name);
             let verdict = match &target {
-                Some(t) => classify(name, t),
+                Some(t) => classify_in(name, t, &index),
                 None => classify_name(name),
             };
             match verdict {

@@ -466,6 +466,7 @@ impl AllowList {
     pub fn resolve(names: &[String]) -> (Self, Vec<AllowListWarning>) {
         let mut programs = BTreeMap::new();
         let mut warnings = Vec::new();
+        let launchers = launchers::LauncherIndex::scan();
         for name in names {
             if !is_bare_name(name) {
                 warnings.push(AllowListWarning::InvalidName(name.clone()));
@@ -475,7 +476,7 @@ impl AllowList {
                 warnings.push(AllowListWarning::NotFound(name.clone()));
                 continue;
             };
-            match launchers::classify(name, &path) {
+            match launchers::classify_in(name, &path, &launchers) {
                 Verdict::Tool(rule) => {
                     programs.insert(name.clone(), AllowedProgram { path, rule });
                 }
