@@ -144,6 +144,13 @@ struct IdleFlush {
     /// A deferred flush is pending (at most one at a time, however many writes).
     scheduled: AtomicBool,
     db: Weak<sled::Db>,
+    /// Held by a deferred flush while it holds the store: the last [`StoreDb`] waits for it
+    /// when dropped, so a dropped store is closed (its lock released) when the drop returns
+    /// and the same directory can be opened again at once.
+    busy: std::sync::Mutex<()>,
+    /// Set (under `busy`) by the last [`StoreDb`] as it is dropped: no deferred flush takes
+    /// the store after that (sled flushes when it is closed).
+    closing: AtomicBool,
 }
 
 impl IdleFlush {
@@ -189,6 +196,10 @@ impl IdleFlush {
     /// Flushes if a write is still uncovered. A store dropped meanwhile has flushed itself
     /// (sled flushes when it is closed).
     fn flush_if_dirty(&self) {
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closing.load(Ordering::SeqCst) {
+            return;
+        }
         if self.dirty.swap(false, Ordering::SeqCst) {
             if let Some(db) = self.db.upgrade() {
                 if let Err(error) = db.flush() {
@@ -223,6 +234,20 @@ struct FlushState {
 impl std::fmt::Debug for StoreDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreDb").field("path", &self.path).finish()
+    }
+}
+
+impl Drop for StoreDb {
+    fn drop(&mut self) {
+        // The last holder, or the last but a deferred flush that holds the store right now:
+        // wait for that flush, so the store is closed once this drop returns.
+        if Arc::strong_count(&self.db) <= 2 {
+            let _busy = self.idle.busy.lock().unwrap_or_else(|e| e.into_inner());
+            // With `busy` held no deferred flush holds the store: 1 means this is the last.
+            if Arc::strong_count(&self.db) == 1 {
+                self.idle.closing.store(true, Ordering::SeqCst);
+            }
+        }
     }
 }
 
@@ -271,6 +296,8 @@ impl StoreDb {
             dirty: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
             db: Arc::downgrade(&db),
+            busy: std::sync::Mutex::new(()),
+            closing: AtomicBool::new(false),
         });
         Self {
             db,

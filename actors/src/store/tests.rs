@@ -293,3 +293,21 @@ fn an_open_store_runs_no_periodic_flusher_thread() {
         );
     }
 }
+
+#[test]
+fn a_dropped_store_is_closed_even_while_its_deferred_flush_runs() {
+    // The deferred flush wakes IDLE_FLUSH_AFTER after the first write; dropping the store
+    // around that moment must still release the directory's lock by the time drop returns.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("timeline.db");
+    for offset_ms in [-4i64, -2, 0, 1, 2, 4, 8] {
+        let db = StoreDb::open(&path).unwrap();
+        let tree = db.tree(TreeName::Settings).unwrap();
+        tree.insert(b"k", vec![0u8; 64 * 1024]).unwrap();
+        drop(tree);
+        let wait = IDLE_FLUSH_AFTER.as_millis() as i64 + offset_ms;
+        std::thread::sleep(Duration::from_millis(wait as u64));
+        drop(db);
+        StoreDb::open(&path).unwrap_or_else(|e| panic!("reopen at {offset_ms:+} ms: {e}"));
+    }
+}
