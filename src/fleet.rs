@@ -415,16 +415,23 @@ impl Fleet {
             .clone()
     }
 
+    /// A fresh control envelope id (random; also the `Nats-Msg-Id`), chosen before the
+    /// message is audited so the origin's record names what it publishes.
+    pub fn new_control_id() -> Result<String, String> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| format!("no randomness: {e}"))?;
+        Ok(hex::encode(id))
+    }
+
     /// Publishes a control message accepted here; the stream sequence it got.
     pub async fn publish_control(
         &self,
+        id: String,
         message: &ControlMessage,
         actor: &str,
     ) -> Result<u64, String> {
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|e| format!("no randomness: {e}"))?;
         let envelope = ControlEnvelope {
-            id: hex::encode(id),
+            id,
             origin: self.inner.node_id.clone(),
             actor: actor.to_string(),
             message: message.clone(),

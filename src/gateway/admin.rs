@@ -348,10 +348,12 @@ fn validate(msg: &ControlMessage, ctx: &ControlContext) -> Result<(), ControlErr
     }
 }
 
-/// Validates, audits (with the caller's name) and applies one control message. In fleet mode
-/// a message that [fans out](ControlMessage::fans_out) is published to the control stream
-/// first (409 while NATS is unreachable), then audited with its sequence and applied here; the
-/// other nodes apply it from the stream ([`apply_from_fleet`]).
+/// Validates, audits (with the caller's name) and applies one control message: the record is
+/// durable before anything acts on it. In fleet mode a message that
+/// [fans out](ControlMessage::fans_out) is audited with its origin and envelope id, then
+/// published to the control stream (409 while NATS is unreachable; a publish that fails after
+/// the record is audited again as `skipped`) and applied here; the other nodes apply it from
+/// the stream ([`apply_from_fleet`]).
 pub async fn apply(
     msg: ControlMessage,
     actor: &str,
@@ -359,34 +361,40 @@ pub async fn apply(
 ) -> Result<Value, ControlError> {
     validate(&msg, ctx)?;
     let mut data = serde_json::to_value(&msg).unwrap_or(Value::Null);
-    if let Some(fleet) = ctx.fleet.as_ref().filter(|_| msg.fans_out()) {
+    let fleet = ctx.fleet.as_ref().filter(|_| msg.fans_out());
+    let mut envelope_id = None;
+    if let Some(fleet) = fleet {
         if let Some(reason) = fleet.degraded_reason() {
             return Err(ControlError::Conflict(format!(
                 "fleet degraded ({reason}): {} must reach every node and was not applied",
                 msg.kind()
             )));
         }
-        let seq = fleet.publish_control(&msg, actor).await.map_err(|e| {
-            ControlError::Conflict(format!(
-                "fleet: {} was not published ({e}) and was not applied",
-                msg.kind()
-            ))
-        })?;
+        let id = crate::fleet::Fleet::new_control_id().map_err(ControlError::Unavailable)?;
         data["origin"] = Value::from(fleet.node_id());
-        data["seq"] = Value::from(seq);
+        data["id"] = Value::from(id.as_str());
+        envelope_id = Some(id);
     }
-    let record = AppendRecord {
+    let unavailable =
+        || ControlError::Unavailable("audit log unavailable; nothing was applied".into());
+    let record = |data: Value| AppendRecord {
         kind: AuditKind::ControlApplied,
         actor: actor.to_string(),
         subject: msg.kind().to_string(),
         data,
     };
-    match ctx.audit.send(record).await {
-        Ok(Ok(_)) => {}
-        _ => {
-            return Err(ControlError::Unavailable(
-                "audit log unavailable; nothing was applied".into(),
-            ))
+    if !matches!(ctx.audit.send(record(data.clone())).await, Ok(Ok(_))) {
+        return Err(unavailable());
+    }
+    if let (Some(fleet), Some(id)) = (fleet, envelope_id) {
+        if let Err(e) = fleet.publish_control(id, &msg, actor).await {
+            let reason = format!("fleet: {} was not published ({e})", msg.kind());
+            data["skipped"] = Value::from(reason.as_str());
+            // Best effort: the caller is told either way, and no node applied it.
+            let _ = ctx.audit.send(record(data)).await;
+            return Err(ControlError::Conflict(format!(
+                "{reason} and was not applied"
+            )));
         }
     }
     execute(msg, actor, ctx).await
@@ -403,17 +411,27 @@ pub async fn apply_from_fleet(
     ctx: &ControlContext,
 ) -> Result<(), String> {
     let crate::fleet::ControlEnvelope {
+        id,
         origin,
         actor,
         message,
-        ..
     } = envelope;
     let mut data = serde_json::to_value(&message).unwrap_or(Value::Null);
     data["origin"] = Value::from(origin.as_str());
+    data["id"] = Value::from(id.as_str());
     data["seq"] = Value::from(seq);
-    let skipped = validate(&message, ctx).err();
+    // Only the kinds that fan out are ever published by a node; anything else on the stream
+    // (a snapshot, an incident resolution, a token rotation) was put there by someone else.
+    let skipped = if message.fans_out() {
+        validate(&message, ctx).err().map(|e| e.to_string())
+    } else {
+        Some(format!(
+            "{} never fans out; not applied from the fleet stream",
+            message.kind()
+        ))
+    };
     if let Some(reason) = &skipped {
-        data["skipped"] = Value::from(reason.to_string());
+        data["skipped"] = Value::from(reason.as_str());
     }
     let record = AppendRecord {
         kind: AuditKind::ControlApplied,

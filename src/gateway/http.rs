@@ -62,7 +62,8 @@ pub struct AppState {
     pub store: Slot<Store>,
     /// Allowed cross-origin browser origins (exact).
     pub cors_origins: Vec<String>,
-    /// `local`, `loopback` or `remote`.
+    /// `local`, `loopback` or `remote` as bound (`local`: loopback without an admin token;
+    /// `GET /api/v1/status` says `loopback` once a token is issued).
     pub mode: &'static str,
     /// Whether a model provider is configured.
     pub provider_configured: bool,

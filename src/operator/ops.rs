@@ -75,10 +75,9 @@ impl OpsContext {
         subject: &str,
         data: Value,
     ) -> Result<kafclaw_actors::audit::AuditReceipt, OpError> {
-        let addr = self
-            .audit
-            .addr()
-            .ok_or_else(|| OpError::Unavailable("audit log unavailable".into()))?;
+        let addr = self.audit.addr().ok_or_else(|| {
+            OpError::Unavailable("audit log unavailable; nothing was changed".into())
+        })?;
         let record = AppendRecord {
             kind,
             actor: self.actor.clone(),
@@ -88,7 +87,7 @@ impl OpsContext {
         match addr.send(record).await {
             Ok(Ok(receipt)) => Ok(receipt),
             _ => Err(OpError::Unavailable(
-                "the change was made but could not be written to the audit log".into(),
+                "the audit log cannot be written; nothing was changed".into(),
             )),
         }
     }
@@ -117,7 +116,16 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 return Err(OpError::Invalid("the value is empty".into()));
             }
             let value = SecretValue::from(value);
-            ctx.vault()?
+            kafclaw_actors::vault::validate_name(&name).map_err(invalid)?;
+            let vault = ctx.vault()?;
+            // Audited before the vault changes: no credential is replaced unrecorded.
+            ctx.audit(
+                AuditKind::SecretChanged,
+                &name,
+                json!({"action": "set", "name": name}),
+            )
+            .await?;
+            vault
                 .send(SetSecret {
                     name: name.clone(),
                     value,
@@ -125,12 +133,6 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 .await
                 .map_err(mailbox)?
                 .map_err(invalid)?;
-            ctx.audit(
-                AuditKind::SecretChanged,
-                &name,
-                json!({"action": "set", "name": name}),
-            )
-            .await?;
             Ok(json!({"name": name, "action": "set"}))
         }
         Operation::SecretList => {
@@ -143,8 +145,25 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
             Ok(json!(list))
         }
         Operation::SecretRm { name } => {
-            let removed = ctx
-                .vault()?
+            let vault = ctx.vault()?;
+            let known = vault
+                .send(ListSecrets)
+                .await
+                .map_err(mailbox)?
+                .map_err(invalid)?
+                .iter()
+                .any(|s| s.name == name);
+            if !known {
+                return Err(OpError::Invalid(format!("no secret named {name}")));
+            }
+            // Audited before the secret goes.
+            ctx.audit(
+                AuditKind::SecretChanged,
+                &name,
+                json!({"action": "rm", "name": name}),
+            )
+            .await?;
+            let removed = vault
                 .send(RemoveSecret { name: name.clone() })
                 .await
                 .map_err(mailbox)?
@@ -152,23 +171,26 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
             if !removed {
                 return Err(OpError::Invalid(format!("no secret named {name}")));
             }
-            ctx.audit(
-                AuditKind::SecretChanged,
-                &name,
-                json!({"action": "rm", "name": name}),
-            )
-            .await?;
             Ok(json!({"name": name, "action": "rm"}))
         }
         Operation::SecretRotateKey => {
-            let rotation = ctx
-                .vault()?
+            let vault = ctx.vault()?;
+            // The decision is audited before the vault is resealed, the outcome (key ids)
+            // after it.
+            ctx.audit(
+                AuditKind::SecretChanged,
+                "vault.key",
+                json!({"action": "rotate_key"}),
+            )
+            .await?;
+            let rotation = vault
                 .send(RotateKey)
                 .await
                 .map_err(mailbox)?
                 .map_err(invalid)?;
             ctx.audit(AuditKind::SecretChanged, "vault.key", json!({"action": "rotate_key", "old_key_id": rotation.old_key_id, "new_key_id": rotation.new_key_id, "resealed": rotation.resealed}))
-                .await?;
+                .await
+                .map_err(|_| OpError::Unavailable("the vault key was rotated but its key ids could not be written to the audit log".into()))?;
             Ok(json!(rotation))
         }
         Operation::TokenCreate { scope, ttl, name } => {
@@ -180,12 +202,22 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 .map_err(invalid)?;
             let issued = ctx.tokens.create(scope, ttl, name).await.map_err(invalid)?;
             let record = &issued.record;
-            ctx.audit(
+            let audited = ctx.audit(
                 AuditKind::TokenCreated,
                 &record.name,
                 json!({"name": record.name, "scope": record.scope.as_str(), "expires_at": record.expires_at.map(kafclaw_actors::clock::to_rfc3339)}),
             )
-            .await?;
+            .await;
+            if let Err(e) = audited {
+                // Fail closed: a token nobody recorded is revoked before anyone sees it.
+                ctx.tokens.revoke(&record.name).await.map_err(|_| {
+                    OpError::Unavailable(format!(
+                        "the audit log cannot be written and token {} could not be revoked; revoke it by hand",
+                        record.name
+                    ))
+                })?;
+                return Err(e);
+            }
             Ok(json!({
                 "name": record.name,
                 "scope": record.scope.as_str(),
@@ -304,13 +336,21 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
         }
         Operation::PairingDeny { channel, code } => pairing_decide(channel, code, false, ctx).await,
         Operation::TokenRevoke { name } => {
+            // Revoked first (the stricter state wins even with the audit log down), then
+            // recorded; a failed record is reported as such.
             let record = ctx.tokens.revoke(&name).await.map_err(invalid)?;
             ctx.audit(
                 AuditKind::TokenRevoked,
                 &record.name,
                 json!({"name": record.name, "scope": record.scope.as_str()}),
             )
-            .await?;
+            .await
+            .map_err(|_| {
+                OpError::Unavailable(format!(
+                    "token {} is revoked, but the revocation could not be written to the audit log",
+                    record.name
+                ))
+            })?;
             Ok(json!({"name": record.name, "revoked": true}))
         }
     }
@@ -455,11 +495,113 @@ async fn backup_create(
             .await
             .map_err(|_| OpError::Unavailable("the backup was interrupted".into()))?
             .map_err(OpError::Unavailable)?;
-    ctx.audit(
-        AuditKind::BackupCreated,
-        &summary.path.display().to_string(),
-        crate::backup::audit_data(&summary),
-    )
-    .await?;
+    let audited = ctx
+        .audit(
+            AuditKind::BackupCreated,
+            &summary.path.display().to_string(),
+            crate::backup::audit_data(&summary),
+        )
+        .await;
+    if let Err(e) = audited {
+        // No unrecorded copy of the conversations is left behind.
+        let _ = std::fs::remove_file(&summary.path);
+        return Err(e);
+    }
     Ok(json!(summary))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Audit before act: with the audit log down, an operation that changes a credential
+    //! changes nothing (and says so), and a token nobody recorded never stays valid.
+    use super::*;
+    use actix::Actor;
+
+    fn context(home: &std::path::Path) -> OpsContext {
+        let home = kafclaw_actors::paths::Home::new(home);
+        let db = kafclaw_actors::store::StoreDb::temporary().unwrap();
+        let (vault, _) = kafclaw_actors::vault::Vault::open_or_create(&home, &db, None).unwrap();
+        let key = kafclaw_actors::token::TokenHashKey::from_bytes([3; 32]);
+        OpsContext {
+            vault: Slot::with(SecretVault::new(vault).start()),
+            audit: Slot::default(), // the audit chainer is down
+            tokens: TokenRegistry::open(&db, key).unwrap(),
+            actor: "cli:uid=0".into(),
+            approvals: Slot::default(),
+            audit_dir: home.root().join("audit"),
+            audit_key: kafclaw_actors::audit::AuditKey::from_bytes([4; 32]),
+            home,
+            db,
+            control: None,
+        }
+    }
+
+    async fn names(ctx: &OpsContext) -> Vec<String> {
+        let list = ctx
+            .vault()
+            .unwrap()
+            .send(ListSecrets)
+            .await
+            .unwrap()
+            .unwrap();
+        list.into_iter().map(|s| s.name).collect()
+    }
+
+    fn unrecorded(result: Result<Value, OpError>) -> String {
+        match result {
+            Err(OpError::Unavailable(message)) => message,
+            other => panic!("expected a refusal for the audit log, got {other:?}"),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn with_the_audit_log_down_no_secret_or_token_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let before = names(&ctx).await;
+
+        let set = Operation::SecretSet {
+            name: "gateway.auth_token".into(),
+            value: "x".repeat(43),
+        };
+        let message = unrecorded(execute(set, &ctx).await);
+        assert!(message.contains("nothing was changed"), "{message}");
+        assert_eq!(names(&ctx).await, before, "the secret was set unrecorded");
+
+        // A secret that exists (sealed straight into the vault) is not removed unrecorded.
+        ctx.vault()
+            .unwrap()
+            .send(SetSecret {
+                name: "provider.api_key".into(),
+                value: SecretValue::from("k".to_string()),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let rm = Operation::SecretRm {
+            name: "provider.api_key".into(),
+        };
+        unrecorded(execute(rm, &ctx).await);
+        assert!(names(&ctx).await.contains(&"provider.api_key".to_string()));
+
+        let key = std::fs::read(ctx.home.key_file()).unwrap();
+        unrecorded(execute(Operation::SecretRotateKey, &ctx).await);
+        assert_eq!(
+            std::fs::read(ctx.home.key_file()).unwrap(),
+            key,
+            "the vault key was rotated unrecorded"
+        );
+
+        let create = Operation::TokenCreate {
+            scope: "admin".into(),
+            ttl: None,
+            name: Some("unrecorded".into()),
+        };
+        unrecorded(execute(create, &ctx).await);
+        assert!(
+            !ctx.tokens
+                .has_active_tokens(time::OffsetDateTime::now_utc()),
+            "a token nobody recorded stays valid"
+        );
+    }
 }

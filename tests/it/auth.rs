@@ -2,7 +2,9 @@
 
 use reqwest::StatusCode;
 
-use crate::harness::{client, Gateway, Options, TOKEN};
+use std::collections::HashMap;
+
+use crate::harness::{client, run, Gateway, Options, TOKEN};
 
 async fn get(url: &str, auth: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, String) {
     let mut req = client().get(url);
@@ -139,6 +141,63 @@ async fn local_mode_allows_loopback_without_a_token() {
     assert_eq!(status, StatusCode::OK);
     let (_, _, status_body) = get(&gw.url("/api/v1/status"), None).await;
     assert!(status_body.contains("\"mode\":\"local\""));
+}
+
+/// "No token configured" means no token at all: once an operator issues one (any scope) on a
+/// running loopback gateway, a tokenless loopback request is refused like a remote one, also
+/// for admin routes; revoking the last token brings local mode back.
+#[tokio::test]
+async fn an_issued_token_ends_tokenless_local_mode_on_a_running_gateway() {
+    let gw = Gateway::start(Options::default());
+    let home = gw.home_path();
+    let control = gw.url("/api/v1/admin/control");
+    let relax = serde_json::json!({"type": "relax_tools"});
+    for scope in ["chat", "read", "admin"] {
+        let (code, token, err) = run(
+            &home,
+            &HashMap::new(),
+            &["token", "create", "--scope", scope, "--name", scope],
+        );
+        assert_eq!(code, 0, "{err}");
+        let (status, _, _) = get(&gw.url("/api/v1/auth/verify"), None).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "verify after a {scope} token"
+        );
+        let (status, _, _) = get(&gw.url("/api/v1/supervisor"), None).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "read after a {scope} token"
+        );
+        let res = client().post(&control).json(&relax).send().await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::UNAUTHORIZED,
+            "control after a {scope} token"
+        );
+        let bearer = format!("Bearer {}", token.trim());
+        let (status, _, body) = get(&gw.url("/api/v1/auth/verify"), Some(&bearer)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(&format!("\"scope\":\"{scope}\"")), "{body}");
+        if scope != "chat" {
+            let (_, _, status_body) = get(&gw.url("/api/v1/status"), Some(&bearer)).await;
+            assert!(
+                status_body.contains("\"mode\":\"loopback\""),
+                "{status_body}"
+            );
+        }
+        let (code, _, err) = run(&home, &HashMap::new(), &["token", "revoke", scope]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (status, _, body) = get(&gw.url("/api/v1/auth/verify"), None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "every token revoked: local mode again"
+    );
+    assert_eq!(body, r#"{"auth_required":false,"valid":true}"#);
 }
 
 #[tokio::test]

@@ -130,8 +130,10 @@ async fn a_lockdown_on_one_node_locks_down_every_node_and_each_audits_it_once() 
         .await;
     }
     println!("lockdown fan-out to two nodes: {:?}", start.elapsed());
-    // Each node audits it exactly once, naming the origin node and the stream sequence.
-    for gw in &nodes {
+    // Each node audits it exactly once, naming the origin node and the envelope id; the
+    // origin before it publishes (audit before act), the others with the stream sequence.
+    let mut ids = Vec::new();
+    for (i, gw) in nodes.iter().enumerate() {
         let applied = control_applied(gw);
         let lockdowns: Vec<&Value> = applied
             .iter()
@@ -140,8 +142,13 @@ async fn a_lockdown_on_one_node_locks_down_every_node_and_each_audits_it_once() 
         assert_eq!(lockdowns.len(), 1, "{applied:?}");
         let d = data(lockdowns[0]);
         assert_eq!(d["origin"], "a", "{d}");
-        assert!(d["seq"].as_u64().is_some_and(|s| s >= 1), "{d}");
+        assert!(d["id"].as_str().is_some_and(|id| id.len() == 32), "{d}");
+        ids.push(d["id"].clone());
+        if i > 0 {
+            assert!(d["seq"].as_u64().is_some_and(|s| s >= 1), "{d}");
+        }
     }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     // A control message that stays local (a snapshot) is applied on its node only.
     let (status, _) = control(&nodes[1], json!({"type": "snapshot"})).await;
     assert_eq!(status, StatusCode::OK);
@@ -178,6 +185,72 @@ async fn a_node_that_was_down_applies_the_missed_lockdown_before_its_listeners_o
         1,
         "{applied:?}"
     );
+}
+
+/// Nodes publish only the kinds that fan out. Anything else on the control stream was put there
+/// by someone else with access to NATS (another client, a compromised node): a token rotation
+/// with no grace, a snapshot or an incident resolution is audited as skipped and never run.
+#[tokio::test]
+async fn a_forged_local_only_control_message_on_the_stream_is_audited_and_skipped() {
+    let cluster = Cluster::start();
+    let gw = Gateway::start(node(&cluster, "b"));
+    wait_for("the node to connect", Duration::from_secs(15), async || {
+        fleet_state(&gw).await == "connected"
+    })
+    .await;
+    let nats = async_nats::connect(cluster.urls().split(',').next().unwrap())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let forged = [
+        json!({"type": "rotate_gateway_token", "grace_seconds": 0}),
+        json!({"type": "snapshot", "label": "forged"}),
+        json!({"type": "resolve_incident", "id": "inc-1", "note": "x"}),
+    ];
+    for (i, message) in forged.iter().enumerate() {
+        let envelope = json!({
+            "id": format!("forged{i}"),
+            "origin": "b",
+            "actor": "env:KAFCLAW_GATEWAY_AUTH_TOKEN",
+            "message": message,
+        });
+        js.publish(
+            "kafclaw.control",
+            serde_json::to_vec(&envelope).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    wait_for(
+        "the forged messages to be audited",
+        Duration::from_secs(10),
+        async || {
+            control_applied(&gw)
+                .iter()
+                .filter(|r| {
+                    data(r)["skipped"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("never fans out"))
+                })
+                .count()
+                == forged.len()
+        },
+    )
+    .await;
+    // The admin token still works (no rotation ran) and no snapshot was taken.
+    let (status, body) = control(
+        &gw,
+        json!({"type": "quarantine_channel", "channel": "slack", "reason": "still admin"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let snapshots = gw.home_path().join(".kafclaw/snapshots");
+    let taken = std::fs::read_dir(&snapshots)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(taken, 0, "{}", snapshots.display());
 }
 
 #[tokio::test]

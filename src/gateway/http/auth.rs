@@ -47,8 +47,9 @@ pub struct Principal {
 pub struct Authenticator {
     /// Scoped tokens and the runbook's shared admin token (keyed hashes only).
     tokens: TokenRegistry,
-    /// Loopback bind and no admin token configured: loopback clients need no token.
-    local_mode: bool,
+    /// Loopback bind and no admin token configured: loopback clients need no token while
+    /// no other token is active either (see [`Authenticator::local_mode`]).
+    tokenless_bind: bool,
 }
 
 /// Why a request was not authenticated (for counting and auditing; never the token).
@@ -100,13 +101,17 @@ impl Authenticator {
     pub fn new(tokens: TokenRegistry, admin_configured: bool, loopback_bind: bool) -> Self {
         Self {
             tokens,
-            local_mode: !admin_configured && loopback_bind,
+            tokenless_bind: !admin_configured && loopback_bind,
         }
     }
 
-    /// True when loopback clients need no token.
+    /// True when loopback clients need no token: a loopback bind with no admin token
+    /// configured and no token active in the registry. Decided per request: once an operator
+    /// issues a token (`kafclaw token create`, a gateway-token rotation) the gateway is no
+    /// longer "without a token", and a tokenless request is refused like any other; revoking
+    /// or expiring the last one brings local mode back.
     pub fn local_mode(&self) -> bool {
-        self.local_mode
+        self.tokenless_bind && !self.tokens.has_active_tokens(OffsetDateTime::now_utc())
     }
 
     /// The token registry (for the control operations).
@@ -123,7 +128,7 @@ impl Authenticator {
     ) -> Result<Principal, AuthFailure> {
         match authorization {
             [] => {
-                if self.local_mode && local_client {
+                if local_client && self.local_mode() {
                     Ok(Principal {
                         name: "local".into(),
                         scope: Scope::Admin,
@@ -460,5 +465,46 @@ mod tests {
             Err(AuthFailure::Malformed),
             "two Authorization headers are refused"
         );
+    }
+
+    #[actix_rt::test]
+    async fn an_issued_token_ends_local_mode_and_its_revocation_brings_it_back() {
+        let tokens = registry(None);
+        let local = Authenticator::new(tokens.clone(), false, true);
+        assert!(local.local_mode());
+        for scope in [Scope::Read, Scope::Chat, Scope::Admin] {
+            let issued = tokens.create(scope, None, None).await.unwrap();
+            assert!(!local.local_mode(), "{scope:?}");
+            assert_eq!(
+                local.authenticate(&[], true),
+                Err(AuthFailure::Missing),
+                "a tokenless loopback request once a {scope:?} token exists"
+            );
+            let header = format!("Bearer {}", issued.token.expose());
+            assert_eq!(
+                local
+                    .authenticate(&[header.as_bytes()], true)
+                    .unwrap()
+                    .scope,
+                scope
+            );
+            tokens.revoke(&issued.record.name).await.unwrap();
+        }
+        assert!(
+            local.local_mode(),
+            "every token revoked: no token configured"
+        );
+        assert!(local.authenticate(&[], true).is_ok());
+        let short = tokens
+            .create(
+                Scope::Read,
+                Some(std::time::Duration::from_millis(50)),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(!local.local_mode());
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        assert!(local.local_mode(), "{} expired", short.record.name);
     }
 }

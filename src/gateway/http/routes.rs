@@ -134,7 +134,11 @@ pub async fn full_status(state: &AppState, cache: Cache) -> Result<serde_json::V
         "version": state.version,
         "uptime_seconds": uptime,
         "ok": ok,
-        "mode": state.mode,
+        // "local" only while no token is active (an issued token ends local mode).
+        "mode": match state.mode {
+            "local" if !state.auth.local_mode() => "loopback",
+            mode => mode,
+        },
         "provider_configured": state.provider_configured,
         "skills": state.skills,
         "channels": channels,
