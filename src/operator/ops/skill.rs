@@ -158,7 +158,15 @@ async fn install_skill(
     accept_warnings: bool,
 ) -> Result<Value, OpError> {
     let source = path.display().to_string();
-    match install::install(dir, &path, policy, accept_warnings) {
+    // Walking, hashing and copying a skill is file work: off the control socket's arbiter, so
+    // a large archive never stalls the gateway's other control requests.
+    let installed = {
+        let (dir, policy) = (dir.clone(), policy.clone());
+        tokio::task::spawn_blocking(move || install::install(&dir, &path, &policy, accept_warnings))
+            .await
+            .map_err(|_| OpError::Unavailable("the install was interrupted".into()))?
+    };
+    match installed {
         Ok(done) => {
             let data = json!({
                 "name": done.manifest.name,
