@@ -272,3 +272,104 @@ fn a_front_matter_key_given_twice_is_refused() {
     let top = "---\nname: w\nname: v\ndescription: d\nversion: 1\n---\n";
     assert!(manifest::SkillManifest::parse(top).is_err());
 }
+
+/// The bytes of one entry: `header` (its checksum set here), then `data` padded to 512.
+fn raw_entry(mut header: tar::Header, data: &[u8]) -> Vec<u8> {
+    header.set_cksum();
+    let mut out = header.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+/// A GNU extension header (`././@LongLink`) of type `kind` declaring `size` bytes.
+fn extension(kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h
+}
+
+fn regular(name: &str, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h
+}
+
+fn file_of(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, bytes).unwrap();
+    f
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Installs the archive `bytes` (plain and gzip) and returns the findings of each.
+fn refusals(bytes: &[u8]) -> Vec<Vec<Finding>> {
+    [bytes.to_vec(), gzip(bytes)]
+        .iter()
+        .map(|b| {
+            let f = file_of(b);
+            let (_h, dir) = home();
+            let started = std::time::Instant::now();
+            let got = install::install(&dir, f.path(), &LinkPolicy::default(), true);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "took {:?}",
+                started.elapsed()
+            );
+            assert!(!dir.skill("demo").exists());
+            match got {
+                Err(InstallError::Refused { findings, .. }) => findings,
+                Err(e) => panic!("unexpected error {e}"),
+                Ok(_) => panic!("installed"),
+            }
+        })
+        .collect()
+}
+
+/// Regression (security review): the tar crate read a GNU long-name entry whole into memory,
+/// whatever size it declared, before the walk saw it (one `L` header declaring 8 GiB, a few
+/// bytes once compressed, made the gateway allocate 8 GiB). It is refused past 64 KiB, without
+/// reading it.
+#[test]
+fn an_oversized_long_name_entry_is_refused_without_reading_it() {
+    let good = raw_entry(regular("demo/SKILL.md", GOOD.len() as u64), GOOD.as_bytes());
+    // 1 MiB of long name actually present, then a file it would name.
+    let mut real = good.clone();
+    real.extend(raw_entry(
+        extension(tar::EntryType::GNULongName, 1 << 20),
+        &vec![b'a'; 1 << 20],
+    ));
+    real.extend(raw_entry(regular("demo/x", 1), b"x"));
+    real.extend([0u8; 1024]);
+    // 8 GiB declared (the largest octal size), 4 KiB present.
+    let mut bomb = good.clone();
+    bomb.extend(raw_entry(
+        extension(tar::EntryType::GNULongName, 0o77777777777),
+        &[0u8; 4096],
+    ));
+    for (bytes, size) in [(real, 1u64 << 20), (bomb, 0o77777777777)] {
+        for findings in refusals(&bytes) {
+            let detail = format!(
+                "a GNU long-name entry ('L') declares {size} bytes, more than the 65536 an \
+                 extension entry may have"
+            );
+            assert!(
+                findings
+                    .iter()
+                    .any(|f| f.kind == FindingKind::Size && f.critical() && f.detail == detail),
+                "{findings:?}"
+            );
+        }
+    }
+}
