@@ -246,6 +246,7 @@ mod archive_extensions {
     use kafclaw_actors::paths::Home;
     use serde_json::{json, Map};
 
+    use crate::backup::archive;
     use crate::backup::manifest::{build, Listed};
     use crate::backup::staging::{stage, StageError, Staged};
 
@@ -342,5 +343,104 @@ mod archive_extensions {
                 );
             }
         }
+    }
+
+    /// Extension entries that do not describe exactly one entry make the archive malformed.
+    #[test]
+    fn a_misplaced_long_name_entry_makes_the_archive_malformed() {
+        let name = b"config.json\0";
+        let long_name = || {
+            entry(
+                header(b"././@LongLink", tar::EntryType::GNULongName, 12),
+                name,
+            )
+        };
+        let config = || {
+            entry(
+                header(b"x", tar::EntryType::Regular, CONFIG.len() as u64),
+                CONFIG,
+            )
+        };
+        for (tail, reason) in [
+            (
+                vec![long_name()],
+                "a GNU long-name entry ('L') ends the archive: no entry follows it",
+            ),
+            (
+                vec![long_name(), long_name(), config()],
+                "a GNU long-name entry ('L') follows another before the entry they describe",
+            ),
+        ] {
+            let bytes = archive_with(|out| {
+                tail.iter().for_each(|e| out.extend(e));
+                out.extend([0u8; 1024]);
+            });
+            let err = staged(&bytes).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("the archive is malformed: {reason}")
+            );
+        }
+        // Applied to the entry after it, the long name is that entry's name.
+        let bytes = archive_with(|out| {
+            out.extend(long_name());
+            out.extend(config());
+            out.extend([0u8; 1024]);
+        });
+        let got = staged(&bytes).unwrap();
+        assert_eq!(got.sums.keys().collect::<Vec<_>>(), ["config.json"]);
+    }
+
+    /// `backup create`'s writer round-trips through the reader, names over 100 bytes
+    /// included (a ustar prefix, or a GNU long-name entry for a component that long).
+    #[test]
+    fn the_writer_round_trips_through_the_bounded_reader() {
+        let long_component = format!("timeline.db/{}", "s".repeat(150));
+        let split = format!("timeline.db/{}/{}", "p".repeat(90), "q".repeat(90));
+        let dir = tempfile::tempdir().unwrap();
+        let build_dir = dir.path().join("build");
+        let mut files = BTreeMap::new();
+        for (name, body) in [
+            ("config.json", CONFIG),
+            ("timeline.db/db", b"store".as_slice()),
+            (long_component.as_str(), b"long"),
+            (split.as_str(), b"split"),
+            ("workspace/SOUL.md", b"calm\n"),
+        ] {
+            let path = build_dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, body).unwrap();
+            files.insert(name.to_string(), listed(body));
+        }
+        std::fs::create_dir_all(build_dir.join("audit")).unwrap();
+        let manifest = manifest(&files);
+        for compress in [false, true] {
+            let file = dir.path().join(format!("out-{compress}.tar"));
+            archive::write(
+                &build_dir,
+                &manifest,
+                std::fs::File::create(&file).unwrap(),
+                compress,
+            )
+            .unwrap();
+            let bytes = std::fs::read(&file).unwrap();
+            if !compress {
+                assert!(has_long_name(&bytes), "the writer used a GNU long name");
+            }
+            let got = staged(&bytes).unwrap();
+            assert!(got.archive);
+            assert_eq!(got.sums, files);
+        }
+    }
+
+    /// True when some header of the plain archive `bytes` is a GNU long-name entry.
+    fn has_long_name(bytes: &[u8]) -> bool {
+        let mut archive = tar::Archive::new(bytes);
+        let found = archive
+            .entries()
+            .unwrap()
+            .raw(true)
+            .any(|e| e.unwrap().header().entry_type().is_gnu_longname());
+        found
     }
 }
