@@ -3,7 +3,9 @@
 //! Owns: the entry rules (a plain relative name, a regular file or a directory, no setuid or
 //! setgid bit, within the size bounds), reported as findings; entries that break one are not
 //! read. Opening reuses the backup's checks (`lstat` first, `O_NOFOLLOW|O_NONBLOCK`, `fstat`
-//! after, one link only; archives opened the same way and zstd-decoded with a bounded window).
+//! after, one link only; archives opened the same way and zstd-decoded with a bounded window,
+//! and iterated with the backup's bounded [`members`], an oversized or misplaced extension
+//! entry being a critical finding that ends the walk).
 //! Must not: follow a link, open a FIFO or device, or read more than the bounds.
 
 use std::io::Read;
@@ -13,6 +15,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use tar::EntryType;
 
+use crate::backup::archive::{members, Member, MemberError};
 use crate::backup::staging::{dir as backup_dir, StageError};
 
 use super::{Finding, FindingKind, MAX_ENTRIES, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
@@ -194,14 +197,26 @@ impl<'a> Walk<'a> {
         };
         let mut archive = tar::Archive::new(input);
         let bad = |e: std::io::Error| format!("cannot read the archive: {e}");
-        for entry in archive.entries().map_err(bad)? {
-            let mut entry = entry.map_err(bad)?;
-            let raw = entry.path_bytes().into_owned();
+        let members = members(&mut archive).map_err(|e| e.to_string())?;
+        for member in members {
+            let Member {
+                mut entry,
+                path: raw,
+            } = match member {
+                Ok(m) => m,
+                Err(e @ MemberError::Read(_)) => return Err(e.to_string()),
+                // Where the next entry starts, or what it is named, is unknown: the walk ends.
+                Err(e) => {
+                    let kind = match e {
+                        MemberError::TooLarge { .. } => FindingKind::Size,
+                        _ => FindingKind::EntryType,
+                    };
+                    self.find(kind, "", e.to_string());
+                    return Ok(());
+                }
+            };
             let shown = String::from_utf8_lossy(&raw).into_owned();
             let kind = entry.header().entry_type();
-            if matches!(kind, EntryType::XGlobalHeader) {
-                continue;
-            }
             let text = shown.strip_prefix("./").unwrap_or(&shown);
             let text = text.strip_suffix('/').unwrap_or(text);
             if text.is_empty() || text == "." {

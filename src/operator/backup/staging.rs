@@ -91,6 +91,10 @@ pub enum StageError {
         /// Usable bytes.
         free: u64,
     },
+    /// An archive's extension entries (GNU long names, PAX headers) are oversized or do not
+    /// describe exactly one entry.
+    #[error("the archive is malformed: {0}")]
+    Malformed(String),
     /// Reading the backup failed (truncated, unreadable, not an archive).
     #[error("cannot read {what}: {reason}")]
     Read {

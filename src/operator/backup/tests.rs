@@ -236,3 +236,211 @@ fn a_sealed_key_asking_for_an_unreasonable_cost_is_refused_before_deriving() {
     assert!(err.contains("unreasonable"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
 }
+
+/// Archives read with bounded extension entries: GNU long names and PAX headers, as the
+/// writer emits them and as an attacker does.
+mod archive_extensions {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use kafclaw_actors::paths::Home;
+    use serde_json::{json, Map};
+
+    use crate::backup::archive;
+    use crate::backup::manifest::{build, Listed};
+    use crate::backup::staging::{stage, StageError, Staged};
+
+    const CONFIG: &[u8] = b"{\"gateway\":{}}";
+
+    fn listed(bytes: &[u8]) -> Listed {
+        Listed {
+            blake3: blake3::hash(bytes).to_hex().to_string(),
+            size: Some(bytes.len() as u64),
+        }
+    }
+
+    fn manifest(files: &BTreeMap<String, Listed>) -> Vec<u8> {
+        let mut meta = Map::new();
+        meta.insert("created".into(), json!("2026-01-01T00:00:00Z"));
+        meta.insert("audit_head".into(), json!({"seq": 0, "hash": "00"}));
+        serde_json::to_vec(&build(meta, files, &[7u8; 32])).unwrap()
+    }
+
+    /// Stages the archive `bytes` as `backup verify` and `restore` do.
+    fn staged(bytes: &[u8]) -> Result<Staged, StageError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("backup.tar");
+        std::fs::write(&file, bytes).unwrap();
+        let view = dir.path().join("view");
+        std::fs::create_dir(&view).unwrap();
+        stage(&file, &Home::new(&view))
+    }
+
+    /// One entry: `header` (checksum set here), then `data` padded to 512 bytes.
+    fn entry(mut header: tar::Header, data: &[u8]) -> Vec<u8> {
+        header.set_cksum();
+        let mut out = header.as_bytes().to_vec();
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        out
+    }
+
+    fn header(name: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_entry_type(kind);
+        h.set_mode(0o600);
+        h.set_size(size);
+        h
+    }
+
+    /// The manifest (listing config.json), then what `tail` appends.
+    fn archive_with(tail: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let files = BTreeMap::from([("config.json".to_string(), listed(CONFIG))]);
+        let manifest = manifest(&files);
+        let mut out = entry(
+            header(
+                b"MANIFEST.json",
+                tar::EntryType::Regular,
+                manifest.len() as u64,
+            ),
+            &manifest,
+        );
+        tail(&mut out);
+        out
+    }
+
+    /// Regression (security review): the tar crate read a GNU long-name entry whole into
+    /// memory whatever size it declared (8 GiB from one header), before any bound here ran.
+    #[test]
+    fn an_oversized_long_name_entry_is_refused_as_malformed_without_reading_it() {
+        let long_name = |size: u64| header(b"././@LongLink", tar::EntryType::GNULongName, size);
+        // 1 MiB of long name actually present, then the entry it names.
+        let real = archive_with(|out| {
+            out.extend(entry(long_name(1 << 20), &vec![b'a'; 1 << 20]));
+            out.extend(entry(
+                header(b"config.json", tar::EntryType::Regular, CONFIG.len() as u64),
+                CONFIG,
+            ));
+            out.extend([0u8; 1024]);
+        });
+        // 8 GiB declared (the largest octal size), 4 KiB present.
+        let bomb = archive_with(|out| out.extend(entry(long_name(0o77777777777), &[0; 4096])));
+        for (bytes, size) in [(real, 1u64 << 20), (bomb, 0o77777777777)] {
+            for bytes in [
+                bytes.clone(),
+                zstd::encode_all(bytes.as_slice(), 3).unwrap(),
+            ] {
+                let started = Instant::now();
+                let err = staged(&bytes).unwrap_err();
+                assert!(started.elapsed() < Duration::from_secs(2));
+                assert_eq!(
+                    err.to_string(),
+                    format!(
+                        "the archive is malformed: a GNU long-name entry ('L') declares {size} \
+                         bytes, more than the 65536 an extension entry may have"
+                    )
+                );
+            }
+        }
+    }
+
+    /// Extension entries that do not describe exactly one entry make the archive malformed.
+    #[test]
+    fn a_misplaced_long_name_entry_makes_the_archive_malformed() {
+        let name = b"config.json\0";
+        let long_name = || {
+            entry(
+                header(b"././@LongLink", tar::EntryType::GNULongName, 12),
+                name,
+            )
+        };
+        let config = || {
+            entry(
+                header(b"x", tar::EntryType::Regular, CONFIG.len() as u64),
+                CONFIG,
+            )
+        };
+        for (tail, reason) in [
+            (
+                vec![long_name()],
+                "a GNU long-name entry ('L') ends the archive: no entry follows it",
+            ),
+            (
+                vec![long_name(), long_name(), config()],
+                "a GNU long-name entry ('L') follows another before the entry they describe",
+            ),
+        ] {
+            let bytes = archive_with(|out| {
+                tail.iter().for_each(|e| out.extend(e));
+                out.extend([0u8; 1024]);
+            });
+            let err = staged(&bytes).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("the archive is malformed: {reason}")
+            );
+        }
+        // Applied to the entry after it, the long name is that entry's name.
+        let bytes = archive_with(|out| {
+            out.extend(long_name());
+            out.extend(config());
+            out.extend([0u8; 1024]);
+        });
+        let got = staged(&bytes).unwrap();
+        assert_eq!(got.sums.keys().collect::<Vec<_>>(), ["config.json"]);
+    }
+
+    /// `backup create`'s writer round-trips through the reader, names over 100 bytes
+    /// included (a ustar prefix, or a GNU long-name entry for a component that long).
+    #[test]
+    fn the_writer_round_trips_through_the_bounded_reader() {
+        let long_component = format!("timeline.db/{}", "s".repeat(150));
+        let split = format!("timeline.db/{}/{}", "p".repeat(90), "q".repeat(90));
+        let dir = tempfile::tempdir().unwrap();
+        let build_dir = dir.path().join("build");
+        let mut files = BTreeMap::new();
+        for (name, body) in [
+            ("config.json", CONFIG),
+            ("timeline.db/db", b"store".as_slice()),
+            (long_component.as_str(), b"long"),
+            (split.as_str(), b"split"),
+            ("workspace/SOUL.md", b"calm\n"),
+        ] {
+            let path = build_dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, body).unwrap();
+            files.insert(name.to_string(), listed(body));
+        }
+        std::fs::create_dir_all(build_dir.join("audit")).unwrap();
+        let manifest = manifest(&files);
+        for compress in [false, true] {
+            let file = dir.path().join(format!("out-{compress}.tar"));
+            archive::write(
+                &build_dir,
+                &manifest,
+                std::fs::File::create(&file).unwrap(),
+                compress,
+            )
+            .unwrap();
+            let bytes = std::fs::read(&file).unwrap();
+            if !compress {
+                assert!(has_long_name(&bytes), "the writer used a GNU long name");
+            }
+            let got = staged(&bytes).unwrap();
+            assert!(got.archive);
+            assert_eq!(got.sums, files);
+        }
+    }
+
+    /// True when some header of the plain archive `bytes` is a GNU long-name entry.
+    fn has_long_name(bytes: &[u8]) -> bool {
+        let mut archive = tar::Archive::new(bytes);
+        let found = archive
+            .entries()
+            .unwrap()
+            .raw(true)
+            .any(|e| e.unwrap().header().entry_type().is_gnu_longname());
+        found
+    }
+}
