@@ -99,6 +99,8 @@ struct Inner {
     applied_tx: tokio::sync::watch::Sender<u64>,
     /// Ids of control messages this process published and applied itself.
     own: Mutex<HashSet<String>>,
+    /// The key control messages are authenticated with (`fleet.control_key`), derived.
+    control_mac: Option<ControlMac>,
     /// Set at a stop: the loops return (dropping their NATS consumers inside the runtime).
     stopping: AtomicBool,
     /// Loops still running.
@@ -139,6 +141,14 @@ pub async fn connect(
     if settings.nats_urls.is_empty() {
         return Err("fleet.enabled needs fleet.nats_urls".into());
     }
+    if let Some(key) = &settings.control_key {
+        let chars = key.char_len();
+        if chars < CONTROL_KEY_MIN_CHARS {
+            return Err(format!(
+                "fleet.control_key has {chars} characters; at least {CONTROL_KEY_MIN_CHARS} are required"
+            ));
+        }
+    }
     let node_id = settings.node_id();
     let (options, addrs) = connect_options(
         settings,
@@ -175,10 +185,56 @@ pub async fn connect(
             applied: AtomicU64::new(applied),
             applied_tx,
             own: Mutex::new(HashSet::new()),
+            control_mac: settings.control_key.as_ref().map(ControlMac::new),
             stopping: AtomicBool::new(false),
             loops: AtomicUsize::new(0),
         }),
     })
+}
+
+/// The shortest `fleet.control_key` accepted.
+pub const CONTROL_KEY_MIN_CHARS: usize = 32;
+
+/// The header carrying a control message's MAC: keyed BLAKE3 of the payload, hex.
+pub const CONTROL_MAC_HEADER: &str = "Kafclaw-Control-Mac";
+
+/// `fleet.control_key`, derived into a BLAKE3 key of its own (never the key itself, never
+/// shown: no `Debug`).
+struct ControlMac([u8; 32]);
+
+impl ControlMac {
+    fn new(key: &crate::settings::secret::Secret) -> Self {
+        Self(blake3::derive_key(
+            "kafclaw 2026 fleet control message mac v1",
+            key.expose().as_bytes(),
+        ))
+    }
+    fn tag(&self, payload: &[u8]) -> blake3::Hash {
+        blake3::keyed_hash(&self.0, payload)
+    }
+    /// Whether `presented` (the header's hex) is the payload's MAC; compared in constant time
+    /// (`blake3::Hash`'s equality).
+    fn verify(&self, payload: &[u8], presented: Option<&str>) -> bool {
+        presented
+            .and_then(|hex| blake3::Hash::from_hex(hex).ok())
+            .is_some_and(|tag| tag == self.tag(payload))
+    }
+}
+
+/// Why a control message from the stream is not to be applied for want of a valid MAC (with
+/// `fleet.control_key` set), or `None`.
+fn unauthenticated(mac: Option<&ControlMac>, message: &async_nats::Message) -> Option<String> {
+    let mac = mac?;
+    let presented = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(CONTROL_MAC_HEADER))
+        .map(|v| v.as_str());
+    if mac.verify(&message.payload, presented) {
+        None
+    } else {
+        Some("no valid fleet.control_key MAC; not applied".into())
+    }
 }
 
 fn load_applied(db: &StoreDb) -> u64 {
@@ -439,6 +495,9 @@ impl Fleet {
         let payload = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", envelope.id.as_str());
+        if let Some(mac) = &self.inner.control_mac {
+            headers.insert(CONTROL_MAC_HEADER, mac.tag(&payload).to_hex().as_str());
+        }
         self.lock_own().insert(envelope.id.clone());
         let publish = async {
             self.inner
@@ -713,7 +772,8 @@ async fn follow(fleet: &Fleet, control: &ControlContext) -> Result<(), String> {
                 let own =
                     envelope.origin == fleet.node_id() && fleet.lock_own().remove(&envelope.id);
                 if !own {
-                    crate::admin::apply_from_fleet(envelope, seq, control).await?;
+                    let forged = unauthenticated(fleet.inner.control_mac.as_ref(), &message);
+                    crate::admin::apply_from_fleet(envelope, seq, forged, control).await?;
                 }
             }
             Err(e) => tracing::warn!(seq, error = %e, "fleet: unreadable control message skipped"),

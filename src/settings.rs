@@ -481,6 +481,10 @@ pub struct FleetSettings {
     /// A NATS token or an nkey seed (`SU…`).
     #[serde(default)]
     pub credentials: Option<Secret>,
+    /// The key every node authenticates control messages with (the same on every node):
+    /// a message on the control stream without its valid MAC is audited and never applied.
+    #[serde(default)]
+    pub control_key: Option<Secret>,
     /// A PEM CA file the NATS servers' certificates are checked against (empty = none).
     pub tls_ca_file: String,
     /// Replicas of every stream and bucket (1 or 3).

@@ -408,6 +408,7 @@ pub async fn apply(
 pub async fn apply_from_fleet(
     envelope: crate::fleet::ControlEnvelope,
     seq: u64,
+    unauthenticated: Option<String>,
     ctx: &ControlContext,
 ) -> Result<(), String> {
     let crate::fleet::ControlEnvelope {
@@ -422,7 +423,9 @@ pub async fn apply_from_fleet(
     data["seq"] = Value::from(seq);
     // Only the kinds that fan out are ever published by a node; anything else on the stream
     // (a snapshot, an incident resolution, a token rotation) was put there by someone else.
-    let skipped = if message.fans_out() {
+    let skipped = if let Some(reason) = unauthenticated {
+        Some(reason)
+    } else if message.fans_out() {
         validate(&message, ctx).err().map(|e| e.to_string())
     } else {
         Some(format!(

@@ -33,6 +33,7 @@ pub const VAULT_SECRET_KEYS: &[&str] = &[
     "channels.whatsapp.app_secret",
     "channels.whatsapp.access_token",
     "fleet.credentials",
+    "fleet.control_key",
 ];
 
 /// The opened core.
@@ -149,6 +150,7 @@ pub fn resolve_secrets(settings: &mut Settings, vault: &Vault) -> Result<(), Cor
             "gateway.auth_token" => settings.gateway.auth_token = Some(secret),
             "providers.openai.api_key" => settings.providers.openai.api_key = Some(secret),
             "fleet.credentials" => settings.fleet.credentials = Some(secret),
+            "fleet.control_key" => settings.fleet.control_key = Some(secret),
             other => {
                 // Channel secrets stay in the JSON slice until the channels consume them.
                 let path: Vec<&str> = other.split('.').skip(1).collect();

@@ -94,6 +94,7 @@ fn posture(
     }
     bind::check(&settings, &trust, report);
     bind::local_mode(&settings, &trust, report);
+    bind::fleet_control(&settings, &trust, report);
     crate::checks::tls::check(&settings, report);
     files::check(home, Some(&settings), report);
     isolation::check(home, &settings, env, report);

@@ -296,6 +296,7 @@ pub const KEYS: &[KeySpec] = &[
     k("fleet.nats_urls", Kind::List),
     k("fleet.node_id", Kind::Str),
     k("fleet.credentials", Kind::Secret),
+    k("fleet.control_key", Kind::Secret),
     k("fleet.tls_ca_file", Kind::Str),
     k("fleet.stream_replicas", Kind::UIntOneOf(&[1, 3])),
     k(

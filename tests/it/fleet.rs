@@ -15,6 +15,9 @@ use cluster::Cluster;
 const BRIDGE_SECRET: &str = "fleet-bridge-secret-0123456789";
 
 /// A fleet node: token, one bridge channel, `fleet.*` pointed at the cluster.
+/// Every node's `fleet.control_key` (the control messages of these tests are authenticated).
+const CONTROL_KEY: &str = "fleet-control-key-0123456789abcdefghijklmnop";
+
 fn node(cluster: &Cluster, id: &str) -> Options {
     let mut options = Options::default()
         .token()
@@ -22,6 +25,7 @@ fn node(cluster: &Cluster, id: &str) -> Options {
         .env("KAFCLAW_FLEET_NATS_URLS", &cluster.urls())
         .env("KAFCLAW_FLEET_NODE_ID", id)
         .env("KAFCLAW_FLEET_STREAM_REPLICAS", "3")
+        .env("KAFCLAW_FLEET_CONTROL_KEY", CONTROL_KEY)
         .env("KAFCLAW_CHANNELS_BRIDGES_SLACK_SECRET", BRIDGE_SECRET);
     options.config_json = Some(
         json!({"channels": {"bridges": {"slack": {"outbound_url": "http://127.0.0.1:9/out"}}}})
@@ -187,70 +191,101 @@ async fn a_node_that_was_down_applies_the_missed_lockdown_before_its_listeners_o
     );
 }
 
-/// Nodes publish only the kinds that fan out. Anything else on the control stream was put there
-/// by someone else with access to NATS (another client, a compromised node): a token rotation
-/// with no grace, a snapshot or an incident resolution is audited as skipped and never run.
+/// Nodes publish only the kinds that fan out, each with its `fleet.control_key` MAC. Anything
+/// else on the control stream was put there by someone else with publish access to NATS
+/// (another client, a compromised account): a lockdown or a tool relaxation without a valid
+/// MAC, a token rotation with no grace, a snapshot or an incident resolution is audited as
+/// skipped and never run. Without a control key a local-only kind is still never applied.
 #[tokio::test]
-async fn a_forged_local_only_control_message_on_the_stream_is_audited_and_skipped() {
+async fn forged_control_messages_on_the_stream_are_audited_and_skipped() {
     let cluster = Cluster::start();
-    let gw = Gateway::start(node(&cluster, "b"));
-    wait_for("the node to connect", Duration::from_secs(15), async || {
-        fleet_state(&gw).await == "connected"
-    })
-    .await;
+    let mut keyless = node(&cluster, "b");
+    keyless.env.remove("KAFCLAW_FLEET_CONTROL_KEY");
+    let nodes = [Gateway::start(node(&cluster, "a")), Gateway::start(keyless)];
+    for gw in &nodes {
+        wait_for("the node to connect", Duration::from_secs(15), async || {
+            fleet_state(gw).await == "connected"
+        })
+        .await;
+    }
     let nats = async_nats::connect(cluster.urls().split(',').next().unwrap())
         .await
         .unwrap();
     let js = async_nats::jetstream::new(nats);
-    let forged = [
+    let local_only = [
         json!({"type": "rotate_gateway_token", "grace_seconds": 0}),
         json!({"type": "snapshot", "label": "forged"}),
         json!({"type": "resolve_incident", "id": "inc-1", "note": "x"}),
     ];
-    for (i, message) in forged.iter().enumerate() {
+    let fan_out = [
+        (json!({"type": "lockdown", "reason": "forged"}), None),
+        (
+            json!({"type": "relax_tools"}),
+            Some("0".repeat(64)), // a MAC, but not this payload's
+        ),
+    ];
+    let messages = local_only
+        .iter()
+        .map(|m| (m.clone(), None))
+        .chain(fan_out.iter().cloned());
+    for (i, (message, mac)) in messages.enumerate() {
         let envelope = json!({
             "id": format!("forged{i}"),
-            "origin": "b",
+            "origin": "a",
             "actor": "env:KAFCLAW_GATEWAY_AUTH_TOKEN",
             "message": message,
         });
-        js.publish(
-            "kafclaw.control",
-            serde_json::to_vec(&envelope).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(mac) = mac {
+            headers.insert("Kafclaw-Control-Mac", mac.as_str());
+        }
+        let payload = serde_json::to_vec(&envelope).unwrap();
+        js.publish_with_headers("kafclaw.control", headers, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
+    let skipped = |gw: &Gateway, why: &str| {
+        control_applied(gw)
+            .iter()
+            .filter(|r| data(r)["skipped"].as_str().is_some_and(|s| s.contains(why)))
+            .count()
+    };
+    let total = local_only.len() + fan_out.len();
     wait_for(
-        "the forged messages to be audited",
+        "node a to audit every forged message",
         Duration::from_secs(10),
-        async || {
-            control_applied(&gw)
-                .iter()
-                .filter(|r| {
-                    data(r)["skipped"]
-                        .as_str()
-                        .is_some_and(|s| s.contains("never fans out"))
-                })
-                .count()
-                == forged.len()
-        },
+        async || skipped(&nodes[0], "fleet.control_key MAC") == total,
     )
     .await;
-    // The admin token still works (no rotation ran) and no snapshot was taken.
-    let (status, body) = control(
-        &gw,
-        json!({"type": "quarantine_channel", "channel": "slack", "reason": "still admin"}),
+    wait_for(
+        "node b to audit the local-only ones",
+        Duration::from_secs(10),
+        async || skipped(&nodes[1], "never fans out") == local_only.len(),
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let snapshots = gw.home_path().join(".kafclaw/snapshots");
-    let taken = std::fs::read_dir(&snapshots)
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(taken, 0, "{}", snapshots.display());
+    // Node a (with the key) applied none: not locked down, the admin token still works (no
+    // rotation ran), no snapshot was taken.
+    assert!(!locked_down(&nodes[0]).await);
+    let tools = nodes[0].get_json("/api/v1/tools").await;
+    assert!(
+        tools["restriction"].is_null() || tools["restriction"]["max_tier"] != 0,
+        "{tools}"
+    );
+    for gw in &nodes {
+        let (status, body) = control(
+            gw,
+            json!({"type": "block_sender", "channel": "slack", "sender": "u1"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let snapshots = gw.home_path().join(".kafclaw/snapshots");
+        let taken = std::fs::read_dir(&snapshots)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(taken, 0, "{}", snapshots.display());
+    }
 }
 
 #[tokio::test]

@@ -77,6 +77,28 @@ pub fn local_mode(settings: &Settings, trust: &TrustState, report: &mut Report) 
     );
 }
 
+/// Fleet mode without `fleet.control_key`: WARN, because whoever may publish on the NATS
+/// control subject can then quarantine, release or relax tools on every node.
+pub fn fleet_control(settings: &Settings, trust: &TrustState, report: &mut Report) {
+    let fleet = &settings.fleet;
+    if !fleet.enabled {
+        return;
+    }
+    let in_vault = trust.running && trust.has_secret("fleet.control_key");
+    if fleet.control_key.is_some() || in_vault {
+        report.pass(
+            "fleet_control_key",
+            "fleet control messages are authenticated (fleet.control_key)",
+        );
+        return;
+    }
+    report.warn(
+        "fleet_control_key",
+        "fleet mode without fleet.control_key: any NATS client allowed to publish on kafclaw.control can quarantine, release, relax tools or unblock senders on every node",
+        "set the same key on every node: `head -c 32 /dev/urandom | base64 | kafclaw secrets set fleet.control_key`, then restart the nodes",
+    );
+}
+
 fn strength(token: &Secret, report: &mut Report) {
     let len = token.char_len();
     if len < MIN_TOKEN_CHARS {
