@@ -67,7 +67,15 @@ pub struct ControlEnvelope {
     pub actor: String,
     /// The message itself.
     pub message: ControlMessage,
+    /// When the origin issued it (Unix seconds), under the MAC: a copy of an old envelope
+    /// published again is far older than its stream timestamp and is not applied.
+    #[serde(default)]
+    pub issued_at: i64,
 }
+
+/// How much older than its stream timestamp an authenticated envelope may be (the origin
+/// publishes within [`PUBLISH_TIMEOUT`] of issuing it; a replay is older).
+const CONTROL_MAX_AGE_SECONDS: i64 = 60;
 
 /// A handle on the fleet connection (cheap to clone).
 #[derive(Clone)]
@@ -221,20 +229,31 @@ impl ControlMac {
     }
 }
 
-/// Why a control message from the stream is not to be applied for want of a valid MAC (with
-/// `fleet.control_key` set), or `None`.
-fn unauthenticated(mac: Option<&ControlMac>, message: &async_nats::Message) -> Option<String> {
+/// Why a control message from the stream is not to be applied (with `fleet.control_key` set):
+/// no valid MAC, or an authenticated envelope issued long before the stream took it (a replay
+/// of an old message); `None` when it may be applied.
+fn unauthenticated(
+    mac: Option<&ControlMac>,
+    message: &async_nats::Message,
+    envelope: &ControlEnvelope,
+    published: i64,
+) -> Option<String> {
     let mac = mac?;
     let presented = message
         .headers
         .as_ref()
         .and_then(|h| h.get(CONTROL_MAC_HEADER))
         .map(|v| v.as_str());
-    if mac.verify(&message.payload, presented) {
-        None
-    } else {
-        Some("no valid fleet.control_key MAC; not applied".into())
+    if !mac.verify(&message.payload, presented) {
+        return Some("no valid fleet.control_key MAC; not applied".into());
     }
+    let age = published.saturating_sub(envelope.issued_at);
+    if age > CONTROL_MAX_AGE_SECONDS {
+        return Some(format!(
+            "issued {age} s before the stream took it (a replayed message); not applied"
+        ));
+    }
+    None
 }
 
 fn load_applied(db: &StoreDb) -> u64 {
@@ -491,6 +510,7 @@ impl Fleet {
             origin: self.inner.node_id.clone(),
             actor: actor.to_string(),
             message: message.clone(),
+            issued_at: time::OffsetDateTime::now_utc().unix_timestamp(),
         };
         let payload = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
         let mut headers = async_nats::HeaderMap::new();
@@ -763,7 +783,8 @@ async fn follow(fleet: &Fleet, control: &ControlContext) -> Result<(), String> {
             Ok(Some(Err(e))) => return Err(e.to_string()),
             Ok(Some(Ok(message))) => message,
         };
-        let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+        let info = message.info().map_err(|e| e.to_string())?;
+        let (seq, published) = (info.stream_sequence, info.published.unix_timestamp());
         if seq <= fleet.applied_seq() {
             continue;
         }
@@ -772,7 +793,8 @@ async fn follow(fleet: &Fleet, control: &ControlContext) -> Result<(), String> {
                 let own =
                     envelope.origin == fleet.node_id() && fleet.lock_own().remove(&envelope.id);
                 if !own {
-                    let forged = unauthenticated(fleet.inner.control_mac.as_ref(), &message);
+                    let mac = fleet.inner.control_mac.as_ref();
+                    let forged = unauthenticated(mac, &message, &envelope, published);
                     crate::admin::apply_from_fleet(envelope, seq, forged, control).await?;
                 }
             }

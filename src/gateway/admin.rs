@@ -416,6 +416,7 @@ pub async fn apply_from_fleet(
         origin,
         actor,
         message,
+        ..
     } = envelope;
     let mut data = serde_json::to_value(&message).unwrap_or(Value::Null);
     data["origin"] = Value::from(origin.as_str());

@@ -246,6 +246,44 @@ async fn forged_control_messages_on_the_stream_are_audited_and_skipped() {
             .await
             .unwrap();
     }
+    // Signed with the key (as a node would): a fresh one is applied, a copy issued an hour
+    // before the stream took it (a replay) is not.
+    let key = blake3::derive_key(
+        "kafclaw 2026 fleet control message mac v1",
+        CONTROL_KEY.as_bytes(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let signed = [
+        (
+            json!({"type": "lockdown", "reason": "replayed"}),
+            now - 3600,
+        ),
+        (
+            json!({"type": "block_sender", "channel": "slack", "sender": "signed"}),
+            now,
+        ),
+    ];
+    for (i, (message, issued_at)) in signed.iter().enumerate() {
+        let envelope = json!({
+            "id": format!("signed{i}"),
+            "origin": "a",
+            "actor": "env:KAFCLAW_GATEWAY_AUTH_TOKEN",
+            "message": message,
+            "issued_at": issued_at,
+        });
+        let payload = serde_json::to_vec(&envelope).unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        let mac = blake3::keyed_hash(&key, &payload).to_hex();
+        headers.insert("Kafclaw-Control-Mac", mac.as_str());
+        js.publish_with_headers("kafclaw.control", headers, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
     let skipped = |gw: &Gateway, why: &str| {
         control_applied(gw)
             .iter()
@@ -265,7 +303,20 @@ async fn forged_control_messages_on_the_stream_are_audited_and_skipped() {
         async || skipped(&nodes[1], "never fans out") == local_only.len(),
     )
     .await;
-    // Node a (with the key) applied none: not locked down, the admin token still works (no
+    wait_for(
+        "node a to audit the replay",
+        Duration::from_secs(10),
+        async || skipped(&nodes[0], "replayed message") == 1,
+    )
+    .await;
+    let applied = control_applied(&nodes[0]);
+    assert!(
+        applied.iter().any(|r| r["subject"] == "block_sender"
+            && data(r)["sender"] == "signed"
+            && data(r)["skipped"].is_null()),
+        "a fresh message with a valid MAC is applied: {applied:?}"
+    );
+    // Node a (with the key) applied no forged one: not locked down, the admin token still works (no
     // rotation ran), no snapshot was taken.
     assert!(!locked_down(&nodes[0]).await);
     let tools = nodes[0].get_json("/api/v1/tools").await;
