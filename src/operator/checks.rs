@@ -82,6 +82,9 @@ pub struct TrustState {
     pub vault_absent: bool,
     /// Names and times of every secret (from the vault here or the running gateway).
     pub secrets: Option<Vec<SecretInfo>>,
+    /// Issued tokens neither revoked nor expired (from the store here or the running
+    /// gateway); `None` when unknown.
+    pub active_tokens: Option<usize>,
 }
 
 /// How [`TrustState::open`] treats a home where nothing exists yet.
@@ -104,8 +107,25 @@ impl TrustState {
             vault_error: None,
             vault_absent: false,
             secrets: None,
+            active_tokens: None,
         };
         if state.running {
+            if let Ok(Some(protocol::Answer::Ok(list))) =
+                protocol::send(home, &Operation::TokenList)
+            {
+                let now = time::OffsetDateTime::now_utc();
+                let live = |at: &Value| {
+                    at.as_str()
+                        .and_then(kafclaw_actors::clock::parse_rfc3339)
+                        .is_none_or(|t| t > now)
+                };
+                state.active_tokens = list.as_array().map(|tokens| {
+                    tokens
+                        .iter()
+                        .filter(|t| live(&t["revoked_at"]) && live(&t["expires_at"]))
+                        .count()
+                });
+            }
             if let Ok(Some(protocol::Answer::Ok(list))) =
                 protocol::send(home, &Operation::SecretList)
             {
@@ -142,6 +162,7 @@ impl TrustState {
             Ok((vault, warnings)) => {
                 kafclaw_actors::vault::log_warnings(&warnings);
                 state.secrets = vault.list().ok();
+                state.active_tokens = active_tokens(&db, &vault);
                 state.vault = Some(vault);
             }
             Err(e) => {
@@ -167,6 +188,28 @@ impl TrustState {
     pub fn has_secret(&self, name: &str) -> bool {
         self.secret_updated(name).is_some()
     }
+}
+
+/// Issued tokens neither revoked nor expired, read from the store (`None` when the token key
+/// is not in the vault yet: then no token was ever issued here, or it cannot be told).
+fn active_tokens(db: &StoreDb, vault: &Vault) -> Option<usize> {
+    let key = vault.get(crate::core::TOKEN_HASH_KEY_NAME).ok()??;
+    let key: [u8; 32] = key.expose().try_into().ok()?;
+    let registry = kafclaw_actors::token::TokenRegistry::open(
+        db,
+        kafclaw_actors::token::TokenHashKey::from_bytes(key),
+    )
+    .ok()?;
+    let now = time::OffsetDateTime::now_utc();
+    let records = registry.list().ok()?;
+    Some(
+        records
+            .iter()
+            .filter(|r| {
+                r.revoked_at.is_none_or(|t| t > now) && r.expires_at.is_none_or(|t| t > now)
+            })
+            .count(),
+    )
 }
 
 /// One entry of the `secrets list` answer of a running gateway.

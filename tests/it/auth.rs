@@ -188,6 +188,19 @@ async fn an_issued_token_ends_tokenless_local_mode_on_a_running_gateway() {
                 "{status_body}"
             );
         }
+        let (_, out, _) = run(&home, &HashMap::new(), &["--json", "security", "check"]);
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let row = doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "local_mode")
+            .cloned()
+            .unwrap_or_else(|| panic!("{doc}"));
+        assert_eq!(
+            row["status"], "pass",
+            "the running gateway's tokens count: {row}"
+        );
         let (code, _, err) = run(&home, &HashMap::new(), &["token", "revoke", scope]);
         assert_eq!(code, 0, "{err}");
     }

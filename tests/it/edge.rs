@@ -741,4 +741,31 @@ fn security_check_warns_about_tokenless_local_mode() {
         .unwrap()
         .clone();
     assert_eq!(row["status"], "pass", "{row}");
+
+    // An issued token ends tokenless local mode (the gateway then asks every request for a
+    // token), so the check passes without gateway.auth_token; a revoked one does not count.
+    let local_mode = |home: &std::path::Path| {
+        let (_, out, _) = run(home, &Default::default(), &["--json", "security", "check"]);
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "local_mode")
+            .unwrap()
+            .clone()
+    };
+    let none = std::collections::HashMap::new();
+    let (code, _, err) = run(
+        home.path(),
+        &none,
+        &["token", "create", "--scope", "read", "--name", "r"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let row = local_mode(home.path());
+    assert_eq!(row["status"], "pass", "{row}");
+    let (code, _, err) = run(home.path(), &none, &["token", "revoke", "r"]);
+    assert_eq!(code, 0, "{err}");
+    let row = local_mode(home.path());
+    assert_eq!(row["status"], "warn", "{row}");
 }

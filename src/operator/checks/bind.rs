@@ -70,6 +70,13 @@ pub fn local_mode(settings: &Settings, trust: &TrustState, report: &mut Report) 
         );
         return;
     }
+    if let Some(n) = trust.active_tokens.filter(|n| *n > 0) {
+        report.pass(
+            "local_mode",
+            format!("{n} issued token(s) active, so every request needs a token (tokenless local mode ends while a token is active)"),
+        );
+        return;
+    }
     report.warn(
         "local_mode",
         format!("local single-user mode: loopback host {} without a gateway token, so every local user and process on this host is admin on the dashboard and can chat (run tools) without a token", gw.host),
