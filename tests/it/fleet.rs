@@ -309,13 +309,19 @@ async fn forged_control_messages_on_the_stream_are_audited_and_skipped() {
         async || skipped(&nodes[0], "replayed message") == 1,
     )
     .await;
-    let applied = control_applied(&nodes[0]);
-    assert!(
-        applied.iter().any(|r| r["subject"] == "block_sender"
-            && data(r)["sender"] == "signed"
-            && data(r)["skipped"].is_null()),
-        "a fresh message with a valid MAC is applied: {applied:?}"
-    );
+    // Published after the replay, so followed after it too: waited for, not assumed.
+    wait_for(
+        "node a to apply the fresh message with a valid MAC",
+        Duration::from_secs(10),
+        async || {
+            control_applied(&nodes[0]).iter().any(|r| {
+                r["subject"] == "block_sender"
+                    && data(r)["sender"] == "signed"
+                    && data(r)["skipped"].is_null()
+            })
+        },
+    )
+    .await;
     // Node a (with the key) applied no forged one: not locked down, the admin token still works (no
     // rotation ran), no snapshot was taken.
     assert!(!locked_down(&nodes[0]).await);
