@@ -7,8 +7,9 @@
 //! `seq` as 16 hex digits, so key order is message order), and under `turns/<session>` the
 //! keys of the last [`REMEMBERED_TURNS`] journaled turns appended, all written in one batch.
 //! A turn writes its new messages and deletes the trimmed ones: the store is not handed the
-//! whole history again every turn (issue 20: a growth soak measured 3,927 -> 2,799 store
-//! bytes per message with this, BENCHMARKS.md). Stores written before hold one JSON array
+//! whole history again every turn (issue 20: two 3-minute growth soaks measured 3,927 -> 2,799
+//! and 3,427 -> 3,331 store bytes per message with this, BENCHMARKS.md; not yet settled by a
+//! longer run). Stores written before hold one JSON array
 //! per session under `history/<session>`: it is read as the oldest part of the history, and
 //! the session's next append moves it to per-message keys in the same batch.
 //! Must not: store system prompts (they are rebuilt for every turn) or order turns: the
