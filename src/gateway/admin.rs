@@ -375,8 +375,6 @@ pub async fn apply(
         data["id"] = Value::from(id.as_str());
         envelope_id = Some(id);
     }
-    let unavailable =
-        || ControlError::Unavailable("audit log unavailable; nothing was applied".into());
     let record = |data: Value| AppendRecord {
         kind: AuditKind::ControlApplied,
         actor: actor.to_string(),
@@ -384,7 +382,9 @@ pub async fn apply(
         data,
     };
     if !matches!(ctx.audit.send(record(data.clone())).await, Ok(Ok(_))) {
-        return Err(unavailable());
+        return Err(ControlError::Unavailable(
+            "audit log unavailable; nothing was applied".into(),
+        ));
     }
     if let (Some(fleet), Some(id)) = (fleet, envelope_id) {
         if let Err(e) = fleet.publish_control(id, &msg, actor).await {

@@ -82,9 +82,9 @@ pub struct TrustState {
     pub vault_absent: bool,
     /// Names and times of every secret (from the vault here or the running gateway).
     pub secrets: Option<Vec<SecretInfo>>,
-    /// Issued tokens neither revoked nor expired (from the store here or the running
-    /// gateway); `None` when unknown.
-    pub active_tokens: Option<usize>,
+    /// Whether an issued token is neither revoked nor expired (from the store here or the
+    /// running gateway); `None` when unknown.
+    pub tokens_active: Option<bool>,
 }
 
 /// How [`TrustState::open`] treats a home where nothing exists yet.
@@ -107,7 +107,7 @@ impl TrustState {
             vault_error: None,
             vault_absent: false,
             secrets: None,
-            active_tokens: None,
+            tokens_active: None,
         };
         if state.running {
             if let Ok(Some(protocol::Answer::Ok(list))) =
@@ -119,11 +119,10 @@ impl TrustState {
                         .and_then(kafclaw_actors::clock::parse_rfc3339)
                         .is_none_or(|t| t > now)
                 };
-                state.active_tokens = list.as_array().map(|tokens| {
+                state.tokens_active = list.as_array().map(|tokens| {
                     tokens
                         .iter()
-                        .filter(|t| live(&t["revoked_at"]) && live(&t["expires_at"]))
-                        .count()
+                        .any(|t| live(&t["revoked_at"]) && live(&t["expires_at"]))
                 });
             }
             if let Ok(Some(protocol::Answer::Ok(list))) =
@@ -162,7 +161,7 @@ impl TrustState {
             Ok((vault, warnings)) => {
                 kafclaw_actors::vault::log_warnings(&warnings);
                 state.secrets = vault.list().ok();
-                state.active_tokens = active_tokens(&db, &vault);
+                state.tokens_active = tokens_active(&db, &vault);
                 state.vault = Some(vault);
             }
             Err(e) => {
@@ -190,26 +189,15 @@ impl TrustState {
     }
 }
 
-/// Issued tokens neither revoked nor expired, read from the store (`None` when the token key
-/// is not in the vault yet: then no token was ever issued here, or it cannot be told).
-fn active_tokens(db: &StoreDb, vault: &Vault) -> Option<usize> {
+/// Whether an issued token is active, read from the store (`None` when the token key is not
+/// in the vault yet: then no token was ever issued here, or it cannot be told).
+fn tokens_active(db: &StoreDb, vault: &Vault) -> Option<bool> {
     let key = vault.get(crate::core::TOKEN_HASH_KEY_NAME).ok()??;
     let key: [u8; 32] = key.expose().try_into().ok()?;
-    let registry = kafclaw_actors::token::TokenRegistry::open(
-        db,
-        kafclaw_actors::token::TokenHashKey::from_bytes(key),
-    )
-    .ok()?;
-    let now = time::OffsetDateTime::now_utc();
-    let records = registry.list().ok()?;
-    Some(
-        records
-            .iter()
-            .filter(|r| {
-                r.revoked_at.is_none_or(|t| t > now) && r.expires_at.is_none_or(|t| t > now)
-            })
-            .count(),
-    )
+    let key = kafclaw_actors::token::TokenHashKey::from_bytes(key);
+    let registry = kafclaw_actors::token::TokenRegistry::open(db, key).ok()?;
+    // No static admin is loaded here: only issued tokens count.
+    Some(registry.has_active_tokens(time::OffsetDateTime::now_utc()))
 }
 
 /// One entry of the `secrets list` answer of a running gateway.

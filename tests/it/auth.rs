@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 
 use std::collections::HashMap;
 
-use crate::harness::{client, run, Gateway, Options, TOKEN};
+use crate::harness::{client, run, security_check_row, Gateway, Options, TOKEN};
 
 async fn get(url: &str, auth: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, String) {
     let mut req = client().get(url);
@@ -188,15 +188,7 @@ async fn an_issued_token_ends_tokenless_local_mode_on_a_running_gateway() {
                 "{status_body}"
             );
         }
-        let (_, out, _) = run(&home, &HashMap::new(), &["--json", "security", "check"]);
-        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let row = doc["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "local_mode")
-            .cloned()
-            .unwrap_or_else(|| panic!("{doc}"));
+        let row = security_check_row(&home, &HashMap::new(), "local_mode");
         assert_eq!(
             row["status"], "pass",
             "the running gateway's tokens count: {row}"

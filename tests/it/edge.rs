@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{run, Gateway, Options, TOKEN};
+use crate::harness::{run, security_check_row, Gateway, Options, TOKEN};
 
 mod flood;
 
@@ -710,19 +710,8 @@ fn a_listener_that_cannot_bind_exits_2_with_one_line() {
 #[test]
 fn security_check_warns_about_tokenless_local_mode() {
     let home = tempfile::tempdir().unwrap();
-    let (_, out, _) = run(
-        home.path(),
-        &Default::default(),
-        &["--json", "security", "check"],
-    );
-    let doc: Value = serde_json::from_str(&out).unwrap();
-    let row = doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "local_mode")
-        .unwrap_or_else(|| panic!("{doc}"))
-        .clone();
+    let none = std::collections::HashMap::new();
+    let row = security_check_row(home.path(), &none, "local_mode");
     assert_eq!(row["status"], "warn", "{row}");
     let remedy = row["remedy"].as_str().unwrap();
     assert!(
@@ -731,41 +720,21 @@ fn security_check_warns_about_tokenless_local_mode() {
     );
 
     let env = [("KAFCLAW_GATEWAY_AUTH_TOKEN".to_string(), TOKEN.to_string())].into();
-    let (_, out, _) = run(home.path(), &env, &["--json", "security", "check"]);
-    let doc: Value = serde_json::from_str(&out).unwrap();
-    let row = doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "local_mode")
-        .unwrap()
-        .clone();
+    let row = security_check_row(home.path(), &env, "local_mode");
     assert_eq!(row["status"], "pass", "{row}");
 
     // An issued token ends tokenless local mode (the gateway then asks every request for a
     // token), so the check passes without gateway.auth_token; a revoked one does not count.
-    let local_mode = |home: &std::path::Path| {
-        let (_, out, _) = run(home, &Default::default(), &["--json", "security", "check"]);
-        let doc: Value = serde_json::from_str(&out).unwrap();
-        doc["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "local_mode")
-            .unwrap()
-            .clone()
-    };
-    let none = std::collections::HashMap::new();
     let (code, _, err) = run(
         home.path(),
         &none,
         &["token", "create", "--scope", "read", "--name", "r"],
     );
     assert_eq!(code, 0, "{err}");
-    let row = local_mode(home.path());
+    let row = security_check_row(home.path(), &none, "local_mode");
     assert_eq!(row["status"], "pass", "{row}");
     let (code, _, err) = run(home.path(), &none, &["token", "revoke", "r"]);
     assert_eq!(code, 0, "{err}");
-    let row = local_mode(home.path());
+    let row = security_check_row(home.path(), &none, "local_mode");
     assert_eq!(row["status"], "warn", "{row}");
 }

@@ -345,6 +345,34 @@ async fn forged_control_messages_on_the_stream_are_audited_and_skipped() {
     }
 }
 
+/// A guessable control key would make the MAC worthless: under 32 characters the gateway
+/// refuses to start (before it connects anywhere), naming the key but never its value.
+#[test]
+fn a_short_fleet_control_key_is_refused_at_start() {
+    let home = tempfile::tempdir().unwrap();
+    let short = "only-31-characters-long-key-xyz";
+    assert_eq!(short.len(), 31);
+    let env: std::collections::HashMap<String, String> = [
+        ("KAFCLAW_FLEET_ENABLED", "true"),
+        ("KAFCLAW_FLEET_NATS_URLS", "nats://127.0.0.1:9"),
+        ("KAFCLAW_FLEET_CONTROL_KEY", short),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (code, _, err) = crate::harness::run(
+        home.path(),
+        &env,
+        &["gateway", "--port", "0", "--dashboard-port", "0"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("fleet.control_key has 31 characters; at least 32 are required"),
+        "{err}"
+    );
+    assert!(!err.contains(short), "{err}");
+}
+
 #[tokio::test]
 async fn with_every_nats_server_down_the_node_is_degraded_refuses_fan_out_and_recovers() {
     let mut cluster = Cluster::start();

@@ -270,6 +270,24 @@ pub fn run(home: &Path, env: &HashMap<String, String>, args: &[&str]) -> (i32, S
     (code, out, err)
 }
 
+/// The row `name` of `kafclaw --json security check` in `home` with `env`.
+pub fn security_check_row(
+    home: &Path,
+    env: &HashMap<String, String>,
+    name: &str,
+) -> serde_json::Value {
+    let (_, out, err) = run(home, env, &["--json", "security", "check"]);
+    let doc: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}\n{err}"));
+    doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} row: {doc}"))
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }

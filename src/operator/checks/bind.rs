@@ -70,10 +70,10 @@ pub fn local_mode(settings: &Settings, trust: &TrustState, report: &mut Report) 
         );
         return;
     }
-    if let Some(n) = trust.active_tokens.filter(|n| *n > 0) {
+    if trust.tokens_active == Some(true) {
         report.pass(
             "local_mode",
-            format!("{n} issued token(s) active, so every request needs a token (tokenless local mode ends while a token is active)"),
+            "an issued token is active, so every request needs a token (tokenless local mode ends while a token is active)",
         );
         return;
     }
