@@ -240,7 +240,8 @@ impl std::fmt::Debug for StoreDb {
 impl Drop for StoreDb {
     fn drop(&mut self) {
         // The last holder, or the last but a deferred flush that holds the store right now:
-        // wait for that flush, so the store is closed once this drop returns.
+        // wait for that flush, so no handle of ours outlives this drop (sled's own threads
+        // release the directory's lock a moment later; `open` waits for that).
         if Arc::strong_count(&self.db) <= 2 {
             let _busy = self.idle.busy.lock().unwrap_or_else(|e| e.into_inner());
             // With `busy` held no deferred flush holds the store: 1 means this is the last.
@@ -249,6 +250,17 @@ impl Drop for StoreDb {
             }
         }
     }
+}
+
+/// How long [`StoreDb::open`] waits for the directory's lock to be released.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// sled 0.34 reports a held `flock` as `ErrorKind::Other` with this text, the OS error
+/// (`WouldBlock`) only formatted into it.
+fn is_lock_contention(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::WouldBlock
+        || (error.kind() == std::io::ErrorKind::Other
+            && error.to_string().starts_with("could not acquire lock"))
 }
 
 impl StoreDb {
@@ -267,12 +279,31 @@ impl StoreDb {
             reason,
         };
         fsutil::create_private_dir(path).map_err(|e| open_error(e.to_string()))?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(None) // see `IdleFlush`
-            .open()
-            .map_err(|e| open_error(e.to_string()))?;
+            .flush_every_ms(None); // see `IdleFlush`
+                                   // sled takes an exclusive `flock` on the directory and, when the last handle drops,
+                                   // releases it from its own I/O threads a moment later: a store reopened in the same
+                                   // process right after a close (a restart of the bridge, a restore) can find it still
+                                   // held. Wait a bounded time for that; a lock still held then belongs to someone else.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if is_lock_contention(&e) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(open_error(format!(
+                            "it is locked by another process (a gateway or another kafclaw \
+                             command using this home?), still after {} s",
+                            LOCK_WAIT.as_secs()
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(open_error(e.to_string())),
+            }
+        };
         Ok(Self::wrap(db, path.to_path_buf(), cache_bytes))
     }
 

@@ -313,3 +313,28 @@ fn a_dropped_store_is_closed_even_while_its_deferred_flush_runs() {
         StoreDb::open(&path).unwrap_or_else(|e| panic!("reopen at {offset_ms:+} ms: {e}"));
     }
 }
+
+#[test]
+fn a_store_released_a_moment_after_it_is_asked_for_opens_and_one_held_is_refused_clearly() {
+    // sled releases its directory lock from its own threads after the last handle drops:
+    // an open that races that release waits for it instead of failing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("timeline.db");
+    let held = StoreDb::open(&path).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    let reopened = StoreDb::open(&path);
+    release.join().unwrap();
+    let reopened = reopened.unwrap_or_else(|e| panic!("reopen while being released: {e}"));
+
+    // A lock that stays held is refused after the bounded wait, saying why.
+    let started = std::time::Instant::now();
+    let error = StoreDb::open(&path).unwrap_err().to_string();
+    assert!(started.elapsed() >= LOCK_WAIT, "{:?}", started.elapsed());
+    assert!(started.elapsed() < LOCK_WAIT * 3, "{:?}", started.elapsed());
+    assert!(error.contains("locked by another process"), "{error}");
+    assert!(!error.contains('\n'), "{error}");
+    drop(reopened);
+}
