@@ -344,16 +344,7 @@ impl Fleet {
         })
         .await
         .map_err(|e| format!("fleet: cannot create stream {CONTROL_STREAM}: {e}"))?;
-        js.get_or_create_stream(stream::Config {
-            name: ANCHOR_STREAM.into(),
-            subjects: vec![format!("{ANCHOR_SUBJECT_PREFIX}.*")],
-            num_replicas: replicas,
-            // The newest anchors per node are what a verify needs.
-            max_messages_per_subject: 1000,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("fleet: cannot create stream {ANCHOR_STREAM}: {e}"))?;
+        ensure_anchor_stream(js, replicas).await?;
         let failure_events = js
             .get_or_create_stream(stream::Config {
                 name: AUTH_FAILURE_STREAM.into(),
@@ -959,6 +950,90 @@ async fn heartbeat(fleet: Fleet, audit: Slot<AuditChainer>) {
     }
 }
 
+/// The anchors stream's configuration. Every anchor is evidence: an older one is what a newer
+/// anchor of a rewritten log cannot cover, so none may be evicted by newer ones (no
+/// per-subject cap: a flood of forged anchors must not push the originals out), deleted or
+/// purged. No size limit either: the servers' storage bounds it, and a full store refuses new
+/// anchors rather than dropping old ones (about 200 bytes each).
+fn anchor_stream_config(replicas: usize) -> stream::Config {
+    stream::Config {
+        name: ANCHOR_STREAM.into(),
+        subjects: vec![format!("{ANCHOR_SUBJECT_PREFIX}.*")],
+        num_replicas: replicas,
+        discard: stream::DiscardPolicy::New,
+        deny_delete: true,
+        deny_purge: true,
+        ..Default::default()
+    }
+}
+
+/// What is weaker in an anchors stream's configuration than [`anchor_stream_config`], one
+/// phrase each (empty when nothing is).
+fn anchor_stream_weaknesses(config: &stream::Config) -> Vec<String> {
+    let mut weak = Vec::new();
+    if config.max_messages_per_subject > 0 {
+        weak.push(format!(
+            "keeps only {} anchors per node, so newer (forged) ones push the originals out",
+            config.max_messages_per_subject
+        ));
+    }
+    if !config.max_age.is_zero() {
+        weak.push(format!(
+            "drops anchors after {} s",
+            config.max_age.as_secs()
+        ));
+    }
+    if (config.max_messages > 0 || config.max_bytes > 0)
+        && config.discard != stream::DiscardPolicy::New
+    {
+        weak.push("drops the oldest anchors when full".into());
+    }
+    if !config.deny_delete {
+        weak.push("allows deleting anchors".into());
+    }
+    if !config.deny_purge {
+        weak.push("allows purging anchors".into());
+    }
+    if config.allow_rollup {
+        weak.push("allows roll-ups, which replace a node's anchors".into());
+    }
+    weak
+}
+
+/// Creates the anchors stream when missing; one created by an older version (which kept 1000
+/// anchors per node) is tightened. When the tightening is refused (the node's NATS user may
+/// lack the right, as it should), the node says so and goes on: the weaknesses are reported
+/// by `kafclaw audit verify --anchored`.
+async fn ensure_anchor_stream(js: &jetstream::Context, replicas: usize) -> Result<(), String> {
+    let wanted = anchor_stream_config(replicas);
+    let mut stream = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|e| format!("fleet: cannot create stream {ANCHOR_STREAM}: {e}"))?;
+    let current = stream
+        .info()
+        .await
+        .map_err(|e| format!("fleet: cannot read stream {ANCHOR_STREAM}: {e}"))?
+        .config
+        .clone();
+    if anchor_stream_weaknesses(&current).is_empty() {
+        return Ok(());
+    }
+    let tightened = stream::Config {
+        num_replicas: current.num_replicas,
+        ..wanted
+    };
+    if let Err(e) = js.update_stream(&tightened).await {
+        tracing::warn!(
+            stream = ANCHOR_STREAM,
+            error = %e,
+            weaknesses = %anchor_stream_weaknesses(&current).join("; "),
+            "fleet: the anchors stream could not be tightened"
+        );
+    }
+    Ok(())
+}
+
 /// One anchor: a node's audit head as it was published.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Anchor {
@@ -1073,9 +1148,10 @@ fn connect_options(
     Ok((options, addrs))
 }
 
-/// The newest anchor of `node` from the anchors stream (for `kafclaw audit verify
-/// --anchored`); `None` when the node never anchored. Connects once, without retrying.
-pub async fn last_anchor(settings: &FleetSettings) -> Result<Option<Anchor>, String> {
+/// Every anchor of this node the anchors stream holds (for `kafclaw audit verify
+/// --anchored`), in stream order, and what is weak in the stream's configuration. Connects once,
+/// without retrying.
+pub async fn anchors(settings: &FleetSettings) -> Result<Anchors, String> {
     if !settings.enabled || settings.nats_urls.is_empty() {
         return Err("--anchored needs fleet.enabled and fleet.nats_urls".into());
     }
@@ -1090,25 +1166,73 @@ pub async fn last_anchor(settings: &FleetSettings) -> Result<Option<Anchor>, Str
         .await
         .map_err(|e| format!("cannot reach NATS for the anchors: {e}"))?;
     let js = jetstream::new(client);
-    let stream = js
+    let mut stream = js
         .get_stream(ANCHOR_STREAM)
         .await
         .map_err(|e| format!("cannot read stream {ANCHOR_STREAM}: {e}"))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| format!("cannot read stream {ANCHOR_STREAM}: {e}"))?;
+    let mut found = Anchors {
+        heads: Vec::new(),
+        unreadable: 0,
+        stream_weaknesses: anchor_stream_weaknesses(&info.config),
+        stream_created: info.created.to_string(),
+    };
     let subject = anchor_subject(&settings.node_id());
     match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(message) => serde_json::from_slice::<Anchor>(&message.payload)
-            .map(Some)
-            .map_err(|e| format!("the anchor on {subject} is unreadable: {e}")),
+        Ok(_) => {}
         Err(e)
             if matches!(
                 e.kind(),
                 async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
             ) =>
         {
-            Ok(None)
+            return Ok(found);
         }
-        Err(e) => Err(format!("cannot read the anchor on {subject}: {e}")),
+        Err(e) => return Err(format!("cannot read the anchors on {subject}: {e}")),
     }
+    let read_error =
+        |e: &dyn std::fmt::Display| format!("cannot read the anchors on {subject}: {e}");
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| read_error(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| read_error(&e))?;
+    loop {
+        let message = match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+            Err(_) => return Err(read_error(&"no answer from NATS in 10 s")),
+            Ok(None) => return Err(read_error(&"the consumer ended")),
+            Ok(Some(Err(e))) => return Err(read_error(&e)),
+            Ok(Some(Ok(message))) => message,
+        };
+        match serde_json::from_slice::<Anchor>(&message.payload) {
+            Ok(anchor) => found.heads.push(anchor.head()),
+            // It vouches for nothing and hides nothing: counted, not trusted.
+            Err(_) => found.unreadable += 1,
+        }
+        if message.info().map_err(|e| read_error(&e))?.pending == 0 {
+            return Ok(found);
+        }
+    }
+}
+
+/// What `kafclaw audit verify --anchored` checks the local chain against.
+#[derive(Debug, Default)]
+pub struct Anchors {
+    /// Every readable anchor of this node, in stream order.
+    pub heads: Vec<AuditHead>,
+    /// Messages on this node's subject that are not anchors.
+    pub unreadable: u64,
+    /// What in the stream's configuration lets anchors be dropped (empty when nothing).
+    pub stream_weaknesses: Vec<String>,
+    /// When the stream was created (a stream deleted and created again starts over).
+    pub stream_created: String,
 }
 
 impl Anchor {
@@ -1121,19 +1245,47 @@ impl Anchor {
     }
 }
 
-/// Checks the audit segments in `dir` against a fleet anchor: the chain must reach the
-/// anchored record and carry its hash there. The error is one line naming the anchor.
-pub fn check_anchor(
+/// Checks the audit segments in `dir` against every fleet anchor: the chain must reach the
+/// newest anchored record and carry each anchor's hash at its seq. The error is one line.
+pub fn check_anchors(
     dir: &std::path::Path,
     key: &kafclaw_actors::audit::AuditKey,
-    anchor: &AuditHead,
+    anchors: &[AuditHead],
 ) -> Result<(), String> {
-    kafclaw_actors::audit::verify_against(dir, key, None, Some(anchor))
+    kafclaw_actors::audit::verify_anchored(dir, key, None, None, anchors)
         .map(|_| ())
         .map_err(|e| {
             format!(
-                "the audit log does not match the fleet anchor (record {}): {e}",
-                anchor.seq
+                "the audit log does not match the fleet anchors ({} checked): {e}",
+                anchors.len()
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_anchors_stream_keeps_every_anchor_and_an_older_one_is_named_weak() {
+        assert!(anchor_stream_weaknesses(&anchor_stream_config(3)).is_empty());
+        let older = stream::Config {
+            max_messages_per_subject: 1000,
+            max_age: Duration::from_secs(86_400),
+            max_bytes: 1 << 20,
+            allow_rollup: true,
+            ..Default::default()
+        };
+        let weak = anchor_stream_weaknesses(&older).join("; ");
+        for phrase in [
+            "keeps only 1000 anchors per node",
+            "drops anchors after 86400 s",
+            "drops the oldest anchors when full",
+            "allows deleting",
+            "allows purging",
+            "roll-ups",
+        ] {
+            assert!(weak.contains(phrase), "{phrase}: {weak}");
+        }
+    }
 }

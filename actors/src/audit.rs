@@ -95,7 +95,7 @@ pub use head::RecordedHead;
 pub use log::AuditLog;
 pub use record::GENESIS_PREV;
 pub use repair::{repair, Missing, RepairOptions, RepairReport};
-pub use verify::{verify, verify_against, VerifyError, VerifyReport};
+pub use verify::{verify, verify_against, verify_anchored, VerifyError, VerifyReport};
 
 /// The 32-byte key of the keyed-BLAKE3 chain. Generated once and held sealed by the vault
 /// (rotating the vault key never changes it); the caller hands the plaintext bytes in.

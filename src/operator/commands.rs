@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use kafclaw_actors::audit::{AuditError, RecordedHead, RepairOptions};
 use kafclaw_actors::paths::Home;
@@ -223,43 +223,66 @@ pub fn audit(cmd: AuditCommand, ctx: CommandEnv<'_>) -> i32 {
     match cmd {
         AuditCommand::Verify { from, anchored } => {
             let (json, command) = (ctx.json, ctx.command.clone());
-            let anchor = if anchored {
-                match anchor_of(&ctx.settings.fleet) {
-                    Ok(anchor) => anchor,
+            let anchors = if anchored {
+                match anchors_of(&ctx.settings.fleet) {
+                    Ok(anchors) => Some(anchors),
                     Err(outcome) => return finish(outcome, &command, json, |_| {}),
                 }
             } else {
                 None
             };
             let progress = crate::progress::Progress::start(json, "verifying the audit chain");
-            let outcome = verify(from, anchor, ctx);
+            let heads = anchors
+                .as_ref()
+                .map(|a| a.heads.clone())
+                .unwrap_or_default();
+            let mut outcome = verify(from, heads, ctx);
             progress.finish();
+            if let (Outcome::Done(report), Some(anchors)) = (&mut outcome, &anchors) {
+                report["anchors_checked"] = json!(anchors.heads.len());
+                report["anchors_unreadable"] = json!(anchors.unreadable);
+                report["anchor_stream_created"] = json!(anchors.stream_created);
+                report["anchor_stream_weaknesses"] = json!(anchors.stream_weaknesses);
+            }
             finish(outcome, &command, json, |r| {
+                let anchored = match r["anchors_checked"].as_u64() {
+                    Some(n) => format!(", matching all {n} fleet anchors of this node"),
+                    None => String::new(),
+                };
                 println!(
-                    "ok {} records, head {}",
+                    "ok {} records, head {}{anchored}",
                     r["records"],
                     r["head_hash"].as_str().unwrap_or_default()
-                )
+                );
+                for weakness in r["anchor_stream_weaknesses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    eprintln!(
+                        "warning: stream {} {}",
+                        crate::fleet::ANCHOR_STREAM,
+                        weakness.as_str().unwrap_or_default()
+                    );
+                }
             })
         }
         AuditCommand::Repair { accept_missing } => repair(ctx, accept_missing),
     }
 }
 
-/// `--anchored`: this node's newest anchor, read from NATS with the node's fleet settings.
-fn anchor_of(
-    fleet: &crate::settings::FleetSettings,
-) -> Result<Option<kafclaw_actors::audit::AuditHead>, Outcome> {
+/// `--anchored`: every anchor of this node, read from NATS with the node's fleet settings.
+fn anchors_of(fleet: &crate::settings::FleetSettings) -> Result<crate::fleet::Anchors, Outcome> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Outcome::Error(ErrorCode::Internal, e.to_string()))?;
-    match runtime.block_on(crate::fleet::last_anchor(fleet)) {
-        Ok(Some(anchor)) => Ok(Some(anchor.head())),
-        Ok(None) => Err(Outcome::Failed(format!(
+    match runtime.block_on(crate::fleet::anchors(fleet)) {
+        Ok(anchors) if anchors.heads.is_empty() => Err(Outcome::Failed(format!(
             "no audit anchor of node {} in the fleet: nothing to verify against",
             fleet.node_id()
         ))),
+        Ok(anchors) => Ok(anchors),
         Err(e) => Err(Outcome::Error(ErrorCode::Unavailable, e)),
     }
 }
@@ -268,12 +291,13 @@ fn anchor_of(
 /// the chainer (which refuses to open a torn log — exactly what verify must report).
 fn verify(
     from: Option<u64>,
-    anchor: Option<kafclaw_actors::audit::AuditHead>,
+    anchors: Vec<kafclaw_actors::audit::AuditHead>,
     mut ctx: CommandEnv<'_>,
 ) -> Outcome {
     let operation = Operation::AuditVerify {
         from,
-        anchor: anchor.clone(),
+        anchor: None,
+        anchors: anchors.clone(),
     };
     match protocol::send(ctx.home, &operation) {
         Ok(Some(answer)) => return answer.into(),
@@ -289,10 +313,10 @@ fn verify(
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let dir = ctx.home.audit_dir();
-    // The anchor first: it is the evidence kept off this host, so its verdict is the one told.
-    let anchored = match &anchor {
-        Some(anchor) => crate::fleet::check_anchor(&dir, &core.audit_key, anchor),
-        None => Ok(()),
+    // The anchors first: they are the evidence kept off this host, so their verdict is told.
+    let anchored = match anchors.is_empty() {
+        false => crate::fleet::check_anchors(&dir, &core.audit_key, &anchors),
+        true => Ok(()),
     };
     let report = anchored.and_then(|()| {
         kafclaw_actors::audit::verify_against(&dir, &core.audit_key, from, recorded.as_ref())

@@ -253,7 +253,12 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                     other => OpError::Invalid(other.to_string()),
                 })
         }
-        Operation::AuditVerify { from, anchor } => {
+        Operation::AuditVerify {
+            from,
+            anchor,
+            mut anchors,
+        } => {
+            anchors.extend(anchor);
             let input = crate::last_verify::VerifyInput {
                 home: ctx.home.clone(),
                 db: ctx.db.clone(),
@@ -262,11 +267,11 @@ pub async fn execute(op: Operation, ctx: &OpsContext) -> Result<Value, OpError> 
                 from,
                 by: ctx.actor.clone(),
             };
-            // The anchor first: it is the evidence kept off this host.
-            if let Some(anchor) = anchor {
+            // The anchors first: they are the evidence kept off this host.
+            if !anchors.is_empty() {
                 let (dir, key) = (ctx.audit_dir.clone(), ctx.audit_key.clone());
                 tokio::task::spawn_blocking(move || {
-                    crate::fleet::check_anchor(&dir, &key, &anchor)
+                    crate::fleet::check_anchors(&dir, &key, &anchors)
                 })
                 .await
                 .map_err(|_| OpError::Unavailable("the verification was interrupted".into()))?

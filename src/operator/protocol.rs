@@ -82,9 +82,13 @@ pub enum Operation {
     AuditVerify {
         /// First sequence number to verify (trusting its `prev`).
         from: Option<u64>,
-        /// A fleet anchor the chain must also reach, with the same hash (`--anchored`).
+        /// A fleet anchor the chain must also reach, with the same hash (older clients).
         #[serde(default)]
         anchor: Option<kafclaw_actors::audit::AuditHead>,
+        /// Every fleet anchor of this node (`--anchored`): the chain must reach the newest and
+        /// carry each one's hash at its seq.
+        #[serde(default)]
+        anchors: Vec<kafclaw_actors::audit::AuditHead>,
     },
     /// Unexpired pairing requests, with their codes (for the operator, never for a log).
     PairingPending {

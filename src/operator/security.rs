@@ -116,6 +116,7 @@ fn deep_checks(home: &Home, settings: &Settings, trust: &TrustState, report: &mu
         match protocol::send(home, &Operation::AuditVerify {
             from: None,
             anchor: None,
+            anchors: Vec::new(),
         }) {
             Ok(Some(Answer::Ok(v))) => report.pass(
                 "audit_chain",

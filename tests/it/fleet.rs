@@ -480,6 +480,21 @@ async fn ten_auth_failures_spread_over_three_nodes_lock_the_client_out_on_all_th
 #[tokio::test]
 async fn audit_verify_anchored_catches_a_truncated_local_chain() {
     let cluster = Cluster::start();
+    // The anchors stream as an older version created it (1000 anchors per node, deletable):
+    // the node tightens it when it connects.
+    let nats = async_nats::connect(cluster.urls().split(',').next().unwrap())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "KAFCLAW_ANCHORS".into(),
+        subjects: vec!["kafclaw.anchors.*".into()],
+        num_replicas: 3,
+        max_messages_per_subject: 1000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let options = node(&cluster, "a")
         .env("KAFCLAW_FLEET_ANCHOR_EVERY_RECORDS", "1")
         .env("KAFCLAW_FLEET_ANCHOR_EVERY_SECONDS", "1");
@@ -524,6 +539,47 @@ async fn audit_verify_anchored_catches_a_truncated_local_chain() {
     assert!(said.contains("fleet anchor"), "{said}");
     assert!(said.contains("missing"), "{said}");
     assert_eq!(said.trim().lines().count(), 1, "one clear line: {said}");
+
+    // Root makes the cut chain whole on the host (`audit repair --accept-missing` moves the
+    // recorded head to its record), and, holding the node's NATS credentials too, anchors the
+    // new head as the newest anchor, then floods the node's subject to push the original
+    // anchors out. Every retained anchor is checked; none can be evicted, deleted or purged.
+    let (code, stdout, stderr) = crate::harness::run(
+        &home,
+        &options.env,
+        &["audit", "repair", "--accept-missing"],
+    );
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let plain = crate::harness::run(&home, &options.env, &["audit", "verify"]);
+    assert_eq!(plain.0, 0, "the host alone cannot tell: {plain:?}");
+    let repaired = std::fs::read_to_string(&segment).unwrap();
+    let head = serde_json::from_str::<Value>(repaired.lines().last().unwrap()).unwrap();
+    let forged = json!({"node": "a", "seq": head["seq"], "hash": head["hash"], "at": "2026-12-03T00:00:00Z"});
+    for _ in 0..1100 {
+        js.publish("kafclaw.anchors.a", forged.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let (code, stdout, stderr) = verify();
+    assert_eq!(
+        code, 1,
+        "a newer anchor of the cut chain covered it: {stdout} {stderr}"
+    );
+    let said = format!("{stdout}{stderr}");
+    assert!(said.contains("does not match the fleet anchors"), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "one clear line: {said}");
+    let mut stream = js.get_stream("KAFCLAW_ANCHORS").await.unwrap();
+    let first = stream.info().await.unwrap().state.first_sequence;
+    assert!(
+        stream.delete_message(first).await.is_err(),
+        "an anchor was deleted"
+    );
+    assert!(stream.purge().await.is_err(), "the anchors were purged");
+    let config = stream.info().await.unwrap().config.clone();
+    assert!(config.max_messages_per_subject <= 0, "{config:?}");
+    assert!(config.deny_delete && config.deny_purge, "{config:?}");
 }
 
 /// The roster: every node's status, `GET /api/v1/status` and `kafclaw status` list every node

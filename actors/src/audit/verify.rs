@@ -128,6 +128,30 @@ pub enum VerifyError {
     /// The recorded head given to [`verify_against`] is not a seq and 64 hex digits.
     #[error("the recorded audit head is malformed")]
     HeadMalformed,
+    /// The segments end before a record anchored off the host: whole records were cut.
+    #[error("records after seq {after_seq} are missing: the fleet anchored record {anchored_seq}")]
+    AnchorMissing {
+        /// The last record the segments hold (0 when none).
+        after_seq: u64,
+        /// The newest anchored record the segments do not reach.
+        anchored_seq: u64,
+    },
+    /// The record at an anchored seq has another hash than the anchor.
+    #[error("record {seq} is not the record the fleet anchored: the log was rewritten from there")]
+    AnchorMismatch {
+        /// The record.
+        seq: u64,
+    },
+    /// Two anchors name the same record with different hashes: a rewritten chain was anchored
+    /// again after the original.
+    #[error("the fleet holds two different anchors for record {seq}: a rewritten log was anchored after the original")]
+    AnchorsDisagree {
+        /// The record.
+        seq: u64,
+    },
+    /// An anchor is not a seq and 64 hex digits.
+    #[error("an audit anchor is malformed")]
+    AnchorMalformed,
     /// `--from SEQ` names a record the log does not hold.
     #[error("record {from} is not in the audit log (head is record {head_seq})")]
     FromNotFound {
@@ -153,10 +177,25 @@ pub fn verify_against(
     from: Option<u64>,
     recorded: Option<&AuditHead>,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_anchored(dir, key, from, recorded, &[])
+}
+
+/// Like [`verify_against`], and the chain must also carry, at every anchored seq, the anchor's
+/// hash: `anchors` are heads published off the host (every one retained, in any order, repeats
+/// allowed). A rewrite of any record at or before an anchored one, or a cut below it, fails,
+/// whatever newer anchors say; anchors before `from` are not checked.
+pub fn verify_anchored(
+    dir: &Path,
+    key: &AuditKey,
+    from: Option<u64>,
+    recorded: Option<&AuditHead>,
+    anchors: &[AuditHead],
+) -> Result<VerifyReport, VerifyError> {
     let recorded = match recorded {
         Some(head) => Some(decode(head).ok_or(VerifyError::HeadMalformed)?),
         None => None,
     };
+    let anchors = sorted_anchors(anchors)?;
     let io_error = |path: &Path, error: std::io::Error| VerifyError::Io {
         path: path.to_path_buf(),
         reason: error.to_string(),
@@ -178,6 +217,7 @@ pub fn verify_against(
         bytes: 0,
         last_seq: 0,
         recorded,
+        anchors: &anchors,
     };
     let first_index = match from {
         None => 1,
@@ -231,6 +271,12 @@ pub fn verify_against(
             recorded_seq: recorded.seq,
         });
     }
+    if let Some(anchor) = anchors.last().filter(|a| walker.last_seq < a.seq) {
+        return Err(VerifyError::AnchorMissing {
+            after_seq: walker.last_seq,
+            anchored_seq: anchor.seq,
+        });
+    }
     if !walker.anchored {
         return Err(VerifyError::FromNotFound {
             from: walker.from,
@@ -243,6 +289,20 @@ pub fn verify_against(
         head_hash: hex::encode(walker.prev),
         bytes: walker.bytes,
     })
+}
+
+/// `anchors` decoded, sorted by seq, repeats merged; two hashes for one seq disagree.
+fn sorted_anchors(anchors: &[AuditHead]) -> Result<Vec<Head>, VerifyError> {
+    let mut decoded = anchors
+        .iter()
+        .map(|a| decode(a).ok_or(VerifyError::AnchorMalformed))
+        .collect::<Result<Vec<_>, _>>()?;
+    decoded.sort_by_key(|h| h.seq);
+    decoded.dedup_by(|later, earlier| later.seq == earlier.seq && later.hash == earlier.hash);
+    if let Some(pair) = decoded.windows(2).find(|w| w[0].seq == w[1].seq) {
+        return Err(VerifyError::AnchorsDisagree { seq: pair[0].seq });
+    }
+    Ok(decoded)
 }
 
 /// The position in `segments` of the last segment whose first record is at most `seq`.
@@ -321,6 +381,8 @@ struct Walker<'k> {
     last_seq: u64,
     /// The head recorded apart from the segments: the record at its seq must carry its hash.
     recorded: Option<Head>,
+    /// Anchors not reached yet, ascending by seq: each record at one's seq must carry its hash.
+    anchors: &'k [Head],
 }
 
 /// What is wrong with one line, before it is turned into a [`VerifyError`].
@@ -335,6 +397,8 @@ enum Problem {
     HashMismatch(u64),
     /// The record at the recorded head's seq has another hash.
     HeadMismatch(u64),
+    /// The record at an anchor's seq has another hash.
+    AnchorMismatch(u64),
 }
 
 impl Problem {
@@ -362,6 +426,7 @@ impl Problem {
             Problem::ChainBroken(seq) => VerifyError::ChainBroken { seq },
             Problem::HashMismatch(seq) => VerifyError::HashMismatch { seq },
             Problem::HeadMismatch(seq) => VerifyError::HeadMismatch { seq },
+            Problem::AnchorMismatch(seq) => VerifyError::AnchorMismatch { seq },
         }
     }
 }
@@ -426,6 +491,16 @@ impl Walker<'_> {
             .is_some_and(|r| r.seq == view.seq && r.hash != view.hash)
         {
             return Err(Problem::HeadMismatch(view.seq));
+        }
+        // Anchors below this record lie before `--from`: not checked.
+        while let Some((anchor, rest)) = self.anchors.split_first() {
+            if anchor.seq > view.seq {
+                break;
+            }
+            if anchor.seq == view.seq && anchor.hash != view.hash {
+                return Err(Problem::AnchorMismatch(view.seq));
+            }
+            self.anchors = rest;
         }
         self.prev = view.hash;
         self.next_seq = view.seq + 1;

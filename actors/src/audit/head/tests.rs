@@ -395,3 +395,97 @@ fn a_torn_tail_alone_is_repaired_without_the_flag_and_recorded() {
     assert_eq!(f.recorded().read().unwrap().unwrap().seq, 4);
     assert_eq!(f.verify(None).unwrap().head_seq, 4);
 }
+
+/// The chain of `n` records in a plain (unrecorded) log in `dir`, with the head after each.
+fn chain(dir: &Path, n: u64) -> Vec<AuditHead> {
+    let mut log = AuditLog::open(dir, key(), &AuditSettings::default()).unwrap();
+    (0..n)
+        .map(|i| {
+            log.append(AuditKind::ToolDecided, "owner", "exec", &json!({"i": i}))
+                .unwrap();
+            log.head()
+        })
+        .collect()
+}
+
+#[test]
+fn every_retained_anchor_is_checked_so_a_newer_anchor_of_a_rewritten_log_does_not_cover_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (original, rewritten) = (tmp.path().join("a"), tmp.path().join("b"));
+    let heads = chain(&original, 10);
+    let anchored = |seqs: &[u64]| -> Vec<AuditHead> {
+        seqs.iter()
+            .map(|s| heads[*s as usize - 1].clone())
+            .collect()
+    };
+    assert_eq!(
+        verify_anchored(&original, &key(), None, None, &anchored(&[3, 6, 10, 6]))
+            .unwrap()
+            .head_seq,
+        10
+    );
+
+    // Root (who has the key) keeps records 1..=4, writes new ones after them and gets the
+    // new head anchored: the older anchors still name the original records 6 and 10.
+    fs::create_dir_all(&rewritten).unwrap();
+    let segment = segment_name(1);
+    let kept: String = fs::read_to_string(original.join(&segment))
+        .unwrap()
+        .lines()
+        .take(4)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(rewritten.join(&segment), kept).unwrap();
+    let forged = chain(&rewritten, 8);
+    let newest = forged.last().unwrap().clone();
+    assert_eq!(newest.seq, 12);
+    let mut anchors = anchored(&[3, 6, 10]);
+    anchors.push(newest.clone());
+    assert_eq!(
+        verify_anchored(&rewritten, &key(), None, None, &anchors),
+        Err(VerifyError::AnchorMismatch { seq: 6 })
+    );
+    // Only anchors from before the rewritten records: nothing to contradict.
+    assert!(verify_anchored(&rewritten, &key(), None, None, &[heads[2].clone(), newest]).is_ok());
+    // Anchors before `--from` are not checked.
+    assert!(verify_anchored(&rewritten, &key(), Some(7), None, &anchored(&[6])).is_ok());
+    // Two anchors for one record with different hashes.
+    let forged_six = forged[1].clone();
+    assert_eq!(forged_six.seq, 6);
+    assert_eq!(
+        verify_anchored(
+            &original,
+            &key(),
+            None,
+            None,
+            &[heads[5].clone(), forged_six]
+        ),
+        Err(VerifyError::AnchorsDisagree { seq: 6 })
+    );
+
+    // A cut below an anchor, whatever the newest anchor says.
+    let cut: String = fs::read_to_string(original.join(&segment))
+        .unwrap()
+        .lines()
+        .take(5)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(original.join(&segment), cut).unwrap();
+    let error = verify_anchored(&original, &key(), None, None, &anchored(&[3, 6, 5])).unwrap_err();
+    assert_eq!(
+        error,
+        VerifyError::AnchorMissing {
+            after_seq: 5,
+            anchored_seq: 6
+        }
+    );
+    assert!(error.to_string().contains("the fleet anchored record 6"));
+    let malformed = AuditHead {
+        seq: 2,
+        hash: "zz".into(),
+    };
+    assert_eq!(
+        verify_anchored(&original, &key(), None, None, &[malformed]),
+        Err(VerifyError::AnchorMalformed)
+    );
+}
