@@ -512,9 +512,9 @@ fn a_tar_gz_archive_installs_like_a_directory() {
 
 // ---- skill_run: the entry as a tier-2 tool call (host, strict, auto, credentials) ----
 
-const PROBE: &str = "---\nname: probe\ndescription: a probe skill\nversion: \"2.0\"\nentry: run.sh\nargs:\n  type: object\n  properties:\n    mode:\n      type: string\n      enum: [hello, sleep, flood, escape]\n  required: [mode]\n  additionalProperties: false\n---\n# Probe\n";
+const PROBE: &str = "---\nname: probe\ndescription: a probe skill\nversion: \"2.0\"\nentry: run.sh\nargs:\n  type: object\n  properties:\n    mode:\n      type: string\n      enum: [hello, sleep, flood, escape, inside]\n  required: [mode]\n  additionalProperties: false\n---\n# Probe\n";
 
-const PROBE_SH: &str = "#!/bin/sh\ncase \"$1\" in\n  hello) echo \"hello from $KAFCLAW_SKILL\"; echo hi > made-by-skill.txt ;;\n  sleep) sleep 30 ;;\n  flood) yes 0123456789 | head -c 200000 ;;\n  escape)\n    if echo x > \"$KAFCLAW_SKILL_DIR/../../../escaped.txt\"; then echo wrote-outside; else echo refused-outside; fi\n    if echo y > \"$KAFCLAW_SKILL_DIR/inside.txt\"; then echo wrote-skill; else echo refused-skill; fi ;;\nesac\n";
+const PROBE_SH: &str = "#!/bin/sh\ncase \"$1\" in\n  hello) echo \"hello from $KAFCLAW_SKILL\"; echo hi > made-by-skill.txt ;;\n  sleep) sleep 30 ;;\n  flood) yes 0123456789 | head -c 200000 ;;\n  escape)\n    if echo x > \"$KAFCLAW_SKILL_DIR/../../../escaped.txt\"; then echo wrote-outside; else echo refused-outside; fi\n    if echo y > \"$KAFCLAW_SKILL_DIR/inside.txt\"; then echo wrote-skill; else echo refused-skill; fi ;;\n  inside)\n    echo \"uid=$(id -u)\"\n    if echo z > /written-to-root 2>/dev/null; then echo wrote-root; else echo refused-root; fi\n    echo \"interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ' ')\" ;;\nesac\n";
 
 /// A home with `skills` (name, files) installed and enabled.
 fn home_enabled(skills: &[(&str, Vec<(&str, &str)>)]) -> tempfile::TempDir {
@@ -856,15 +856,17 @@ async fn strict_without_a_runtime_refuses_cleanly_and_auto_says_it_chose_host() 
             skill_call("probe", serde_json::json!({"mode": "hello"})),
             model_server::text("done", 1, 1),
         ]);
-        // No docker or podman on this PATH.
-        let options = with_skills(&server, mode).env("PATH", "/usr/bin:/bin");
+        // No docker or podman on this PATH (CI installs podman in /usr/bin).
+        let bare = tempfile::tempdir().unwrap();
+        let bare_path = bare.path().display().to_string();
+        let options = with_skills(&server, mode).env("PATH", &bare_path);
         let mut gw = Gateway::start_in(probe_home(), options);
         let home = gw.home_path();
         let status = gw.get_json("/api/v1/status").await;
         assert_eq!(status["skills"]["effective"], effective, "{status}");
         assert_eq!(status["skills"]["runtime_isolation"], mode);
         let mut e = env();
-        e.insert("PATH".into(), "/usr/bin:/bin".into());
+        e.insert("PATH".into(), bare_path.clone());
         let (_, out, _) = run(&home, &e, &["--json", "status"]);
         let doc = json_of(&out);
         let row = doc["checks"]
@@ -903,45 +905,184 @@ async fn strict_without_a_runtime_refuses_cleanly_and_auto_says_it_chose_host() 
     }
 }
 
+/// The image strict tests run: the host's static busybox as the only program, imported into
+/// the runtime once (strict never pulls).
+const TEST_IMAGE: &str = "localhost/kafclaw-skill-test:busybox";
+
+/// A usable container runtime with [`TEST_IMAGE`], and the environment the gateway needs for
+/// it; `None` when the machine has none. `.ci/run` installs podman, runc and busybox-static and
+/// sets `KAFCLAW_TEST_REQUIRE_CONTAINERS=1`: then a missing part fails instead of skipping.
+fn container_runtime() -> Option<Vec<(String, String)>> {
+    static SETUP: std::sync::OnceLock<Result<Vec<(String, String)>, String>> =
+        std::sync::OnceLock::new();
+    match SETUP.get_or_init(set_up_container_runtime) {
+        Ok(env) => Some(env.clone()),
+        Err(why) if std::env::var("KAFCLAW_TEST_REQUIRE_CONTAINERS").as_deref() == Ok("1") => {
+            panic!("containers are required here: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+fn set_up_container_runtime() -> Result<Vec<(String, String)>, String> {
+    let ok = |cmd: &mut std::process::Command| cmd.output().is_ok_and(|o| o.status.success());
+    let runtime = ["docker", "podman"]
+        .into_iter()
+        .find(|r| ok(std::process::Command::new(r).arg("version")))
+        .ok_or("neither `docker version` nor `podman version` answers as this user")?;
+    if !ok(std::process::Command::new(runtime).args(["image", "inspect", TEST_IMAGE])) {
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or("no busybox to build the test image from (apt-get install busybox-static)")?;
+        let rootfs = tempfile::tempdir().unwrap();
+        for dir in ["bin", "tmp", "skill", "work"] {
+            std::fs::create_dir(rootfs.path().join(dir)).unwrap();
+        }
+        std::fs::copy(busybox, rootfs.path().join("bin/busybox")).unwrap();
+        for applet in [
+            "sh", "echo", "id", "tail", "cut", "tr", "sleep", "yes", "head", "cat",
+        ] {
+            std::os::unix::fs::symlink("busybox", rootfs.path().join("bin").join(applet)).unwrap();
+        }
+        let tar = std::process::Command::new("tar")
+            .args(["-C", &rootfs.path().display().to_string(), "-c", "."])
+            .output()
+            .unwrap();
+        let mut import = std::process::Command::new(runtime)
+            .args(["import", "-", TEST_IMAGE])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{runtime} import: {e}"))?;
+        std::io::Write::write_all(&mut import.stdin.take().unwrap(), &tar.stdout).unwrap();
+        let out = import.wait_with_output().unwrap();
+        if !out.status.success() {
+            return Err(format!(
+                "{runtime} import failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    // A container the way strict starts one (a pids limit needs the runtime's cgroups): crun,
+    // podman's default, refuses cgroup v1 hosts like this CI machine; runc runs there.
+    let trial = |conf: Option<&Path>| {
+        let mut cmd = std::process::Command::new(runtime);
+        cmd.args([
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "--pids-limit",
+            "8",
+            "--ulimit",
+            "nofile=64:64",
+            "--ulimit",
+            "nproc=64:64",
+        ])
+        .args([TEST_IMAGE, "/bin/sh", "-c", "exit 0"]);
+        if let Some(conf) = conf {
+            cmd.env("CONTAINERS_CONF", conf);
+        }
+        cmd.output()
+    };
+    match trial(None) {
+        Ok(out) if out.status.success() => Ok(Vec::new()),
+        Ok(out) if runtime == "podman" => {
+            let conf = std::env::temp_dir().join("kafclaw-test-containers.conf");
+            std::fs::write(&conf, "[engine]\nruntime = \"runc\"\n").unwrap();
+            match trial(Some(&conf)) {
+                Ok(again) if again.status.success() => Ok(vec![(
+                    "CONTAINERS_CONF".to_string(),
+                    conf.display().to_string(),
+                )]),
+                again => Err(format!(
+                    "podman cannot start a container: {}; with runc: {}",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    again.map_or_else(
+                        |e| e.to_string(),
+                        |o| String::from_utf8_lossy(&o.stderr).trim().to_string()
+                    )
+                )),
+            }
+        }
+        Ok(out) => Err(format!(
+            "{runtime} cannot start a container: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("{runtime} run: {e}")),
+    }
+}
+
+/// Strict mode for real: the entry runs in a container of a real runtime, without network, on
+/// a read-only root, with the skill read-only, as a non-root user that can write the work repo
+/// only (a gateway running as root runs it as the work repo's owner, from a private copy).
 #[tokio::test]
 async fn strict_runs_the_entry_in_a_container_when_a_runtime_is_usable() {
     use crate::model_server::{self, ModelServer};
-    let probe = std::process::Command::new("docker").arg("version").output();
-    let usable = probe.as_ref().is_ok_and(|o| o.status.success());
-    if !usable {
-        eprintln!(
-            "skipped: docker is not usable by this user ({})",
-            probe
-                .map(|o| String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .to_string())
-                .unwrap_or_else(|e| e.to_string())
-        );
+    use std::os::unix::fs::MetadataExt;
+    let Some(runtime_env) = container_runtime() else {
         return;
-    }
-    let image = "debian:stable-slim";
-    let present = std::process::Command::new("docker")
-        .args(["image", "inspect", image])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !present {
-        eprintln!("skipped: the image {image} is not present (strict never pulls)");
-        return;
-    }
+    };
     let server = ModelServer::start(vec![
         skill_call("probe", serde_json::json!({"mode": "hello"})),
         model_server::text("done", 1, 1),
+        skill_call("probe", serde_json::json!({"mode": "inside"})),
+        model_server::text("done", 1, 1),
+        skill_call("probe", serde_json::json!({"mode": "escape"})),
+        model_server::text("done", 1, 1),
     ]);
-    let gw = Gateway::start_in(probe_home(), with_skills(&server, "strict"));
+    let home = probe_home();
+    let work = home.path().join(".kafclaw/work-repo");
+    std::fs::create_dir_all(&work).unwrap();
+    let root = rustix::process::getuid().is_root();
+    // The service user owning the work repo, as the runbook deploys it.
+    let owner = if root {
+        std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+        65534
+    } else {
+        rustix::process::getuid().as_raw()
+    };
+    let mut options = with_skills(&server, "strict").env("KAFCLAW_SKILLS_STRICT_IMAGE", TEST_IMAGE);
+    for (key, value) in &runtime_env {
+        options = options.env(key, value);
+    }
+    let gw = Gateway::start_in(home, options);
     chat(&gw, "run it").await;
+    chat(&gw, "look inside").await;
+    chat(&gw, "try to escape").await;
     let results = tool_results(&server);
     assert!(results[0].contains("hello from probe"), "{results:?}");
-    assert!(gw
-        .home_path()
-        .join(".kafclaw/work-repo/made-by-skill.txt")
-        .exists());
+    let made = gw.home_path().join(".kafclaw/work-repo/made-by-skill.txt");
+    assert_eq!(
+        std::fs::metadata(&made).unwrap().uid(),
+        owner,
+        "{results:?}"
+    );
+    assert!(results[1].contains(&format!("uid={owner}")), "{results:?}");
+    assert!(!results[1].contains("uid=0"), "{results:?}");
+    assert!(results[1].contains("refused-root"), "{results:?}");
+    assert!(
+        results[1].contains("interfaces: lo "),
+        "no network: {results:?}"
+    );
+    assert!(
+        results[2].contains("refused-outside") && results[2].contains("refused-skill"),
+        "{results:?}"
+    );
+    assert!(!gw.home_path().join("escaped.txt").exists());
+    // The private copy of a root gateway is gone after each run.
+    let runs = gw.home_path().join(".kafclaw/skills/run");
+    assert!(
+        std::fs::read_dir(&runs).map_or(true, |d| d.count() == 0),
+        "{runs:?}"
+    );
     let executed = records(&gw.home_path(), "skill.executed");
     assert_eq!(executed[0]["data"]["isolation"], "strict");
 }

@@ -204,7 +204,28 @@ pub async fn run(
         }
         SkillIsolation::Strict { program, image, .. } => {
             let name = container_name(&plan.skill);
-            let argv = container_argv(plan, &name, image, work_repo, limits, &env);
+            let user = container_user(work_repo);
+            // The container user must read the skill: when it does not own the installed copy
+            // (a gateway running as root keeps it 0700 root), it gets a private read-only copy
+            // for this run, removed afterwards.
+            let staged = match stage_for(plan, &name, user) {
+                Ok(staged) => staged,
+                Err(e) => {
+                    return Err(SandboxError::Spawn {
+                        program: plan.entry.clone(),
+                        reason: format!("cannot stage the skill for its container: {e}"),
+                    })
+                }
+            };
+            let source = staged
+                .as_ref()
+                .map_or(plan.skill_dir.as_path(), |s| s.dir.as_path());
+            let mounts = ContainerMounts {
+                skill_dir: source,
+                work_repo,
+                user,
+            };
+            let argv = container_argv(plan, &name, image, &mounts, limits, &env);
             // The client passes the named variables through from its own environment: the
             // values never appear in an argument vector.
             let mut client_env = env;
@@ -244,9 +265,92 @@ pub async fn run(
                     tokio::task::spawn_blocking(move || sandbox::remove_container(&program, &name))
                         .await;
             }
+            drop(staged);
             report
         }
     }
+}
+
+/// A skill copied for one container run, owned by the container user, read-only; removed when
+/// dropped.
+struct StagedSkill {
+    dir: PathBuf,
+}
+
+impl Drop for StagedSkill {
+    fn drop(&mut self) {
+        // Its directories are read-only (0500): writable again first, for an owner without
+        // root's override.
+        fn writable(dir: &Path) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    writable(&entry.path());
+                }
+            }
+        }
+        writable(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The copy of `plan`'s skill the container user `user` can read, or `None` when it owns the
+/// installed one. Lives in `skills/run/<container name>` beside `skills/installed/`.
+fn stage_for(
+    plan: &SkillPlan,
+    name: &str,
+    user: (u32, u32),
+) -> std::io::Result<Option<StagedSkill>> {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata(&plan.skill_dir)?.uid() == user.0 {
+        return Ok(None);
+    }
+    let skills = plan
+        .skill_dir
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| std::io::Error::other("the skill directory has no skills tree"))?;
+    let runs = skills.join("run");
+    crate::fsutil::create_private_dir(&runs)?;
+    let staged = StagedSkill {
+        dir: runs.join(name),
+    };
+    copy_read_only(&plan.skill_dir, &staged.dir, user)?;
+    Ok(Some(staged))
+}
+
+/// Copies the tree `from` to `to` (which must not exist): directories 0500, files 0400,
+/// executables 0500, all owned by `user`; anything but a directory or a regular file refuses.
+fn copy_read_only(from: &Path, to: &Path, user: (u32, u32)) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    std::fs::DirBuilder::new().mode(0o700).create(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if kind.is_dir() {
+            copy_read_only(&source, &target, user)?;
+        } else if kind.is_file() {
+            let executable = entry.metadata()?.permissions().mode() & 0o111 != 0;
+            let bytes = std::fs::read(&source)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(if executable { 0o500 } else { 0o400 })
+                .open(&target)?;
+            file.write_all(&bytes)?;
+            std::os::unix::fs::fchown(&file, Some(user.0), Some(user.1))?;
+        } else {
+            return Err(std::io::Error::other(format!(
+                "{} is neither a file nor a directory",
+                source.display()
+            )));
+        }
+    }
+    std::os::unix::fs::chown(to, Some(user.0), Some(user.1))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o500))
 }
 
 fn container_name(skill: &str) -> String {
@@ -256,15 +360,32 @@ fn container_name(skill: &str) -> String {
     format!("kafclaw-skill-{skill}-{suffix}")
 }
 
-/// The uid:gid the container runs as: the gateway's own, or `nobody` when that is root.
-fn container_user() -> String {
+/// `nobody` and `nogroup`.
+const NOBODY: (u32, u32) = (65534, 65534);
+
+/// The uid and gid the container runs as, never root: the gateway's own; for a gateway
+/// running as root, the work repo's owner (the one identity with exactly that write access),
+/// or `nobody` when root owns it too (the container then cannot write the work repo).
+fn container_user(work_repo: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
     let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
-    if uid == 0 {
-        "65534:65534".into()
-    } else {
-        format!("{uid}:{gid}")
+    if uid != 0 {
+        return (uid, rustix::process::getgid().as_raw());
     }
+    match std::fs::metadata(work_repo) {
+        Ok(meta) if meta.uid() != 0 => (meta.uid(), meta.gid()),
+        _ => NOBODY,
+    }
+}
+
+/// What a strict container mounts and runs as.
+pub struct ContainerMounts<'a> {
+    /// The skill's files (read-only at [`CONTAINER_SKILL_DIR`]).
+    pub skill_dir: &'a Path,
+    /// The work repo (writable at [`CONTAINER_WORK_DIR`]).
+    pub work_repo: &'a Path,
+    /// The uid and gid inside (never 0).
+    pub user: (u32, u32),
 }
 
 fn runtime_name(plan: &SkillPlan) -> String {
@@ -291,7 +412,7 @@ pub fn container_argv(
     plan: &SkillPlan,
     name: &str,
     image: &str,
-    work_repo: &Path,
+    mounts: &ContainerMounts<'_>,
     limits: &SandboxLimits,
     env: &[(String, String)],
 ) -> Vec<String> {
@@ -316,7 +437,7 @@ pub fn container_argv(
         "--security-opt".into(),
         "no-new-privileges".into(),
         "--user".into(),
-        container_user(),
+        format!("{}:{}", mounts.user.0, mounts.user.1),
         "--pids-limit".into(),
         limits.processes.to_string(),
         "--ulimit".into(),
@@ -330,12 +451,12 @@ pub fn container_argv(
         "--mount".into(),
         format!(
             "type=bind,source={},target={CONTAINER_SKILL_DIR},readonly",
-            plan.skill_dir.display()
+            mounts.skill_dir.display()
         ),
         "--mount".into(),
         format!(
             "type=bind,source={},target={CONTAINER_WORK_DIR}",
-            work_repo.display()
+            mounts.work_repo.display()
         ),
         "--workdir".into(),
         CONTAINER_WORK_DIR.into(),
@@ -395,11 +516,17 @@ mod tests {
             "secret-value-123".to_string(),
         )];
         let limits = SandboxLimits::default();
+        let p = plan(false);
+        let mounts = ContainerMounts {
+            skill_dir: &p.skill_dir,
+            work_repo: Path::new("/home/u/.kafclaw/work-repo"),
+            user: (1000, 1000),
+        };
         let argv = container_argv(
-            &plan(false),
+            &p,
             "kafclaw-skill-x",
             "debian:stable-slim",
-            Path::new("/home/u/.kafclaw/work-repo"),
+            &mounts,
             &limits,
             &env,
         );
@@ -425,7 +552,7 @@ mod tests {
         assert!(!joined.contains("secret-value-123"));
         // Exactly two mounts: the skill (read-only) and the work repo.
         assert_eq!(argv.iter().filter(|a| *a == "--mount").count(), 2);
-        let networked = container_argv(&plan(true), "n", "i", Path::new("/w"), &limits, &[]);
+        let networked = container_argv(&plan(true), "n", "i", &mounts, &limits, &[]);
         assert!(!networked.join(" ").contains("--network none"));
     }
 
@@ -439,6 +566,67 @@ mod tests {
         );
         assert!(userns_args("podman", 0).is_empty());
         assert!(userns_args("docker", 1000).is_empty());
+    }
+
+    /// A gateway running as root never runs the container as root: it runs as the work repo's
+    /// owner, or nobody, and gets a read-only copy of the root-owned skill owned by that user.
+    #[test]
+    fn a_root_gateway_runs_the_container_as_the_work_repos_owner_with_a_private_copy() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let home = tempfile::tempdir().unwrap();
+        let work = home.path().join("work-repo");
+        std::fs::create_dir(&work).unwrap();
+        let me = (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
+        if me.0 != 0 {
+            assert_eq!(container_user(&work), me);
+            return;
+        }
+        assert_eq!(container_user(&work), NOBODY);
+        std::os::unix::fs::chown(&work, Some(1234), Some(4321)).unwrap();
+        assert_eq!(container_user(&work), (1234, 4321));
+
+        let installed = home.path().join("skills/installed/probe");
+        std::fs::create_dir_all(installed.join("lib")).unwrap();
+        std::fs::write(installed.join("SKILL.md"), "---\n").unwrap();
+        std::fs::write(installed.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(installed.join("run.sh"), PermissionsExt::from_mode(0o700))
+            .unwrap();
+        std::fs::write(installed.join("lib/data.txt"), "d").unwrap();
+        let mut p = plan(false);
+        p.skill_dir = installed.clone();
+        let staged = stage_for(&p, "kafclaw-skill-probe-1", (1234, 4321))
+            .unwrap()
+            .expect("a copy");
+        assert_eq!(
+            staged.dir,
+            home.path().join("skills/run/kafclaw-skill-probe-1")
+        );
+        for (rel, mode) in [
+            ("", 0o500),
+            ("run.sh", 0o500),
+            ("SKILL.md", 0o400),
+            ("lib", 0o500),
+            ("lib/data.txt", 0o400),
+        ] {
+            let meta = std::fs::metadata(staged.dir.join(rel)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (1234, 4321), "{rel}");
+            assert_eq!(meta.mode() & 0o7777, mode, "{rel}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(staged.dir.join("lib/data.txt")).unwrap(),
+            "d"
+        );
+        let dir = staged.dir.clone();
+        drop(staged);
+        assert!(!dir.exists(), "removed after the run");
+        // The owner of the installed copy reads it in place.
+        assert!(stage_for(&p, "n", (0, 0)).unwrap().is_none());
+        // A link in the installed tree refuses the copy.
+        std::os::unix::fs::symlink("/etc/passwd", installed.join("lib/link")).unwrap();
+        assert!(stage_for(&p, "kafclaw-skill-probe-2", (1234, 4321)).is_err());
     }
 
     #[test]
