@@ -4,8 +4,11 @@
 //! `lockout_seconds`, even with a correct token. Also the rate at which refusals that are not
 //! authentication attempts (a wrong `Host`, a foreign `Origin`) are written to the audit log.
 //!
-//! Owns: bounded tables with O(1) work per event: a fixed capacity, and the oldest entry is
-//! evicted when a new key arrives at a full table (no scan under the lock).
+//! Owns: bounded tables with O(1) work per event: a fixed capacity, and the oldest counting
+//! entry is evicted when a new key arrives at a full table (no scan under the lock). Lockouts
+//! in force live apart from the counts, so a flood of new keys evicts counts, never a
+//! lockout: only a full lockout table (every entry locked) is scanned, dropping expired
+//! lockouts, then the one that ends soonest.
 //! Must not: block, allocate per event beyond one new entry, or key by anything but
 //! [`ClientKey`].
 
@@ -59,10 +62,6 @@ impl<V: Default> BoundedTable<V> {
         }
     }
 
-    fn get(&self, key: &ClientKey) -> Option<&V> {
-        self.map.get(key)
-    }
-
     fn entry(&mut self, key: ClientKey) -> &mut V {
         if !self.map.contains_key(&key) {
             if self.map.len() >= self.capacity {
@@ -86,13 +85,44 @@ impl<V: Default> BoundedTable<V> {
 struct Record {
     failures: u32,
     window_start: Option<Instant>,
-    locked_until: Option<Instant>,
+}
+
+/// The counts, and the lockouts in force (by when they end).
+struct Tables {
+    counts: BoundedTable<Record>,
+    locks: HashMap<ClientKey, Instant>,
+    lock_capacity: usize,
+}
+
+impl Tables {
+    fn locked_until(&self, key: &ClientKey, now: Instant) -> Option<Instant> {
+        self.locks.get(key).copied().filter(|until| *until > now)
+    }
+
+    /// Locks `key` until `until` (never shortening a lockout in force); true when it was not
+    /// locked out before.
+    fn lock(&mut self, key: ClientKey, until: Instant, now: Instant) -> bool {
+        let fresh = self.locked_until(&key, now).is_none();
+        if !self.locks.contains_key(&key) && self.locks.len() >= self.lock_capacity {
+            self.locks.retain(|_, u| *u > now);
+            if self.locks.len() >= self.lock_capacity {
+                if let Some(soonest) = self.locks.iter().min_by_key(|(_, u)| **u).map(|(k, _)| *k) {
+                    self.locks.remove(&soonest);
+                }
+            }
+        }
+        let entry = self.locks.entry(key).or_insert(until);
+        if *entry < until {
+            *entry = until;
+        }
+        fresh
+    }
 }
 
 /// The failure table.
 pub struct Lockout {
     policy: LockoutPolicy,
-    table: Mutex<BoundedTable<Record>>,
+    table: Mutex<Tables>,
 }
 
 impl Lockout {
@@ -105,7 +135,11 @@ impl Lockout {
     pub fn with_capacity(policy: LockoutPolicy, capacity: usize) -> Self {
         Self {
             policy,
-            table: Mutex::new(BoundedTable::new(capacity)),
+            table: Mutex::new(Tables {
+                counts: BoundedTable::new(capacity),
+                locks: HashMap::new(),
+                lock_capacity: capacity.max(1),
+            }),
         }
     }
 
@@ -113,23 +147,16 @@ impl Lockout {
     pub fn check(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table
-            .get(&ClientKey::of(ip))
-            .and_then(|r| r.locked_until)
-            .and_then(|until| until.checked_duration_since(now))
-            .filter(|left| !left.is_zero())
+            .locked_until(&ClientKey::of(ip), now)
+            .map(|until| until.saturating_duration_since(now))
     }
 
     /// Locks `ip`'s key out for `duration` from `now` (an incident action); never shortens
     /// a lockout.
     pub fn lock(&self, ip: IpAddr, duration: Duration, now: Instant) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let record = table.entry(ClientKey::of(ip));
-        let until = now + duration;
-        if record.locked_until.is_none_or(|u| u <= now) {
+        if table.lock(ClientKey::of(ip), now + duration, now) {
             super::metrics::edge::metrics().lockout();
-        }
-        if record.locked_until.is_none_or(|u| u < until) {
-            record.locked_until = Some(until);
         }
     }
 
@@ -138,10 +165,10 @@ impl Lockout {
     pub fn active(&self, now: Instant) -> Vec<(ClientKey, Duration)> {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<(ClientKey, Duration)> = table
-            .map
+            .locks
             .iter()
-            .filter_map(|(key, record)| {
-                let left = record.locked_until?.checked_duration_since(now)?;
+            .filter_map(|(key, until)| {
+                let left = until.checked_duration_since(now)?;
                 (!left.is_zero()).then_some((*key, left))
             })
             .collect();
@@ -152,13 +179,14 @@ impl Lockout {
     /// Counts one failure from `ip`'s key.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) -> FailureOutcome {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let record = table.entry(ClientKey::of(ip));
-        if record.locked_until.is_some_and(|u| u > now) {
+        let key = ClientKey::of(ip);
+        let locked = table.locked_until(&key, now).is_some();
+        let record = table.counts.entry(key);
+        if locked {
             return FailureOutcome::Counted {
                 failures_in_window: record.failures,
             };
         }
-        record.locked_until = None;
         let expired = record
             .window_start
             .is_none_or(|start| now.saturating_duration_since(start) > self.policy.window);
@@ -170,7 +198,7 @@ impl Lockout {
         if record.failures >= self.policy.max_failures {
             record.failures = 0;
             record.window_start = None;
-            record.locked_until = Some(now + self.policy.lockout);
+            table.lock(key, now + self.policy.lockout, now);
             super::metrics::edge::metrics().lockout();
             FailureOutcome::LockedOut {
                 retry_after: self.policy.lockout,
@@ -184,7 +212,7 @@ impl Lockout {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.table.lock().unwrap().len()
+        self.table.lock().unwrap().counts.len()
     }
 }
 

@@ -71,11 +71,12 @@ fn an_ipv6_client_is_counted_by_its_slash_64() {
 }
 
 #[test]
-fn the_table_is_bounded_and_evicts_the_oldest_key() {
+fn the_table_is_bounded_and_a_flood_of_new_keys_evicts_counts_never_a_lockout() {
     let lockout = Lockout::with_capacity(policy(2, 60, 300), 100);
     let t0 = Instant::now();
-    let first = ip("10.9.9.9");
+    let (first, counted) = (ip("10.9.9.9"), ip("10.8.8.8"));
     lockout.lock(first, Duration::from_secs(300), t0);
+    lockout.record_failure(counted, t0);
     for i in 0..10_000u32 {
         let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i));
         lockout.record_failure(addr, t0);
@@ -83,8 +84,15 @@ fn the_table_is_bounded_and_evicts_the_oldest_key() {
     }
     assert_eq!(lockout.len(), 100);
     assert!(
-        lockout.check(first, t0).is_none(),
-        "the oldest entry was evicted"
+        lockout.check(first, t0).is_some(),
+        "a flood of new keys unlocked a locked-out client"
+    );
+    // The oldest count was evicted: one more failure of that key starts over.
+    assert_eq!(
+        lockout.record_failure(counted, t0),
+        FailureOutcome::Counted {
+            failures_in_window: 1
+        }
     );
     // The newest keys are still counted.
     let newest = IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + 9_999));
@@ -184,4 +192,32 @@ fn active_lists_the_keys_locked_out_now_longest_first() {
     assert_eq!(active[0].0, ClientKey::of(b), "longest first");
     assert_eq!(active[1].1, Duration::from_secs(299));
     assert!(lockout.active(t0 + Duration::from_secs(901)).is_empty());
+}
+
+/// A full table of lockouts in force drops the expired ones first, then the one ending
+/// soonest: never more than its capacity, and the longest lockouts stay.
+#[test]
+fn a_full_lockout_table_keeps_the_longest_lockouts() {
+    let lockout = Lockout::with_capacity(policy(1, 60, 300), 4);
+    let t0 = Instant::now();
+    let key = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(0x0c00_0000 + i));
+    lockout.lock(key(0), Duration::from_secs(1), t0);
+    for i in 1..4 {
+        lockout.lock(key(i), Duration::from_secs(100 * u64::from(i)), t0);
+    }
+    // Record 0 expired: it makes room.
+    let t1 = t0 + Duration::from_secs(2);
+    lockout.lock(key(9), Duration::from_secs(1000), t1);
+    assert_eq!(lockout.active(t1).len(), 4);
+    // Full of lockouts in force: the soonest (key 1, 100 s) goes.
+    assert!(matches!(
+        lockout.record_failure(key(10), t1),
+        FailureOutcome::LockedOut { .. }
+    ));
+    let active: Vec<_> = lockout.active(t1).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(active.len(), 4);
+    assert!(lockout.check(key(1), t1).is_none());
+    for kept in [2, 3, 9, 10] {
+        assert!(lockout.check(key(kept), t1).is_some(), "{kept}");
+    }
 }
