@@ -33,6 +33,9 @@ use crate::settings::FleetSettings;
 pub const CONTROL_STREAM: &str = "KAFCLAW_CONTROL";
 /// Its subject.
 pub const CONTROL_SUBJECT: &str = "kafclaw.control";
+/// The largest control message (an envelope is well under 1 KiB; a reason is capped far below).
+const MAX_CONTROL_BYTES: usize = 64 * 1024;
+
 /// The anchors stream: each node's audit head, on `kafclaw.anchors.<node>`.
 pub const ANCHOR_STREAM: &str = "KAFCLAW_ANCHORS";
 /// The anchors' subject prefix.
@@ -340,6 +343,8 @@ impl Fleet {
             subjects: vec![CONTROL_SUBJECT.into()],
             num_replicas: replicas,
             duplicate_window: Duration::from_secs(120),
+            // The server refuses larger messages; a follower skips them unread too.
+            max_message_size: MAX_CONTROL_BYTES as i32,
             ..Default::default()
         })
         .await
@@ -617,8 +622,9 @@ impl Fleet {
         if let Some(entry) = bucket.entry(&key).await.map_err(|e| e.to_string())? {
             let locked = serde_json::from_slice::<FailureCount>(&entry.value).unwrap_or_default();
             if let Some(left) = locked
-                .left(now)
+                .left(now, policy.lockout)
                 .filter(|_| entry.operation == kv::Operation::Put)
+                .filter(|_| locked.authentic(&key, self.inner.control_mac.as_ref()))
             {
                 return Ok(Some(left));
             }
@@ -656,13 +662,15 @@ impl Fleet {
             failures: u32::try_from(failures).unwrap_or(u32::MAX),
             window_start_ms: now,
             locked_until_ms: Some(now + policy.lockout.as_millis() as u64),
-        };
+            mac: None,
+        }
+        .sign(&key, self.inner.control_mac.as_ref());
         let value = serde_json::to_vec(&lock).map_err(|e| e.to_string())?;
         bucket
             .put(&key, value.into())
             .await
             .map_err(|e| e.to_string())?;
-        Ok(lock.left(now))
+        Ok(lock.left(now, policy.lockout))
     }
 
     fn set_applied(&self, seq: u64) {
@@ -779,7 +787,15 @@ async fn follow(fleet: &Fleet, control: &ControlContext) -> Result<(), String> {
         if seq <= fleet.applied_seq() {
             continue;
         }
-        match serde_json::from_slice::<ControlEnvelope>(&message.payload) {
+        let parsed = if message.payload.len() > MAX_CONTROL_BYTES {
+            Err(format!(
+                "{} bytes, over the {MAX_CONTROL_BYTES} a control message may have",
+                message.payload.len()
+            ))
+        } else {
+            serde_json::from_slice::<ControlEnvelope>(&message.payload).map_err(|e| e.to_string())
+        };
+        match parsed {
             Ok(envelope) => {
                 let own =
                     envelope.origin == fleet.node_id() && fleet.lock_own().remove(&envelope.id);
@@ -798,18 +814,45 @@ async fn follow(fleet: &Fleet, control: &ControlContext) -> Result<(), String> {
 }
 
 /// One client key's fleet-wide auth failures (the `kafclaw_auth_failures` bucket's value).
+/// With `fleet.control_key` set, `mac` authenticates the value for its bucket key.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct FailureCount {
     failures: u32,
     window_start_ms: u64,
     locked_until_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
 }
 
 impl FailureCount {
-    fn left(&self, now_ms: u64) -> Option<Duration> {
+    /// The lockout left at `now_ms`, never more than `max` (the policy's lockout): a value
+    /// written by anyone else with access to the bucket cannot lock a client out for longer.
+    fn left(&self, now_ms: u64, max: Duration) -> Option<Duration> {
         self.locked_until_ms
             .filter(|until| *until > now_ms)
-            .map(|until| Duration::from_millis(until - now_ms))
+            .map(|until| Duration::from_millis(until - now_ms).min(max))
+    }
+
+    /// What the MAC covers: the bucket key and every field, one line.
+    fn mac_input(&self, key: &str) -> Vec<u8> {
+        format!(
+            "kafclaw auth lockout\n{key}\n{}\n{}\n{}",
+            self.failures,
+            self.window_start_ms,
+            self.locked_until_ms
+                .map_or(String::new(), |u| u.to_string())
+        )
+        .into_bytes()
+    }
+
+    fn sign(mut self, key: &str, mac: Option<&ControlMac>) -> Self {
+        self.mac = mac.map(|m| m.tag(&self.mac_input(key)).to_hex().to_string());
+        self
+    }
+
+    /// Whether the value may be trusted: always without a control key, else its MAC verifies.
+    fn authentic(&self, key: &str, mac: Option<&ControlMac>) -> bool {
+        mac.is_none_or(|m| m.verify(&self.mac_input(key), self.mac.as_deref()))
     }
 }
 
@@ -862,7 +905,11 @@ async fn watch_lockouts(fleet: Fleet, control: ControlContext) {
             let Ok(count) = serde_json::from_slice::<FailureCount>(&entry.value) else {
                 continue;
             };
-            let Some(left) = count.left(now_ms()) else {
+            if !count.authentic(&entry.key, fleet.inner.control_mac.as_ref()) {
+                tracing::warn!(key = %entry.key, "fleet: a lockout without a valid fleet.control_key MAC ignored");
+                continue;
+            }
+            let Some(left) = count.left(now_ms(), fleet.inner.lockout.lockout) else {
                 continue;
             };
             if control.lockout.check(ip, Instant::now()).is_some() {
@@ -886,6 +933,11 @@ async fn watch_lockouts(fleet: Fleet, control: ControlContext) {
         }
     }
 }
+
+/// The most nodes the roster shows (a bucket flooded with keys shows no more).
+const MAX_ROSTER: usize = 256;
+/// The largest roster entry read (an entry is about 300 bytes).
+const MAX_ROSTER_ENTRY_BYTES: usize = 4096;
 
 /// One node's roster entry (the value under its id in the roster bucket).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -920,9 +972,18 @@ async fn heartbeat(fleet: Fleet, audit: Slot<AuditChainer>) {
                 let mut keys = bucket.keys().await.map_err(|e| e.to_string())?;
                 let mut roster = BTreeMap::new();
                 while let Some(Ok(k)) = keys.next().await {
+                    if roster.len() >= MAX_ROSTER {
+                        break;
+                    }
                     if let Ok(Some(v)) = bucket.get(&k).await {
+                        if v.len() > MAX_ROSTER_ENTRY_BYTES {
+                            continue;
+                        }
+                        // An entry speaks for the node its key names, never for another.
                         if let Ok(entry) = serde_json::from_slice::<NodeEntry>(&v) {
-                            roster.insert(entry.node_id.clone(), entry);
+                            if subject_token(&entry.node_id) == k {
+                                roster.insert(entry.node_id.clone(), entry);
+                            }
                         }
                     }
                 }
@@ -1265,6 +1326,33 @@ pub fn check_anchors(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lockout value in the shared bucket locks out for at most the policy's lockout, and
+    /// with a control key only a value signed for its own key counts.
+    #[test]
+    fn a_forged_or_endless_lockout_in_the_bucket_is_capped_and_needs_the_mac() {
+        let lockout = Duration::from_secs(900);
+        let endless = FailureCount {
+            failures: 1,
+            window_start_ms: 0,
+            locked_until_ms: Some(u64::MAX),
+            mac: None,
+        };
+        assert_eq!(endless.left(1_000, lockout), Some(lockout));
+        let mac = ControlMac([7u8; 32]);
+        assert!(endless.authentic("127.0.0.1", None));
+        assert!(!endless.authentic("127.0.0.1", Some(&mac)));
+        let signed = endless.sign("127.0.0.1", Some(&mac));
+        assert!(signed.authentic("127.0.0.1", Some(&mac)));
+        // Moved to another client's key, or with a field changed, it no longer verifies.
+        assert!(!signed.authentic("10.0.0.1", Some(&mac)));
+        let stretched = FailureCount {
+            failures: 99,
+            ..signed
+        };
+        assert!(!stretched.authentic("127.0.0.1", Some(&mac)));
+        assert!(!stretched.authentic("127.0.0.1", Some(&ControlMac([8u8; 32]))));
+    }
 
     #[test]
     fn the_anchors_stream_keeps_every_anchor_and_an_older_one_is_named_weak() {

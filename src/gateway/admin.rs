@@ -418,9 +418,23 @@ pub async fn apply_from_fleet(
         message,
         ..
     } = envelope;
-    let mut data = serde_json::to_value(&message).unwrap_or(Value::Null);
-    data["origin"] = Value::from(origin.as_str());
-    data["id"] = Value::from(id.as_str());
+    // A message no node vouches for is recorded by a fixed-size summary: whoever can publish
+    // on the stream must not be able to write what it likes, at any length, into every node's
+    // audit log.
+    let forged = unauthenticated.is_some();
+    let clip = |s: &str| -> String { s.chars().take(64).collect() };
+    let mut data = if forged {
+        json!({"kind": message.kind()})
+    } else {
+        serde_json::to_value(&message).unwrap_or(Value::Null)
+    };
+    let actor = if forged { clip(&actor) } else { actor };
+    data["origin"] = Value::from(if forged {
+        clip(&origin)
+    } else {
+        origin.clone()
+    });
+    data["id"] = Value::from(if forged { clip(&id) } else { id.clone() });
     data["seq"] = Value::from(seq);
     // Only the kinds that fan out are ever published by a node; anything else on the stream
     // (a snapshot, an incident resolution, a token rotation) was put there by someone else.

@@ -223,6 +223,11 @@ async fn forged_control_messages_on_the_stream_are_audited_and_skipped() {
             json!({"type": "relax_tools"}),
             Some("0".repeat(64)), // a MAC, but not this payload's
         ),
+        // A long reason: recorded by a fixed-size summary where no node vouches for it.
+        (
+            json!({"type": "quarantine_channel", "channel": "slack", "reason": "r".repeat(20_000)}),
+            None,
+        ),
     ];
     let messages = local_only
         .iter()
@@ -246,6 +251,16 @@ async fn forged_control_messages_on_the_stream_are_audited_and_skipped() {
             .await
             .unwrap();
     }
+    // Over 64 KiB: the stream refuses it.
+    let huge = json!({"id": "huge", "origin": "a", "actor": "x", "message": {"type": "lockdown", "reason": "h".repeat(100_000)}});
+    let refused = match js
+        .publish("kafclaw.control", serde_json::to_vec(&huge).unwrap().into())
+        .await
+    {
+        Ok(ack) => ack.await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a 100 KB control message was stored");
     // Signed with the key (as a node would): a fresh one is applied, a copy issued an hour
     // before the stream took it (a replay) is not.
     let key = blake3::derive_key(
@@ -309,6 +324,14 @@ async fn forged_control_messages_on_the_stream_are_audited_and_skipped() {
         async || skipped(&nodes[0], "replayed message") == 1,
     )
     .await;
+    for record in control_applied(&nodes[0]) {
+        if data(&record)["skipped"]
+            .as_str()
+            .is_some_and(|s| s.contains("fleet.control_key MAC"))
+        {
+            assert!(record.to_string().len() < 1024, "{record}");
+        }
+    }
     // Published after the replay, so followed after it too: waited for, not assumed.
     wait_for(
         "node a to apply the fresh message with a valid MAC",
