@@ -262,6 +262,8 @@ pub struct WhatsAppEdge {
     pub verify_token: Secret,
     /// The body-signing secret.
     pub app_secret: Secret,
+    /// The business number's id: deliveries for another number of the same app are skipped.
+    pub phone_number_id: String,
     /// The channel actor.
     pub channel: Slot<ChannelBridge>,
     /// Its backlog bound, checked before a delivery is stored.
@@ -288,6 +290,7 @@ impl ChannelEdge {
             Some(WhatsAppEdge {
                 verify_token: wa.verify_token.clone()?,
                 app_secret: wa.app_secret.clone()?,
+                phone_number_id: wa.phone_number_id.clone(),
                 channel: slot("whatsapp"),
                 backlog: settings.backlog("whatsapp"),
             })

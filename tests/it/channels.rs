@@ -159,6 +159,15 @@ async fn an_owner_message_is_answered_once_and_unknown_senders_are_dropped() {
         "acknowledged, then dropped"
     );
 
+    // Signed by the same Meta app, sent to another of its numbers: not this channel's.
+    let foreign = wa_body(OWNER, "wamid.foreign", "for the other number").replace(
+        "\"phone_number_id\":\"1234567890\"",
+        "\"phone_number_id\":\"999\"",
+    );
+    assert!(foreign.contains("\"999\""), "{foreign}");
+    let sig = sign_webhook(APP_SECRET.as_bytes(), foreign.as_bytes());
+    assert_eq!(post_wa(&gw, &foreign, Some(sig)).await, StatusCode::OK);
+
     let owner = wa_body(OWNER, "wamid.owner1", "hello");
     let sig = sign_webhook(APP_SECRET.as_bytes(), owner.as_bytes());
     assert_eq!(
@@ -182,6 +191,10 @@ async fn an_owner_message_is_answered_once_and_unknown_senders_are_dropped() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = server.seen();
     assert_eq!(seen.len(), 1, "processed exactly once");
+    assert!(
+        !seen[0].body.to_string().contains("for the other number"),
+        "a message for another business number reached the model"
+    );
     let system = seen[0].body["messages"][0]["content"]
         .as_str()
         .unwrap()

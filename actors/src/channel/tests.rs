@@ -187,6 +187,41 @@ mod whatsapp_edge {
         .unwrap()
     }
 
+    /// One Meta app signs the webhooks of all its numbers: only this channel's number counts.
+    #[test]
+    fn changes_for_another_business_number_are_skipped_and_counted() {
+        use super::super::whatsapp::parse_webhook_for;
+        let change = |number: Option<&str>, id: &str| {
+            let mut value = serde_json::json!({
+                "messages": [{"from": "4915112345678", "id": id, "timestamp": "1700000000", "type": "text", "text": {"body": "hi"}}],
+                "statuses": [{"id": "wamid.OUT1", "status": "sent", "timestamp": "1700000001", "recipient_id": "1"}]
+            });
+            if let Some(number) = number {
+                value["metadata"] = serde_json::json!({"phone_number_id": number});
+            }
+            serde_json::json!({"field": "messages", "value": value})
+        };
+        let body = serde_json::to_vec(&serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "WABA", "changes": [
+                change(Some("123"), "wamid.OURS"),
+                change(Some("999"), "wamid.THEIRS"),
+                change(None, "wamid.UNNAMED"),
+            ]}]
+        }))
+        .unwrap();
+        let batch = parse_webhook_for(&body, Some("123")).unwrap();
+        let ids: Vec<_> = batch
+            .messages
+            .iter()
+            .map(|m| m.message.message_id.as_str())
+            .collect();
+        assert_eq!(ids, ["wamid.OURS", "wamid.UNNAMED"]);
+        assert_eq!(batch.statuses.len(), 2);
+        assert_eq!(batch.foreign, 2);
+        assert_eq!(parse_webhook(&body).unwrap().messages.len(), 3);
+    }
+
     #[test]
     fn parse_shapes() {
         use super::super::MessageKind;

@@ -201,6 +201,8 @@ pub struct WebhookBatch {
     pub messages: Vec<WhatsappInbound>,
     /// Delivery receipts, in payload order.
     pub statuses: Vec<DeliveryStatus>,
+    /// Messages and receipts skipped because they were for another business number.
+    pub foreign: usize,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +295,17 @@ fn parse_timestamp(raw: &str) -> Result<i64, ParseError> {
 /// text the agent would see (see [`Content::render`]); unknown types are kept as
 /// [`Content::Unknown`].
 pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, ParseError> {
+    parse_webhook_for(raw_body, None)
+}
+
+/// Like [`parse_webhook`], keeping only what was sent to the business number `expected`
+/// (`metadata.phone_number_id`): one Meta app signs the webhooks of every number it serves, so
+/// a signature alone does not say the message is this channel's. A change naming another
+/// number is skipped and counted in [`WebhookBatch::foreign`]; one without metadata is kept.
+pub fn parse_webhook_for(
+    raw_body: &[u8],
+    expected: Option<&str>,
+) -> Result<WebhookBatch, ParseError> {
     let envelope: Envelope =
         serde_json::from_slice(raw_body).map_err(|e| ParseError::Json(e.to_string()))?;
     if envelope.object != "whatsapp_business_account" {
@@ -305,6 +318,10 @@ pub fn parse_webhook(raw_body: &[u8]) -> Result<WebhookBatch, ParseError> {
         }
         let Some(value) = change.value else { continue };
         let phone_number_id = value.metadata.unwrap_or_default().phone_number_id;
+        if expected.is_some_and(|e| !phone_number_id.is_empty() && phone_number_id != e) {
+            batch.foreign += value.messages.len() + value.statuses.len();
+            continue;
+        }
         for wire in value.messages {
             let inbound = parse_message(&wire, &value.contacts, &phone_number_id)?;
             batch.messages.push(inbound);

@@ -16,7 +16,7 @@ use kafclaw_actors::audit::AuditKind;
 use kafclaw_actors::channel::backlog::{Backlog, BacklogCheck};
 use kafclaw_actors::channel::bridge::{parse_bridge_message, verify_bridge, BridgeAuthError};
 use kafclaw_actors::channel::outbox::{reply_id, OutboxRecord, OutboxState};
-use kafclaw_actors::channel::whatsapp::{parse_webhook, verify_handshake, verify_signature};
+use kafclaw_actors::channel::whatsapp::{parse_webhook_for, verify_handshake, verify_signature};
 use kafclaw_actors::channel::{
     AcceptInbound, ApplyReceipts, ChannelBridge, GetChannelInfo, GetOutbox, InboundMessage,
 };
@@ -85,8 +85,16 @@ pub async fn whatsapp_inbound(
         return Err(ApiError::Unauthorized);
     }
     state.space.admit()?;
-    let batch =
-        parse_webhook(&body).map_err(|e| ApiError::BadRequest(format!("invalid payload: {e}")))?;
+    let batch = parse_webhook_for(&body, Some(&wa.phone_number_id))
+        .map_err(|e| ApiError::BadRequest(format!("invalid payload: {e}")))?;
+    if batch.foreign > 0 {
+        // Signed by our app, sent to another of its numbers: not this channel's to handle.
+        tracing::warn!(
+            skipped = batch.foreign,
+            client = %client(&req),
+            "whatsapp webhook for another phone_number_id skipped"
+        );
+    }
     if !batch.messages.is_empty() {
         admit_backlog(&state, "whatsapp", &wa.backlog).await?;
     }
