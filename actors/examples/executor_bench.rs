@@ -102,6 +102,7 @@ async fn main() {
             audit: NullAudit.start().recipient(),
             high_risk: Some(NullSignals.start().recipient()),
             skills: None,
+            media: None,
         },
     )
     .expect("the default allow-list holds no launcher");

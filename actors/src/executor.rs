@@ -272,6 +272,8 @@ struct Inner {
     sandbox: SandboxStatus,
     /// The skills tree (`skill_run`); `None` when skills are off.
     skills: Option<Arc<dyn SkillHost>>,
+    /// Whose each saved media file is; `None`: no media root to guard.
+    media: Option<crate::channel::media::MediaOwners>,
 }
 
 /// Where the executor works and what it reports to.
@@ -282,6 +284,9 @@ pub struct ExecutorLinks {
     pub high_risk: Option<Recipient<HighRiskDenied>>,
     /// The skills tree (`skill_run`); `None` when skills are off (the call is then denied).
     pub skills: Option<Arc<dyn SkillHost>>,
+    /// Whose each saved media file is: an external sender reads under the media root only the
+    /// files of their own session, and never lists it.
+    pub media: Option<crate::channel::media::MediaOwners>,
 }
 
 impl ToolExecutor {
@@ -321,6 +326,7 @@ impl ToolExecutor {
             jail,
             sandbox,
             skills: links.skills,
+            media: links.media,
         };
         let executor = Self {
             inner: Arc::new(inner),
@@ -430,9 +436,14 @@ async fn execute(
     if let (Some(t), false) = (tool, matches!(decision, Decision::Deny(_))) {
         let args = msg.arguments.clone();
         let checked = Arc::clone(&inner);
-        let result = tokio::task::spawn_blocking(move || prepare(&checked, t, &args))
-            .await
-            .map_err(|e| ExecutorError::TaskFailed(e.to_string()))?;
+        let (sender, session) = (msg.sender, msg.session.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let prepared = prepare(&checked, t, &args)?;
+            media_scope(&checked, sender, &session, &prepared)?;
+            Ok(prepared)
+        })
+        .await
+        .map_err(|e| ExecutorError::TaskFailed(e.to_string()))?;
         match result {
             Ok(p) => prepared = Some(p),
             Err(Refusal::Invalid(why)) => {
@@ -560,6 +571,40 @@ fn str_arg(args: &Value, name: &str) -> Result<String, Refusal> {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(Refusal::Invalid(format!("{name} must be a string"))),
         None => Err(Refusal::Invalid(format!("missing {name}"))),
+    }
+}
+
+/// The media root holds every conversation's files side by side: an external sender may read
+/// there only a file saved for their own session, and may not list it (the names are other
+/// senders' message ids). Owners are not limited.
+fn media_scope(
+    inner: &Inner,
+    sender: SenderKind,
+    session: &str,
+    prepared: &Prepared,
+) -> Result<(), Refusal> {
+    let (Some(media), SenderKind::External) = (&inner.media, sender) else {
+        return Ok(());
+    };
+    let (raw, listing) = match prepared {
+        Prepared::File(FileCall::Read(path)) => (path, false),
+        Prepared::File(FileCall::List(path)) => (path, true),
+        _ => return Ok(()),
+    };
+    let path = inner.files.resolve_read(raw).map_err(Refusal::Denied)?;
+    if !media.covers(&path) {
+        return Ok(());
+    }
+    if listing {
+        return Err(Refusal::Skill(
+            "the media directory holds every conversation's files; an external sender cannot list it".into(),
+        ));
+    }
+    match media.owner(&path) {
+        Some(owner) if owner == session => Ok(()),
+        _ => Err(Refusal::Skill(
+            "this media file belongs to another conversation".into(),
+        )),
     }
 }
 

@@ -72,11 +72,13 @@ pub enum TreeName {
     Audit,
     /// Turn journals (behind [`seam`]).
     Journal,
+    /// Which session each saved media file belongs to (path under the media root → session).
+    Media,
 }
 
 impl TreeName {
     /// Every tree (for size reports).
-    pub const ALL: [TreeName; 11] = [
+    pub const ALL: [TreeName; 12] = [
         TreeName::Timeline,
         TreeName::Settings,
         TreeName::Secrets,
@@ -88,6 +90,7 @@ impl TreeName {
         TreeName::Usage,
         TreeName::Audit,
         TreeName::Journal,
+        TreeName::Media,
     ];
 
     /// The sled tree name.
@@ -104,6 +107,7 @@ impl TreeName {
             TreeName::Usage => "usage",
             TreeName::Audit => "audit",
             TreeName::Journal => "journal",
+            TreeName::Media => "media",
         }
     }
 }

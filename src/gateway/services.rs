@@ -15,7 +15,7 @@ use kafclaw_actors::agent::{
 use kafclaw_actors::approval::Approvals;
 use kafclaw_actors::audit::{AppendRecord, AuditChainer, AuditKey, AuditRelay, RecordedHead};
 use kafclaw_actors::channel::dispatch::{http_client, DispatchTarget, Dispatcher};
-use kafclaw_actors::channel::media::{GraphSource, MediaFetcher, MediaSettings};
+use kafclaw_actors::channel::media::{GraphSource, MediaFetcher, MediaOwners, MediaSettings};
 use kafclaw_actors::channel::outbox::Backoff;
 use kafclaw_actors::channel::pairing::PairingSettings;
 use kafclaw_actors::channel::{
@@ -121,6 +121,7 @@ pub fn start(
     let (skill_host, skills_status) = skill_host(home, settings, relay.clone(), vault.clone());
     let executor = start_executor(
         &mut tree,
+        &db,
         home,
         settings,
         relay.clone(),
@@ -419,6 +420,7 @@ pub fn start_offline(
 
 fn start_executor(
     tree: &mut SupervisorBuilder,
+    db: &StoreDb,
     home: &Home,
     settings: &Settings,
     audit: Recipient<AppendRecord>,
@@ -435,6 +437,10 @@ fn start_executor(
         audit: audit.clone(),
         high_risk: Some(signals.clone().recipient()),
         skills: skill_host,
+        media: Some(
+            kafclaw_actors::channel::media::MediaOwners::new(db, workspace.join("media"))
+                .map_err(|e| e.to_string())?,
+        ),
     };
     let (first, warnings) = ToolExecutor::new(
         &exec_settings,
@@ -572,12 +578,15 @@ fn start_channels(
             audit: audit.clone(),
             unknown_senders: Some(signals.clone().recipient()),
             drain: drain.clone(),
-            media: Some(MediaFetcher::new(
-                http.clone(),
-                media.graph,
-                media_root.clone(),
-                media.settings,
-            )),
+            media: Some(
+                MediaFetcher::new(
+                    http.clone(),
+                    media.graph,
+                    media_root.clone(),
+                    media.settings,
+                )
+                .with_owners(MediaOwners::new(db, media_root.clone()).map_err(|e| e.to_string())?),
+            ),
         };
         let channel_db = db.clone();
         tree.child_on_own_thread(

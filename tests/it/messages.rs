@@ -764,3 +764,72 @@ async fn a_reply_to_one_of_our_messages_quotes_our_text() {
         "{seen:?}"
     );
 }
+
+/// Every conversation's media lie side by side under `workspace/media`: an external sender's
+/// agent reads only the files saved for its own session, never another sender's, and cannot
+/// list the directory (a hole found by review: one allow-listed sender read another's file).
+#[tokio::test]
+async fn an_external_sender_reads_its_own_attachment_and_never_anothers() {
+    use crate::model_server::{self, ModelServer};
+    use base64::Engine;
+    let home = tempfile::tempdir().unwrap();
+    let media = home.path().join(".kafclaw/workspace/media/slack");
+    let path = media.join("a1.txt").display().to_string();
+    let server = ModelServer::start(vec![
+        model_server::text("noted", 1, 1),
+        model_server::tool_call("read_file", json!({ "path": path })),
+        model_server::text("done", 1, 1),
+        model_server::tool_call("list_dir", json!({"path": media.display().to_string()})),
+        model_server::text("done", 1, 1),
+        model_server::tool_call("read_file", json!({ "path": path })),
+        model_server::text("done", 1, 1),
+    ]);
+    let mut options = crate::channels::options(&server);
+    let mut config: Value = serde_json::from_str(options.config_json.as_deref().unwrap()).unwrap();
+    config["channels"]["bridges"]["slack"]["allowlist"] = json!(["U-ALICE", "U-BOB"]);
+    options.config_json = Some(config.to_string());
+    let gw = Gateway::start_in(home, options);
+    let send = |body: Value| {
+        let body = body.to_string();
+        let now = kafclaw_actors::clock::unix_now();
+        let sig = sign_bridge(BRIDGE_SECRET.as_bytes(), now, body.as_bytes());
+        client()
+            .post(gw.gw_url("/webhooks/bridge/slack"))
+            .header("X-KafClaw-Timestamp", now.to_string())
+            .header("X-KafClaw-Signature", sig)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let secret = base64::engine::general_purpose::STANDARD.encode("alice's passport");
+    let bodies = [
+        json!({"message_id": "a1", "sender_id": "U-ALICE", "chat_id": "C-ALICE", "text": "my passport",
+               "attachments": [{"name": "p.txt", "mime_type": "text/plain", "size": 16, "data": secret}]}),
+        json!({"message_id": "b1", "sender_id": "U-BOB", "chat_id": "C-BOB", "text": "read alice's file"}),
+        json!({"message_id": "b2", "sender_id": "U-BOB", "chat_id": "C-BOB", "text": "list the media"}),
+        json!({"message_id": "a2", "sender_id": "U-ALICE", "chat_id": "C-ALICE", "text": "read mine"}),
+    ];
+    let mut calls = 1;
+    for body in bodies {
+        let status = send(body).send().await.unwrap().status();
+        assert_eq!(status, reqwest::StatusCode::OK);
+        wait_calls(&server, calls).await;
+        calls += 2;
+    }
+    let calls = wait_calls(&server, 7).await;
+    let tool_result = |call: &Seen| -> String {
+        let messages = call.body["messages"].as_array().unwrap();
+        let last = messages.last().unwrap();
+        assert_eq!(last["role"], "tool", "{last}");
+        last["content"].as_str().unwrap().to_string()
+    };
+    let bob_read = tool_result(&calls[2]);
+    assert!(
+        bob_read.starts_with("denied:") && bob_read.contains("another conversation"),
+        "{bob_read}"
+    );
+    assert!(!bob_read.contains("passport"), "{bob_read}");
+    let bob_list = tool_result(&calls[4]);
+    assert!(bob_list.starts_with("denied:"), "{bob_list}");
+    let alice_read = tool_result(&calls[6]);
+    assert_eq!(alice_read, "alice's passport");
+}

@@ -200,6 +200,73 @@ pub struct SavedMedia {
     pub bytes: u64,
 }
 
+/// Which session each saved media file belongs to: recorded when a message's media is saved
+/// for it, asked by the executor before an external sender's `read_file` under the media root
+/// (all senders' files share that directory; a sender reads only their own conversation's).
+/// Keys are paths relative to the media root, both sides canonical.
+#[derive(Clone)]
+pub struct MediaOwners {
+    tree: crate::store::KvTree,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for MediaOwners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaOwners")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+impl MediaOwners {
+    /// The owners of the files under `root` (`workspace/media`), kept in `db`.
+    pub fn new(
+        db: &crate::store::StoreDb,
+        root: PathBuf,
+    ) -> Result<Self, crate::store::StoreError> {
+        Ok(Self {
+            tree: db.tree(crate::store::TreeName::Media)?,
+            root,
+        })
+    }
+
+    /// The media root, canonical when it exists.
+    fn canonical_root(&self) -> PathBuf {
+        std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone())
+    }
+
+    /// Whether `path` (canonical) is the media root or under it.
+    pub fn covers(&self, path: &Path) -> bool {
+        path.starts_with(self.canonical_root()) || path.starts_with(&self.root)
+    }
+
+    fn key(&self, path: &Path) -> Option<String> {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let relative = path
+            .strip_prefix(self.canonical_root())
+            .or_else(|_| path.strip_prefix(&self.root))
+            .ok()?;
+        relative
+            .to_str()
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+    }
+
+    /// Records that the saved file `path` belongs to `session`.
+    pub fn record(&self, path: &Path, session: &str) -> Result<(), crate::store::StoreError> {
+        match self.key(path) {
+            Some(key) => self.tree.insert(key, session.as_bytes()).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// The session `path` (canonical, under the root) was saved for; `None` when unknown.
+    pub fn owner(&self, path: &Path) -> Option<String> {
+        let value = self.tree.get(self.key(path)?).ok()??;
+        String::from_utf8(value).ok()
+    }
+}
+
 /// Fetches and saves media. Cheap to clone; shared by a channel's hand-overs and the
 /// background retries.
 #[derive(Clone)]
@@ -213,6 +280,8 @@ struct Inner {
     /// `workspace/media`.
     root: PathBuf,
     settings: MediaSettings,
+    /// Where a saved file's session is recorded.
+    owners: Option<MediaOwners>,
 }
 
 impl std::fmt::Debug for MediaFetcher {
@@ -277,7 +346,37 @@ impl MediaFetcher {
                 graph,
                 root: media_root,
                 settings,
+                owners: None,
             }),
+        }
+    }
+
+    /// The same fetcher, recording each saved file's session in `owners`
+    /// ([`MediaFetcher::record_owner`]).
+    pub fn with_owners(self, owners: MediaOwners) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            http: shared.http.clone(),
+            graph: shared.graph.clone(),
+            root: shared.root.clone(),
+            settings: shared.settings.clone(),
+            owners: None,
+        });
+        Self {
+            inner: Arc::new(Inner {
+                owners: Some(owners),
+                ..inner
+            }),
+        }
+    }
+
+    /// Records that the file saved at `path` belongs to `session` (what lets an external
+    /// sender of that session, and only them, read it). A failure is logged: the file then
+    /// stays unreadable to external senders.
+    pub fn record_owner(&self, path: &Path, session: &str) {
+        if let Some(owners) = &self.inner.owners {
+            if let Err(e) = owners.record(path, session) {
+                tracing::warn!(error = %e, "media owner not recorded");
+            }
         }
     }
 

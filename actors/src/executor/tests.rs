@@ -726,6 +726,7 @@ fn harness_with(fail_audit: bool, allow: &[&str], policy: PolicySettings) -> Har
             audit: recorder.start().recipient(),
             high_risk: Some(signals.start().recipient()),
             skills: None,
+            media: None,
         },
     )
     .unwrap();
@@ -1052,4 +1053,125 @@ async fn an_owner_above_the_runtime_restriction_is_denied_at_once_and_not_signal
     let outcome = h.executor.send(external).await.unwrap().unwrap();
     assert_eq!(outcome.status, OutcomeStatus::Denied);
     assert_eq!(h.signals.lock().unwrap().len(), 1);
+}
+
+/// Every conversation's media lie side by side under `workspace/media`: an external sender
+/// reads there only what was saved for their own session and never lists it; owners are not
+/// limited. A path that is only *named* in a message grants nothing.
+#[actix_rt::test]
+async fn an_external_sender_reads_only_their_own_sessions_media() {
+    let fixture = Fixture::new();
+    let db = crate::store::StoreDb::temporary().unwrap();
+    let root = fixture.workspace.join("media");
+    let owners = crate::channel::media::MediaOwners::new(&db, root.clone()).unwrap();
+    std::fs::create_dir_all(root.join("whatsapp")).unwrap();
+    for (file, session) in [
+        ("wamid.MINE.txt", Some("s1")),
+        ("wamid.ALICE.txt", Some("s2")),
+        ("wamid.NOBODY.txt", None),
+    ] {
+        let path = root.join("whatsapp").join(file);
+        std::fs::write(&path, format!("content of {file}")).unwrap();
+        if let Some(session) = session {
+            owners.record(&path, session).unwrap();
+        }
+    }
+    let recorder = Recorder::default();
+    let records = Arc::clone(&recorder.records);
+    let (executor, _) = ToolExecutor::new(
+        &ExecSettings::default(),
+        PolicySettings::default(),
+        (&fixture.workspace, &fixture.work_repo),
+        &fixture.home,
+        kernel_support(),
+        ExecutorLinks {
+            audit: recorder.start().recipient(),
+            high_risk: None,
+            skills: None,
+            media: Some(owners),
+        },
+    )
+    .unwrap();
+    let executor = executor.start();
+    let media = |file: &str| root.join("whatsapp").join(file).display().to_string();
+    let run = |tool: &str, path: String, sender: SenderKind| {
+        executor.send(call(tool, json!({ "path": path }), sender))
+    };
+    let mine = run("read_file", media("wamid.MINE.txt"), SenderKind::External)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mine.status, OutcomeStatus::Completed, "{}", mine.content);
+    assert_eq!(mine.content, "content of wamid.MINE.txt");
+    for other in ["wamid.ALICE.txt", "wamid.NOBODY.txt"] {
+        let out = run("read_file", media(other), SenderKind::External)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.status,
+            OutcomeStatus::Denied,
+            "{other}: {}",
+            out.content
+        );
+        assert!(
+            out.content.contains("another conversation"),
+            "{}",
+            out.content
+        );
+        // Reached by a path that leaves and re-enters the root, too.
+        let around = format!("{}/../whatsapp/{other}", root.join("whatsapp").display());
+        let out = run("read_file", around, SenderKind::External)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.status,
+            OutcomeStatus::Denied,
+            "{other}: {}",
+            out.content
+        );
+    }
+    for dir in [
+        root.display().to_string(),
+        root.join("whatsapp").display().to_string(),
+    ] {
+        let out = run("list_dir", dir.clone(), SenderKind::External)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status, OutcomeStatus::Denied, "{dir}: {}", out.content);
+    }
+    // The rest of the workspace is as before; owners read every file and list the root.
+    let ws = run(
+        "list_dir",
+        fixture.workspace.display().to_string(),
+        SenderKind::External,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(ws.status, OutcomeStatus::Completed, "{}", ws.content);
+    let owner = run("read_file", media("wamid.ALICE.txt"), SenderKind::Owner)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.status, OutcomeStatus::Completed, "{}", owner.content);
+    let owner = run(
+        "list_dir",
+        root.join("whatsapp").display().to_string(),
+        SenderKind::Owner,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(owner.status, OutcomeStatus::Completed, "{}", owner.content);
+    // Each refusal was decided, and audited, as a denial.
+    let denied = records
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.data["decision"] == "deny")
+        .count();
+    assert_eq!(denied, 6);
 }

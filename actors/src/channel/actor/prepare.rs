@@ -57,6 +57,15 @@ fn attachment_line(result: &Result<SavedMedia, MediaError>) -> String {
 }
 
 impl Preparer {
+    /// A saved file belongs to the record's session (no session: nobody external reads it).
+    fn note_owner(&self, record: &InboxRecord, result: &Result<SavedMedia, MediaError>) {
+        if let (Some(fetcher), Ok(saved), Some(session)) =
+            (&self.media, result, record.session_key.as_deref())
+        {
+            fetcher.record_owner(&saved.path, session);
+        }
+    }
+
     /// The prepared text of `record`, stored in it (synced); `None` when it needs nothing (or
     /// was prepared before: its stored text is final). An error when the prepared text could
     /// not be made durable: the message must not be handed on then (a later hand-over could
@@ -92,6 +101,7 @@ impl Preparer {
             if let Err(error) = &result {
                 tracing::warn!(%channel, %error, "media not saved");
             }
+            self.note_owner(record, &result);
             text.push('\n');
             text.push_str(&attachment_line(&result));
         }
@@ -113,6 +123,7 @@ impl Preparer {
             if let Err(error) = &result {
                 tracing::warn!(%channel, %error, "attachment not saved");
             }
+            self.note_owner(record, &result);
             // The bytes live in the file now (or nowhere): never in the store.
             attachment.data = None;
             let name = attachment.name.as_deref().unwrap_or("attachment");
