@@ -387,3 +387,40 @@ async fn futures_join(
     }
     out
 }
+
+/// A wrong webhook signature or handshake token is a guess at a secret: counted toward the
+/// lockout like a wrong token and audited; a locked-out client is refused even when signed.
+#[tokio::test]
+async fn bad_webhook_signatures_count_toward_the_lockout_and_are_audited() {
+    let server = ModelServer::start(vec![]);
+    let gw =
+        Gateway::start(options(&server).env("KAFCLAW_SECURITY_AUTH_LOCKOUT_MAX_FAILURES", "5"));
+    let body = wa_body(OWNER, "wamid.lock1", "hello");
+    for _ in 0..3 {
+        let status = post_wa(&gw, &body, Some("sha256=00".into())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let handshake = format!(
+        "{}?hub.mode=subscribe&hub.verify_token=guess&hub.challenge=c",
+        gw.gw_url("/webhooks/whatsapp")
+    );
+    for _ in 0..2 {
+        let status = client().get(&handshake).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    // Five failures: locked out, a correctly signed delivery too.
+    let good = sign_webhook(APP_SECRET.as_bytes(), body.as_bytes());
+    assert_eq!(
+        post_wa(&gw, &body, Some(good)).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let audit =
+        std::fs::read_to_string(gw.home_path().join(".kafclaw/audit/audit-000001.jsonl")).unwrap();
+    assert!(audit.contains("\"bad_signature\""), "{audit}");
+    assert!(audit.contains("\"bad_verify_token\""), "{audit}");
+    assert!(audit.contains("\"auth.locked_out\""), "{audit}");
+    assert!(
+        !audit.contains("guess"),
+        "a presented token never reaches the audit log"
+    );
+}

@@ -70,6 +70,11 @@ pub enum AuthFailure {
     /// A browser `Origin` that is neither this listener nor listed (refused before
     /// authentication).
     Origin,
+    /// A webhook delivery whose signature (`X-Hub-Signature-256`, `X-KafClaw-Signature`) is
+    /// missing or wrong.
+    Signature,
+    /// A WhatsApp handshake with the wrong `hub.verify_token`.
+    VerifyToken,
 }
 
 impl AuthFailure {
@@ -83,6 +88,8 @@ impl AuthFailure {
             AuthFailure::Revoked { .. } => "revoked_token",
             AuthFailure::Host => "host",
             AuthFailure::Origin => "origin",
+            AuthFailure::Signature => "bad_signature",
+            AuthFailure::VerifyToken => "bad_verify_token",
         }
     }
     /// The token's name when it is known (never the token).
@@ -261,69 +268,111 @@ async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
             }
             Ok(principal)
         }
-        Err(failure) => {
-            let client = ip.map(|i| i.to_string()).unwrap_or_default();
-            // Count before any await, so concurrent failures from one IP cannot slip past the
-            // threshold while earlier ones are still being audited.
-            let outcome = ip.map(|ip| state.control.lockout.record_failure(ip, Instant::now()));
-            // Fleet mode: the same failure counts fleet-wide; a fleet-wide lockout applies
-            // here at once and reaches the other nodes through the bucket.
-            if let (Some(fleet), Some(ip)) = (state.control.fleet.clone(), ip) {
-                let state = state.clone();
-                actix_rt::spawn(async move {
-                    match fleet.count_auth_failure(ip).await {
-                        Ok(Some(left))
-                            if state.control.lockout.check(ip, Instant::now()).is_none() =>
-                        {
-                            let client = super::client::ClientKey::of(ip).to_string();
-                            let data = json!({"client": client, "lockout_seconds": left.as_secs(), "fleet": true});
-                            let _ = state
-                                .audit(AuditKind::AuthLockedOut, &client, "fleet", data)
-                                .await;
-                            state.control.lockout.lock(ip, left, Instant::now());
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::debug!(error = %e, "fleet auth-failure count"),
-                    }
-                });
-            }
-            state.note_auth_failure(&client, req.path(), &failure);
-            // The monitor counts per key (an IPv6 client by its /64) and acts on that address.
-            let key = ip.map(|i| super::client::ClientKey::of(i).representative().to_string());
-            kafclaw_actors::incident::offer_signal(state.signals.try_send(
-                kafclaw_actors::incident::AuthFailureSignal {
-                    ip: key.unwrap_or_default(),
-                    at: OffsetDateTime::now_utc(),
-                },
-            ));
-            let mut data = json!({
-                "client": client,
-                "route": req.path(),
-                "reason": failure.as_str(),
-                "token_name": failure.token_name(),
+        Err(failure) => Err(refused(&req, &state, ip, relayed_peer, failure).await),
+    }
+}
+
+/// The client of `req` and, when it came through a trusted proxy, the proxy.
+fn client_of(req: &HttpRequest) -> (Option<IpAddr>, Option<String>) {
+    let resolved = req.extensions().get::<Client>().cloned();
+    let ip = resolved
+        .as_ref()
+        .map(|c| c.addr)
+        .or_else(|| req.peer_addr().map(|a| a.ip()));
+    let relayed = resolved.filter(|c| c.relayed).map(|c| c.peer.to_string());
+    (ip, relayed)
+}
+
+/// A webhook's credential (its signature, the handshake token) checked like a token: a
+/// locked-out client is refused first (429), a wrong one is counted toward the lockout,
+/// signalled and audited (throttled) like a wrong token, and answered 401.
+pub async fn check_webhook_credential(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    verdict: Result<(), AuthFailure>,
+) -> Result<(), ApiError> {
+    let (ip, relayed) = client_of(req);
+    if let Some(ip) = ip {
+        if let Some(left) = state.control.lockout.check(ip, Instant::now()) {
+            return Err(ApiError::LockedOut {
+                retry_after_seconds: left.as_secs().max(1),
             });
-            if let Some(relay) = relayed_peer {
-                data["peer"] = json!(relay);
-            }
-            // Denying is the safe direction: the 401 goes out even if the audit log fails, and
-            // once its record is written in chain order, without waiting for the fsync.
-            let _ = state
-                .audit_refusal(AuditKind::AuthFailed, &client, req.path(), data)
-                .await;
-            if let Some(FailureOutcome::LockedOut { retry_after }) = outcome {
-                tracing::warn!(client = %client, seconds = retry_after.as_secs(), "client locked out after repeated authentication failures");
-                let _ = state
-                    .audit_refusal(
-                        AuditKind::AuthLockedOut,
-                        &client,
-                        req.path(),
-                        json!({"client": client, "lockout_seconds": retry_after.as_secs()}),
-                    )
-                    .await;
-            }
-            Err(ApiError::Unauthorized)
         }
     }
+    match verdict {
+        Ok(()) => Ok(()),
+        Err(failure) => Err(refused(req, state, ip, relayed, failure).await),
+    }
+}
+
+/// One refused credential: counted (locally, and fleet-wide), logged (sampled), signalled to
+/// the incident monitor and audited (throttled); the 401 to answer.
+async fn refused(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    ip: Option<IpAddr>,
+    relayed_peer: Option<String>,
+    failure: AuthFailure,
+) -> ApiError {
+    let client = ip.map(|i| i.to_string()).unwrap_or_default();
+    // Count before any await, so concurrent failures from one IP cannot slip past the
+    // threshold while earlier ones are still being audited.
+    let outcome = ip.map(|ip| state.control.lockout.record_failure(ip, Instant::now()));
+    // Fleet mode: the same failure counts fleet-wide; a fleet-wide lockout applies
+    // here at once and reaches the other nodes through the bucket.
+    if let (Some(fleet), Some(ip)) = (state.control.fleet.clone(), ip) {
+        let state = state.clone();
+        actix_rt::spawn(async move {
+            match fleet.count_auth_failure(ip).await {
+                Ok(Some(left)) if state.control.lockout.check(ip, Instant::now()).is_none() => {
+                    let client = super::client::ClientKey::of(ip).to_string();
+                    let data =
+                        json!({"client": client, "lockout_seconds": left.as_secs(), "fleet": true});
+                    let _ = state
+                        .audit(AuditKind::AuthLockedOut, &client, "fleet", data)
+                        .await;
+                    state.control.lockout.lock(ip, left, Instant::now());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "fleet auth-failure count"),
+            }
+        });
+    }
+    state.note_auth_failure(&client, req.path(), &failure);
+    // The monitor counts per key (an IPv6 client by its /64) and acts on that address.
+    let key = ip.map(|i| super::client::ClientKey::of(i).representative().to_string());
+    kafclaw_actors::incident::offer_signal(state.signals.try_send(
+        kafclaw_actors::incident::AuthFailureSignal {
+            ip: key.unwrap_or_default(),
+            at: OffsetDateTime::now_utc(),
+        },
+    ));
+    let mut data = json!({
+        "client": client,
+        "route": req.path(),
+        "reason": failure.as_str(),
+        "token_name": failure.token_name(),
+    });
+    if let Some(relay) = relayed_peer {
+        data["peer"] = json!(relay);
+    }
+    // Denying is the safe direction: the 401 goes out even if the audit log fails, and
+    // once its record is written in chain order, without waiting for the fsync.
+    let _ = state
+        .audit_refusal(AuditKind::AuthFailed, &client, req.path(), data)
+        .await;
+    if let Some(FailureOutcome::LockedOut { retry_after }) = outcome {
+        tracing::warn!(client = %client, seconds = retry_after.as_secs(), "client locked out after repeated authentication failures");
+        let _ = state
+            .audit_refusal(
+                AuditKind::AuthLockedOut,
+                &client,
+                req.path(),
+                json!({"client": client, "lockout_seconds": retry_after.as_secs()}),
+            )
+            .await;
+    }
+    ApiError::Unauthorized
 }
 
 impl<S: RequiredScope, T: FromRequest + 'static> FromRequest for Authorized<S, T> {

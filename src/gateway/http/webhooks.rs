@@ -8,7 +8,7 @@
 //! read, failed, carrying the reply's id in `biz_opaque_callback_data`) are applied to the
 //! outbox before the 200, so Meta redelivers one the gateway could not record.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -16,13 +16,15 @@ use kafclaw_actors::audit::AuditKind;
 use kafclaw_actors::channel::backlog::{Backlog, BacklogCheck};
 use kafclaw_actors::channel::bridge::{parse_bridge_message, verify_bridge, BridgeAuthError};
 use kafclaw_actors::channel::outbox::{reply_id, OutboxRecord, OutboxState};
-use kafclaw_actors::channel::whatsapp::{parse_webhook_for, verify_handshake, verify_signature};
+use kafclaw_actors::channel::whatsapp::{
+    parse_webhook_for, verify_handshake, verify_signature, HandshakeError,
+};
 use kafclaw_actors::channel::{
     AcceptInbound, ApplyReceipts, ChannelBridge, GetChannelInfo, GetOutbox, InboundMessage,
 };
 use kafclaw_actors::supervisor::{GetSupervisionTree, Slot};
 
-use super::auth::{Authorized, Read};
+use super::auth::{check_webhook_credential, AuthFailure, Authorized, Read};
 use super::body::SignedBody;
 use super::client::Client;
 use super::error::ApiError;
@@ -46,17 +48,30 @@ fn forbidden() -> HttpResponse {
 /// `GET /webhooks/whatsapp`: the `hub.challenge` echoed byte for byte, or 403.
 pub async fn whatsapp_handshake(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<Handshake>,
 ) -> HttpResponse {
     let Some(wa) = &state.channels.whatsapp else {
         return forbidden();
     };
-    match verify_handshake(
+    let verdict = verify_handshake(
         query.mode.as_deref(),
         query.verify_token.as_deref(),
         query.challenge.as_deref(),
         wa.verify_token.expose(),
-    ) {
+    );
+    // A wrong token is a guess at a secret: counted, locked out and audited like a bad token.
+    let credential = match &verdict {
+        Err(HandshakeError::WrongToken) => Err(AuthFailure::VerifyToken),
+        _ => Ok(()),
+    };
+    if let Err(refused) = check_webhook_credential(&req, &state, credential).await {
+        return match refused {
+            ApiError::LockedOut { .. } => refused.error_response(),
+            _ => forbidden(),
+        };
+    }
+    match verdict {
         Ok(challenge) => HttpResponse::Ok()
             .content_type("text/plain")
             .body(challenge),
@@ -80,10 +95,9 @@ pub async fn whatsapp_inbound(
         .headers()
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = verify_signature(wa.app_secret.expose().as_bytes(), &body, header) {
-        tracing::warn!(reason = %e, client = %client(&req), "whatsapp webhook signature refused");
-        return Err(ApiError::Unauthorized);
-    }
+    let verdict = verify_signature(wa.app_secret.expose().as_bytes(), &body, header)
+        .map_err(|_| AuthFailure::Signature);
+    check_webhook_credential(&req, &state, verdict).await?;
     state.space.admit()?;
     let batch = parse_webhook_for(&body, Some(&wa.phone_number_id))
         .map_err(|e| ApiError::BadRequest(format!("invalid payload: {e}")))?;
@@ -161,8 +175,21 @@ pub async fn bridge_inbound(
                 "too many deliveries; retry later".into(),
             ))
         }
-        Err(e) => {
+        // A replay, or a stale or future timestamp, may carry a genuine signature (a bridge
+        // retrying, a skewed clock): refused, not counted against the bridge's address.
+        Err(
+            e @ (BridgeAuthError::Replayed
+            | BridgeAuthError::Stale(_)
+            | BridgeAuthError::Future(_)
+            | BridgeAuthError::NotConfigured),
+        ) => {
             tracing::warn!(bridge = %name, reason = %e, client = %client(&req), "bridge delivery refused");
+            check_webhook_credential(&req, &state, Ok(())).await?;
+            return Err(ApiError::Unauthorized);
+        }
+        Err(e) => {
+            tracing::debug!(bridge = %name, reason = %e, "bridge delivery refused");
+            check_webhook_credential(&req, &state, Err(AuthFailure::Signature)).await?;
             return Err(ApiError::Unauthorized);
         }
     }
