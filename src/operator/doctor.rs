@@ -34,8 +34,14 @@ pub fn run(home: &Home, env: &HashMap<String, String>, json: bool, fix: bool) ->
         }
         let settings = checks::load_settings(home, env).ok();
         let mut fixer = Fixer::new(home, env);
-        fixer.common(settings.as_ref());
-        trust = fixer.finish(settings.as_ref(), &mut report);
+        let steps = common_plan(home, env, settings.as_ref());
+        match fixer.begin(settings.as_ref(), &steps) {
+            Ok(()) => {
+                fixer.common(settings.as_ref());
+                trust = fixer.finish(settings.as_ref(), &mut report);
+            }
+            Err(e) => refused_unaudited(&mut report, &e),
+        }
     }
     diagnose(home, env, trust, &mut report);
     report.print(json)
@@ -252,6 +258,35 @@ pub struct Fixer<'a> {
     env: &'a HashMap<String, String>,
     trust: Option<TrustState>,
     applied: Vec<Applied>,
+    /// Opened by [`Fixer::begin`], which audits the plan before anything is changed.
+    log: Option<AuditLog>,
+}
+
+/// The steps of [`Fixer::common`] (`doctor --fix`, and the first part of `security fix`).
+pub fn common_plan(
+    home: &Home,
+    env: &HashMap<String, String>,
+    settings: Option<&Settings>,
+) -> Vec<String> {
+    let places = isolation::SecretPlaces::new(home, env);
+    let mut steps = files::plan(home, settings, |p| places.problem(p).is_none());
+    for (var, name) in secrets::env_plan(home) {
+        steps.push(format!(
+            "move {var} from the env file into the vault as {name} and scrub it from the file"
+        ));
+    }
+    steps
+}
+
+/// A repair plan the audit log could not take: nothing was changed.
+pub fn refused_unaudited(report: &mut Report, error: &str) {
+    report.fail(
+        "fix_audit",
+        format!(
+            "nothing was changed: the plan could not be written to the audit log first: {error}"
+        ),
+        "`kafclaw audit verify`, then `kafclaw audit repair` if the log is torn",
+    );
 }
 
 impl<'a> Fixer<'a> {
@@ -262,7 +297,28 @@ impl<'a> Fixer<'a> {
             env,
             trust: None,
             applied: Vec::new(),
+            log: None,
         }
+    }
+
+    /// Audits the plan (`config.fixed` with `phase: planned` and the steps) before any repair:
+    /// an error means the audit log cannot take it, and nothing may be changed. Nothing to do
+    /// records nothing.
+    pub fn begin(&mut self, settings: Option<&Settings>, steps: &[String]) -> Result<(), String> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let audit_settings = settings.map(|s| s.audit.clone()).unwrap_or_default();
+        let mut log = self.open_log(&audit_settings)?;
+        log.append(
+            AuditKind::ConfigFixed,
+            &checks::cli_actor(),
+            "plan",
+            &json!({"phase": "planned", "steps": steps}),
+        )
+        .map_err(|e| e.to_string())?;
+        self.log = Some(log);
+        Ok(())
     }
 
     /// Records a file-level repair (audited as `config.fixed`).
@@ -360,6 +416,30 @@ impl<'a> Fixer<'a> {
         &mut self,
         audit_settings: &kafclaw_actors::audit::AuditSettings,
     ) -> Result<(), String> {
+        let mut log = match self.log.take() {
+            Some(log) => log,
+            None => self.open_log(audit_settings)?,
+        };
+        let actor = checks::cli_actor();
+        for a in &self.applied {
+            let data = match (&a.change, a.kind) {
+                (Ok(_), AuditKind::SecretChanged) => {
+                    json!({"action": "set", "name": a.subject, "from": a.from})
+                }
+                (Ok(what), _) => json!({"fixed": what}),
+                (Err(what), _) => json!({"failed": what}),
+            };
+            log.append(a.kind, &actor, &a.subject, &data)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The home's audit log, opened with its key (created in the vault when missing).
+    fn open_log(
+        &mut self,
+        audit_settings: &kafclaw_actors::audit::AuditSettings,
+    ) -> Result<AuditLog, String> {
         let key = match &self.trust().vault {
             Some(vault) => vault
                 .get_or_create_random(AUDIT_KEY_NAME, 32)
@@ -377,25 +457,12 @@ impl<'a> Fixer<'a> {
             .map_err(|_| "the audit key is not 32 bytes".to_string())?;
         let recorded = RecordedHead::for_home(self.home, self.trust().db.as_ref())
             .map_err(|e| e.to_string())?;
-        let mut log = AuditLog::open_recorded(
+        AuditLog::open_recorded(
             &self.home.audit_dir(),
             AuditKey::from_bytes(bytes),
             audit_settings,
             recorded,
         )
-        .map_err(|e| e.to_string())?;
-        let actor = checks::cli_actor();
-        for a in &self.applied {
-            let data = match (&a.change, a.kind) {
-                (Ok(_), AuditKind::SecretChanged) => {
-                    json!({"action": "set", "name": a.subject, "from": a.from})
-                }
-                (Ok(what), _) => json!({"fixed": what}),
-                (Err(what), _) => json!({"failed": what}),
-            };
-            log.append(a.kind, &actor, &a.subject, &data)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        .map_err(|e| e.to_string())
     }
 }

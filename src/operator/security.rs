@@ -466,6 +466,10 @@ fn fix(home: &Home, env: &HashMap<String, String>, yes: bool, json: bool) -> i32
     }
     let mut report = Report::new("security fix --yes");
     let mut fixer = Fixer::new(home, env);
+    if let Err(e) = fixer.begin(settings.as_ref(), &plan) {
+        crate::doctor::refused_unaudited(&mut report, &e);
+        return report.print(json);
+    }
     fixer.common(settings.as_ref());
     if let Some(s) = &settings {
         let (policies, elsewhere) = channels::fix_plan(home, s);
@@ -546,13 +550,7 @@ fn generate_token(vault: &kafclaw_actors::vault::Vault) -> Result<String, String
 
 /// What `security fix --yes` would do.
 fn plan(home: &Home, env: &HashMap<String, String>, settings: Option<&Settings>) -> Vec<String> {
-    let places = isolation::SecretPlaces::new(home, env);
-    let mut steps = files::plan(home, settings, |p| places.problem(p).is_none());
-    for (var, name) in secrets::env_plan(home) {
-        steps.push(format!(
-            "move {var} from the env file into the vault as {name} and scrub it from the file"
-        ));
-    }
+    let mut steps = crate::doctor::common_plan(home, env, settings);
     if let Some(s) = settings {
         for key in secrets::config_plan(home) {
             steps.push(format!("move {key} from config.json into the vault"));

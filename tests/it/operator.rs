@@ -253,7 +253,10 @@ fn doctor_fix_leaves_the_env_file_untouched_when_the_vault_fails() {
     let (code, doc, out) = json(home.path(), &HashMap::new(), &["doctor", "--fix"]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        checks(&doc, "fix").iter().any(|c| c["status"] == "fail"),
+        checks(&doc, "fix")
+            .iter()
+            .chain(checks(&doc, "fix_audit").iter())
+            .any(|c| c["status"] == "fail"),
         "{doc:#}"
     );
     assert_eq!(
@@ -261,6 +264,44 @@ fn doctor_fix_leaves_the_env_file_untouched_when_the_vault_fails() {
         original
     );
     assert_eq!(status(&doc, "vault"), "fail");
+}
+
+/// Every repair is decided, and audited, before it is made: a plan the audit log cannot take
+/// changes nothing; one it takes is recorded (`phase: planned`) ahead of the repairs.
+#[test]
+fn doctor_fix_audits_its_plan_first_and_changes_nothing_when_it_cannot() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = initialised();
+    let env = home.path().join(".config/kafclaw/env");
+    env_file(home.path(), "KAFCLAW_GATEWAY_PORT=18790\n");
+    chmod(&env, 0o644);
+    let segment = home.path().join(".kafclaw/audit/audit-000001.jsonl");
+    let intact = std::fs::read(&segment).unwrap();
+    // A torn tail: the log refuses to open until `audit repair`.
+    let mut torn = intact.clone();
+    torn.extend_from_slice(b"{\"seq\":");
+    std::fs::write(&segment, &torn).unwrap();
+    let (code, doc, out) = json(home.path(), &HashMap::new(), &["doctor", "--fix"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(status(&doc, "fix_audit"), "fail", "{doc:#}");
+    assert!(
+        message(&doc, "fix_audit").contains("nothing was changed"),
+        "{doc:#}"
+    );
+    let mode = std::fs::metadata(&env).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "a repair ran without its audit record");
+
+    std::fs::write(&segment, &intact).unwrap();
+    let (code, _, out) = json(home.path(), &HashMap::new(), &["doctor", "--fix"]);
+    assert_eq!(code, 0, "{out}");
+    let mode = std::fs::metadata(&env).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let log = std::fs::read_to_string(&segment).unwrap();
+    let planned = log
+        .find("\"phase\":\"planned\"")
+        .expect("the plan is audited");
+    let fixed = log.rfind("\"fixed\":").expect("the repair is audited");
+    assert!(planned < fixed, "the plan is recorded before the repair");
 }
 
 #[test]
