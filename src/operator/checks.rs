@@ -63,6 +63,28 @@ pub fn gateway_running(home: &Home) -> bool {
     std::os::unix::net::UnixStream::connect(protocol::socket_path(home)).is_ok()
 }
 
+/// True when a gateway runs with `home`, or another process holds its store: a gateway opens
+/// the store (sled's exclusive `flock` on `timeline.db/db`) well before its control socket
+/// answers, and a command that changes the home in that window (a restore moving the store
+/// away under it) would lose what the gateway writes. Asked before a repair or a restore.
+pub fn home_in_use(home: &Home) -> bool {
+    gateway_running(home) || store_locked(home)
+}
+
+/// Whether another open file holds the store's lock (probed, never kept).
+fn store_locked(home: &Home) -> bool {
+    let Ok(file) = std::fs::File::open(home.store_dir().join("db")) else {
+        return false;
+    };
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {
+            let _ = rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock);
+            false
+        }
+        Err(e) => e == rustix::io::Errno::WOULDBLOCK,
+    }
+}
+
 /// The store and the vault as an operator command sees them.
 ///
 /// While a gateway runs it holds the store (sled is single-process): nothing is opened, and

@@ -29,7 +29,7 @@ pub fn run(home: &Home, env: &HashMap<String, String>, json: bool, fix: bool) ->
     let mut report = Report::new(if fix { "doctor --fix" } else { "doctor" });
     let mut trust = None;
     if fix {
-        if checks::gateway_running(home) {
+        if checks::home_in_use(home) {
             return crate::envelope::fail("doctor", json, crate::envelope::ErrorCode::Refused, "a gateway is running with this home: stop it before `kafclaw doctor --fix` (repairs open the vault and the audit log the gateway holds)");
         }
         let settings = checks::load_settings(home, env).ok();

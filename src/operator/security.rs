@@ -461,7 +461,7 @@ fn fix(home: &Home, env: &HashMap<String, String>, yes: bool, json: bool) -> i32
         }
         return report.print(json);
     }
-    if checks::gateway_running(home) {
+    if checks::home_in_use(home) {
         return crate::envelope::fail("security fix", json, crate::envelope::ErrorCode::Refused, "a gateway is running with this home: stop it before `kafclaw security fix --yes` (repairs open the vault and the audit log the gateway holds)");
     }
     let mut report = Report::new("security fix --yes");

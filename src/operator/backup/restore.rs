@@ -50,12 +50,12 @@ pub fn run(
     json: bool,
 ) -> i32 {
     use crate::envelope::{fail, ErrorCode};
-    if checks::gateway_running(home) {
+    if checks::home_in_use(home) {
         return fail(
             "backup restore",
             json,
             ErrorCode::Refused,
-            "a gateway is running with the target home; stop it first",
+            "a gateway is running or starting with the target home (its store is held); stop it first",
         );
     }
     let occupied = occupied(home);
