@@ -9,7 +9,7 @@
 //! Must not: put a secret's value in an error, or read any file that is not named for a
 //! secret key.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::keys::{self, Kind};
@@ -100,7 +100,22 @@ pub fn read(source_name: &str, path: &Path) -> Result<String, SettingsError> {
             path.display()
         )));
     }
-    let meta = std::fs::metadata(path)
+    // The kernel's own files (`/proc/self/environ` reports size 0 and mode 0400) are no
+    // secret files.
+    let resolved = std::fs::canonicalize(path)
+        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    if resolved.starts_with("/proc") || resolved.starts_with("/sys") {
+        return Err(refuse(format!("{} is a kernel file", path.display())));
+    }
+    // Opened once (non-blocking: a FIFO swapped in cannot hang the start) and checked on
+    // that descriptor, so what is checked is what is read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    let meta = file
+        .metadata()
         .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
     if !meta.is_file() {
         return Err(refuse(format!("{} is not a regular file", path.display())));
@@ -113,14 +128,23 @@ pub fn read(source_name: &str, path: &Path) -> Result<String, SettingsError> {
             path.display()
         )));
     }
-    if meta.len() > MAX_BYTES {
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(refuse(format!(
+            "{} belongs to uid {}, not to this user (uid {euid}) or root",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(&file, MAX_BYTES + 1), &mut bytes)
+        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() as u64 > MAX_BYTES {
         return Err(refuse(format!(
             "{} is larger than {MAX_BYTES} bytes",
             path.display()
         )));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| refuse(format!("{} is not UTF-8 text", path.display())))?;
     let text = zeroize::Zeroizing::new(text);

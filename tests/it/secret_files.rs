@@ -114,6 +114,49 @@ fn a_secret_file_that_group_or_others_can_read_is_refused_naming_it() {
     assert!(err.contains(path.to_str().unwrap()), "{err}");
 }
 
+/// What a secret file variable may not name: the kernel's own files (`/proc/self/environ`
+/// reports size 0 and mode 0400, and would make the environment the token), a FIFO, a file
+/// past the size cap, a file of another user. Each is refused, in one line, at once.
+#[test]
+fn kernel_files_fifos_oversize_and_foreign_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let big = secret(dir.path(), "big", &"x".repeat(70 * 1024), 0o600);
+    let mut cases = vec![
+        ("/proc/self/environ".to_string(), "kernel file"),
+        (fifo.display().to_string(), "not a regular file"),
+        (big.display().to_string(), "larger than"),
+    ];
+    if rustix::process::geteuid().is_root() {
+        let foreign = secret(dir.path(), "foreign", TOKEN, 0o600);
+        std::os::unix::fs::chown(&foreign, Some(1234), Some(1234)).unwrap();
+        cases.push((foreign.display().to_string(), "belongs to uid 1234"));
+    }
+    for (path, why) in cases {
+        let started = std::time::Instant::now();
+        let (code, out, err) = run(
+            home.path(),
+            &vars(&[("KAFCLAW_GATEWAY_AUTH_TOKEN_FILE", &path)]),
+            &gateway_args(),
+        );
+        assert_eq!(code, 2, "{path}: {err}");
+        assert!(!out.contains("ready"));
+        assert!(err.contains(why), "{path}: {err}");
+        assert_eq!(refusal_lines(&err), 1, "one line: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{path}"
+        );
+    }
+}
+
 #[test]
 fn missing_files_and_name_with_name_file_are_refused() {
     let dir = tempfile::tempdir().unwrap();
