@@ -953,3 +953,30 @@ fn a_store_held_by_a_starting_gateway_refuses_restore_and_repairs() {
     );
     assert_eq!(code, 0, "{text}");
 }
+
+/// The backup's config.json holds no secret value: not a secret setting's, not one under a key
+/// the gateway does not know (a misspelt or wrongly cased secret key), not a URL's credentials.
+#[test]
+fn a_backup_copies_no_value_that_may_be_a_secret() {
+    let config = r#"{"providers":{"openai":{"model":"m","apikey":"sk-misspelt-0123456789"}},
+        "channels":{"bridges":{"Slack":{"secret":"cased-secret-0123456789"}}},
+        "fleet":{"nats_urls":["nats://node:pass-in-url-0123@127.0.0.1:4222","nats://127.0.0.1:4223"]}}"#;
+    let home = source_home(config);
+    let out = private_dir();
+    let backup = create(home.path(), out.path(), "b.tar");
+    let unpacked = unpack(&backup);
+    let copied = std::fs::read_to_string(unpacked.path().join("config.json")).unwrap();
+    for secret in [
+        "sk-misspelt-0123456789",
+        "cased-secret-0123456789",
+        "pass-in-url-0123",
+    ] {
+        assert!(!copied.contains(secret), "{secret} in {copied}");
+    }
+    // What is not a secret is kept.
+    assert!(
+        copied.contains("\"model\":\"m\"") || copied.contains("\"model\": \"m\""),
+        "{copied}"
+    );
+    assert!(copied.contains("nats://127.0.0.1:4223"), "{copied}");
+}

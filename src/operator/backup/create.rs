@@ -204,7 +204,10 @@ fn copy_identity(workspace: &Path, to: &Path) -> Result<Vec<String>, String> {
     Ok(copied)
 }
 
-/// Replaces every secret setting's string value with [`REDACTED`]; collects their keys.
+/// Replaces with [`REDACTED`] every string that is or may be a secret, and collects its key:
+/// a secret setting's value, any value of a key the gateway does not know (a misspelt
+/// `providers.openai.apikey`, `channels.bridges.Slack.secret`: whatever it is, it is not ours
+/// to copy in clear), and a URL carrying credentials (`nats://user:pass@host`), also in lists.
 fn redact(value: &mut Value, prefix: &str, redacted: &mut Vec<String>) {
     use crate::settings::keys::{self, Kind};
     match value {
@@ -218,16 +221,31 @@ fn redact(value: &mut Value, prefix: &str, redacted: &mut Vec<String>) {
                 redact(v, &key, redacted);
             }
         }
-        Value::String(s)
-            if keys::lookup(prefix).is_some_and(|k| k.kind == Kind::Secret)
-                && !s.is_empty()
-                && s != REDACTED =>
-        {
-            redacted.push(prefix.to_string());
-            *s = REDACTED.to_string();
+        Value::Array(items) => {
+            for item in items {
+                redact(item, prefix, redacted);
+            }
+        }
+        Value::String(s) if !s.is_empty() && s != REDACTED => {
+            let secret = match keys::lookup(prefix) {
+                None => true,
+                Some(k) => k.kind == Kind::Secret || has_userinfo(s),
+            };
+            if secret {
+                redacted.push(prefix.to_string());
+                *s = REDACTED.to_string();
+            }
         }
         _ => {}
     }
+}
+
+/// Whether `s` is a URL with credentials in it (`scheme://user[:password]@host…`).
+fn has_userinfo(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(_, rest)| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        authority.contains('@')
+    })
 }
 
 /// sled creates its files with the process umask; inside the 0700 build directory nobody else

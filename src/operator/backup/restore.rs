@@ -357,6 +357,17 @@ impl Ctx<'_> {
 }
 
 fn strip_redacted(value: &mut Value, prefix: &str, dropped: &mut Vec<String>) {
+    if let Value::Array(items) = value {
+        let before = items.len();
+        items.retain(|item| item.as_str() != Some(REDACTED));
+        if items.len() != before {
+            dropped.push(prefix.to_string());
+        }
+        for item in items {
+            strip_redacted(item, prefix, dropped);
+        }
+        return;
+    }
     if let Value::Object(map) = value {
         let keys: Vec<String> = map.keys().cloned().collect();
         for k in keys {
