@@ -240,7 +240,18 @@ impl FileTools {
     }
 
     fn read_capped(&self, raw: &str, path: &Path) -> Result<Vec<u8>, FileToolError> {
-        let meta = fs::metadata(path).map_err(|e| io_error(raw, e))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking: a FIFO swapped in cannot hang the call.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK | O_NOCTTY)
+            .open(path)
+            .map_err(|e| io_error(raw, e))?;
+        // The path was checked, then opened by name again: a component swapped for a symlink
+        // in between (by any other writer of the workspace) would open something else. What
+        // was opened is checked again, on the descriptor, before a byte of it is read.
+        self.check_opened(raw, path, &file)?;
+        let meta = file.metadata().map_err(|e| io_error(raw, e))?;
         if !meta.is_file() {
             return Err(FileToolError::NotAFile(raw.to_string()));
         }
@@ -248,7 +259,6 @@ impl FileTools {
         if meta.len() > max {
             return Err(too_large_file(raw, meta.len(), max));
         }
-        let file = fs::File::open(path).map_err(|e| io_error(raw, e))?;
         let mut bytes = Vec::new();
         file.take(max + 1)
             .read_to_end(&mut bytes)
@@ -288,6 +298,39 @@ impl FileTools {
             path: raw.to_string(),
             bytes: content.len(),
         })
+    }
+}
+
+/// `O_NONBLOCK` and `O_NOCTTY` on Linux.
+const O_NONBLOCK: i32 = 0o4000;
+const O_NOCTTY: i32 = 0o400;
+
+impl FileTools {
+    /// Fails unless `file` is the file `checked` resolved to: its real path (as the kernel
+    /// names the descriptor) must pass the read check again and be that same path.
+    pub(super) fn check_opened(
+        &self,
+        raw: &str,
+        checked: &Path,
+        file: &fs::File,
+    ) -> Result<(), FileToolError> {
+        use std::os::fd::AsRawFd;
+        let opened = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(|e| io_error(raw, e))?;
+        let escaped = || FileToolError::Denied(Denial::SymlinkEscape(raw.to_string()));
+        let again = self
+            .confinement
+            .check_read(
+                &opened.to_string_lossy(),
+                self.confinement.work_repo(),
+                true,
+                SecretRule::SecretOrUnder,
+            )
+            .map_err(|_| escaped())?;
+        if again != opened || opened != checked {
+            return Err(escaped());
+        }
+        Ok(())
     }
 }
 

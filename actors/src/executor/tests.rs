@@ -1175,3 +1175,50 @@ async fn an_external_sender_reads_only_their_own_sessions_media() {
         .count();
     assert_eq!(denied, 6);
 }
+
+/// A read checks the path, then opens it by name: another writer of the work repo may swap a
+/// component for a symlink to a secret in between. What was opened is checked again on the
+/// descriptor, so the secret is never read, however the race falls.
+#[test]
+fn a_path_swapped_for_a_symlink_after_the_check_never_reads_a_secret() {
+    let f = Fixture::new();
+    let files = f.files();
+    // Deterministically: a descriptor of the key file, checked as the allowed file.
+    let allowed = f.work_repo.join("file.txt");
+    let key = fs::File::open(f.home.key_file()).unwrap();
+    assert!(matches!(
+        files.check_opened("file.txt", &allowed, &key),
+        Err(FileToolError::Denied(Denial::SymlinkEscape(_)))
+    ));
+    let own = fs::File::open(&allowed).unwrap();
+    assert!(files.check_opened("file.txt", &allowed, &own).is_ok());
+
+    // Racing: `swap` flips between a plain file and a symlink to the key file.
+    let dir = f.work_repo.join("race");
+    fs::create_dir(&dir).unwrap();
+    let target = dir.join("swap");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, target, key) = (Arc::clone(&stop), target.clone(), f.home.key_file());
+        let plain = dir.join("plain");
+        fs::write(&plain, "harmless\n").unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let tmp = target.with_extension("tmp");
+                let _ = fs::remove_file(&tmp);
+                let _ = symlink(&key, &tmp);
+                let _ = fs::rename(&tmp, &target);
+                let _ = fs::remove_file(&tmp);
+                let _ = fs::hard_link(&plain, &tmp);
+                let _ = fs::rename(&tmp, &target);
+            }
+        })
+    };
+    for _ in 0..3000 {
+        if let Ok(text) = files.read_file("race/swap") {
+            assert!(!text.contains("KEY-MATERIAL"), "the key file was read");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+}
