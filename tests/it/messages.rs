@@ -577,23 +577,25 @@ async fn a_refused_sender_triggers_no_download() {
         .exists());
 }
 
+/// A signed delivery of `body` to the `slack` bridge, ready to send.
+fn post_bridge(gw: &Gateway, body: Value) -> reqwest::RequestBuilder {
+    let body = body.to_string();
+    let now = kafclaw_actors::clock::unix_now();
+    let sig = sign_bridge(BRIDGE_SECRET.as_bytes(), now, body.as_bytes());
+    client()
+        .post(gw.gw_url("/webhooks/bridge/slack"))
+        .header("X-KafClaw-Timestamp", now.to_string())
+        .header("X-KafClaw-Signature", sig)
+        .header("content-type", "application/json")
+        .body(body)
+}
+
 #[tokio::test]
 async fn bridge_attachments_and_reply_to_reach_the_model() {
     use base64::Engine;
     let server = ModelServer::start_with(graph_and_model);
     let gw = Gateway::start(options(&server, json!({})));
-    let send = |body: Value| {
-        let body = body.to_string();
-        let now = kafclaw_actors::clock::unix_now();
-        let sig = sign_bridge(BRIDGE_SECRET.as_bytes(), now, body.as_bytes());
-        client()
-            .post(gw.gw_url("/webhooks/bridge/slack"))
-            .header("X-KafClaw-Timestamp", now.to_string())
-            .header("X-KafClaw-Signature", sig)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
+    let send = |body: Value| post_bridge(&gw, body).send();
     let status = send(
         json!({"message_id": "b1", "sender_id": "U-OWNER", "chat_id": "C1", "text": "the plan"}),
     )
@@ -789,17 +791,7 @@ async fn an_external_sender_reads_its_own_attachment_and_never_anothers() {
     config["channels"]["bridges"]["slack"]["allowlist"] = json!(["U-ALICE", "U-BOB"]);
     options.config_json = Some(config.to_string());
     let gw = Gateway::start_in(home, options);
-    let send = |body: Value| {
-        let body = body.to_string();
-        let now = kafclaw_actors::clock::unix_now();
-        let sig = sign_bridge(BRIDGE_SECRET.as_bytes(), now, body.as_bytes());
-        client()
-            .post(gw.gw_url("/webhooks/bridge/slack"))
-            .header("X-KafClaw-Timestamp", now.to_string())
-            .header("X-KafClaw-Signature", sig)
-            .header("content-type", "application/json")
-            .body(body)
-    };
+    let send = |body: Value| post_bridge(&gw, body);
     let secret = base64::engine::general_purpose::STANDARD.encode("alice's passport");
     let bodies = [
         json!({"message_id": "a1", "sender_id": "U-ALICE", "chat_id": "C-ALICE", "text": "my passport",

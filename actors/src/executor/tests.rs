@@ -1094,20 +1094,18 @@ async fn an_external_sender_reads_only_their_own_sessions_media() {
     .unwrap();
     let executor = executor.start();
     let media = |file: &str| root.join("whatsapp").join(file).display().to_string();
-    let run = |tool: &str, path: String, sender: SenderKind| {
-        executor.send(call(tool, json!({ "path": path }), sender))
+    let run = async |tool: &str, path: String, sender: SenderKind| {
+        executor
+            .send(call(tool, json!({ "path": path }), sender))
+            .await
+            .unwrap()
+            .unwrap()
     };
-    let mine = run("read_file", media("wamid.MINE.txt"), SenderKind::External)
-        .await
-        .unwrap()
-        .unwrap();
+    let mine = run("read_file", media("wamid.MINE.txt"), SenderKind::External).await;
     assert_eq!(mine.status, OutcomeStatus::Completed, "{}", mine.content);
     assert_eq!(mine.content, "content of wamid.MINE.txt");
     for other in ["wamid.ALICE.txt", "wamid.NOBODY.txt"] {
-        let out = run("read_file", media(other), SenderKind::External)
-            .await
-            .unwrap()
-            .unwrap();
+        let out = run("read_file", media(other), SenderKind::External).await;
         assert_eq!(
             out.status,
             OutcomeStatus::Denied,
@@ -1121,10 +1119,7 @@ async fn an_external_sender_reads_only_their_own_sessions_media() {
         );
         // Reached by a path that leaves and re-enters the root, too.
         let around = format!("{}/../whatsapp/{other}", root.join("whatsapp").display());
-        let out = run("read_file", around, SenderKind::External)
-            .await
-            .unwrap()
-            .unwrap();
+        let out = run("read_file", around, SenderKind::External).await;
         assert_eq!(
             out.status,
             OutcomeStatus::Denied,
@@ -1136,10 +1131,7 @@ async fn an_external_sender_reads_only_their_own_sessions_media() {
         root.display().to_string(),
         root.join("whatsapp").display().to_string(),
     ] {
-        let out = run("list_dir", dir.clone(), SenderKind::External)
-            .await
-            .unwrap()
-            .unwrap();
+        let out = run("list_dir", dir.clone(), SenderKind::External).await;
         assert_eq!(out.status, OutcomeStatus::Denied, "{dir}: {}", out.content);
     }
     // The rest of the workspace is as before; owners read every file and list the root.
@@ -1148,23 +1140,16 @@ async fn an_external_sender_reads_only_their_own_sessions_media() {
         fixture.workspace.display().to_string(),
         SenderKind::External,
     )
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
     assert_eq!(ws.status, OutcomeStatus::Completed, "{}", ws.content);
-    let owner = run("read_file", media("wamid.ALICE.txt"), SenderKind::Owner)
-        .await
-        .unwrap()
-        .unwrap();
+    let owner = run("read_file", media("wamid.ALICE.txt"), SenderKind::Owner).await;
     assert_eq!(owner.status, OutcomeStatus::Completed, "{}", owner.content);
     let owner = run(
         "list_dir",
         root.join("whatsapp").display().to_string(),
         SenderKind::Owner,
     )
-    .await
-    .unwrap()
-    .unwrap();
+    .await;
     assert_eq!(owner.status, OutcomeStatus::Completed, "{}", owner.content);
     // Each refusal was decided, and audited, as a denial.
     let denied = records
