@@ -951,6 +951,17 @@ struct NodeEntry {
     audit_head: Option<AuditHead>,
 }
 
+/// The roster entry under bucket key `key`: read only when it is at most
+/// [`MAX_ROSTER_ENTRY_BYTES`] and speaks for the node its key names, never for another.
+fn roster_entry(key: &str, value: &[u8]) -> Option<NodeEntry> {
+    if value.len() > MAX_ROSTER_ENTRY_BYTES {
+        return None;
+    }
+    serde_json::from_slice::<NodeEntry>(value)
+        .ok()
+        .filter(|entry| subject_token(&entry.node_id) == key)
+}
+
 /// Every `HEARTBEAT`: puts this node's roster entry (its audit head asked from the chainer)
 /// and reads every node's into the roster `status` shows.
 async fn heartbeat(fleet: Fleet, audit: Slot<AuditChainer>) {
@@ -976,14 +987,8 @@ async fn heartbeat(fleet: Fleet, audit: Slot<AuditChainer>) {
                         break;
                     }
                     if let Ok(Some(v)) = bucket.get(&k).await {
-                        if v.len() > MAX_ROSTER_ENTRY_BYTES {
-                            continue;
-                        }
-                        // An entry speaks for the node its key names, never for another.
-                        if let Ok(entry) = serde_json::from_slice::<NodeEntry>(&v) {
-                            if subject_token(&entry.node_id) == k {
-                                roster.insert(entry.node_id.clone(), entry);
-                            }
+                        if let Some(entry) = roster_entry(&k, &v) {
+                            roster.insert(entry.node_id.clone(), entry);
                         }
                     }
                 }
@@ -1352,6 +1357,24 @@ mod tests {
         };
         assert!(!stretched.authentic("127.0.0.1", Some(&mac)));
         assert!(!stretched.authentic("127.0.0.1", Some(&ControlMac([8u8; 32]))));
+    }
+
+    /// A roster entry speaks only for the node its key names, and a huge one is not read.
+    #[test]
+    fn a_roster_entry_under_another_nodes_key_or_oversized_is_ignored() {
+        let entry = |node: &str, pad: usize| {
+            json!({"node_id": node, "version": "x".repeat(pad), "last_seen": "t",
+                   "last_seen_ms": 1, "state": "connected", "applied_control_seq": 7,
+                   "audit_head": null})
+            .to_string()
+        };
+        assert!(roster_entry("node-a", entry("node-a", 1).as_bytes()).is_some());
+        assert!(roster_entry("node_b", entry("node b", 1).as_bytes()).is_some());
+        assert!(roster_entry("node-a", entry("victim", 1).as_bytes()).is_none());
+        assert!(
+            roster_entry("node-a", entry("node-a", MAX_ROSTER_ENTRY_BYTES).as_bytes()).is_none()
+        );
+        assert!(roster_entry("node-a", b"{not json").is_none());
     }
 
     #[test]

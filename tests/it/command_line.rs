@@ -200,15 +200,7 @@ fn doctor_names_a_missing_allow_listed_program_with_a_remedy_and_a_variable_once
     let env = vars(&[("KAFCLAW_NO_SUCH_SETTING", "1")]);
     let (code, doc) = shaped(home.path(), &env, &["doctor", "--json"]);
     assert_eq!(code, 0, "{doc}");
-    let row = |name: &str| -> Value {
-        doc["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name} in {doc}"))
-    };
+    let row = |name: &str| -> Value { crate::harness::report_row(&doc, name) };
     let programs = row("exec_programs");
     assert_eq!(programs["status"], "warn", "{programs}");
     assert!(programs["message"]

@@ -609,15 +609,7 @@ async fn a_child_cannot_connect_to_a_loopback_port() {
 #[test]
 fn status_and_security_check_report_the_sandbox() {
     let home = tempfile::tempdir().unwrap();
-    let row = |doc: &Value, name: &str| -> Value {
-        doc["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name} row: {doc:#}"))
-    };
+    let row = crate::harness::report_row;
     let (_, out, _) = run(home.path(), &HashMap::new(), &["--json", "status"]);
     let doc: Value = serde_json::from_str(out.trim()).unwrap();
     let sandbox = row(&doc, "exec_sandbox");

@@ -279,13 +279,18 @@ pub fn security_check_row(
     let (_, out, err) = run(home, env, &["--json", "security", "check"]);
     let doc: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}\n{err}"));
+    report_row(&doc, name)
+}
+
+/// The row `name` of a `--json` report (`doctor`, `status`, `security check`).
+pub fn report_row(doc: &serde_json::Value, name: &str) -> serde_json::Value {
     doc["checks"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"] == name)
         .cloned()
-        .unwrap_or_else(|| panic!("no {name} row: {doc}"))
+        .unwrap_or_else(|| panic!("no {name} row: {doc:#}"))
 }
 
 pub fn client() -> reqwest::Client {

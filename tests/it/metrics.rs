@@ -366,15 +366,7 @@ async fn the_store_cache_limit_rss_and_store_size_are_in_metrics_status_and_the_
     let (code, out, err) = run(&home, &env, &["--json", "status"]);
     assert_eq!(code, 0, "{out}{err}");
     let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let row = |name: &str| {
-        doc["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name} row: {doc:#}"))
-    };
+    let row = |name: &str| crate::harness::report_row(&doc, name);
     let memory = row("memory")["message"].as_str().unwrap().to_string();
     assert!(memory.contains("store cache limit 8.0 MiB"), "{memory}");
     assert!(row("store")["message"]

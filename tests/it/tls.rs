@@ -610,15 +610,7 @@ fn security_check_passes_the_hardened_quick_start_and_reports_the_tls_mode() {
             serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
         (code, doc)
     };
-    let row = |doc: &serde_json::Value, name: &str| -> serde_json::Value {
-        doc["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name} row: {doc}"))
-    };
+    let row = crate::harness::report_row;
     let (_, doc) = check(env.clone());
     let failed: Vec<String> = doc["checks"]
         .as_array()
