@@ -201,7 +201,7 @@ async fn webhook_while_pruning() {
     let pass = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let throttle = settings.throttle();
-        let report = prune_pass(&pass_db, &pass_state, &settings, now, throttle);
+        let report = prune_pass(&pass_db, &pass_state, None, &settings, now, throttle);
         (report, started.elapsed())
     });
     let mut during = Vec::new();

@@ -1,7 +1,8 @@
 //! Bounded state: the background [`Pruner`] that removes what is older than
 //! `store.retention_days` — finished inbox records, de-duplication keys (never before
 //! [`MIN_DEDUPE`]: providers retry deliveries for days), finished outbox replies, turn
-//! journals and timeline events — and the store facts `status` shows.
+//! journals, timeline events and saved media files with their owner entries — and the store
+//! facts `status` shows.
 //!
 //! Owns: the pass (every kind, in bounded chunks of [`RetentionSettings::chunk`] keys, on the
 //! blocking pool, outside every actor's mailbox, so a webhook never waits for it), its clock
@@ -24,6 +25,7 @@ use serde::Serialize;
 
 use crate::agent::TurnJournal;
 use crate::channel::inbox::Inbox;
+use crate::channel::media::MediaOwners;
 use crate::channel::outbox::{Backoff, Outbox};
 use crate::store::{oldest_event_ms, prune_timeline, State, StoreDb, StoreError};
 use crate::supervisor::{Ping, Pong};
@@ -97,6 +99,8 @@ pub struct PruneReport {
     pub journals: usize,
     /// Timeline events.
     pub timeline_events: usize,
+    /// Saved media files (with their owner entries).
+    pub media_files: usize,
     /// Chunks the pass took.
     pub chunks: usize,
     /// The longest chunk, microseconds.
@@ -104,11 +108,12 @@ pub struct PruneReport {
 }
 
 /// One pass over every kind at `now_ms`, chunk by chunk (synchronous: run it on the blocking
-/// pool). `between` runs after every chunk with the chunk's duration (the pruner sleeps there,
-/// see [`RetentionSettings::pause`]).
+/// pool), and over the saved media files of `media` when given. `between` runs after every
+/// chunk with the chunk's duration (the pruner sleeps there, see [`RetentionSettings::pause`]).
 pub fn prune_pass(
     db: &StoreDb,
     state: &State,
+    media: Option<&MediaOwners>,
     settings: &RetentionSettings,
     now_ms: i64,
     mut between: impl FnMut(Duration),
@@ -188,6 +193,19 @@ pub fn prune_pass(
         Ok(more)
     })?;
     report.timeline_events = events;
+
+    if let Some(media) = media {
+        let cutoff =
+            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(cutoff_ms).unwrap_or(0));
+        let mut cursor = None;
+        let mut files = 0;
+        timed(&mut report, &mut || {
+            let (removed, more) = media.prune(cutoff, &mut cursor, chunk)?;
+            files += removed;
+            Ok(more)
+        })?;
+        report.media_files = files;
+    }
     Ok(report)
 }
 
@@ -234,6 +252,7 @@ fn system_ms() -> i64 {
 pub struct Pruner {
     db: StoreDb,
     state: State,
+    media: Option<MediaOwners>,
     settings: RetentionSettings,
     clock: fn() -> i64,
     running: bool,
@@ -245,10 +264,17 @@ impl Pruner {
         Ok(Self {
             db: db.clone(),
             state: db.state()?,
+            media: None,
             settings,
             clock: system_ms,
             running: false,
         })
+    }
+
+    /// The same pruner, also removing the saved media files older than the retention.
+    pub fn with_media(mut self, media: MediaOwners) -> Self {
+        self.media = Some(media);
+        self
     }
 
     /// The same pruner with another clock (unix milliseconds).
@@ -257,20 +283,26 @@ impl Pruner {
         self
     }
 
+    /// What a pass runs over, owned (it runs on the blocking pool).
+    fn pass_inputs(&self) -> (StoreDb, State, Option<MediaOwners>, RetentionSettings, i64) {
+        (
+            self.db.clone(),
+            self.state.clone(),
+            self.media.clone(),
+            self.settings.clone(),
+            (self.clock)(),
+        )
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.running {
             return;
         }
         self.running = true;
-        let (db, state, settings, now) = (
-            self.db.clone(),
-            self.state.clone(),
-            self.settings.clone(),
-            (self.clock)(),
-        );
+        let (db, state, media, settings, now) = self.pass_inputs();
         let pass = tokio::task::spawn_blocking(move || {
             let throttle = settings.throttle();
-            prune_pass(&db, &state, &settings, now, throttle)
+            prune_pass(&db, &state, media.as_ref(), &settings, now, throttle)
         });
         ctx.spawn(pass.into_actor(self).map(|result, this, _| {
             this.running = false;
@@ -307,16 +339,13 @@ pub struct PruneNow;
 impl Handler<PruneNow> for Pruner {
     type Result = ResponseFuture<Result<PruneReport, StoreError>>;
     fn handle(&mut self, _: PruneNow, _: &mut Context<Self>) -> Self::Result {
-        let (db, state, settings, now) = (
-            self.db.clone(),
-            self.state.clone(),
-            self.settings.clone(),
-            (self.clock)(),
-        );
+        let (db, state, media, settings, now) = self.pass_inputs();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || prune_pass(&db, &state, &settings, now, |_| {}))
-                .await
-                .map_err(|e| StoreError::Io(format!("prune task failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                prune_pass(&db, &state, media.as_ref(), &settings, now, |_| {})
+            })
+            .await
+            .map_err(|e| StoreError::Io(format!("prune task failed: {e}")))?
         })
     }
 }

@@ -178,7 +178,7 @@ pub fn start(
         }),
     );
 
-    start_pruner(&mut tree, &db, settings);
+    start_pruner(&mut tree, &db, settings, home);
 
     let mut channel_settings = ChannelsSettings::from_settings(settings)?;
     channel_settings.media_root = settings.workspace(home).join("media");
@@ -437,10 +437,7 @@ fn start_executor(
         audit: audit.clone(),
         high_risk: Some(signals.clone().recipient()),
         skills: skill_host,
-        media: Some(
-            kafclaw_actors::channel::media::MediaOwners::new(db, workspace.join("media"))
-                .map_err(|e| e.to_string())?,
-        ),
+        media: Some(MediaOwners::new(db, workspace.join("media")).map_err(|e| e.to_string())?),
     };
     let (first, warnings) = ToolExecutor::new(
         &exec_settings,
@@ -471,14 +468,21 @@ fn start_executor(
 }
 
 /// The background pruner (`store.retention_days`, or `store.retention_minutes` when set).
+/// It also removes the saved media files (`workspace/media`) older than the retention.
 /// Quarantined, not fatal, if it keeps failing: the gateway serves on with a store that grows.
-fn start_pruner(tree: &mut SupervisorBuilder, db: &StoreDb, settings: &Settings) {
+fn start_pruner(tree: &mut SupervisorBuilder, db: &StoreDb, settings: &Settings, home: &Home) {
     let retention = RetentionSettings::for_retention(settings.store.retention());
+    let media_root = settings.workspace(home).join("media");
     let db = db.clone();
     tree.child(
         "retention",
         RestartPolicy::Quarantine,
-        Box::new(move || Pruner::new(&db, retention.clone()).map_err(|e| e.to_string())),
+        Box::new(move || {
+            let media = MediaOwners::new(&db, media_root.clone()).map_err(|e| e.to_string())?;
+            Ok(Pruner::new(&db, retention.clone())
+                .map_err(|e| e.to_string())?
+                .with_media(media))
+        }),
     );
 }
 

@@ -265,6 +265,92 @@ impl MediaOwners {
         let value = self.tree.get(self.key(path)?).ok()??;
         String::from_utf8(value).ok()
     }
+
+    /// Retention (run by the pruner, on the blocking pool): looks at up to `limit` entries
+    /// after `cursor` and removes each saved file last written before `cutoff` together with
+    /// its entry, and the entry of a file already gone. Only a regular file at its recorded
+    /// place is removed: an entry whose key is not a plain relative path, whose file is not a
+    /// regular file (a symlink, a directory) or whose directory resolves elsewhere (a
+    /// symlinked directory) loses its entry and leaves the disk alone. Returns the files
+    /// removed and whether entries remain after the cursor (`cursor` is `None` at the end).
+    pub fn prune(
+        &self,
+        cutoff: std::time::SystemTime,
+        cursor: &mut Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(usize, bool), crate::store::StoreError> {
+        let limit = limit.max(1);
+        let page = self.tree.scan_after("", cursor.as_deref(), limit)?;
+        let more = page.len() >= limit;
+        let root = self.canonical_root();
+        let mut batch = crate::store::KvBatch::default();
+        let mut removed = 0;
+        for (key, _) in &page {
+            *cursor = Some(key.clone());
+            match self.expired_file(&root, key, cutoff) {
+                Expired::Keep => continue,
+                Expired::Forget => {}
+                Expired::Remove(path) => match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    // Kept with its entry: the next pass tries again.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention could not remove a media file");
+                        continue;
+                    }
+                },
+            }
+            batch.remove(key);
+        }
+        self.tree.apply(batch)?;
+        if !more {
+            *cursor = None;
+        }
+        Ok((removed, more))
+    }
+
+    /// What retention does with the entry `key` (see [`MediaOwners::prune`]).
+    fn expired_file(&self, root: &Path, key: &[u8], cutoff: std::time::SystemTime) -> Expired {
+        use std::path::Component;
+        let Some(relative) = std::str::from_utf8(key).ok().map(Path::new) else {
+            return Expired::Forget;
+        };
+        if relative.as_os_str().is_empty()
+            || !relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Expired::Forget;
+        }
+        let path = root.join(relative);
+        let metadata = match std::fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Expired::Forget,
+            Err(_) => return Expired::Keep,
+        };
+        let in_place = path
+            .parent()
+            .and_then(|dir| std::fs::canonicalize(dir).ok())
+            .is_some_and(|dir| Some(dir.as_path()) == root.join(relative).parent());
+        if !metadata.file_type().is_file() || !in_place {
+            return Expired::Forget;
+        }
+        match metadata.modified() {
+            Ok(written) if written < cutoff => Expired::Remove(path),
+            Ok(_) => Expired::Keep,
+            Err(_) => Expired::Keep,
+        }
+    }
+}
+
+/// Retention's verdict on one media entry.
+enum Expired {
+    /// Younger than the retention (or unreadable now): keep file and entry.
+    Keep,
+    /// Nothing to remove on disk: drop the entry only.
+    Forget,
+    /// Remove this file, then its entry.
+    Remove(PathBuf),
 }
 
 /// Fetches and saves media. Cheap to clone; shared by a channel's hand-overs and the

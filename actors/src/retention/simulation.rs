@@ -178,7 +178,7 @@ pub fn simulate(messages: usize, days: usize, retention_days: i64) -> Simulated 
         }
         let now = t0 + (day as i64 + 1) * DAY_MS;
         let started = Instant::now();
-        let report = prune_pass(&db, &state, &settings, now, |_| {}).unwrap();
+        let report = prune_pass(&db, &state, None, &settings, now, |_| {}).unwrap();
         out.pruning += started.elapsed();
         out.longest_chunk_us = out.longest_chunk_us.max(report.longest_chunk_us);
         let records = count(&state, Space::Inbox, "inbox/");

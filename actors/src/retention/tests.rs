@@ -27,11 +27,11 @@ fn dedupe_keys_outlive_a_short_retention_by_the_providers_retry_window() {
     let seq = drive(&db, &state, 1, t0);
     let inbox = Inbox::over(state.clone());
     // Two days on: the record is gone (retention 1 day), its idempotency key is not.
-    prune_pass(&db, &state, &settings, t0 + 2 * DAY_MS, |_| {}).unwrap();
+    prune_pass(&db, &state, None, &settings, t0 + 2 * DAY_MS, |_| {}).unwrap();
     assert!(inbox.get("whatsapp", seq).unwrap().is_none());
     assert!(inbox.known("whatsapp", "wamid.1").unwrap().is_some());
     // Past seven days it goes too.
-    let report = prune_pass(&db, &state, &settings, t0 + 8 * DAY_MS, |_| {}).unwrap();
+    let report = prune_pass(&db, &state, None, &settings, t0 + 8 * DAY_MS, |_| {}).unwrap();
     assert_eq!(report.dedupe_keys, 1);
     assert!(inbox.known("whatsapp", "wamid.1").unwrap().is_none());
 }
@@ -67,6 +67,7 @@ fn live_messages_are_never_pruned_whatever_their_age() {
     let report = prune_pass(
         &db,
         &state,
+        None,
         &RetentionSettings::default(),
         400 * DAY_MS,
         |_| {},
@@ -91,4 +92,88 @@ fn the_pass_interval_follows_a_short_retention_within_its_bounds() {
         RetentionSettings::for_retention(Duration::from_secs(300)).chunk,
         RetentionSettings::default().chunk
     );
+}
+
+#[test]
+fn saved_media_older_than_the_retention_is_removed_with_its_entry_and_nothing_else() {
+    use crate::channel::media::MediaOwners;
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(root.join("whatsapp")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let db = StoreDb::temporary().unwrap();
+    let state = db.state().unwrap();
+    let owners = MediaOwners::new(&db, root.clone()).unwrap();
+    let now = SystemTime::now();
+    let forty_days_ago = now - Duration::from_secs(40 * 86_400);
+    let write = |path: &std::path::Path, written: SystemTime| {
+        std::fs::write(path, b"media").unwrap();
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(written).unwrap();
+    };
+    let old = root.join("whatsapp/wamid.OLD.jpg");
+    let young = root.join("whatsapp/wamid.YOUNG.jpg");
+    let unrecorded = root.join("whatsapp/wamid.UNRECORDED.jpg");
+    write(&old, forty_days_ago);
+    write(&young, now);
+    write(&unrecorded, forty_days_ago);
+    owners.record(&old, "s1").unwrap();
+    owners.record(&young, "s2").unwrap();
+    // A file already gone, a symlink to a file elsewhere and a symlinked directory: entries
+    // dropped, nothing outside the media directory touched.
+    let gone = root.join("whatsapp/wamid.GONE.jpg");
+    write(&gone, forty_days_ago);
+    owners.record(&gone, "s3").unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    // Recorded, then swapped for a symlink to a file elsewhere.
+    let target = outside.join("precious.txt");
+    write(&target, forty_days_ago);
+    let link = root.join("whatsapp/wamid.LINK.jpg");
+    write(&link, forty_days_ago);
+    owners.record(&link, "s4").unwrap();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    // Recorded, then its directory swapped for a symlink to a directory elsewhere.
+    std::fs::create_dir_all(root.join("bridge")).unwrap();
+    let swapped = root.join("bridge/nested.jpg");
+    write(&swapped, forty_days_ago);
+    owners.record(&swapped, "s5").unwrap();
+    std::fs::remove_dir_all(root.join("bridge")).unwrap();
+    let nested = outside.join("nested.jpg");
+    write(&nested, forty_days_ago);
+    std::os::unix::fs::symlink(&outside, root.join("bridge")).unwrap();
+
+    let settings = RetentionSettings {
+        chunk: 2, // several chunks: the cursor carries over
+        ..RetentionSettings::default()
+    };
+    let now_ms = i64::try_from(
+        now.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let report = prune_pass(&db, &state, Some(&owners), &settings, now_ms, |_| {}).unwrap();
+
+    assert_eq!(report.media_files, 1);
+    assert!(!old.exists());
+    assert_eq!(owners.owner(&old), None);
+    assert!(young.exists());
+    assert_eq!(owners.owner(&young).as_deref(), Some("s2"));
+    assert!(unrecorded.exists(), "only files retention knows of");
+    assert!(
+        target.exists() && nested.exists(),
+        "nothing outside the media root"
+    );
+    let left: Vec<_> = db
+        .tree(crate::store::TreeName::Media)
+        .unwrap()
+        .scan_prefix("")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k).unwrap())
+        .collect();
+    assert_eq!(left, ["whatsapp/wamid.YOUNG.jpg"]);
 }
