@@ -13,7 +13,12 @@
 //!
 //! Pace: chunks of [`RetentionSettings::chunk`] keys, and after each a sleep of at least
 //! [`RetentionSettings::pause`] and [`RetentionSettings::duty`] times the chunk's own time, so a
-//! pass never takes more than a fifth of a core and adds little to the next webhook's fsync.
+//! pass takes no more than a fifth of a core and adds little to the next webhook's fsync —
+//! unless the last pass took more than half the interval: then the store is falling behind its
+//! retention and the next pass catches up at up to half a core
+//! ([`RetentionSettings::catching_up`]). The idempotency keys alone (7 days of messages, swept
+//! only when the retention is shorter) are swept a bounded part per pass ([`DedupeSweep`]), so
+//! a pass does not grow with the uptime.
 //!
 //! Bound: with messages arriving at `r` per day, at most about `r × (retention + one
 //! interval)` records of each kind are kept (plus live ones), whatever the uptime.
@@ -67,6 +72,19 @@ impl RetentionSettings {
         }
     }
 
+    /// The pace of a pass after one that took more than half the interval: the store is
+    /// falling behind its retention (messages arrive faster than a fifth of a core removes
+    /// them), so chunks four times as large and a sleep only as long as the chunk (at most
+    /// half a core). A bounded store outranks a polite pruner; the pace returns to normal once
+    /// a pass is short again.
+    pub fn catching_up(&self) -> Self {
+        Self {
+            chunk: self.chunk.saturating_mul(4),
+            duty: self.duty.min(1),
+            ..self.clone()
+        }
+    }
+
     /// What the pruner does between two chunks: sleep (see [`RetentionSettings::pause`]).
     pub fn throttle(&self) -> impl FnMut(Duration) {
         let (pause, duty) = (self.pause, self.duty);
@@ -107,16 +125,75 @@ pub struct PruneReport {
     pub longest_chunk_us: u64,
 }
 
+/// Idempotency keys a rolling sweep looks at per pass, at least.
+pub const DEDUPE_SWEEP_FLOOR: usize = 4096;
+
+/// Idempotency keys a rolling sweep looks at per inbox record the same pass removed: with
+/// records pruned at the rate messages arrive, the whole set (7 days of messages) is swept in
+/// under a day of passes, so a key outlives its horizon by less than a day.
+pub const DEDUPE_SWEEP_PER_RECORD: usize = 8;
+
+/// The sweep over the idempotency keys alone (needed when the retention is shorter than
+/// [`MIN_DEDUPE`]): where it stands between passes and how much of it one pass does. The set
+/// holds 7 days of messages whatever the retention, so a pass that swept all of it would grow
+/// with the uptime and, under a sustained load, no longer finish within its interval: the
+/// records behind it would wait and the store would grow without bound.
+#[derive(Clone, Debug, Default)]
+pub struct DedupeSweep {
+    cursor: Option<Vec<u8>>,
+    rolling: bool,
+}
+
+impl DedupeSweep {
+    /// The whole set in one pass (operator tools and tests).
+    pub fn whole() -> Self {
+        Self::default()
+    }
+
+    /// A part per pass, going on where the last pass stopped and starting over at the end: at
+    /// least [`DEDUPE_SWEEP_FLOOR`] keys, [`DEDUPE_SWEEP_PER_RECORD`] per record removed.
+    pub fn rolling() -> Self {
+        Self {
+            cursor: None,
+            rolling: true,
+        }
+    }
+
+    fn budget(&self, records_removed: usize) -> usize {
+        if self.rolling {
+            DEDUPE_SWEEP_FLOOR.max(records_removed.saturating_mul(DEDUPE_SWEEP_PER_RECORD))
+        } else {
+            usize::MAX
+        }
+    }
+}
+
 /// One pass over every kind at `now_ms`, chunk by chunk (synchronous: run it on the blocking
 /// pool), and over the saved media files of `media` when given. `between` runs after every
 /// chunk with the chunk's duration (the pruner sleeps there, see [`RetentionSettings::pause`]).
+/// The idempotency keys are swept whole; the pruner sweeps them a part per pass
+/// ([`prune_pass_with`]).
 pub fn prune_pass(
     db: &StoreDb,
     state: &State,
     media: Option<&MediaOwners>,
     settings: &RetentionSettings,
     now_ms: i64,
+    between: impl FnMut(Duration),
+) -> Result<PruneReport, StoreError> {
+    let mut sweep = DedupeSweep::whole();
+    prune_pass_with(db, state, media, settings, now_ms, between, &mut sweep)
+}
+
+/// [`prune_pass`] with the idempotency keys swept as far as `sweep` says.
+pub fn prune_pass_with(
+    db: &StoreDb,
+    state: &State,
+    media: Option<&MediaOwners>,
+    settings: &RetentionSettings,
+    now_ms: i64,
     mut between: impl FnMut(Duration),
+    sweep: &mut DedupeSweep,
 ) -> Result<PruneReport, StoreError> {
     let retention_ms = i64::try_from(settings.retention.as_millis()).unwrap_or(i64::MAX);
     let dedupe_ms = retention_ms.max(i64::try_from(MIN_DEDUPE.as_millis()).unwrap_or(i64::MAX));
@@ -156,12 +233,15 @@ pub fn prune_pass(
         Ok(chunk.more)
     })?;
     if dedupe_cutoff_ms < cutoff_ms {
-        let mut cursor = None;
+        let mut budget = sweep.budget(records);
+        let cursor = &mut sweep.cursor;
         timed(&mut report, &mut || {
-            let chunk =
-                inbox.prune_dedupe(dedupe_cutoff_ms / 1000, now_ms / 1000, &mut cursor, chunk)?;
-            keys += chunk.dedupe_keys;
-            Ok(chunk.more)
+            let limit = chunk.min(budget);
+            let part = inbox.prune_dedupe(dedupe_cutoff_ms / 1000, now_ms / 1000, cursor, limit)?;
+            keys += part.dedupe_keys;
+            budget -= limit;
+            // The cursor stays where this pass stopped; at the end it starts over.
+            Ok(part.more && budget > 0)
         })?;
     }
     report.inbox_records = records;
@@ -256,6 +336,11 @@ pub struct Pruner {
     settings: RetentionSettings,
     clock: fn() -> i64,
     running: bool,
+    /// Where the rolling sweep over the idempotency keys stands.
+    sweep: DedupeSweep,
+    /// The last pass took more than half the interval: the next one catches up
+    /// ([`RetentionSettings::catching_up`]).
+    behind: bool,
 }
 
 impl Pruner {
@@ -268,6 +353,8 @@ impl Pruner {
             settings,
             clock: system_ms,
             running: false,
+            sweep: DedupeSweep::rolling(),
+            behind: false,
         })
     }
 
@@ -299,17 +386,49 @@ impl Pruner {
             return;
         }
         self.running = true;
-        let (db, state, media, settings, now) = self.pass_inputs();
+        let (db, state, media, mut settings, now) = self.pass_inputs();
+        if self.behind {
+            settings = settings.catching_up();
+        }
+        let mut sweep = std::mem::take(&mut self.sweep);
+        let interval = self.settings.interval;
         let pass = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let throttle = settings.throttle();
-            prune_pass(&db, &state, media.as_ref(), &settings, now, throttle)
+            let result = prune_pass_with(
+                &db,
+                &state,
+                media.as_ref(),
+                &settings,
+                now,
+                throttle,
+                &mut sweep,
+            );
+            (result, sweep, started.elapsed())
         });
-        ctx.spawn(pass.into_actor(self).map(|result, this, _| {
+        ctx.spawn(pass.into_actor(self).map(move |outcome, this, _| {
             this.running = false;
-            match result {
-                Ok(Ok(report)) => tracing::debug!(?report, "retention pass done"),
-                Ok(Err(error)) => tracing::warn!(%error, "retention pass failed"),
-                Err(error) => tracing::warn!(%error, "retention pass did not finish"),
+            match outcome {
+                Ok((result, sweep, took)) => {
+                    this.sweep = sweep;
+                    let behind = took > interval / 2;
+                    if behind != this.behind {
+                        tracing::info!(
+                            took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                            catching_up = behind,
+                            "retention pass pace changed"
+                        );
+                    }
+                    this.behind = behind;
+                    match result {
+                        Ok(report) => tracing::debug!(?report, "retention pass done"),
+                        Err(error) => tracing::warn!(%error, "retention pass failed"),
+                    }
+                }
+                Err(error) => {
+                    this.sweep = DedupeSweep::rolling();
+                    tracing::warn!(%error, "retention pass did not finish")
+                }
             }
         }));
     }

@@ -35,7 +35,7 @@ pub struct Simulated {
     pub kept: Vec<(&'static str, usize)>,
 }
 
-fn message(id: &str) -> InboundMessage {
+pub(crate) fn message(id: &str) -> InboundMessage {
     InboundMessage {
         message_id: id.into(),
         sender_id: "4915100000001".into(),

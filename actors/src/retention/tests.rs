@@ -177,3 +177,60 @@ fn saved_media_older_than_the_retention_is_removed_with_its_entry_and_nothing_el
         .collect();
     assert_eq!(left, ["whatsapp/wamid.YOUNG.jpg"]);
 }
+
+#[test]
+fn the_pruner_sweeps_idempotency_keys_a_bounded_part_per_pass_and_comes_round() {
+    // 5,000 dropped messages (finished at once): a 1-day retention removes their records on
+    // day 2; their keys expire on day 8. A rolling sweep looks at DEDUPE_SWEEP_FLOOR keys per
+    // pass (no records removed in those passes), so the keys go over two passes, and a pass
+    // never walks the whole set.
+    let db = StoreDb::temporary().unwrap();
+    let state = db.state().unwrap();
+    let inbox = Inbox::over(state.clone());
+    let t0 = 1_700_000_000_000i64;
+    let total = DEDUPE_SWEEP_FLOOR + 904;
+    for i in 0..total {
+        let entry = NewEntry {
+            state: InboxState::Dropped,
+            sender_kind: None,
+            session_key: None,
+            reason: None,
+        };
+        let message = super::simulation::message(&format!("wamid.{i:05}"));
+        assert!(matches!(
+            inbox
+                .accept("whatsapp", &message, entry, t0 / 1000)
+                .unwrap(),
+            Accepted::New(_)
+        ));
+    }
+    let settings = RetentionSettings {
+        retention: Duration::from_secs(86_400),
+        chunk: 256,
+        ..RetentionSettings::default()
+    };
+    let mut sweep = DedupeSweep::rolling();
+    let mut pass =
+        |at: i64| prune_pass_with(&db, &state, None, &settings, at, |_| {}, &mut sweep).unwrap();
+    let day2 = pass(t0 + 2 * DAY_MS);
+    assert_eq!((day2.inbox_records, day2.dedupe_keys), (total, 0));
+    let first = pass(t0 + 8 * DAY_MS);
+    assert_eq!(first.dedupe_keys, DEDUPE_SWEEP_FLOOR);
+    assert!(inbox.known("whatsapp", "wamid.04999").unwrap().is_some());
+    let second = pass(t0 + 8 * DAY_MS);
+    assert_eq!(second.dedupe_keys, 904);
+    assert!(inbox.known("whatsapp", "wamid.04999").unwrap().is_none());
+    assert_eq!(pass(t0 + 8 * DAY_MS).dedupe_keys, 0);
+}
+
+#[test]
+fn a_pruner_falling_behind_catches_up_with_larger_chunks_and_shorter_sleeps() {
+    let normal = RetentionSettings::for_retention(Duration::from_secs(120));
+    let fast = normal.catching_up();
+    assert_eq!(fast.chunk, normal.chunk * 4);
+    assert_eq!(fast.duty, 1);
+    assert_eq!(
+        (fast.retention, fast.interval),
+        (normal.retention, normal.interval)
+    );
+}
