@@ -152,6 +152,9 @@ pub struct WithdrawForTurn {
     pub tool: String,
 }
 
+/// How long a request past its timeout waits for a decision already being audited.
+const DECIDING_GRACE: Duration = Duration::from_secs(10);
+
 /// The approvals actor (permanent child).
 pub struct Approvals {
     db: StoreDb,
@@ -162,6 +165,27 @@ pub struct Approvals {
     waiting: HashMap<String, oneshot::Sender<ApprovalOutcome>>,
     /// The bound of `waiting`.
     max_waiting: usize,
+    /// Requests whose decision (or expiry) is being audited: a second decision gets
+    /// `NotFound` before anything is audited, and the timeout waits for the first.
+    deciding: std::collections::HashSet<String>,
+}
+
+/// The `approval.decided` record of `pending` decided by `actor`.
+fn decided_record(pending: &ApprovalRecord, actor: &str, approved: bool) -> AppendRecord {
+    AppendRecord {
+        kind: AuditKind::ApprovalDecided,
+        actor: actor.to_string(),
+        subject: pending.tool.clone(),
+        data: json!({
+            "id": pending.id,
+            "tool": pending.tool,
+            "tier": pending.tier,
+            "approved": approved,
+            "sender_id": pending.sender_id,
+            "channel": pending.channel,
+            "session": pending.session,
+        }),
+    }
 }
 
 impl Approvals {
@@ -192,6 +216,7 @@ impl Approvals {
             timeout,
             waiting: HashMap::new(),
             max_waiting: MAX_WAITING,
+            deciding: std::collections::HashSet::new(),
         })
     }
 
@@ -211,6 +236,35 @@ impl Approvals {
             }
         }
         Ok(out)
+    }
+
+    /// Expires the request `id` (denied) after its timeout, audited first (`approval.decided`
+    /// by `timeout`; a denial, so it applies even when the record cannot be written).
+    fn expire(
+        &mut self,
+        id: String,
+    ) -> ResponseActFuture<Self, Result<ApprovalOutcome, ApprovalError>> {
+        self.waiting.remove(&id);
+        let expired = ApprovalOutcome::Expired { id: id.clone() };
+        let pending = match self.tree.get_json::<ApprovalRecord>(&id) {
+            Ok(Some(r)) if r.state == ApprovalState::Pending => r,
+            _ => return fut::ready(Ok(expired)).boxed_local(),
+        };
+        self.deciding.insert(id.clone());
+        let audit = self.audit.clone();
+        let record = decided_record(&pending, "timeout", false);
+        async move {
+            if !matches!(audit.send(record).await, Ok(Ok(_))) {
+                tracing::warn!("approval expiry could not be audited; expired anyway");
+            }
+        }
+        .into_actor(self)
+        .map(move |(), this, _| {
+            this.deciding.remove(&id);
+            let _ = this.finish(&id, ApprovalState::Expired, "timeout");
+            Ok(expired)
+        })
+        .boxed_local()
     }
 
     fn finish(
@@ -292,17 +346,32 @@ impl Handler<RequestApproval> for Approvals {
         Box::pin(
             async move {
                 let _ = db.flush().await;
-                tokio::time::timeout(timeout, rx).await
+                let mut rx = rx;
+                let answer = tokio::time::timeout(timeout, &mut rx).await;
+                (answer.ok().and_then(Result::ok), rx)
             }
             .into_actor(self)
-            .map(move |answer, this, _| match answer {
-                Ok(Ok(outcome)) => Ok(outcome),
-                // Timed out, or the sender was dropped: expire it (denied).
-                _ => {
-                    this.waiting.remove(&wait_id);
-                    let _ = this.finish(&wait_id, ApprovalState::Expired, "timeout");
-                    Ok(ApprovalOutcome::Expired { id: wait_id })
+            .then(move |(answer, rx), this, _| {
+                if let Some(outcome) = answer {
+                    return fut::ready(Ok(outcome)).boxed_local();
                 }
+                if this.deciding.contains(&wait_id) {
+                    // A decision came in time and is being audited: it answers (or, if its
+                    // audit fails or hangs, the request expires after a grace period).
+                    return async move {
+                        tokio::time::timeout(DECIDING_GRACE, rx)
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                    }
+                    .into_actor(this)
+                    .then(move |answer, this, _| match answer {
+                        Some(outcome) => fut::ready(Ok(outcome)).boxed_local(),
+                        None => this.expire(wait_id),
+                    })
+                    .boxed_local();
+                }
+                this.expire(wait_id)
             }),
         )
     }
@@ -320,29 +389,20 @@ impl Handler<DecideApproval> for Approvals {
 
     fn handle(&mut self, msg: DecideApproval, _: &mut Context<Self>) -> Self::Result {
         let pending = match self.tree.get_json::<ApprovalRecord>(&msg.id) {
-            Ok(Some(r)) if r.state == ApprovalState::Pending => r,
+            // One decision per request: a second one (or one racing the expiry) is refused
+            // before anything is audited.
+            Ok(Some(r)) if r.state == ApprovalState::Pending && !self.deciding.contains(&r.id) => r,
             Ok(_) => return Box::pin(fut::ready(Err(ApprovalError::NotFound(msg.id)))),
             Err(e) => return Box::pin(fut::ready(Err(e.into()))),
         };
+        self.deciding.insert(pending.id.clone());
         let audit = self.audit.clone();
-        let record = AppendRecord {
-            kind: AuditKind::ApprovalDecided,
-            actor: msg.actor.clone(),
-            subject: pending.tool.clone(),
-            data: json!({
-                "id": pending.id,
-                "tool": pending.tool,
-                "tier": pending.tier,
-                "approved": msg.approved,
-                "sender_id": pending.sender_id,
-                "channel": pending.channel,
-                "session": pending.session,
-            }),
-        };
+        let record = decided_record(&pending, &msg.actor, msg.approved);
         Box::pin(
             async move { matches!(audit.send(record).await, Ok(Ok(_))) }
                 .into_actor(self)
                 .map(move |audited, this, _| {
+                    this.deciding.remove(&msg.id);
                     if !audited {
                         return Err(ApprovalError::AuditFailed);
                     }

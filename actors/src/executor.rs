@@ -57,8 +57,8 @@ pub use sandbox::{
 };
 
 pub use skill::{
-    container_argv, credential_env, HostFuture, SkillCaller, SkillCredential, SkillHost,
-    SkillIsolation, SkillPlan,
+    container_argv, credential_env, runtime_client_env, HostFuture, SkillCaller, SkillCredential,
+    SkillHost, SkillIsolation, SkillPlan, RUNTIME_CLIENT_ENV,
 };
 
 #[cfg(test)]
@@ -86,6 +86,8 @@ pub struct ExecSettings {
     pub max_open_files: u64,
     /// `RLIMIT_NPROC` of the child (not applied as root).
     pub max_processes: u64,
+    /// `RLIMIT_DATA` of the child, bytes (its heap; 1 GiB).
+    pub max_memory_bytes: u64,
     /// The largest file `read_file`/`edit_file` handles, bytes.
     pub max_read_bytes: u64,
     /// The largest content `write_file`/`edit_file` writes, bytes.
@@ -107,6 +109,7 @@ impl Default for ExecSettings {
             max_file_size_bytes: limits.file_size_bytes,
             max_open_files: limits.open_files,
             max_processes: limits.processes,
+            max_memory_bytes: limits.memory_bytes,
             max_read_bytes: files.max_read_bytes,
             max_write_bytes: files.max_write_bytes,
             sandbox: SandboxMode::default(),
@@ -124,6 +127,8 @@ impl ExecSettings {
             file_size_bytes: self.max_file_size_bytes,
             open_files: self.max_open_files.max(16),
             processes: self.max_processes.max(1),
+            // Below 16 MiB not even a small program starts.
+            memory_bytes: self.max_memory_bytes.max(16 * 1024 * 1024),
         }
     }
 

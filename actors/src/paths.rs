@@ -66,6 +66,13 @@ impl Home {
     pub fn control_socket(&self) -> PathBuf {
         self.state_dir().join("control.sock")
     }
+    /// `~/.kafclaw/control.cookie`, the running gateway's control cookie (0600): every request
+    /// on the control socket carries it, so a process of the same uid that may not read the
+    /// state directory (an exec child or a skill entry under Landlock) cannot command the
+    /// gateway even where the kernel cannot keep it off the socket.
+    pub fn control_cookie(&self) -> PathBuf {
+        self.state_dir().join("control.cookie")
+    }
     /// `~/.config/kafclaw`, holding the env file and the vault key (0700).
     pub fn config_dir(&self) -> PathBuf {
         self.root.join(".config").join("kafclaw")
@@ -95,6 +102,7 @@ impl Home {
             self.snapshots_dir(),
             self.backups_dir(),
             self.control_socket(),
+            self.control_cookie(),
         ]
     }
 

@@ -4,8 +4,13 @@
 //!
 //! Authentication is the file system plus the kernel: the socket is created 0600 (umask 077)
 //! inside the 0700 state directory, and every connection's peer uid (SO_PEERCRED) must equal the
-//! gateway's own uid. The protocol is one JSON [`Operation`] line in, one JSON answer line out;
-//! secret values travel in that line only, never in argv or a URL.
+//! gateway's own uid. The uid is not enough (exec children and skill entries run as it, and
+//! before Landlock ABI 9 the kernel does not keep a confined child off a named socket): every
+//! request also carries the control cookie the gateway writes at start to
+//! `~/.kafclaw/control.cookie` (0600, a path no tool and no confined child may read; removed on
+//! stop), compared in constant time. The protocol is one JSON [`Operation`] line in (with the
+//! `cookie` field), one JSON answer line out; secret values travel in that line only, never in
+//! argv or a URL.
 //!
 //! This module is the gateway's side; the operation types and the client that commands use
 //! live in [`crate::protocol`], which depends on nothing here (so commands, checks and backups
@@ -42,18 +47,50 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 // The client side (and the old paths of its names): `crate::protocol`.
 pub use crate::protocol::{send, socket_path, Answer};
 
-/// Removes the socket file (on shutdown).
+/// Removes the socket file and the control cookie (on shutdown).
 pub fn remove_socket(home: &Home) {
     let _ = std::fs::remove_file(socket_path(home));
+    let _ = std::fs::remove_file(home.control_cookie());
+}
+
+/// The control cookie of this run: 32 random bytes, hex.
+type Cookie = std::sync::Arc<zeroize::Zeroizing<String>>;
+
+/// Writes a fresh control cookie (0600 from creation, replaced atomically) for this run.
+fn new_cookie(home: &Home) -> std::io::Result<Cookie> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut()).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let cookie = zeroize::Zeroizing::new(hex::encode(bytes.as_ref()));
+    kafclaw_actors::fsutil::write_atomic(&home.control_cookie(), cookie.as_bytes())?;
+    Ok(std::sync::Arc::new(cookie))
+}
+
+/// Whether the request line carries this run's cookie (compared in constant time).
+fn carries_cookie(line: &[u8], cookie: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Carried {
+        cookie: Option<String>,
+    }
+    let Ok(Carried {
+        cookie: Some(carried),
+    }) = serde_json::from_slice::<Carried>(line)
+    else {
+        return false;
+    };
+    let carried = zeroize::Zeroizing::new(carried);
+    use subtle::ConstantTimeEq;
+    carried.len() == cookie.len() && bool::from(carried.as_bytes().ct_eq(cookie.as_bytes()))
 }
 
 /// Binds the socket and serves it on the current actix system until the process stops.
-/// A stale socket file is replaced (the store lock already rules out a second gateway).
+/// A stale socket file is replaced (the store lock already rules out a second gateway). The
+/// control cookie is written before the socket exists.
 pub fn serve(home: &Home, state: web::Data<AppState>) -> std::io::Result<()> {
     let path = socket_path(home);
     if path.exists() {
         std::fs::remove_file(&path)?;
     }
+    let cookie = new_cookie(home)?;
     let listener = UnixListener::bind(&path)?;
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     actix_web::rt::spawn(async move {
@@ -61,9 +98,9 @@ pub fn serve(home: &Home, state: web::Data<AppState>) -> std::io::Result<()> {
             match listener.accept().await {
                 Ok((stream, _)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        let state = state.clone();
+                        let (state, cookie) = (state.clone(), cookie.clone());
                         actix_web::rt::spawn(async move {
-                            handle(stream, state).await;
+                            handle(stream, state, &cookie).await;
                             drop(slot);
                         });
                     }
@@ -124,7 +161,7 @@ async fn answer_to(write: &mut tokio::net::unix::OwnedWriteHalf, answer: &Value)
     let _ = write.shutdown().await;
 }
 
-async fn handle(stream: UnixStream, state: web::Data<AppState>) {
+async fn handle(stream: UnixStream, state: web::Data<AppState>, cookie: &str) {
     let own = rustix::process::geteuid().as_raw();
     let peer = stream.peer_cred().ok().map(|c| c.uid());
     let (read, mut write) = stream.into_split();
@@ -139,6 +176,16 @@ async fn handle(stream: UnixStream, state: web::Data<AppState>) {
             Err(_) => {
                 tracing::warn!("control socket: no request within the deadline, closed");
                 error_line("timeout", "no request line within the deadline")
+            }
+            // The same uid is not enough: an exec child or a skill entry runs as this uid, and
+            // before Landlock ABI 9 the kernel does not keep it off a named socket. The cookie
+            // lives where those children may not read.
+            Ok(Ok(_)) if !carries_cookie(&line, cookie) => {
+                tracing::warn!("control socket request without the control cookie refused");
+                error_line(
+                    ErrorCode::Refused.as_str(),
+                    "forbidden: the request did not carry the control cookie (~/.kafclaw/control.cookie)",
+                )
             }
             Ok(Ok(_)) => match parse_request(&line) {
                 Ok(op) => execute(op, &state, own).await,

@@ -27,6 +27,22 @@ pub fn socket_path(home: &Home) -> PathBuf {
     home.control_socket()
 }
 
+/// The request field that carries the control cookie (`~/.kafclaw/control.cookie`).
+pub const COOKIE_FIELD: &str = "cookie";
+
+/// The running gateway's control cookie, read from `~/.kafclaw/control.cookie`.
+fn read_cookie(home: &Home) -> Result<String, String> {
+    let path = home.control_cookie();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read the gateway's control cookie {}: {e} (run this command as the \
+             gateway's user)",
+            path.display()
+        )
+    })?;
+    Ok(text.trim().to_string())
+}
+
 /// One operation. Sent as JSON over the control socket (values travel in the body, never in
 /// argv or a URL).
 #[derive(Serialize, Deserialize)]
@@ -268,7 +284,9 @@ fn send_once(home: &Home, op: &Operation) -> Result<Option<Value>, String> {
         Err(e) => return Err(format!("cannot reach the gateway's control socket: {e}")),
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
-    let mut line = serde_json::to_vec(op).map_err(|e| e.to_string())?;
+    let mut request = serde_json::to_value(op).map_err(|e| e.to_string())?;
+    request[COOKIE_FIELD] = Value::String(read_cookie(home)?);
+    let mut line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     line.push(b'\n');
     // A "busy" gateway may close before reading: its answer line is still there to read.
     let written = stream.write_all(&line);

@@ -33,8 +33,13 @@ pub fn probe() -> Probe {
 }
 
 fn version(runtime: &str) -> Result<(), String> {
+    // As the current user, with only the client's own variables (never the gateway's token,
+    // provider keys or `*_FILE` paths) and this process's PATH to find it.
     let mut child = Command::new(runtime)
         .arg("version")
+        .env_clear()
+        .envs(std::env::var("PATH").map(|p| ("PATH".to_string(), p)))
+        .envs(kafclaw_actors::executor::runtime_client_env())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -864,6 +864,74 @@ fn the_control_socket_closes_silent_connections_and_caps_them() {
     assert!(gw.wait_exit(Duration::from_secs(10)).success());
 }
 
+/// A process of the gateway's own uid that may not read the state directory (an exec child or
+/// a skill entry under Landlock, which before ABI 9 can still connect to a named socket) must
+/// not command the gateway: every request carries the cookie of this run, kept 0600 in the
+/// state directory and removed on stop.
+#[test]
+fn the_control_socket_obeys_only_requests_that_carry_the_control_cookie() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    let home = initialised();
+    let home_path = home.path().to_path_buf();
+    let mut gw = Gateway::start_in(home, Options::default());
+    let socket = home_path.join(".kafclaw/control.sock");
+    let cookie_file = home_path.join(".kafclaw/control.cookie");
+    let mode = std::fs::metadata(&cookie_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "cookie mode {mode:o}");
+    let cookie = std::fs::read_to_string(&cookie_file).unwrap();
+    assert_eq!(cookie.trim().len(), 64, "32 random bytes, hex");
+    let ask = |line: String| -> Value {
+        let mut conn = UnixStream::connect(&socket).unwrap();
+        conn.write_all(line.as_bytes()).unwrap();
+        conn.write_all(b"\n").unwrap();
+        let mut answer = String::new();
+        BufReader::new(conn).read_line(&mut answer).unwrap();
+        serde_json::from_str(answer.trim()).unwrap()
+    };
+    let mint = |cookie: Option<&str>| {
+        let mut request =
+            serde_json::json!({"op": "token_create", "name": "minted", "scope": "admin"});
+        if let Some(cookie) = cookie {
+            request["cookie"] = Value::String(cookie.to_string());
+        }
+        request.to_string()
+    };
+    let wrong = "0".repeat(64);
+    for (what, line) in [
+        ("no cookie", mint(None)),
+        ("a wrong cookie", mint(Some(&wrong))),
+        ("a prefix of the cookie", mint(Some(&cookie.trim()[..32]))),
+        (
+            "a cookie of another type",
+            mint(None).replace("}", ",\"cookie\":7}"),
+        ),
+    ] {
+        let answer = ask(line);
+        assert_eq!(answer["status"], "error", "{what}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("cookie"),
+            "{what}: {answer}"
+        );
+    }
+    let (code, list, err) = run(&home_path, &HashMap::new(), &["token", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !list.contains("minted"),
+        "a refused request changed nothing: {list}"
+    );
+    // With the cookie the same request runs (what `kafclaw` sends).
+    let answer = ask(mint(Some(cookie.trim())));
+    assert_eq!(answer["status"], "ok", "{answer}");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+    assert!(!cookie_file.exists(), "the cookie goes with the gateway");
+}
+
 /// Found by the `control_message` fuzz target: serde's "unknown variant" error repeats the
 /// requested operation name, control characters included, so a refused line could answer (and
 /// `kafclaw` print) an error of several lines.

@@ -281,3 +281,44 @@ async fn waiting_requests_are_bounded_and_one_more_is_refused_not_queued() {
     drop(waiting);
     drop(next);
 }
+
+/// Found by review: two decisions of one request racing (or one racing the expiry) were both
+/// audited, though only the first applied; an expiry was not audited at all.
+#[actix_rt::test]
+async fn one_decision_per_request_is_audited_and_an_expiry_is_audited_too() {
+    let (approvals, kinds, _db) = start(Duration::from_secs(60), false);
+    let waiting = actix_rt::spawn(approvals.send(request("s1")));
+    let pending = wait_for_pending(&approvals, 1).await;
+    let decide = |approved: bool| DecideApproval {
+        id: pending[0].id.clone(),
+        approved,
+        actor: if approved { "alice" } else { "bob" }.into(),
+    };
+    let (first, second) =
+        futures_util::future::join(approvals.send(decide(true)), approvals.send(decide(false)))
+            .await;
+    assert_eq!(first.unwrap().unwrap().state, ApprovalState::Approved);
+    assert!(matches!(second.unwrap(), Err(ApprovalError::NotFound(_))));
+    assert!(matches!(
+        waiting.await.unwrap().unwrap().unwrap(),
+        ApprovalOutcome::Approved { .. }
+    ));
+    let decided = |kinds: &Arc<Mutex<Vec<AuditKind>>>| {
+        kinds
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| **k == AuditKind::ApprovalDecided)
+            .count()
+    };
+    assert_eq!(
+        decided(&kinds),
+        1,
+        "only the decision that applied is audited"
+    );
+
+    let (approvals, kinds, _db) = start(Duration::from_millis(50), false);
+    let outcome = approvals.send(request("s2")).await.unwrap().unwrap();
+    assert!(matches!(outcome, ApprovalOutcome::Expired { .. }));
+    assert_eq!(decided(&kinds), 1, "the expiry is audited");
+}

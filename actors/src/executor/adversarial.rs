@@ -105,6 +105,15 @@ fn denied_table() -> Vec<(&'static str, Denial)> {
         ("git branch -m a b", GitBranchNotListing(s("-m"))),
         ("git branch -vD x", GitBranchNotListing(s("-vD"))),
         ("git branch evil", GitBranchNotListing(s("evil"))),
+        // `-l` as the value of a two-word option is no listing (found by review).
+        (
+            "git branch --format -l evil",
+            GitBranchNotListing(s("evil")),
+        ),
+        (
+            "git branch --sort -l evil HEAD",
+            GitBranchNotListing(s("evil")),
+        ),
         (
             "git branch --set-upstream-to=origin/main",
             GitBranchNotListing(s("--set-upstream-to=origin/main")),
@@ -389,6 +398,11 @@ fn wider_checker(f: &Fixture) -> super::CommandChecker {
         ("sort", "/bin/true"),
         ("sdiff", "/bin/true"),
         ("dir", "/bin/true"),
+        ("uniq", "/bin/true"),
+        ("tree", "/bin/true"),
+        ("xxd", "/bin/true"),
+        ("file", "/bin/true"),
+        ("date", "/bin/true"),
     ] {
         list.insert_for_test(name, std::path::Path::new(path));
     }
@@ -606,4 +620,59 @@ proptest! {
 
 thread_local! {
     static FIXTURE: Fixture = Fixture::new();
+}
+
+/// Found by review: programs on the readers' list that write (an output option or an output
+/// operand) could overwrite `.git/config` and `.git/info/attributes` on a host without Landlock
+/// (the path checks read every argument as a file to read), and git then runs a filter
+/// through `sh`. Their writing forms are refused by name; their reading forms still run.
+#[test]
+fn readers_lose_their_writing_forms() {
+    let f = Fixture::new();
+    let checker = wider_checker(&f);
+    for (command, option) in [
+        ("sort -o .git/config file.txt", "-o"),
+        ("sort -uo .git/config file.txt", "-uo"),
+        ("sort --outp=.git/config file.txt", "--outp=.git/config"),
+        (
+            "sort --compress-program=sh file.txt",
+            "--compress-program=sh",
+        ),
+        ("sort -T . file.txt", "-T"),
+        ("uniq file.txt .git/config", ".git/config (an output file)"),
+        (
+            "uniq -f 1 file.txt .git/info/attributes",
+            ".git/info/attributes (an output file)",
+        ),
+        ("tree -o .git/config", "-o"),
+        ("tree -ao .git/config", "-ao"),
+        ("xxd file.txt .git/config", ".git/config (an output file)"),
+        ("xxd -r -c 8 file.txt out.bin", "out.bin (an output file)"),
+        ("file -C -m magic", "-C"),
+        ("date -s 2001-01-01", "-s"),
+        ("date -us 2001-01-01", "-us"),
+        ("date --set=2001-01-01", "--set=2001-01-01"),
+    ] {
+        let program = command.split(' ').next().unwrap_or_default();
+        match checker.check(command, None) {
+            Err(d) => assert_eq!(d, opt(program, option), "{command}"),
+            Ok(c) => panic!("{command:?} was allowed: {c:?}"),
+        }
+    }
+    for command in [
+        "sort -k2 -t, file.txt",
+        "sort -ko file.txt",
+        "uniq -c file.txt",
+        "uniq -f 1 file.txt",
+        "uniq --skip-fields 2 file.txt",
+        "tree -L 2",
+        "xxd -c 8 file.txt",
+        "xxd -s 16 -l 32 file.txt",
+        "file -b file.txt",
+        "date -Iseconds",
+        "date -d yesterday",
+    ] {
+        let checked = checker.check(command, None);
+        assert!(checked.is_ok(), "{command}: {checked:?}");
+    }
 }

@@ -136,7 +136,9 @@ const FIND_DENIED_WORDS: &[&str] = &[
     "-files0-from",
 ];
 
-/// Programs known to only read (and print): the kernel gives them the work repo read-only.
+/// Programs known to only read (and print): the kernel gives them the work repo read-only, and
+/// the forms of them that would write are refused by name (`check_reader`) for hosts where the
+/// kernel does not confine them.
 const READERS: &[&str] = &[
     "cat",
     "head",
@@ -287,10 +289,149 @@ impl ProgramRule {
                 for arg in options(args) {
                     check_common(program, arg, self.denied_long(), self.denied_short())?;
                 }
+                if self == ProgramRule::Reader {
+                    check_reader(program, args)?;
+                }
                 Ok(())
             }
         }
     }
+}
+
+/// The writing forms of programs on the readers' list, refused by name: without Landlock the
+/// path checks read every argument as a file to read, so `sort -o .git/config x` or
+/// `uniq x .git/info/attributes` would write where no writer may (and set git up to run a
+/// program). Per program: (short options that write or run, short options whose value
+/// follows, long options that write or run, whether a second operand is an output file,
+/// options whose value is the next word).
+struct ReaderWrites {
+    short: &'static [char],
+    short_values: &'static [char],
+    long: &'static [&'static str],
+    output_operand: bool,
+    value_words: &'static [&'static str],
+}
+
+fn reader_writes(program: &str) -> Option<ReaderWrites> {
+    Some(match program {
+        // `-o FILE` writes, `-T DIR` writes temporaries, `--compress-program` runs a program.
+        "sort" => ReaderWrites {
+            short: &['o', 'T'],
+            short_values: &['k', 't', 'S'],
+            long: &["--output", "--temporary-directory", "--compress-program"],
+            output_operand: false,
+            value_words: &[],
+        },
+        // `-o FILE` writes the listing.
+        "tree" => ReaderWrites {
+            short: &['o'],
+            short_values: &['L', 'P', 'I', 'H', 'T'],
+            long: &["--output"],
+            output_operand: false,
+            value_words: &[],
+        },
+        // `-C` compiles the magic file into `magic.mgc` in the working directory.
+        "file" => ReaderWrites {
+            short: &['C'],
+            short_values: &['e', 'F', 'f', 'm', 'P'],
+            long: &["--compile"],
+            output_operand: false,
+            value_words: &[],
+        },
+        // `-s` sets the system clock (a root gateway would).
+        "date" => ReaderWrites {
+            short: &['s'],
+            short_values: &['d', 'f', 'I', 'r'],
+            long: &["--set"],
+            output_operand: false,
+            value_words: &[],
+        },
+        // `uniq [INPUT [OUTPUT]]`.
+        "uniq" => ReaderWrites {
+            short: &[],
+            short_values: &['f', 's', 'w'],
+            long: &[],
+            output_operand: true,
+            value_words: &["--skip-fields", "--skip-chars", "--check-chars"],
+        },
+        // `xxd [INFILE [OUTFILE]]` (its options are single-dash words).
+        "xxd" => ReaderWrites {
+            short: &[],
+            short_values: &[],
+            long: &[],
+            output_operand: true,
+            value_words: &[
+                "-c",
+                "-cols",
+                "-g",
+                "-groupsize",
+                "-l",
+                "-len",
+                "-o",
+                "-offset",
+                "-s",
+                "-seek",
+                "-n",
+                "-name",
+                "-R",
+            ],
+        },
+        _ => return None,
+    })
+}
+
+/// Refuses the writing forms of a reader ([`reader_writes`]).
+fn check_reader(program: &str, args: &[String]) -> Result<(), Denial> {
+    let Some(writes) = reader_writes(program) else {
+        return Ok(());
+    };
+    let mut operands = 0;
+    let mut value_next = false;
+    let mut options_done = false;
+    for arg in args {
+        if value_next {
+            value_next = false;
+            continue;
+        }
+        if !options_done && arg == "--" {
+            options_done = true;
+            continue;
+        }
+        if !options_done && arg.len() > 1 && arg.starts_with('-') {
+            if writes.value_words.contains(&arg.as_str()) {
+                value_next = true;
+                continue;
+            }
+            if arg.starts_with("--") {
+                if writes.long.iter().any(|d| long_matches(long_name(arg), d)) {
+                    return Err(denied(program, arg));
+                }
+                continue;
+            }
+            if program == "xxd" {
+                continue;
+            }
+            for (at, c) in arg.char_indices().skip(1) {
+                if writes.short.contains(&c) {
+                    return Err(denied(program, arg));
+                }
+                if writes.short_values.contains(&c) {
+                    // The rest of the word is the value, or the next word is.
+                    value_next = at + c.len_utf8() == arg.len();
+                    break;
+                }
+            }
+            continue;
+        }
+        operands += 1;
+        if writes.output_operand && operands > 1 {
+            return Err(Denial::DeniedOption {
+                program: program.to_string(),
+                option: format!("{arg} (an output file)"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The arguments before a `--` end-of-options marker.
@@ -379,25 +520,36 @@ fn check_git(args: &[String]) -> Result<(), Denial> {
     Ok(())
 }
 
+/// The words of `git branch …` that are not the value of an option given as two words
+/// (`--format -l` is a format, not `-l`).
+fn git_branch_words(args: &[String]) -> impl Iterator<Item = &String> {
+    let mut expect_value = false;
+    args.iter().filter(move |arg| {
+        if expect_value {
+            expect_value = false;
+            return false;
+        }
+        if arg.starts_with("--")
+            && GIT_BRANCH_VALUE_OPTIONS.contains(&long_name(arg))
+            && !arg.contains('=')
+        {
+            expect_value = true;
+        }
+        true
+    })
+}
+
 fn check_git_branch(args: &[String]) -> Result<(), Denial> {
-    let listing = args.iter().any(|a| {
+    let listing = git_branch_words(args).any(|a| {
         a == "--list"
             || a == "-l"
             || (a.starts_with('-') && !a.starts_with("--") && a.contains('l'))
     });
-    let mut expect_value = false;
-    for arg in args {
-        if expect_value {
-            expect_value = false;
-            continue;
-        }
+    for arg in git_branch_words(args) {
         if arg.starts_with("--") {
             let name = long_name(arg);
             if GIT_BRANCH_DENIED_LONG.iter().any(|d| long_matches(name, d)) {
                 return Err(Denial::GitBranchNotListing(arg.clone()));
-            }
-            if GIT_BRANCH_VALUE_OPTIONS.contains(&name) && !arg.contains('=') {
-                expect_value = true;
             }
         } else if let Some(cluster) = arg.strip_prefix('-') {
             if cluster

@@ -53,6 +53,9 @@ pub struct SandboxLimits {
     pub open_files: u64,
     /// `RLIMIT_NPROC`, processes of the user (skipped as root, see the module doc).
     pub processes: u64,
+    /// `RLIMIT_DATA`, the child's heap and private writable mappings in bytes (files it only
+    /// reads through mappings do not count): a command cannot take the host's memory.
+    pub memory_bytes: u64,
 }
 
 impl Default for SandboxLimits {
@@ -64,6 +67,7 @@ impl Default for SandboxLimits {
             file_size_bytes: 16 * 1024 * 1024,
             open_files: 256,
             processes: 64,
+            memory_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -310,6 +314,9 @@ pub fn program_version(program: &Path) -> Option<String> {
 pub fn remove_container(runtime: &Path, name: &str) {
     let child = std::process::Command::new(runtime)
         .args(["rm", "--force", name])
+        .env_clear()
+        .env("PATH", FIXED_PATH)
+        .envs(super::skill::runtime_client_env())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -339,6 +346,7 @@ fn set_rlimits_before_exec(cmd: &mut Command, limits: &SandboxLimits) {
         (Resource::Fsize, limits.file_size_bytes),
         (Resource::Nofile, limits.open_files),
         (Resource::Nproc, limits.processes),
+        (Resource::Data, limits.memory_bytes),
     ];
     // SAFETY: the closure runs in the forked child before exec. It only calls `setrlimit`
     // (a direct system call through rustix: no allocation, no lock, async-signal-safe) on

@@ -22,6 +22,29 @@ use crate::vault::SecretValue;
 
 /// Where the skill directory is mounted in a strict container.
 pub const CONTAINER_SKILL_DIR: &str = "/skill";
+
+/// The variables a docker or podman client gets from the gateway's environment, and nothing
+/// else (the gateway's token, provider keys and `*_FILE` paths never reach the client, its
+/// plugins, credential helpers or hooks).
+pub const RUNTIME_CLIENT_ENV: &[&str] = &[
+    "HOME",
+    "XDG_RUNTIME_DIR",
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "CONTAINER_HOST",
+    // podman's own configuration (runtime, storage) as the operator set it.
+    "CONTAINERS_CONF",
+    "CONTAINERS_STORAGE_CONF",
+];
+
+/// The values of [`RUNTIME_CLIENT_ENV`] set in this process's environment.
+pub fn runtime_client_env() -> Vec<(String, String)> {
+    RUNTIME_CLIENT_ENV
+        .iter()
+        .filter_map(|key| std::env::var(key).ok().map(|v| ((*key).to_string(), v)))
+        .collect()
+}
 /// Where the work repo is mounted in a strict container (its working directory).
 pub const CONTAINER_WORK_DIR: &str = "/work";
 
@@ -229,21 +252,7 @@ pub async fn run(
             // The client passes the named variables through from its own environment: the
             // values never appear in an argument vector.
             let mut client_env = env;
-            for key in [
-                "HOME",
-                "XDG_RUNTIME_DIR",
-                "DOCKER_HOST",
-                "DOCKER_CONTEXT",
-                "DOCKER_CONFIG",
-                "CONTAINER_HOST",
-                // podman's own configuration (runtime, storage) as the operator set it.
-                "CONTAINERS_CONF",
-                "CONTAINERS_STORAGE_CONF",
-            ] {
-                if let Ok(v) = std::env::var(key) {
-                    client_env.push((key.into(), v));
-                }
-            }
+            client_env.extend(runtime_client_env());
             let command = CheckedCommand {
                 program: program.clone(),
                 argv,
@@ -448,6 +457,8 @@ pub fn container_argv(
         format!("nofile={0}:{0}", limits.open_files),
         "--ulimit".into(),
         format!("fsize={0}:{0}", limits.file_size_bytes),
+        "--ulimit".into(),
+        format!("data={0}:{0}", limits.memory_bytes),
         "--mount".into(),
         format!(
             "type=bind,source={},target={CONTAINER_SKILL_DIR},readonly",

@@ -345,3 +345,38 @@ async fn the_default_tools_still_work_under_the_kernel() {
         assert!(text.contains(expect), "{command}: {text}");
     }
 }
+
+/// Found by review: no memory limit, so one command (a huge regex, a string doubled in awk)
+/// could take the host's memory and get the gateway killed by the OOM killer.
+#[actix_rt::test]
+async fn a_child_cannot_take_more_memory_than_its_limit() {
+    let f = Fixture::new();
+    let jail = KernelJail::unconfined(&f.work_repo);
+    // Doubles a string to 512 MiB.
+    let cmd = raw(
+        "/usr/bin/awk",
+        &["BEGIN { s = \"x\"; while (length(s) < 300000000) s = s s; print length(s) }"],
+        &f.work_repo,
+        ChildAccess::default(),
+    );
+    let capped = SandboxLimits {
+        memory_bytes: 64 * 1024 * 1024,
+        ..limits()
+    };
+    let report = run(&cmd, &f.work_repo, &jail, &capped).await.unwrap();
+    assert_ne!(
+        report.status,
+        ExitState::Code(0),
+        "allocated past the limit"
+    );
+    let generous = SandboxLimits {
+        memory_bytes: 2 * 1024 * 1024 * 1024,
+        ..limits()
+    };
+    let report = run(&cmd, &f.work_repo, &jail, &generous).await.unwrap();
+    assert_eq!(
+        report.status,
+        ExitState::Code(0),
+        "control: within the limit it runs"
+    );
+}
